@@ -1,0 +1,183 @@
+//! Configuration: environment variables with matching flags, parsed once at
+//! start and validated against each other before anything listens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+
+/// Flags and environment for `mayfly serve` (and `mayfly migrate`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MAYFLY_LISTEN", default_value = "127.0.0.1:8420")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://path` (embedded, single node) or `postgres://…` (replicas).
+    #[arg(
+        long,
+        env = "MAYFLY_DATABASE_URL",
+        default_value = "sqlite://./mayfly-data/mayfly.db"
+    )]
+    pub database_url: String,
+
+    /// Issuer URL (`iss`, and the admin API's resource URI). Default `http://{listen}`.
+    #[arg(long, env = "MAYFLY_ISSUER")]
+    pub issuer: Option<String>,
+
+    /// Master key sealing the signing keys: 32 bytes, base64 or hex.
+    #[arg(long, env = "MAYFLY_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<SecretString>,
+
+    /// File holding the master key (instead of MAYFLY_MASTER_KEY).
+    #[arg(long, env = "MAYFLY_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+
+    #[arg(long, env = "MAYFLY_KEY_ROTATION_PERIOD", default_value = "24h", value_parser = parse_duration)]
+    pub key_rotation_period: Duration,
+
+    #[arg(long, env = "MAYFLY_KEY_PUBLISH_LEAD", default_value = "1h", value_parser = parse_duration)]
+    pub key_publish_lead: Duration,
+
+    #[arg(long, env = "MAYFLY_JWKS_MAX_AGE", default_value = "300s", value_parser = parse_duration)]
+    pub jwks_max_age: Duration,
+
+    /// TTL of a token when neither the request nor the resource says otherwise.
+    #[arg(long, env = "MAYFLY_DEFAULT_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+
+    /// Hard ceiling on any token's lifetime.
+    #[arg(long, env = "MAYFLY_MAX_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// Secret of the bootstrap admin client `mayfly-admin` (only used on an empty database).
+    #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
+    pub bootstrap_admin_secret: Option<SecretString>,
+
+    /// Seed a `demo` tenant, resource and client and print a command that mints a token.
+    #[arg(long, env = "MAYFLY_DEV")]
+    pub dev: bool,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 90s, 15m or 24h: {e}"))
+}
+
+/// Validated configuration handed to `launch`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub issuer: String,
+    pub master_key: Option<SecretString>,
+    pub master_key_file: Option<PathBuf>,
+    pub key_rotation_period: Duration,
+    pub key_publish_lead: Duration,
+    pub jwks_max_age: Duration,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub bootstrap_admin_secret: Option<SecretString>,
+    pub dev: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+        let issuer = match args.issuer {
+            Some(issuer) => issuer,
+            None => format!("http://{}", args.listen),
+        };
+        let config = Self {
+            database_url: args.database_url,
+            issuer,
+            master_key: args.master_key,
+            master_key_file: args.master_key_file,
+            key_rotation_period: args.key_rotation_period,
+            key_publish_lead: args.key_publish_lead,
+            jwks_max_age: args.jwks_max_age,
+            default_ttl: args.default_ttl,
+            max_ttl: args.max_ttl,
+            bootstrap_admin_secret: args.bootstrap_admin_secret,
+            dev: args.dev,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults for everything but the database and issuer; used by tests and
+    /// embedders.
+    pub fn new(database_url: impl Into<String>, issuer: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            issuer: issuer.into(),
+            master_key: None,
+            master_key_file: None,
+            key_rotation_period: Duration::from_secs(24 * 3600),
+            key_publish_lead: Duration::from_secs(3600),
+            jwks_max_age: Duration::from_secs(300),
+            default_ttl: Duration::from_secs(15 * 60),
+            max_ttl: Duration::from_secs(3600),
+            bootstrap_admin_secret: None,
+            dev: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if crate::tenants::uri::canonicalize(&self.issuer).is_err() {
+            return err(format!(
+                "MAYFLY_ISSUER `{}` must be an absolute http(s) URL without query or fragment",
+                self.issuer
+            ));
+        }
+        if self.issuer.contains('?') || self.issuer.ends_with('/') {
+            return err("MAYFLY_ISSUER must not end with `/` or carry a query".into());
+        }
+        if self.max_ttl.is_zero() || self.default_ttl.is_zero() {
+            return err("MAYFLY_DEFAULT_TTL and MAYFLY_MAX_TTL must be positive".into());
+        }
+        if self.default_ttl > self.max_ttl {
+            return err(format!(
+                "MAYFLY_DEFAULT_TTL ({}) exceeds MAYFLY_MAX_TTL ({})",
+                humantime::format_duration(self.default_ttl),
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        if self.max_ttl > Duration::from_secs(24 * 3600) {
+            return err("MAYFLY_MAX_TTL may not exceed 24h: mayfly issues ephemeral tokens".into());
+        }
+        if self.jwks_max_age > self.key_publish_lead {
+            return err(format!(
+                "MAYFLY_JWKS_MAX_AGE ({}) exceeds MAYFLY_KEY_PUBLISH_LEAD ({}): a verifier could meet an unknown kid",
+                humantime::format_duration(self.jwks_max_age),
+                humantime::format_duration(self.key_publish_lead)
+            ));
+        }
+        if self.key_publish_lead >= self.key_rotation_period {
+            return err(
+                "MAYFLY_KEY_PUBLISH_LEAD must be shorter than MAYFLY_KEY_ROTATION_PERIOD".into(),
+            );
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return err("give MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE, not both".into());
+        }
+        Ok(())
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    pub fn default_ttl_seconds(&self) -> i64 {
+        self.default_ttl.as_secs() as i64
+    }
+
+    pub fn max_ttl_seconds(&self) -> i64 {
+        self.max_ttl.as_secs() as i64
+    }
+}

@@ -1,0 +1,344 @@
+//! Admin API over what mayfly records: leases, revocations, the audit trail
+//! and the signing keys.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, page_cursor, page_limit};
+use crate::app::AppState;
+use crate::audit::{ChainVerifier, actions};
+use crate::leases::Selector;
+use crate::storage::audit::AuditFilter;
+use crate::storage::{LeaseFilter, NewRevocation, StoreError, encode_cursor};
+use crate::tenants::{
+    invalid, validate_client_id, validate_tenant_id, validate_workflow, validate_workload,
+};
+
+async fn authorize_tenant(state: &AppState, admin: &Admin, tenant: &str) -> Result<(), ApiError> {
+    validate_tenant_id(tenant).map_err(|_| ApiError::not_found("tenant"))?;
+    admin.require_tenant(state, tenant).await?;
+    match state.store.get_tenant(tenant).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("tenant")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Cursor over a descending sequence: items strictly older than the last one served.
+fn seq_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
+    match page_cursor(cursor)? {
+        None => Ok(i64::MAX),
+        Some(s) => s.parse().map_err(|_| {
+            ApiError::bad_request("invalid_query", "cursor is not one this server issued")
+        }),
+    }
+}
+
+fn seq_page(items: Vec<Value>, last_seq: Option<i64>, limit: i64) -> Value {
+    let next = (items.len() as i64 == limit)
+        .then(|| last_seq.map(|s| encode_cursor(&s.to_string())))
+        .flatten();
+    json!({"items": items, "next_cursor": next})
+}
+
+// ---- leases ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseQuery {
+    workflow: Option<String>,
+    workload: Option<String>,
+    client_id: Option<String>,
+    active: Option<bool>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn lease_json(lease: &crate::leases::Lease, now: DateTime<Utc>) -> Value {
+    let mut v = json!(lease);
+    v["active"] = json!(lease.revoked_at.is_none() && lease.expires_at > now);
+    v
+}
+
+pub async fn list_leases(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LeaseQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_tenant(&state, &admin, &tenant).await?;
+    let limit = page_limit(q.limit)?;
+    let before = seq_cursor(q.cursor.as_deref())?;
+    let filter = LeaseFilter {
+        workflow: q.workflow,
+        workload: q.workload,
+        client_id: q.client_id,
+        active: q.active,
+    };
+    let now = state.clock.now();
+    let leases = state
+        .store
+        .list_leases(&tenant, &filter, now, before, limit)
+        .await?;
+    let last = leases.last().map(|l| l.seq);
+    Ok(Json(seq_page(
+        leases.iter().map(|l| lease_json(l, now)).collect(),
+        last,
+        limit,
+    )))
+}
+
+pub async fn get_lease(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath((tenant, lease_id)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_tenant(&state, &admin, &tenant).await?;
+    let id: Uuid = lease_id.parse().map_err(|_| ApiError::not_found("lease"))?;
+    let lease = match state.store.get_lease(id).await {
+        Ok(l) if l.tenant_id == tenant => l,
+        Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::not_found("lease")),
+        Err(e) => return Err(e.into()),
+    };
+    let mut body = lease_json(&lease, state.clock.now());
+    // A rule can revoke a lease before its row is marked.
+    if lease.revoked_at.is_none() {
+        if let Some(rule) = state.store.revoking_rule(&lease).await? {
+            body["active"] = json!(false);
+            body["revocation_id"] = json!(rule);
+        }
+    }
+    Ok(Json(body))
+}
+
+// ---- revocations ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationBody {
+    workflow: Option<String>,
+    workload: Option<String>,
+    client_id: Option<String>,
+    lease_id: Option<String>,
+    reason: Option<String>,
+}
+
+fn selector(body: &RevocationBody) -> Result<Selector, ApiError> {
+    let named = [
+        &body.workflow,
+        &body.workload,
+        &body.client_id,
+        &body.lease_id,
+    ]
+    .iter()
+    .filter(|f| f.is_some())
+    .count();
+    if named > 1 {
+        return Err(invalid(
+            "selector",
+            "name at most one of workflow, workload, client_id, lease_id",
+        )
+        .into());
+    }
+    Ok(if let Some(w) = &body.workflow {
+        validate_workflow("workflow", w)?;
+        Selector::Workflow(w.clone())
+    } else if let Some(w) = &body.workload {
+        validate_workload("workload", w)?;
+        Selector::Workload(w.clone())
+    } else if let Some(c) = &body.client_id {
+        validate_client_id(c)?;
+        Selector::Client(c.clone())
+    } else if let Some(l) = &body.lease_id {
+        Selector::Lease(
+            l.parse()
+                .map_err(|_| invalid("lease_id", "must be a lease id (UUID)"))?,
+        )
+    } else {
+        Selector::Tenant
+    })
+}
+
+pub async fn create_revocation(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(tenant): ApiPath<String>,
+    ApiJson(body): ApiJson<RevocationBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize_tenant(&state, &admin, &tenant).await?;
+    let selector = selector(&body)?;
+    let reason = body.reason.as_deref().map(str::trim).unwrap_or_default();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(invalid("reason", "say why, in 1 to 500 characters").into());
+    }
+    if let Selector::Lease(id) = &selector {
+        match state.store.get_lease(*id).await {
+            Ok(l) if l.tenant_id == tenant => {}
+            Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::not_found("lease")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let now = state.clock.now();
+    let mut tx = state.store.begin().await?;
+    let rule = tx
+        .insert_revocation(&NewRevocation {
+            id: Uuid::now_v7(),
+            tenant_id: &tenant,
+            selector: &selector,
+            reason,
+            created_by: Some(admin.identity()),
+            now,
+            prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
+        })
+        .await?;
+    let mut event = admin.event(actions::REVOCATION_CREATED, now);
+    event.tenant = Some(tenant.clone());
+    event.reason = Some(format!(
+        "{reason} (revocation {}, {} leases)",
+        rule.id, rule.leases_revoked
+    ));
+    match &selector {
+        Selector::Tenant => {}
+        Selector::Workflow(w) => event.workflow = Some(w.clone()),
+        Selector::Workload(w) => event.workload = Some(w.clone()),
+        Selector::Client(c) => event.client_id = Some(c.clone()),
+        Selector::Lease(l) => event.lease_id = Some(*l),
+    }
+    tx.append_audit(&[event]).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(rule.to_json())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list_revocations(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_tenant(&state, &admin, &tenant).await?;
+    let limit = page_limit(q.limit)?;
+    let before = seq_cursor(q.cursor.as_deref())?;
+    let rules = state.store.list_revocations(&tenant, before, limit).await?;
+    let last = rules.last().map(|r| r.seq);
+    Ok(Json(seq_page(
+        rules.iter().map(|r| r.to_json()).collect(),
+        last,
+        limit,
+    )))
+}
+
+// ---- audit ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    workflow: Option<String>,
+    workload: Option<String>,
+    client_id: Option<String>,
+    action: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub async fn list_audit(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(tenant): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_tenant(&state, &admin, &tenant).await?;
+    let limit = page_limit(q.limit)?;
+    let before = seq_cursor(q.cursor.as_deref())?;
+    let filter = AuditFilter {
+        workflow: q.workflow,
+        workload: q.workload,
+        client_id: q.client_id,
+        action: q.action,
+        since: q.since,
+        until: q.until,
+    };
+    let events = state
+        .store
+        .list_audit(&tenant, &filter, before, limit)
+        .await?;
+    let last = events.last().map(|e| e.seq);
+    let items = events
+        .iter()
+        .map(|e| {
+            let mut v = json!(e.event);
+            v["prev_hash"] = json!(e.prev_hash);
+            v["hash"] = json!(e.hash);
+            v
+        })
+        .collect();
+    Ok(Json(seq_page(items, last, limit)))
+}
+
+/// Recomputes the whole chain (global admins only: the chain spans tenants).
+pub async fn verify_audit(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    admin.require_global(&state).await?;
+    Ok(Json(json!(verify_chain(&state.store).await?)))
+}
+
+pub async fn verify_chain(
+    store: &crate::storage::Store,
+) -> Result<crate::audit::Verification, StoreError> {
+    // Read the head first: events appended while we walk are past it.
+    let head = store.audit_head().await?;
+    let mut verifier = ChainVerifier::default();
+    let mut after = 0;
+    loop {
+        let page = store.audit_chain_page(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for e in &page {
+            verifier.check(e);
+            if e.hash == head {
+                return Ok(verifier.finish(&head));
+            }
+        }
+    }
+    Ok(verifier.finish(&head))
+}
+
+// ---- keys ----
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    admin.require_global(&state).await?;
+    let keys = state.store.list_keys().await?;
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            json!({
+                "kid": k.kid,
+                "alg": k.alg,
+                "state": k.state,
+                "created_at": k.created_at,
+                "activated_at": k.activated_at,
+                "retired_at": k.retired_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}

@@ -1,0 +1,18 @@
+//! mayfly: an ephemeral credential issuer for MCP servers. It mints scoped,
+//! short-lived tokens per tenant, workflow and workload, records a lease for
+//! each, and revokes precisely. See DESIGN.md for the contract.
+
+pub mod app;
+pub mod audit;
+mod bootstrap;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod leases;
+pub mod storage;
+pub mod tenants;
+pub mod tokens;
+
+pub use app::{AppState, Options, launch, prepare, serve};
+pub use config::Config;

@@ -1,0 +1,116 @@
+//! The `mayfly` binary: telemetry, then subcommands. Everything else lives in
+//! the library behind `launch`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mayfly::config::{Config, ServeArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mayfly",
+    version,
+    about = "Ephemeral, scoped, revocable credentials for MCP servers"
+)]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, env = "MAYFLY_LOG_FORMAT", default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit hash chain and report the first broken event.
+    Verify,
+}
+
+fn init_telemetry(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_telemetry(cli.log_format);
+    let listen = cli.serve.listen;
+    let config = Config::from_args(cli.serve)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            mayfly::launch(mayfly::Options::new(config), listener, shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = mayfly::storage::Store::connect(&config.database_url).await?;
+            store.migrate().await?;
+            println!("migrations applied ({})", store.backend());
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = mayfly::storage::Store::connect(&config.database_url).await?;
+            let report = mayfly::http::records::verify_chain(&store).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}

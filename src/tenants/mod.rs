@@ -1,0 +1,320 @@
+//! Tenants and what lives in them: resources (MCP servers), clients and their
+//! grants. Validation of every name and value an admin can send lives here,
+//! pure, so the HTTP layer only translates.
+
+pub mod authn;
+pub mod secret;
+pub mod uri;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The hidden tenant that owns the global admin client `mayfly-admin`.
+pub const SYSTEM_TENANT: &str = "_system";
+pub const BOOTSTRAP_ADMIN: &str = "mayfly-admin";
+/// Scope of the global admin on the admin API.
+pub const GLOBAL_ADMIN_SCOPE: &str = "mayfly:admin";
+
+pub fn tenant_admin_scope(tenant: &str) -> String {
+    format!("mayfly:tenant:{tenant}:admin")
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Resource {
+    pub id: Uuid,
+    #[serde(rename = "tenant")]
+    pub tenant_id: String,
+    pub uri: String,
+    #[serde(skip)]
+    pub canonical_uri: String,
+    pub name: String,
+    #[sqlx(json)]
+    pub scopes: Vec<String>,
+    pub default_ttl_seconds: i64,
+    pub max_ttl_seconds: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    Ci,
+    Agent,
+    Service,
+    ResourceServer,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientKind::Ci => "ci",
+            ClientKind::Agent => "agent",
+            ClientKind::Service => "service",
+            ClientKind::ResourceServer => "resource_server",
+        }
+    }
+}
+
+impl TryFrom<String> for ClientKind {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "ci" => Ok(ClientKind::Ci),
+            "agent" => Ok(ClientKind::Agent),
+            "service" => Ok(ClientKind::Service),
+            "resource_server" => Ok(ClientKind::ResourceServer),
+            other => Err(format!("unknown client kind `{other}` in store")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub resource: String,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Client {
+    pub client_id: String,
+    #[serde(rename = "tenant")]
+    pub tenant_id: String,
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub kind: ClientKind,
+    #[sqlx(json)]
+    pub workflows: Vec<String>,
+    #[sqlx(json)]
+    pub grants: Vec<Grant>,
+    pub max_ttl_seconds: i64,
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Client {
+    pub fn may_mint_for(&self, workflow: &str) -> bool {
+        self.workflows.iter().any(|w| w == "*" || w == workflow)
+    }
+
+    /// The workflow used when a request names none: only when the client may
+    /// serve exactly one (MCP SDK clients send no `workflow`).
+    pub fn implied_workflow(&self) -> Option<&str> {
+        match self.workflows.as_slice() {
+            [only] if only != "*" => Some(only),
+            _ => None,
+        }
+    }
+}
+
+/// A validation failure: which field, and why, in words safe to show the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: String,
+}
+
+pub fn invalid(field: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+fn check_chars(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    first: fn(char) -> bool,
+    rest: fn(char) -> bool,
+    what: &str,
+) -> Result<(), Invalid> {
+    let mut chars = value.chars();
+    let ok = value.len() <= max && chars.next().is_some_and(first) && chars.all(rest);
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be {what}, at most {max} characters"),
+        ))
+    }
+}
+
+pub fn validate_tenant_id(id: &str) -> Result<(), Invalid> {
+    check_chars(
+        "id",
+        id,
+        63,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit(),
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-',
+        "a slug of lower-case letters, digits and `-`",
+    )
+}
+
+pub fn validate_client_id(id: &str) -> Result<(), Invalid> {
+    check_chars(
+        "client_id",
+        id,
+        128,
+        |c| c.is_ascii_alphanumeric(),
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
+        "letters, digits, `.`, `_` and `-`, starting with a letter or digit",
+    )
+}
+
+pub fn validate_workflow(field: &'static str, name: &str) -> Result<(), Invalid> {
+    check_chars(
+        field,
+        name,
+        128,
+        |c| c.is_ascii_alphanumeric(),
+        |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/'),
+        "letters, digits, `.`, `_`, `-`, `:` and `/`, starting with a letter or digit",
+    )
+}
+
+pub fn validate_workload(field: &'static str, name: &str) -> Result<(), Invalid> {
+    check_chars(
+        field,
+        name,
+        256,
+        |c| c.is_ascii_graphic() && c != '"' && c != '\\',
+        |c| c.is_ascii_graphic() && c != '"' && c != '\\',
+        "visible ASCII without quotes or backslashes",
+    )
+}
+
+/// RFC 6749 §3.3 scope-token.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+pub fn validate_name(field: &'static str, name: &str) -> Result<(), Invalid> {
+    if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            "must be 1 to 200 characters, no control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Scopes an admin declares on a resource.
+pub fn validate_resource_scopes(scopes: &[String]) -> Result<(), Invalid> {
+    if scopes.is_empty() || scopes.len() > 100 {
+        return Err(invalid("scopes", "a resource defines 1 to 100 scopes"));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if !is_scope_token(s) {
+            return Err(invalid(
+                "scopes",
+                format!("`{s}` is not a valid scope token"),
+            ));
+        }
+        if s.starts_with("mayfly:") {
+            return Err(invalid(
+                "scopes",
+                "scopes starting with `mayfly:` are reserved",
+            ));
+        }
+        if scopes[..i].contains(s) {
+            return Err(invalid("scopes", format!("`{s}` is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_ttls(default_ttl: i64, max_ttl: i64, ceiling: i64) -> Result<(), Invalid> {
+    if max_ttl < 1 || max_ttl > ceiling {
+        return Err(invalid(
+            "max_ttl_seconds",
+            format!("must be between 1 and the server's ceiling of {ceiling} seconds"),
+        ));
+    }
+    if default_ttl < 1 || default_ttl > max_ttl {
+        return Err(invalid(
+            "default_ttl_seconds",
+            "must be between 1 and max_ttl_seconds",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_workflows(workflows: &[String]) -> Result<(), Invalid> {
+    if workflows.is_empty() || workflows.len() > 100 {
+        return Err(invalid("workflows", "list 1 to 100 workflows, or [\"*\"]"));
+    }
+    for w in workflows {
+        if w != "*" {
+            validate_workflow("workflows", w)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_slugs_and_the_system_tenant_is_not_one() {
+        assert!(validate_tenant_id("acme").is_ok());
+        assert!(validate_tenant_id("acme-2").is_ok());
+        for bad in [
+            "",
+            "Acme",
+            "-acme",
+            "acme_x",
+            SYSTEM_TENANT,
+            &"a".repeat(64),
+        ] {
+            assert!(validate_tenant_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749() {
+        assert!(is_scope_token("issues:write"));
+        for bad in ["", "a b", "a\"b", "a\\b", "é"] {
+            assert!(!is_scope_token(bad), "{bad}");
+        }
+        assert!(validate_resource_scopes(&["mayfly:admin".into()]).is_err());
+        assert!(validate_resource_scopes(&["a".into(), "a".into()]).is_err());
+    }
+
+    #[test]
+    fn a_single_named_workflow_is_implied_but_a_wildcard_is_not() {
+        let mut c = Client {
+            client_id: "c".into(),
+            tenant_id: "t".into(),
+            name: "c".into(),
+            kind: ClientKind::Ci,
+            workflows: vec!["release".into()],
+            grants: vec![],
+            max_ttl_seconds: 60,
+            disabled: false,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+        };
+        assert_eq!(c.implied_workflow(), Some("release"));
+        assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));
+        c.workflows = vec!["*".into()];
+        assert_eq!(c.implied_workflow(), None);
+        assert!(c.may_mint_for("deploy"));
+    }
+}

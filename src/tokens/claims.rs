@@ -1,0 +1,30 @@
+//! The access-token claims (RFC 9068 profile plus mayfly's tenant/workflow).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The workload.
+    pub sub: String,
+    /// Exactly the resource URI string the caller requested.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    /// The lease id.
+    pub jti: String,
+    pub client_id: String,
+    pub scope: String,
+    pub tenant: String,
+    pub workflow: String,
+    /// RFC 8693 actor chain, where a human or agent delegated the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split(' ').filter(|s| !s.is_empty())
+    }
+}

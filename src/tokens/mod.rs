@@ -1,0 +1,8 @@
+//! Access tokens: claims, the JWS encoding, the minting policy and the issuer
+//! that commits a lease before any token leaves.
+
+pub mod claims;
+pub mod issuer;
+pub mod jws;
+pub mod policy;
+pub mod validate;

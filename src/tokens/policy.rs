@@ -1,0 +1,316 @@
+//! The pure decision at the heart of minting: given an authenticated client,
+//! the resource it asked for and its request, which workflow, workload, scopes
+//! and lifetime does the token get, or why is it refused. No I/O here.
+
+use crate::tenants::{self, Client, uri};
+
+/// What a token can be minted for: a registered resource, or the admin API.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub canonical_uri: String,
+    pub scopes: TargetScopes,
+    pub default_ttl: i64,
+    pub max_ttl: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetScopes {
+    /// The scopes a resource declares.
+    Listed(Vec<String>),
+    /// The admin API: `mayfly:admin` and `mayfly:tenant:{tenant}:admin`.
+    AdminApi,
+}
+
+impl TargetScopes {
+    pub fn defines(&self, scope: &str) -> bool {
+        match self {
+            TargetScopes::Listed(list) => list.iter().any(|s| s == scope),
+            TargetScopes::AdminApi => {
+                scope == tenants::GLOBAL_ADMIN_SCOPE
+                    || scope
+                        .strip_prefix("mayfly:tenant:")
+                        .and_then(|rest| rest.strip_suffix(":admin"))
+                        .is_some_and(|t| tenants::validate_tenant_id(t).is_ok())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct MintRequest<'a> {
+    pub scope: Option<&'a str>,
+    pub workflow: Option<&'a str>,
+    pub workload: Option<&'a str>,
+    pub expires_in: Option<&'a str>,
+}
+
+/// Why a mint is refused; maps one to one onto OAuth error codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    InvalidRequest(String),
+    InvalidScope(String),
+    InvalidTarget(String),
+    UnauthorizedClient(String),
+}
+
+impl Denial {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Denial::InvalidRequest(_) => "invalid_request",
+            Denial::InvalidScope(_) => "invalid_scope",
+            Denial::InvalidTarget(_) => "invalid_target",
+            Denial::UnauthorizedClient(_) => "unauthorized_client",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Denial::InvalidRequest(m)
+            | Denial::InvalidScope(m)
+            | Denial::InvalidTarget(m)
+            | Denial::UnauthorizedClient(m) => m,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub workflow: String,
+    pub workload: String,
+    pub scopes: Vec<String>,
+    pub ttl_seconds: i64,
+}
+
+pub fn decide(
+    client: &Client,
+    target: &Target,
+    req: &MintRequest<'_>,
+    ceiling: i64,
+) -> Result<Decision, Denial> {
+    let workflow = match req.workflow {
+        Some(w) => w,
+        None => client.implied_workflow().ok_or_else(|| {
+            Denial::InvalidRequest(
+                "`workflow` is required: this client may mint for more than one workflow".into(),
+            )
+        })?,
+    };
+    tenants::validate_workflow("workflow", workflow)
+        .map_err(|e| Denial::InvalidRequest(e.to_string()))?;
+    if !client.may_mint_for(workflow) {
+        return Err(Denial::UnauthorizedClient(format!(
+            "this client may not mint for workflow `{workflow}`"
+        )));
+    }
+
+    let workload = req.workload.unwrap_or(&client.client_id);
+    tenants::validate_workload("workload", workload)
+        .map_err(|e| Denial::InvalidRequest(e.to_string()))?;
+
+    // Scopes this client holds on this target, over all grants naming it.
+    let mut held: Vec<&str> = Vec::new();
+    let mut has_grant = false;
+    for grant in &client.grants {
+        if uri::canonicalize(&grant.resource).is_ok_and(|c| c == target.canonical_uri) {
+            has_grant = true;
+            for s in &grant.scopes {
+                if !held.contains(&s.as_str()) {
+                    held.push(s);
+                }
+            }
+        }
+    }
+    if !has_grant {
+        return Err(Denial::InvalidTarget(
+            "this client has no grant for the requested resource".into(),
+        ));
+    }
+
+    let scopes: Vec<String> = match req.scope.map(str::trim).filter(|s| !s.is_empty()) {
+        None => held
+            .iter()
+            .filter(|s| target.scopes.defines(s))
+            .map(|s| s.to_string())
+            .collect(),
+        Some(requested) => {
+            let mut granted = Vec::new();
+            for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                if !tenants::is_scope_token(s) || !target.scopes.defines(s) {
+                    return Err(Denial::InvalidScope(format!(
+                        "the resource does not define scope `{s}`"
+                    )));
+                }
+                // Defined but not granted: dropped (RFC 6749 §3.3); the response names what was granted.
+                if held.contains(&s) && !granted.iter().any(|g: &String| g == s) {
+                    granted.push(s.to_string());
+                }
+            }
+            granted
+        }
+    };
+    if scopes.is_empty() {
+        return Err(Denial::InvalidScope(
+            "none of the requested scopes is granted to this client".into(),
+        ));
+    }
+
+    let cap = client.max_ttl_seconds.min(target.max_ttl).min(ceiling);
+    let requested_ttl = match req.expires_in {
+        None => target.default_ttl,
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(Denial::InvalidRequest(
+                    "`expires_in` must be a positive integer of seconds".into(),
+                ));
+            }
+        },
+    };
+    Ok(Decision {
+        workflow: workflow.to_string(),
+        workload: workload.to_string(),
+        scopes,
+        ttl_seconds: requested_ttl.min(cap),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::tenants::{ClientKind, Grant};
+
+    fn client() -> Client {
+        Client {
+            client_id: "ci-release".into(),
+            tenant_id: "acme".into(),
+            name: "CI".into(),
+            kind: ClientKind::Ci,
+            workflows: vec!["release".into()],
+            grants: vec![Grant {
+                resource: "https://mcp.acme.test/github/".into(),
+                scopes: vec!["issues:read".into()],
+            }],
+            max_ttl_seconds: 900,
+            disabled: false,
+            created_at: DateTime::UNIX_EPOCH,
+            updated_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            canonical_uri: "https://mcp.acme.test/github".into(),
+            scopes: TargetScopes::Listed(vec!["issues:read".into(), "issues:write".into()]),
+            default_ttl: 600,
+            max_ttl: 3600,
+        }
+    }
+
+    #[test]
+    fn an_sdk_style_request_gets_the_implied_workflow_and_default_scopes() {
+        let d = decide(&client(), &target(), &MintRequest::default(), 3600).unwrap();
+        assert_eq!(d.workflow, "release");
+        assert_eq!(d.workload, "ci-release");
+        assert_eq!(d.scopes, vec!["issues:read"]);
+        assert_eq!(d.ttl_seconds, 600);
+    }
+
+    #[test]
+    fn defined_but_ungranted_scopes_are_dropped_and_unknown_ones_refused() {
+        let req = MintRequest {
+            scope: Some("issues:read issues:write"),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&client(), &target(), &req, 3600).unwrap().scopes,
+            vec!["issues:read"]
+        );
+
+        let req = MintRequest {
+            scope: Some("issues:write"),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&client(), &target(), &req, 3600),
+            Err(Denial::InvalidScope(_))
+        ));
+
+        let req = MintRequest {
+            scope: Some("issues:raed"),
+            ..Default::default()
+        };
+        let err = decide(&client(), &target(), &req, 3600).unwrap_err();
+        assert_eq!(err.code(), "invalid_scope");
+        assert!(err.message().contains("issues:raed"));
+    }
+
+    #[test]
+    fn ttl_is_capped_by_client_resource_and_ceiling() {
+        let ask = |n: &'static str, ceiling| {
+            decide(
+                &client(),
+                &target(),
+                &MintRequest {
+                    expires_in: Some(n),
+                    ..Default::default()
+                },
+                ceiling,
+            )
+        };
+        assert_eq!(ask("60", 3600).unwrap().ttl_seconds, 60);
+        assert_eq!(ask("100000", 3600).unwrap().ttl_seconds, 900); // client cap
+        assert_eq!(ask("800", 300).unwrap().ttl_seconds, 300); // global ceiling
+        for bad in ["0", "-5", "ten", "1.5"] {
+            assert!(
+                matches!(ask(bad, 3600), Err(Denial::InvalidRequest(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn workflows_outside_the_clients_list_are_refused() {
+        let req = MintRequest {
+            workflow: Some("deploy"),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&client(), &target(), &req, 3600).unwrap_err().code(),
+            "unauthorized_client"
+        );
+        let mut wild = client();
+        wild.workflows = vec!["*".into()];
+        assert_eq!(
+            decide(&wild, &target(), &MintRequest::default(), 3600)
+                .unwrap_err()
+                .code(),
+            "invalid_request"
+        );
+        assert_eq!(
+            decide(&wild, &target(), &req, 3600).unwrap().workflow,
+            "deploy"
+        );
+    }
+
+    #[test]
+    fn a_resource_without_a_grant_is_an_invalid_target() {
+        let mut t = target();
+        t.canonical_uri = "https://mcp.acme.test/jira".into();
+        assert_eq!(
+            decide(&client(), &t, &MintRequest::default(), 3600)
+                .unwrap_err()
+                .code(),
+            "invalid_target"
+        );
+    }
+
+    #[test]
+    fn the_admin_api_defines_only_admin_scopes() {
+        assert!(TargetScopes::AdminApi.defines("mayfly:admin"));
+        assert!(TargetScopes::AdminApi.defines("mayfly:tenant:acme:admin"));
+        assert!(!TargetScopes::AdminApi.defines("mayfly:tenant::admin"));
+        assert!(!TargetScopes::AdminApi.defines("issues:read"));
+    }
+}
