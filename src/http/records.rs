@@ -108,11 +108,11 @@ pub async fn get_lease(
     };
     let mut body = lease_json(&lease, state.clock.now());
     // A rule can revoke a lease before its row is marked.
-    if lease.revoked_at.is_none() {
-        if let Some(rule) = state.store.revoking_rule(&lease).await? {
-            body["active"] = json!(false);
-            body["revocation_id"] = json!(rule);
-        }
+    if lease.revoked_at.is_none()
+        && let Some(rule) = state.store.revoking_rule(&lease).await?
+    {
+        body["active"] = json!(false);
+        body["revocation_id"] = json!(rule);
     }
     Ok(Json(body))
 }

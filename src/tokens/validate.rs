@@ -16,12 +16,12 @@ const LEEWAY_SECONDS: i64 = 30;
 #[derive(Debug)]
 pub enum Validity {
     Active {
-        claims: AccessClaims,
-        lease: Lease,
+        claims: Box<AccessClaims>,
+        lease: Box<Lease>,
     },
     Inactive {
         reason: &'static str,
-        claims: Option<AccessClaims>,
+        claims: Option<Box<AccessClaims>>,
     },
 }
 
@@ -32,7 +32,7 @@ pub fn check_offline(
     keys: &KeySet,
     issuer: &str,
     now: DateTime<Utc>,
-) -> Result<AccessClaims, (&'static str, Option<AccessClaims>)> {
+) -> Result<Box<AccessClaims>, (&'static str, Option<Box<AccessClaims>>)> {
     let (_, raw) = jws::verify(token, keys).map_err(|e| {
         (
             match e {
@@ -44,7 +44,8 @@ pub fn check_offline(
             None,
         )
     })?;
-    let claims: AccessClaims = serde_json::from_slice(&raw).map_err(|_| ("malformed", None))?;
+    let claims: Box<AccessClaims> =
+        serde_json::from_slice(&raw).map_err(|_| ("malformed", None))?;
     if claims.iss != issuer {
         return Err(("wrong_issuer", Some(claims)));
     }
@@ -107,5 +108,8 @@ pub async fn check(
             claims: Some(claims),
         });
     }
-    Ok(Validity::Active { claims, lease })
+    Ok(Validity::Active {
+        claims,
+        lease: Box::new(lease),
+    })
 }

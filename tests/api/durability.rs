@@ -1,0 +1,105 @@
+//! What survives a restart, and what stops one.
+
+use secrecy::SecretString;
+
+use crate::harness::{Backend, Database, config, fixture, spawn_app, spawn_on};
+use crate::on_both_backends;
+
+on_both_backends!(
+    leases_keys_and_revocations_survive_a_restart,
+    a_master_key_that_does_not_open_the_stored_keys_stops_start_up,
+);
+
+async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", f.resource.as_str()),
+    ];
+    let kept = app.mint(&f.ci.0, &f.ci.1, &form).await;
+    let revoked = app
+        .mint(
+            &f.agent.0,
+            &f.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "gone"),
+            ],
+        )
+        .await;
+    let (s, _) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            serde_json::json!({"workflow": "gone", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED);
+    let jwks_before: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let app_issuer = app.issuer.clone();
+    let db: Database = app.stop().await;
+
+    let issuer = app_issuer;
+    let app = spawn_on(db, move |mut c| {
+        c.issuer = issuer;
+        c
+    })
+    .await;
+    let jwks_after: serde_json::Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks_before, jwks_after,
+        "the same signing key is loaded, not a new one"
+    );
+    let admin = app.global_admin_token().await;
+    let (_, leases) = app.get(&admin, "/v1/tenants/acme/leases").await;
+    assert_eq!(leases["items"].as_array().unwrap().len(), 2);
+    let (_, rules) = app.get(&admin, "/v1/tenants/acme/revocations").await;
+    assert_eq!(rules["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.introspect((&f.rs.0, &f.rs.1), &kept).await["active"],
+        true,
+        "a lease outlives a restart"
+    );
+    assert_eq!(
+        app.introspect((&f.rs.0, &f.rs.1), &revoked).await["active"],
+        false,
+        "so does its revocation"
+    );
+    let (_, v) = app.get(&admin, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true);
+}
+
+async fn a_master_key_that_does_not_open_the_stored_keys_stops_start_up(b: Backend) {
+    let app = spawn_app(b).await;
+    let issuer = app.issuer.clone();
+    let db = app.stop().await;
+    let mut wrong = config(&db, &issuer);
+    wrong.master_key = Some(SecretString::from("11".repeat(32)));
+    let err = match mayfly::prepare(mayfly::Options::new(wrong)).await {
+        Ok(_) => panic!("started with the wrong master key"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not open signing key"), "{err}");
+    // Nothing was replaced: the right key still starts it, with the same JWKS.
+    let app = spawn_on(db, |c| c).await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+}

@@ -1,0 +1,346 @@
+//! spawn_app(): a real mayfly on a loopback port, on a fresh SQLite file or a
+//! fresh Postgres schema, with a clock the test can move.
+
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use mayfly::clock::{Clock, ManualClock, SystemClock};
+use mayfly::{Config, Options};
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub const ADMIN_SECRET: &str = "mfy_cs_test-bootstrap-admin-secret-0123456789abcdef";
+pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where one test's data lives; reused across restarts of the same app.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub url: String,
+    _dir: Option<Arc<TempDir>>,
+}
+
+/// Removes a test's SQLite directory once no `Database` refers to it.
+#[derive(Debug)]
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Database {
+    pub async fn fresh(backend: Backend) -> Database {
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir()
+                    .join(format!("mayfly-test-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).unwrap();
+                Database {
+                    url: format!("sqlite://{}/mayfly.db", dir.display()),
+                    _dir: Some(Arc::new(TempDir(dir))),
+                }
+            }
+            Backend::Postgres => {
+                let base = std::env::var("MAYFLY_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let pool = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+                    panic!("Postgres tests need MAYFLY_TEST_DATABASE_URL (tried {base}): {e}. Run scripts/test.")
+                });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Database {
+                    url: format!("{base}{sep}options[search_path]={schema}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    /// The configured issuer (and admin API resource URI).
+    pub issuer: String,
+    /// Where this instance listens.
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub db: Database,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn config(db: &Database, issuer: &str) -> Config {
+    let mut config = Config::new(db.url.clone(), issuer);
+    config.master_key = Some(SecretString::from(MASTER_KEY));
+    config.bootstrap_admin_secret = Some(SecretString::from(ADMIN_SECRET));
+    config
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let db = Database::fresh(backend).await;
+    spawn_on(db, |c| c).await
+}
+
+/// Starts mayfly on `db` with a configuration the caller may adjust.
+pub async fn spawn_on(db: Database, adjust: impl FnOnce(Config) -> Config) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let config = adjust(config(&db, &base));
+    let issuer = config.issuer.clone();
+    let options = Options {
+        config,
+        clock: clock.clone(),
+    };
+    let (state, _) = mayfly::prepare(options).await.expect("mayfly starts");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        mayfly::serve(state, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    TestApp {
+        issuer,
+        base,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        clock,
+        db,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(TimeDelta::seconds(seconds));
+    }
+
+    /// Stops the server and waits until it has let go of the database.
+    pub async fn stop(mut self) -> Database {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.db.clone()
+    }
+
+    /// POSTs a form to the token endpoint with client_secret_basic.
+    pub async fn token_basic(
+        &self,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/oauth2/token"))
+            .basic_auth(client_id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn mint(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> String {
+        let res = self.token_basic(client_id, secret, form).await;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "mint failed: {body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn global_admin_token(&self) -> String {
+        self.mint(
+            "mayfly-admin",
+            ADMIN_SECRET,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &self.issuer),
+                ("scope", "mayfly:admin"),
+            ],
+        )
+        .await
+    }
+
+    pub async fn admin(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        self.admin(token, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        self.admin(token, reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn introspect(&self, caller: (&str, &str), token: &str) -> Value {
+        let res = self
+            .http
+            .post(self.url("/oauth2/introspect"))
+            .basic_auth(caller.0, Some(caller.1))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A tenant with one MCP server resource, a CI client, an agent client and a
+/// resource-server client, as most tests need.
+pub struct Fixture {
+    pub admin: String,
+    pub resource: String,
+    pub ci: (String, String),
+    pub agent: (String, String),
+    pub rs: (String, String),
+}
+
+pub async fn fixture(app: &TestApp, tenant: &str) -> Fixture {
+    let admin = app.global_admin_token().await;
+    let (s, b) = app
+        .post(&admin, "/v1/tenants", json!({"id": tenant, "name": tenant}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let resource = format!("https://mcp.{tenant}.test/github");
+    let (s, b) = app
+        .post(
+            &admin,
+            &format!("/v1/tenants/{tenant}/resources"),
+            json!({"uri": resource, "name": "GitHub MCP", "scopes": ["issues:read", "issues:write"],
+                   "default_ttl_seconds": 600, "max_ttl_seconds": 3600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let client = |id: &str, kind: &str, workflows: Value, scopes: Value| {
+        let body = json!({"client_id": format!("{tenant}-{id}"), "name": id, "kind": kind, "workflows": workflows,
+                          "grants": [{"resource": resource, "scopes": scopes}], "max_ttl_seconds": 900});
+        let path = format!("/v1/tenants/{tenant}/clients");
+        let admin = admin.clone();
+        async move {
+            let (s, b) = app.post(&admin, &path, body).await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            (
+                b["client_id"].as_str().unwrap().to_string(),
+                b["client_secret"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let ci = client("ci", "ci", json!(["release"]), json!(["issues:read"])).await;
+    let agent = client(
+        "agent",
+        "agent",
+        json!(["*"]),
+        json!(["issues:read", "issues:write"]),
+    )
+    .await;
+    let rs = client(
+        "rs",
+        "resource_server",
+        json!(["*"]),
+        json!(["issues:read"]),
+    )
+    .await;
+    Fixture {
+        admin,
+        resource,
+        ci,
+        agent,
+        rs,
+    }
+}
+
+/// Decodes the claims of a JWS without verifying it (tests only).
+pub fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+pub fn header(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').next().unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Runs a test body once on SQLite and once on Postgres.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

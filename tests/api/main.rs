@@ -1,0 +1,10 @@
+//! The integration suite: a real mayfly over real HTTP on a loopback port,
+//! on SQLite and on Postgres. One binary, one module per area.
+
+mod harness;
+
+mod admin;
+mod durability;
+mod interop;
+mod openapi;
+mod tokens;

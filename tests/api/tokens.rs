@@ -1,0 +1,458 @@
+//! Minting over the token endpoint, and what it records.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{Backend, claims, fixture, header, spawn_app};
+use crate::on_both_backends;
+
+on_both_backends!(
+    an_sdk_style_request_with_only_resource_and_scope_gets_a_scoped_rfc9068_token,
+    client_secret_post_and_the_audience_synonym_work_too,
+    requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused,
+    unknown_resources_and_ungranted_workflows_are_refused_and_audited,
+    ttl_is_capped_by_client_resource_and_ceiling,
+    bad_credentials_get_invalid_client_with_a_basic_challenge,
+    a_disabled_client_cannot_mint,
+    the_lease_and_audit_event_exist_when_the_token_is_returned,
+    malformed_token_requests_get_oauth_errors_and_change_nothing,
+);
+
+async fn an_sdk_style_request_with_only_resource_and_scope_gets_a_scoped_rfc9068_token(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    // Exactly what the MCP SDKs' client-credentials providers send; resource in another case.
+    let requested = "HTTPS://MCP.ACME.TEST/github/";
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", requested),
+                ("scope", "issues:read"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "issues:read");
+    assert_eq!(body["expires_in"], 600);
+    assert!(body.get("refresh_token").is_none());
+    let token = body["access_token"].as_str().unwrap();
+    let h = header(token);
+    assert_eq!(h["typ"], "at+jwt");
+    assert_eq!(h["alg"], "ES256");
+    assert!(h["kid"].is_string());
+    let c = claims(token);
+    assert_eq!(c["iss"], app.issuer);
+    assert_eq!(c["aud"], requested, "aud is exactly the requested string");
+    assert_eq!(c["sub"], f.ci.0, "workload defaults to the client id");
+    assert_eq!(
+        c["workflow"], "release",
+        "the client's only workflow is implied"
+    );
+    assert_eq!(c["tenant"], "acme");
+    assert_eq!(c["client_id"], f.ci.0);
+    assert_eq!(c["scope"], "issues:read");
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 600);
+    assert_eq!(c["nbf"], c["iat"]);
+    assert!(c.get("act").is_none());
+    let active = app.introspect((&f.rs.0, &f.rs.1), token).await;
+    assert_eq!(active["active"], true);
+    assert_eq!(active["jti"], c["jti"]);
+}
+
+async fn client_secret_post_and_the_audience_synonym_work_too(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", f.agent.0.as_str()),
+            ("client_secret", f.agent.1.as_str()),
+            ("audience", f.resource.as_str()),
+            ("workflow", "triage-agent"),
+            ("workload", "triage-agent/pod-7"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["scope"], "issues:read issues:write",
+        "no scope: the client's default scopes"
+    );
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], "triage-agent/pod-7");
+    assert_eq!(c["workflow"], "triage-agent");
+
+    // Both methods at once is ambiguous.
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .basic_auth(&f.agent.0, Some(&f.agent.1))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", f.agent.1.as_str()),
+            ("resource", f.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_request"
+    );
+}
+
+async fn requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let ask = |scope: &'static str| {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("resource", f.resource.as_str()),
+            ("scope", scope),
+        ];
+        let app = &app;
+        let ci = f.ci.clone();
+        async move {
+            let res = app.token_basic(&ci.0, &ci.1, &form).await;
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // MCP SDKs ask for every scope the server advertises: the extra one is dropped.
+    let (s, body) = ask("issues:read issues:write").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["scope"], "issues:read");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["scope"],
+        "issues:read"
+    );
+    // Only scopes the client may not have: nothing remains.
+    let (s, body) = ask("issues:write").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    // A typo is loud.
+    let (s, body) = ask("issues:raed").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_scope"))
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("issues:raed")
+    );
+}
+
+async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", "https://mcp.acme.test/jira"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_target"
+    );
+
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "deploy"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
+
+    let (s, audit) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{audit}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["outcome"] == "denied" && e["client_id"] == f.ci.0.as_str())
+    );
+    assert_eq!(items[0]["workflow"], "deploy");
+    assert!(
+        items[1]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid_target")
+    );
+}
+
+async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let ttl = |expires_in: &'static str| {
+        let app = &app;
+        let (id, secret, resource) = (f.ci.0.clone(), f.ci.1.clone(), f.resource.clone());
+        async move {
+            let res = app
+                .token_basic(
+                    &id,
+                    &secret,
+                    &[
+                        ("grant_type", "client_credentials"),
+                        ("resource", &resource),
+                        ("expires_in", expires_in),
+                    ],
+                )
+                .await;
+            let status = res.status();
+            let body: Value = res.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (_, body) = ttl("60").await;
+    assert_eq!(body["expires_in"], 60);
+    let (_, body) = ttl("86400").await;
+    assert_eq!(body["expires_in"], 900, "client max_ttl_seconds caps it");
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+    let (s, body) = ttl("-1").await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+}
+
+async fn bad_credentials_get_invalid_client_with_a_basic_challenge(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    for (id, secret) in [
+        (f.ci.0.as_str(), "mfy_cs_wrong"),
+        ("no-such-client", f.ci.1.as_str()),
+    ] {
+        let res = app
+            .token_basic(
+                id,
+                secret,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", &f.resource),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            res.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client");
+        assert!(
+            !body.to_string().contains(secret),
+            "the secret is not echoed"
+        );
+    }
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (_, audit) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=client.auth_failed")
+        .await;
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "the failure against a known client is in its tenant's log"
+    );
+    assert_eq!(items[0]["reason"], "bad_secret");
+    assert!(!audit.to_string().contains("mfy_cs_wrong"));
+}
+
+async fn a_disabled_client_cannot_mint(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let path = format!("/v1/tenants/acme/clients/{}", f.ci.0);
+    let (s, body) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            &path,
+            Some(serde_json::json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["disabled"], true);
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    app.admin(
+        &f.admin,
+        reqwest::Method::PATCH,
+        &path,
+        Some(serde_json::json!({"disabled": false})),
+    )
+    .await;
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+async fn the_lease_and_audit_event_exist_when_the_token_is_returned(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let token = app
+        .mint(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+            ],
+        )
+        .await;
+    let jti = claims(&token)["jti"].as_str().unwrap().to_string();
+    let (s, lease) = app
+        .get(&f.admin, &format!("/v1/tenants/acme/leases/{jti}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(lease["workflow"], "release");
+    assert_eq!(lease["workload"], f.ci.0);
+    assert_eq!(lease["client_id"], f.ci.0);
+    assert_eq!(lease["resource"], f.resource);
+    assert_eq!(lease["scopes"], serde_json::json!(["issues:read"]));
+    assert_eq!(lease["kid"], header(&token)["kid"]);
+    assert_eq!(lease["active"], true);
+    assert_eq!(lease["source"], "127.0.0.1");
+    let (_, audit) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.issued")
+        .await;
+    let event = &audit["items"][0];
+    assert_eq!(event["lease_id"], jti.as_str());
+    assert_eq!(event["request_id"], lease["request_id"]);
+    assert!(
+        !audit.to_string().contains(&token),
+        "tokens never reach the audit log"
+    );
+}
+
+async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let send = |body: &'static str, content_type: &'static str| {
+        let app = &app;
+        let ci = f.ci.clone();
+        async move {
+            let res = app
+                .http
+                .post(app.url("/oauth2/token"))
+                .basic_auth(&ci.0, Some(&ci.1))
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let form = "application/x-www-form-urlencoded";
+    let cases = [
+        (
+            send(
+                "grant_type=client_credentials&grant_type=client_credentials",
+                form,
+            )
+            .await,
+            "invalid_request",
+        ),
+        (
+            send("grant_type=password", form).await,
+            "unsupported_grant_type",
+        ),
+        (send("scope=x", form).await, "invalid_request"),
+        (
+            send(
+                "{\"grant_type\":\"client_credentials\"}",
+                "application/json",
+            )
+            .await,
+            "invalid_request",
+        ),
+        (
+            send("grant_type=client_credentials&resource=%zz", form).await,
+            "invalid_request",
+        ),
+        (
+            send("grant_type=client_credentials&resource=not-a-uri", form).await,
+            "invalid_target",
+        ),
+    ];
+    for ((status, body), code) in cases {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["error_description"].is_string());
+    }
+    let big = "a".repeat(100 * 1024);
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .header("content-type", form)
+        .body(format!("grant_type=client_credentials&scope={big}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases").await;
+    assert_eq!(
+        leases["items"].as_array().unwrap().len(),
+        0,
+        "no lease from bad input"
+    );
+}
