@@ -28,6 +28,7 @@ pub struct Inner {
     /// The issuer in canonical form: the admin API's resource URI.
     pub issuer_canonical: String,
     pub metrics: PrometheusHandle,
+    pub auth_throttle: tenants::authn::FailureThrottle,
 }
 
 impl Deref for AppState {
@@ -89,6 +90,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
 
     let issuer_canonical = tenants::uri::canonicalize(&config.issuer)
         .map_err(|e| crate::config::ConfigError(format!("MAYFLY_ISSUER: {e}")))?;
+    let config_auth_limit = config.auth_failure_limit;
     let state = AppState(Arc::new(Inner {
         config,
         store,
@@ -97,6 +99,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
         clock,
         issuer_canonical,
         metrics: crate::http::ops::metrics_handle(),
+        auth_throttle: tenants::authn::FailureThrottle::new(config_auth_limit),
     }));
     bootstrap::ensure_signing_key(&state).await?;
     let started = bootstrap::ensure_admin(&state).await?;

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
     pub bootstrap_admin_secret: Option<SecretString>,
 
+    /// Failed client authentications allowed per source address per minute.
+    #[arg(long, env = "MAYFLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    pub auth_failure_limit: u32,
+
     /// Seed a `demo` tenant, resource and client and print a command that mints a token.
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
@@ -79,6 +83,7 @@ pub struct Config {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
     pub bootstrap_admin_secret: Option<SecretString>,
+    pub auth_failure_limit: u32,
     pub dev: bool,
 }
 
@@ -103,6 +108,7 @@ impl Config {
             default_ttl: args.default_ttl,
             max_ttl: args.max_ttl,
             bootstrap_admin_secret: args.bootstrap_admin_secret,
+            auth_failure_limit: args.auth_failure_limit,
             dev: args.dev,
         };
         config.validate()?;
@@ -123,6 +129,7 @@ impl Config {
             default_ttl: Duration::from_secs(15 * 60),
             max_ttl: Duration::from_secs(3600),
             bootstrap_admin_secret: None,
+            auth_failure_limit: 20,
             dev: false,
         }
     }

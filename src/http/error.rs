@@ -119,6 +119,7 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -127,13 +128,13 @@ impl OAuthError {
             "invalid_client" => StatusCode::UNAUTHORIZED,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {
             status,
             error,
             description: description.into(),
+            retry_after: None,
         }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -146,6 +147,17 @@ impl OAuthError {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             ..Self::invalid_request("request body is too large")
+        }
+    }
+    /// Too many failed authentications from this address; retry in `retry_after` seconds.
+    pub fn throttled(retry_after: i64) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            retry_after: Some(retry_after),
+            ..Self::new(
+                "temporarily_unavailable",
+                "too many failed authentications from this address; retry later",
+            )
         }
     }
 }
@@ -179,6 +191,9 @@ impl IntoResponse for OAuthError {
             .into_response();
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(wait) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,

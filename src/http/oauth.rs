@@ -32,6 +32,10 @@ async fn authenticate(
     meta: &Meta,
 ) -> Result<Client, OAuthError> {
     let creds = client_credentials(params)?;
+    let source = meta.source.parse().ok();
+    if let Some(wait) = state.auth_throttle.retry_after(source, state.clock.now()) {
+        return Err(OAuthError::throttled(wait));
+    }
     match authn::authenticate(
         &state.store,
         state.clock.now(),
@@ -60,6 +64,9 @@ async fn authenticate(
             event.source = Some(meta.source.clone());
             state.store.append_audit(&[event]).await?;
             metrics::counter!("mayfly_client_auth_failures_total").increment(1);
+            state
+                .auth_throttle
+                .record_failure(source, state.clock.now());
             Err(OAuthError::invalid_client())
         }
         Err(AuthError::Store(e)) => Err(e.into()),

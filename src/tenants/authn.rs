@@ -61,3 +61,71 @@ pub async fn authenticate(
     }
     Ok(client)
 }
+
+/// Brute-force brake: after `limit` failed client authentications from one
+/// source address within a minute, further attempts from it are refused
+/// until the minute is over (good credentials included, so guessing cannot
+/// continue under cover of a valid client). In memory, per replica.
+#[derive(Debug)]
+pub struct FailureThrottle {
+    limit: u32,
+    seen: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (i64, u32)>>,
+}
+
+impl FailureThrottle {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            seen: Default::default(),
+        }
+    }
+
+    /// Seconds to wait if `source` is over its limit in the current minute.
+    pub fn retry_after(&self, source: Option<std::net::IpAddr>, now: DateTime<Utc>) -> Option<i64> {
+        let source = source?;
+        let minute = now.timestamp().div_euclid(60);
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(&source) {
+            Some((m, n)) if *m == minute && *n >= self.limit => {
+                Some(60 - now.timestamp().rem_euclid(60))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn record_failure(&self, source: Option<std::net::IpAddr>, now: DateTime<Utc>) {
+        let Some(source) = source else { return };
+        let minute = now.timestamp().div_euclid(60);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() > 100_000 {
+            seen.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = seen.entry(source).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_braked_after_its_limit_until_the_minute_is_over() {
+        let t = FailureThrottle::new(2);
+        let ip = Some("10.0.0.1".parse().unwrap());
+        let other = Some("10.0.0.2".parse().unwrap());
+        let now = DateTime::from_timestamp(6_000_010, 0).unwrap();
+        t.record_failure(ip, now);
+        assert_eq!(t.retry_after(ip, now), None);
+        t.record_failure(ip, now);
+        assert_eq!(t.retry_after(ip, now), Some(50));
+        assert_eq!(t.retry_after(other, now), None);
+        assert_eq!(
+            t.retry_after(ip, now + chrono::TimeDelta::seconds(50)),
+            None
+        );
+    }
+}

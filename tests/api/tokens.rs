@@ -456,3 +456,46 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
         "no lease from bad input"
     );
 }
+
+/// In memory and backend-independent: one backend suffices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_authentication_is_braked_per_source_address() {
+    let db = crate::harness::Database::fresh(Backend::Sqlite).await;
+    let app = crate::harness::spawn_on(db, |c| mayfly::Config {
+        auth_failure_limit: 3,
+        ..c
+    })
+    .await;
+    let f = fixture(&app, "acme").await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", f.resource.as_str()),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            app.token_basic(&f.ci.0, "mfy_cs_guess", &form)
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let res = app.token_basic(&f.ci.0, &f.ci.1, &form).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even good credentials wait"
+    );
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    app.advance(60);
+    assert_eq!(
+        app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(),
+        StatusCode::OK
+    );
+}
