@@ -29,6 +29,8 @@ pub struct Inner {
     pub issuer_canonical: String,
     pub metrics: PrometheusHandle,
     pub auth_throttle: tenants::authn::FailureThrottle,
+    /// Wakes the lease sweeper after a revocation.
+    pub sweeper: tokio::sync::Notify,
 }
 
 impl Deref for AppState {
@@ -100,6 +102,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
         issuer_canonical,
         metrics: crate::http::ops::metrics_handle(),
         auth_throttle: tenants::authn::FailureThrottle::new(config_auth_limit),
+        sweeper: tokio::sync::Notify::new(),
     }));
     bootstrap::ensure_signing_key(&state).await?;
     let started = bootstrap::ensure_admin(&state).await?;
@@ -122,15 +125,15 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let background = crate::bootstrap::spawn_key_refresh(state.clone());
+    let background = [
+        crate::bootstrap::spawn_key_refresh(state.clone()),
+        crate::leases::sweeper::spawn(state.clone()),
+    ];
     let router = crate::http::router(state.clone());
-    let result = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    background.abort();
+    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    background.iter().for_each(|t| t.abort());
     state.store.close().await;
     Ok(result?)
 }
@@ -145,9 +148,7 @@ pub fn announce(state: &AppState, started: &Started) {
         );
     }
     if let Some(cmd) = &started.dev_command {
-        println!(
-            "mayfly --dev: a demo tenant is ready. Mint a token for workflow `release`:\n\n{cmd}\n"
-        );
+        println!("mayfly --dev: a demo tenant is ready. Mint a token for workflow `release`:\n\n{cmd}\n");
     }
     tracing::info!(issuer = %state.config.issuer, backend = state.store.backend(), "mayfly ready");
 }

@@ -49,9 +49,7 @@ pub async fn ensure_signing_key(state: &AppState) -> Result<(), StartError> {
         tx.commit().await?;
         rows = state.store.list_keys().await?;
     }
-    state
-        .keyring
-        .replace(KeySet::from_stored(&rows, &state.master)?);
+    state.keyring.replace(KeySet::from_stored(&rows, &state.master)?);
     Ok(())
 }
 
@@ -64,10 +62,7 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             match state.store.list_keys().await {
                 Ok(rows) => {
-                    let seen: Vec<_> = rows
-                        .iter()
-                        .map(|k| (k.kid.clone(), k.state.clone()))
-                        .collect();
+                    let seen: Vec<_> = rows.iter().map(|k| (k.kid.clone(), k.state.clone())).collect();
                     if seen != last {
                         match KeySet::from_stored(&rows, &state.master) {
                             Ok(set) => {
@@ -123,12 +118,8 @@ pub async fn ensure_admin(state: &AppState) -> Result<crate::app::Started, Start
                     updated_at: now,
                 };
                 tx.insert_client(&admin).await?;
-                tx.insert_secret(
-                    &admin.client_id,
-                    &secret::digest(secret.expose_secret()),
-                    now,
-                )
-                .await?;
+                tx.insert_secret(&admin.client_id, &secret::digest(secret.expose_secret()), now)
+                    .await?;
                 let mut event = AuditEvent::new(actions::CLIENT_CREATED, Outcome::Success, now);
                 event.client_id = Some(admin.client_id.clone());
                 event.admin = Some(system_actor());
@@ -203,8 +194,7 @@ async fn seed_demo(state: &AppState) -> Result<String, StartError> {
         events.push(e);
     }
     if tx.client_exists(DEMO_CLIENT).await? {
-        tx.expire_secrets_for_rotation(DEMO_CLIENT, now, now)
-            .await?;
+        tx.expire_secrets_for_rotation(DEMO_CLIENT, now, now).await?;
         tx.insert_secret(DEMO_CLIENT, &secret::digest(secret.expose_secret()), now)
             .await?;
         let mut e = AuditEvent::new(actions::CLIENT_SECRET_ROTATED, Outcome::Success, now);

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
     pub bootstrap_admin_secret: Option<SecretString>,
 
+    /// How long expired leases stay queryable before they are pruned.
+    #[arg(long, env = "MAYFLY_LEASE_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub lease_retention: Duration,
+
     /// Failed client authentications allowed per source address per minute.
     #[arg(long, env = "MAYFLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
     pub auth_failure_limit: u32,
@@ -66,8 +70,7 @@ pub struct ServeArgs {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 90s, 15m or 24h: {e}"))
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 90s, 15m or 24h: {e}"))
 }
 
 /// Validated configuration handed to `launch`.
@@ -84,6 +87,7 @@ pub struct Config {
     pub max_ttl: Duration,
     pub bootstrap_admin_secret: Option<SecretString>,
     pub auth_failure_limit: u32,
+    pub lease_retention: Duration,
     pub dev: bool,
 }
 
@@ -109,6 +113,7 @@ impl Config {
             max_ttl: args.max_ttl,
             bootstrap_admin_secret: args.bootstrap_admin_secret,
             auth_failure_limit: args.auth_failure_limit,
+            lease_retention: args.lease_retention,
             dev: args.dev,
         };
         config.validate()?;
@@ -130,6 +135,7 @@ impl Config {
             max_ttl: Duration::from_secs(3600),
             bootstrap_admin_secret: None,
             auth_failure_limit: 20,
+            lease_retention: Duration::from_secs(7 * 24 * 3600),
             dev: false,
         }
     }
@@ -166,9 +172,7 @@ impl Config {
             ));
         }
         if self.key_publish_lead >= self.key_rotation_period {
-            return err(
-                "MAYFLY_KEY_PUBLISH_LEAD must be shorter than MAYFLY_KEY_ROTATION_PERIOD".into(),
-            );
+            return err("MAYFLY_KEY_PUBLISH_LEAD must be shorter than MAYFLY_KEY_ROTATION_PERIOD".into());
         }
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return err("give MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE, not both".into());

@@ -2,10 +2,7 @@
 //! short-lived tokens per tenant, workflow and workload, records a lease for
 //! each, and revokes precisely. See DESIGN.md for the contract.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod app;
 pub mod audit;

@@ -105,9 +105,12 @@ CREATE TABLE revocations (
     created_by     JSONB,
     created_at     TIMESTAMPTZ NOT NULL,
     leases_revoked BIGINT NOT NULL DEFAULT 0,
+    -- Set once every matching lease row has been marked (in the background).
+    marked_at      TIMESTAMPTZ,
     CONSTRAINT revocations_id_key UNIQUE (id)
 );
 CREATE INDEX revocations_match_idx ON revocations (tenant_id, kind, value, cutoff_seq);
+CREATE INDEX revocations_unmarked_idx ON revocations (marked_at, seq);
 
 -- Append-only, hash-chained audit log. audit_chain holds the head; updating it
 -- first serialises writers so the chain never forks.

@@ -12,16 +12,14 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{
-    Admin, ApiJson, ApiPath, ApiQuery, OptionalJson, page_body, page_cursor, page_limit,
-};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, OptionalJson, page_body, page_cursor, page_limit};
 use crate::app::AppState;
 use crate::audit::actions;
 use crate::leases::Selector;
 use crate::storage::{NewRevocation, StoreError};
 use crate::tenants::{
-    self, Client, ClientKind, Grant, Resource, Tenant, invalid, secret, uri, validate_client_id,
-    validate_name, validate_resource_scopes, validate_tenant_id, validate_ttls, validate_workflows,
+    self, Client, ClientKind, Grant, Resource, Tenant, invalid, secret, uri, validate_client_id, validate_name,
+    validate_resource_scopes, validate_tenant_id, validate_ttls, validate_workflows,
 };
 
 type Created = (StatusCode, Json<Value>);
@@ -80,9 +78,7 @@ pub async fn create_tenant(
     };
     let mut tx = state.store.begin().await?;
     tx.insert_tenant(&tenant).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("tenant `{}` exists (or existed)", tenant.id))
-        }
+        StoreError::Conflict(_) => ApiError::conflict(format!("tenant `{}` exists (or existed)", tenant.id)),
         e => e.into(),
     })?;
     let mut event = admin.event(actions::TENANT_CREATED, now);
@@ -103,13 +99,7 @@ pub async fn list_tenants(
         super::extract::AdminScope::Global => state.store.list_tenants(&after, limit).await?,
         // A tenant admin sees its own tenant only.
         super::extract::AdminScope::Tenant(t) if after.is_empty() => {
-            vec![
-                state
-                    .store
-                    .get_tenant(t)
-                    .await
-                    .map_err(not_found("tenant"))?,
-            ]
+            vec![state.store.get_tenant(t).await.map_err(not_found("tenant"))?]
         }
         super::extract::AdminScope::Tenant(_) => vec![],
     };
@@ -134,13 +124,11 @@ pub async fn delete_tenant(
     admin.require_global(&state).await?;
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    tx.delete_tenant(&tenant, now)
-        .await
-        .map_err(not_found("tenant"))?;
+    tx.delete_tenant(&tenant, now).await.map_err(not_found("tenant"))?;
     let rule = tx
         .insert_revocation(&NewRevocation {
             id: Uuid::now_v7(),
-            tenant_id: &tenant,
+            tenant_id: Some(&tenant),
             selector: &Selector::Tenant,
             reason: "tenant deleted",
             created_by: Some(admin.identity()),
@@ -150,12 +138,10 @@ pub async fn delete_tenant(
         .await?;
     let mut event = admin.event(actions::TENANT_DELETED, now);
     event.tenant = Some(tenant.clone());
-    event.reason = Some(format!(
-        "revocation {} revoked {} leases",
-        rule.id, rule.leases_revoked
-    ));
+    event.reason = Some(format!("revocation {} revoked {} leases", rule.id, rule.leases_revoked));
     tx.append_audit(&[event]).await?;
     tx.commit().await?;
+    state.sweeper.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,18 +214,11 @@ pub async fn create_resource(
     };
     let mut tx = state.store.begin().await?;
     tx.insert_resource(&resource).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict("this tenant already has a resource with this URI")
-        }
+        StoreError::Conflict(_) => ApiError::conflict("this tenant already has a resource with this URI"),
         e => e.into(),
     })?;
-    tx.append_audit(&[resource_event(
-        &admin,
-        actions::RESOURCE_CREATED,
-        &resource,
-        now,
-    )])
-    .await?;
+    tx.append_audit(&[resource_event(&admin, actions::RESOURCE_CREATED, &resource, now)])
+        .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(json!(resource))))
 }
@@ -257,12 +236,7 @@ pub async fn list_resources(
     Ok(Json(page_body(&items, limit, |r| r.canonical_uri.clone())))
 }
 
-async fn load_resource(
-    state: &AppState,
-    admin: &Admin,
-    tenant: &str,
-    id: &str,
-) -> Result<Resource, ApiError> {
+async fn load_resource(state: &AppState, admin: &Admin, tenant: &str, id: &str) -> Result<Resource, ApiError> {
     load_tenant(state, admin, tenant).await?;
     let id: Uuid = id.parse().map_err(|_| ApiError::not_found("resource"))?;
     state
@@ -277,9 +251,7 @@ pub async fn get_resource(
     admin: Admin,
     ApiPath((tenant, id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
-        load_resource(&state, &admin, &tenant, &id).await?
-    )))
+    Ok(Json(json!(load_resource(&state, &admin, &tenant, &id).await?)))
 }
 
 pub async fn update_resource(
@@ -299,17 +271,11 @@ pub async fn update_resource(
     }
     r.default_ttl_seconds = patch.default_ttl_seconds.unwrap_or(r.default_ttl_seconds);
     r.max_ttl_seconds = patch.max_ttl_seconds.unwrap_or(r.max_ttl_seconds);
-    validate_ttls(
-        r.default_ttl_seconds,
-        r.max_ttl_seconds,
-        state.config.max_ttl_seconds(),
-    )?;
+    validate_ttls(r.default_ttl_seconds, r.max_ttl_seconds, state.config.max_ttl_seconds())?;
     let now = state.clock.now();
     r.updated_at = now;
     let mut tx = state.store.begin().await?;
-    tx.update_resource(&r)
-        .await
-        .map_err(not_found("resource"))?;
+    tx.update_resource(&r).await.map_err(not_found("resource"))?;
     tx.append_audit(&[resource_event(&admin, actions::RESOURCE_UPDATED, &r, now)])
         .await?;
     tx.commit().await?;
@@ -326,9 +292,7 @@ pub async fn delete_resource(
     let r = load_resource(&state, &admin, &tenant, &id).await?;
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    tx.delete_resource(&tenant, r.id)
-        .await
-        .map_err(not_found("resource"))?;
+    tx.delete_resource(&tenant, r.id).await.map_err(not_found("resource"))?;
     tx.append_audit(&[resource_event(&admin, actions::RESOURCE_DELETED, &r, now)])
         .await?;
     tx.commit().await?;
@@ -374,17 +338,13 @@ async fn validate_grants(state: &AppState, tenant: &str, grants: &[Grant]) -> Re
     }
     let mut seen = Vec::new();
     for g in grants {
-        let canonical = uri::canonicalize(&g.resource)
-            .map_err(|e| invalid("grants", format!("{}: {e}", g.resource)))?;
+        let canonical =
+            uri::canonicalize(&g.resource).map_err(|e| invalid("grants", format!("{}: {e}", g.resource)))?;
         if seen.contains(&canonical) {
             return Err(invalid("grants", format!("`{}` is granted twice", g.resource)).into());
         }
         if g.scopes.is_empty() {
-            return Err(invalid(
-                "grants",
-                format!("grant on `{}` lists no scopes", g.resource),
-            )
-            .into());
+            return Err(invalid("grants", format!("grant on `{}` lists no scopes", g.resource)).into());
         }
         if canonical == state.issuer_canonical {
             let allowed = tenants::tenant_admin_scope(tenant);
@@ -408,11 +368,7 @@ async fn validate_grants(state: &AppState, tenant: &str, grants: &[Grant]) -> Re
                     e => e.into(),
                 })?;
             if let Some(s) = g.scopes.iter().find(|s| !resource.scopes.contains(s)) {
-                return Err(invalid(
-                    "grants",
-                    format!("`{}` does not define scope `{s}`", g.resource),
-                )
-                .into());
+                return Err(invalid("grants", format!("`{}` does not define scope `{s}`", g.resource)).into());
             }
         }
         seen.push(canonical);
@@ -448,15 +404,9 @@ pub async fn create_client(
     validate_workflows(&body.workflows)?;
     validate_grants(&state, &tenant, &body.grants).await?;
     let ceiling = state.config.max_ttl_seconds();
-    let max_ttl = body
-        .max_ttl_seconds
-        .unwrap_or(state.config.default_ttl_seconds());
+    let max_ttl = body.max_ttl_seconds.unwrap_or(state.config.default_ttl_seconds());
     if !(1..=ceiling).contains(&max_ttl) {
-        return Err(invalid(
-            "max_ttl_seconds",
-            format!("must be between 1 and {ceiling}"),
-        )
-        .into());
+        return Err(invalid("max_ttl_seconds", format!("must be between 1 and {ceiling}")).into());
     }
     let now = state.clock.now();
     let client = Client {
@@ -474,17 +424,11 @@ pub async fn create_client(
     let secret = secret::generate();
     let mut tx = state.store.begin().await?;
     tx.insert_client(&client).await.map_err(|e| match e {
-        StoreError::Conflict(_) => {
-            ApiError::conflict(format!("client_id `{}` is taken", client.client_id))
-        }
+        StoreError::Conflict(_) => ApiError::conflict(format!("client_id `{}` is taken", client.client_id)),
         e => e.into(),
     })?;
-    tx.insert_secret(
-        &client.client_id,
-        &secret::digest(secret.expose_secret()),
-        now,
-    )
-    .await?;
+    tx.insert_secret(&client.client_id, &secret::digest(secret.expose_secret()), now)
+        .await?;
     tx.append_audit(&[client_event(&admin, actions::CLIENT_CREATED, &client, now)])
         .await?;
     tx.commit().await?;
@@ -506,12 +450,7 @@ pub async fn list_clients(
     Ok(Json(page_body(&items, limit, |c| c.client_id.clone())))
 }
 
-async fn load_client(
-    state: &AppState,
-    admin: &Admin,
-    tenant: &str,
-    client_id: &str,
-) -> Result<Client, ApiError> {
+async fn load_client(state: &AppState, admin: &Admin, tenant: &str, client_id: &str) -> Result<Client, ApiError> {
     load_tenant(state, admin, tenant).await?;
     match state.store.get_client(client_id).await {
         Ok(c) if c.tenant_id == tenant => Ok(c),
@@ -525,9 +464,7 @@ pub async fn get_client(
     admin: Admin,
     ApiPath((tenant, client_id)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
-        load_client(&state, &admin, &tenant, &client_id).await?
-    )))
+    Ok(Json(json!(load_client(&state, &admin, &tenant, &client_id).await?)))
 }
 
 pub async fn update_client(
@@ -552,11 +489,7 @@ pub async fn update_client(
     if let Some(max_ttl) = patch.max_ttl_seconds {
         let ceiling = state.config.max_ttl_seconds();
         if !(1..=ceiling).contains(&max_ttl) {
-            return Err(invalid(
-                "max_ttl_seconds",
-                format!("must be between 1 and {ceiling}"),
-            )
-            .into());
+            return Err(invalid("max_ttl_seconds", format!("must be between 1 and {ceiling}")).into());
         }
         c.max_ttl_seconds = max_ttl;
     }
@@ -582,14 +515,12 @@ pub async fn delete_client(
     let c = load_client(&state, &admin, &tenant, &client_id).await?;
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
-    tx.delete_client(&c.client_id, now)
-        .await
-        .map_err(not_found("client"))?;
+    tx.delete_client(&c.client_id, now).await.map_err(not_found("client"))?;
     let selector = Selector::Client(c.client_id.clone());
     let rule = tx
         .insert_revocation(&NewRevocation {
             id: Uuid::now_v7(),
-            tenant_id: &tenant,
+            tenant_id: Some(&tenant),
             selector: &selector,
             reason: "client deleted",
             created_by: Some(admin.identity()),
@@ -598,12 +529,10 @@ pub async fn delete_client(
         })
         .await?;
     let mut event = client_event(&admin, actions::CLIENT_DELETED, &c, now);
-    event.reason = Some(format!(
-        "revocation {} revoked {} leases",
-        rule.id, rule.leases_revoked
-    ));
+    event.reason = Some(format!("revocation {} revoked {} leases", rule.id, rule.leases_revoked));
     tx.append_audit(&[event]).await?;
     tx.commit().await?;
+    state.sweeper.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -616,11 +545,7 @@ pub async fn rotate_secret(
     let c = load_client(&state, &admin, &tenant, &client_id).await?;
     let grace = body.grace_period_seconds.unwrap_or(3600);
     if !(0..=7 * 24 * 3600).contains(&grace) {
-        return Err(invalid(
-            "grace_period_seconds",
-            "must be between 0 and 604800 (7 days)",
-        )
-        .into());
+        return Err(invalid("grace_period_seconds", "must be between 0 and 604800 (7 days)").into());
     }
     let now = state.clock.now();
     let previous_until = now + TimeDelta::seconds(grace);

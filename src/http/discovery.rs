@@ -30,10 +30,8 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         "code_challenge_methods_supported": ["S256"],
     });
     let mut res = Json(body).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     res
 }
 
@@ -47,11 +45,7 @@ pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response
     {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            set.jwks.json.to_string(),
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, "application/json")], set.jwks.json.to_string()).into_response()
     };
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&cache) {

@@ -18,7 +18,7 @@ use super::RequestId;
 use super::error::{ApiError, OAuthError};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, actions};
-use crate::tenants;
+use crate::tenants::{self, authn};
 use crate::tokens::issuer::Meta;
 use crate::tokens::validate::{self, Validity};
 
@@ -29,8 +29,7 @@ fn is_content_type(parts_headers: &axum::http::HeaderMap, expected: &str) -> boo
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| {
             let v = v.trim();
-            v.eq_ignore_ascii_case(expected)
-                || (expected == "application/json" && v.ends_with("+json"))
+            v.eq_ignore_ascii_case(expected) || (expected == "application/json" && v.ends_with("+json"))
         })
 }
 
@@ -46,10 +45,7 @@ async fn read_body(req: Request) -> Result<(axum::http::HeaderMap, Bytes), ApiEr
     Ok((headers, bytes))
 }
 
-fn parse_json<T: DeserializeOwned>(
-    headers: &axum::http::HeaderMap,
-    bytes: &[u8],
-) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(headers: &axum::http::HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     if !is_content_type(headers, "application/json") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -96,10 +92,7 @@ pub struct OAuthParams {
 
 impl OAuthParams {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.params.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 }
 
@@ -118,8 +111,7 @@ impl<S: Send + Sync> FromRequest<S> for OAuthParams {
                 "send parameters as application/x-www-form-urlencoded",
             ));
         }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| OAuthError::invalid_request("body is not UTF-8"))?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| OAuthError::invalid_request("body is not UTF-8"))?;
         let mut params = HashMap::new();
         for pair in text.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -168,48 +160,118 @@ pub struct Credentials {
     pub secret: SecretString,
 }
 
-pub fn client_credentials(params: &OAuthParams) -> Result<Credentials, OAuthError> {
-    let basic = params
-        .headers
+/// `Authorization: Basic` credentials, if the header is there.
+pub fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<Result<Credentials, OAuthError>> {
+    let b64 = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-        });
+        .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))?;
+    Some((|| {
+        let raw = zeroize::Zeroizing::new(STANDARD.decode(b64.trim()).map_err(|_| OAuthError::invalid_client())?);
+        let text = std::str::from_utf8(&raw).map_err(|_| OAuthError::invalid_client())?;
+        let (id, secret) = text.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+        // RFC 6749 §2.3.1: both halves are form-encoded inside Basic.
+        let id = form_decode(id).ok_or_else(OAuthError::invalid_client)?;
+        let secret = form_decode(secret).ok_or_else(OAuthError::invalid_client)?;
+        Ok(Credentials {
+            client_id: id,
+            secret: SecretString::from(secret),
+        })
+    })())
+}
+
+pub fn client_credentials(params: &OAuthParams) -> Result<Credentials, OAuthError> {
     let post = (params.get("client_id"), params.get("client_secret"));
-    match (basic, post) {
+    match (basic_credentials(&params.headers), post) {
         (Some(_), (_, Some(_))) => Err(OAuthError::invalid_request(
             "use one client authentication method, not both",
         )),
-        (Some(b64), _) => {
-            let raw = STANDARD
-                .decode(b64.trim())
-                .map_err(|_| OAuthError::invalid_client())?;
-            let raw = zeroize::Zeroizing::new(raw);
-            let text = std::str::from_utf8(&raw).map_err(|_| OAuthError::invalid_client())?;
-            let (id, secret) = text
-                .split_once(':')
-                .ok_or_else(OAuthError::invalid_client)?;
-            // RFC 6749 §2.3.1: both halves are form-encoded inside Basic.
-            let id = form_decode(id).ok_or_else(OAuthError::invalid_client)?;
-            let secret = form_decode(secret).ok_or_else(OAuthError::invalid_client)?;
-            if let Some(form_id) = params.get("client_id").filter(|f| *f != id) {
-                let _ = form_id;
+        (Some(basic), (form_id, None)) => {
+            let creds = basic?;
+            if form_id.is_some_and(|f| f != creds.client_id) {
                 return Err(OAuthError::invalid_request(
                     "client_id does not match the Authorization header",
                 ));
             }
-            Ok(Credentials {
-                client_id: id,
-                secret: SecretString::from(secret),
-            })
+            Ok(creds)
         }
         (None, (Some(id), Some(secret))) => Ok(Credentials {
             client_id: id.to_string(),
             secret: SecretString::from(secret.to_string()),
         }),
         (None, _) => Err(OAuthError::invalid_client()),
+    }
+}
+
+/// Why client authentication failed, in a form each error shape can take.
+#[derive(Debug)]
+pub enum ClientAuthError {
+    Throttled(i64),
+    Invalid,
+    Store(crate::storage::StoreError),
+}
+
+impl From<ClientAuthError> for OAuthError {
+    fn from(e: ClientAuthError) -> Self {
+        match e {
+            ClientAuthError::Throttled(wait) => OAuthError::throttled(wait),
+            ClientAuthError::Invalid => OAuthError::invalid_client(),
+            ClientAuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ClientAuthError> for ApiError {
+    fn from(e: ClientAuthError) -> Self {
+        match e {
+            ClientAuthError::Throttled(wait) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many failed authentications from this address; retry in {wait} s"),
+            ),
+            ClientAuthError::Invalid => ApiError::unauthorized("client authentication failed"),
+            ClientAuthError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Authenticates a client by secret, braking repeated failures per source
+/// address; failures are audited (never with the secret) and answered alike.
+pub async fn authenticate_client(
+    state: &AppState,
+    creds: &Credentials,
+    meta: &Meta,
+) -> Result<tenants::Client, ClientAuthError> {
+    let source = meta.source.parse().ok();
+    let now = state.clock.now();
+    if let Some(wait) = state.auth_throttle.retry_after(source, now) {
+        return Err(ClientAuthError::Throttled(wait));
+    }
+    match authn::authenticate(&state.store, now, &creds.client_id, &creds.secret).await {
+        Ok(client) => {
+            super::record_span(&client.tenant_id, Some(&client.client_id));
+            Ok(client)
+        }
+        Err(authn::AuthError::Failed(why, client)) => {
+            let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
+            event.reason = Some(why.as_str().to_string());
+            // Only a well-formed id is recorded: a pasted secret must not land in the log.
+            event.client_id = tenants::validate_client_id(&creds.client_id)
+                .is_ok()
+                .then(|| creds.client_id.clone());
+            event.tenant = client.map(|c| c.tenant_id);
+            event.request_id = Some(meta.request_id.clone());
+            event.source = Some(meta.source.clone());
+            state
+                .store
+                .append_audit(&[event])
+                .await
+                .map_err(ClientAuthError::Store)?;
+            metrics::counter!("mayfly_client_auth_failures_total").increment(1);
+            state.auth_throttle.record_failure(source, now);
+            Err(ClientAuthError::Invalid)
+        }
+        Err(authn::AuthError::Store(e)) => Err(ClientAuthError::Store(e)),
     }
 }
 
@@ -283,12 +345,7 @@ impl Admin {
         }
     }
 
-    async fn deny(
-        &self,
-        state: &AppState,
-        tenant: Option<&str>,
-        why: &str,
-    ) -> Result<(), ApiError> {
+    async fn deny(&self, state: &AppState, tenant: Option<&str>, why: &str) -> Result<(), ApiError> {
         let mut event = AuditEvent::new(actions::ADMIN_DENIED, Outcome::Denied, state.clock.now());
         event.tenant = tenant.map(|t| t.chars().take(64).collect());
         event.admin = Some(self.identity());
@@ -317,43 +374,26 @@ impl FromRequestParts<AppState> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthorized("send an admin token as `Authorization: Bearer …`")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
         admin_from_token(state, token, meta).await
     }
 }
 
-pub async fn admin_from_token(
-    state: &AppState,
-    token: &str,
-    meta: Meta,
-) -> Result<Admin, ApiError> {
+pub async fn admin_from_token(state: &AppState, token: &str, meta: Meta) -> Result<Admin, ApiError> {
     let keys = state.keyring.current();
     let now = state.clock.now();
-    let (claims, _lease) =
-        match validate::check(&state.store, &keys, &state.config.issuer, now, token).await? {
-            Validity::Active { claims, lease } => (claims, lease),
-            Validity::Inactive { reason, .. } => {
-                return Err(ApiError::unauthorized(format!(
-                    "admin token is not active ({reason})"
-                )));
-            }
-        };
-    if tenants::uri::canonicalize(&claims.aud).ok().as_deref()
-        != Some(state.issuer_canonical.as_str())
-    {
-        return Err(ApiError::unauthorized(
-            "this token is not for the admin API (aud)",
-        ));
+    let (claims, _lease) = match validate::check(&state.store, &keys, &state.config.issuer, now, token).await? {
+        Validity::Active { claims, lease } => (claims, lease),
+        Validity::Inactive { reason, .. } => {
+            return Err(ApiError::unauthorized(format!("admin token is not active ({reason})")));
+        }
+    };
+    if tenants::uri::canonicalize(&claims.aud).ok().as_deref() != Some(state.issuer_canonical.as_str()) {
+        return Err(ApiError::unauthorized("this token is not for the admin API (aud)"));
     }
-    let scope = if claims.scopes().any(|s| s == tenants::GLOBAL_ADMIN_SCOPE)
-        && claims.tenant == tenants::SYSTEM_TENANT
+    let scope = if claims.scopes().any(|s| s == tenants::GLOBAL_ADMIN_SCOPE) && claims.tenant == tenants::SYSTEM_TENANT
     {
         AdminScope::Global
     } else if claims
@@ -425,18 +465,14 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 pub fn page_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
     match cursor {
         None | Some("") => Ok(None),
-        Some(c) => crate::storage::decode_cursor(c).map(Some).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", "cursor is not one this server issued")
-        }),
+        Some(c) => crate::storage::decode_cursor(c)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("invalid_query", "cursor is not one this server issued")),
     }
 }
 
 /// A page of items with the cursor of the next page, if there may be one.
-pub fn page_body<T: serde::Serialize>(
-    items: &[T],
-    limit: i64,
-    key: impl Fn(&T) -> String,
-) -> serde_json::Value {
+pub fn page_body<T: serde::Serialize>(items: &[T], limit: i64, key: impl Fn(&T) -> String) -> serde_json::Value {
     let next = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| crate::storage::encode_cursor(&key(i))))
         .flatten();

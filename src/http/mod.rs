@@ -53,23 +53,14 @@ pub fn routes() -> Routes {
         router: Router::new(),
         paths: Vec::new(),
     }
-    .route(
-        "/.well-known/oauth-authorization-server",
-        get(discovery::metadata),
-    )
-    .route(
-        "/.well-known/openid-configuration",
-        get(discovery::metadata),
-    )
+    .route("/.well-known/oauth-authorization-server", get(discovery::metadata))
+    .route("/.well-known/openid-configuration", get(discovery::metadata))
     .route("/.well-known/jwks.json", get(discovery::jwks))
     .route("/oauth2/authorize", get(oauth::authorize))
     .route("/oauth2/token", post(oauth::token))
     .route("/oauth2/introspect", post(oauth::introspect))
     .route("/oauth2/revoke", post(oauth::revoke))
-    .route(
-        "/v1/tenants",
-        post(admin::create_tenant).get(admin::list_tenants),
-    )
+    .route("/v1/tenants", post(admin::create_tenant).get(admin::list_tenants))
     .route(
         "/v1/tenants/{tenant}",
         get(admin::get_tenant).delete(admin::delete_tenant),
@@ -99,15 +90,13 @@ pub fn routes() -> Routes {
         post(admin::rotate_secret),
     )
     .route("/v1/tenants/{tenant}/leases", get(records::list_leases))
-    .route(
-        "/v1/tenants/{tenant}/leases/{lease_id}",
-        get(records::get_lease),
-    )
+    .route("/v1/tenants/{tenant}/leases/{lease_id}", get(records::get_lease))
     .route(
         "/v1/tenants/{tenant}/revocations",
         post(records::create_revocation).get(records::list_revocations),
     )
     .route("/v1/tenants/{tenant}/audit", get(records::list_audit))
+    .route("/v1/revocations", get(records::revocation_feed))
     .route("/v1/audit/verify", get(records::verify_audit))
     .route("/v1/keys", get(records::list_keys))
     .route("/healthz", get(ops::healthz))
@@ -142,11 +131,7 @@ fn make_span(req: &Request) -> tracing::Span {
         .get::<MatchedPath>()
         .map(MatchedPath::as_str)
         .unwrap_or("unmatched");
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.as_str())
-        .unwrap_or("");
+    let id = req.extensions().get::<RequestId>().map(|r| r.0.as_str()).unwrap_or("");
     tracing::info_span!(
         "request",
         method = %req.method(),
@@ -164,10 +149,7 @@ fn make_span(req: &Request) -> tracing::Span {
 async fn request_context(mut req: Request, next: Next) -> Response {
     let id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let path = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let method = req.method().clone();
     let started = Instant::now();
     let mut res = next.run(req).await;
@@ -178,18 +160,14 @@ async fn request_context(mut req: Request, next: Next) -> Response {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     let labels = [
         ("method", method.to_string()),
         ("path", path.unwrap_or_else(|| "unmatched".into())),
         ("status", res.status().as_u16().to_string()),
     ];
     metrics::counter!("mayfly_http_requests_total", &labels).increment(1);
-    metrics::histogram!("mayfly_http_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("mayfly_http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
     res
 }
 

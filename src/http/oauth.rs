@@ -10,13 +10,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::OAuthError;
-use super::extract::{OAuthParams, admin_from_token, client_credentials};
+use super::extract::{OAuthParams, admin_from_token, authenticate_client, client_credentials};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, Outcome, actions};
 use crate::leases::Selector;
 use crate::storage::{NewRevocation, StoreError};
-use crate::tenants::authn::{self, AuthError};
-use crate::tenants::{Client, ClientKind, validate_client_id};
+use crate::tenants::{Client, ClientKind};
 use crate::tokens::issuer::{self, Meta, MintError};
 use crate::tokens::policy::MintRequest;
 use crate::tokens::validate::{self, Validity};
@@ -25,59 +24,13 @@ pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-/// Authenticates the calling client; failures are audited and answered alike.
-async fn authenticate(
-    state: &AppState,
-    params: &OAuthParams,
-    meta: &Meta,
-) -> Result<Client, OAuthError> {
+/// Authenticates the calling client by its credentials in the request.
+async fn authenticate(state: &AppState, params: &OAuthParams, meta: &Meta) -> Result<Client, OAuthError> {
     let creds = client_credentials(params)?;
-    let source = meta.source.parse().ok();
-    if let Some(wait) = state.auth_throttle.retry_after(source, state.clock.now()) {
-        return Err(OAuthError::throttled(wait));
-    }
-    match authn::authenticate(
-        &state.store,
-        state.clock.now(),
-        &creds.client_id,
-        &creds.secret,
-    )
-    .await
-    {
-        Ok(client) => {
-            super::record_span(&client.tenant_id, Some(&client.client_id));
-            Ok(client)
-        }
-        Err(AuthError::Failed(why, client)) => {
-            let mut event = AuditEvent::new(
-                actions::CLIENT_AUTH_FAILED,
-                Outcome::Denied,
-                state.clock.now(),
-            );
-            event.reason = Some(why.as_str().to_string());
-            // Only a well-formed id is recorded: a pasted secret must not land in the log.
-            event.client_id = validate_client_id(&creds.client_id)
-                .is_ok()
-                .then(|| creds.client_id.clone());
-            event.tenant = client.map(|c| c.tenant_id);
-            event.request_id = Some(meta.request_id.clone());
-            event.source = Some(meta.source.clone());
-            state.store.append_audit(&[event]).await?;
-            metrics::counter!("mayfly_client_auth_failures_total").increment(1);
-            state
-                .auth_throttle
-                .record_failure(source, state.clock.now());
-            Err(OAuthError::invalid_client())
-        }
-        Err(AuthError::Store(e)) => Err(e.into()),
-    }
+    Ok(authenticate_client(state, &creds, meta).await?)
 }
 
-pub async fn token(
-    State(state): State<AppState>,
-    meta: Meta,
-    params: OAuthParams,
-) -> Result<Response, OAuthError> {
+pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParams) -> Result<Response, OAuthError> {
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
@@ -115,10 +68,7 @@ pub async fn token(
         Ok(issued) => issued,
         Err(MintError::Denied(d)) => return Err(OAuthError::new(d.code(), d.message())),
         Err(MintError::NoSigningKey) => {
-            return Err(OAuthError::new(
-                "temporarily_unavailable",
-                "no signing key is loaded",
-            ));
+            return Err(OAuthError::new("temporarily_unavailable", "no signing key is loaded"));
         }
         Err(MintError::Store(e)) => return Err(e.into()),
     };
@@ -167,10 +117,7 @@ pub async fn introspect(
             if client.kind != ClientKind::ResourceServer {
                 return Err(OAuthError {
                     status: StatusCode::FORBIDDEN,
-                    ..OAuthError::new(
-                        "unauthorized_client",
-                        "only resource_server clients may introspect",
-                    )
+                    ..OAuthError::new("unauthorized_client", "only resource_server clients may introspect")
                 });
             }
             (Some(client.tenant_id), client.client_id)
@@ -183,9 +130,7 @@ pub async fn introspect(
     let now = state.clock.now();
     let validity = validate::check(&state.store, &keys, &state.config.issuer, now, token).await?;
     let (reason, claims) = match validity {
-        Validity::Active { claims, .. }
-            if caller_tenant.as_ref().is_none_or(|t| *t == claims.tenant) =>
-        {
+        Validity::Active { claims, .. } if caller_tenant.as_ref().is_none_or(|t| *t == claims.tenant) => {
             let mut body = json!({
                 "active": true,
                 "token_type": "Bearer",
@@ -231,11 +176,7 @@ pub async fn introspect(
 
 /// RFC 7009: a client revokes a token it holds. Unknown or foreign tokens get
 /// the same empty 200, as the RFC asks.
-pub async fn revoke(
-    State(state): State<AppState>,
-    meta: Meta,
-    params: OAuthParams,
-) -> Result<Response, OAuthError> {
+pub async fn revoke(State(state): State<AppState>, meta: Meta, params: OAuthParams) -> Result<Response, OAuthError> {
     let client = authenticate(&state, &params, &meta).await?;
     let token = params
         .get("token")
@@ -259,7 +200,7 @@ pub async fn revoke(
             let rule = tx
                 .insert_revocation(&NewRevocation {
                     id: Uuid::now_v7(),
-                    tenant_id: &client.tenant_id,
+                    tenant_id: Some(&client.tenant_id),
                     selector: &selector,
                     reason: "revoked by its holder (RFC 7009)",
                     created_by: Some(json!({"client_id": client.client_id})),

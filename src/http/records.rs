@@ -3,22 +3,27 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, page_cursor, page_limit};
+use super::extract::{
+    Admin, AdminScope, ApiJson, ApiPath, ApiQuery, admin_from_token, authenticate_client, basic_credentials,
+    page_cursor, page_limit,
+};
 use crate::app::AppState;
 use crate::audit::{ChainVerifier, actions};
 use crate::leases::Selector;
 use crate::storage::audit::AuditFilter;
-use crate::storage::{LeaseFilter, NewRevocation, StoreError, encode_cursor};
+use crate::storage::{LeaseFilter, LeaseStatus, NewRevocation, StoreError, encode_cursor};
 use crate::tenants::{
-    invalid, validate_client_id, validate_tenant_id, validate_workflow, validate_workload,
+    ClientKind, invalid, validate_client_id, validate_tenant_id, validate_workflow, validate_workload,
 };
+use crate::tokens::issuer::Meta;
 
 async fn authorize_tenant(state: &AppState, admin: &Admin, tenant: &str) -> Result<(), ApiError> {
     validate_tenant_id(tenant).map_err(|_| ApiError::not_found("tenant"))?;
@@ -34,9 +39,9 @@ async fn authorize_tenant(state: &AppState, admin: &Admin, tenant: &str) -> Resu
 fn seq_cursor(cursor: Option<&str>) -> Result<i64, ApiError> {
     match page_cursor(cursor)? {
         None => Ok(i64::MAX),
-        Some(s) => s.parse().map_err(|_| {
-            ApiError::bad_request("invalid_query", "cursor is not one this server issued")
-        }),
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_query", "cursor is not one this server issued")),
     }
 }
 
@@ -60,9 +65,14 @@ pub struct LeaseQuery {
     cursor: Option<String>,
 }
 
-fn lease_json(lease: &crate::leases::Lease, now: DateTime<Utc>) -> Value {
+fn lease_json(status: &LeaseStatus, now: DateTime<Utc>) -> Value {
+    let lease = &status.lease;
     let mut v = json!(lease);
-    v["active"] = json!(lease.revoked_at.is_none() && lease.expires_at > now);
+    v["active"] = json!(lease.revoked_at.is_none() && status.revoked_by.is_none() && lease.expires_at > now);
+    // A rule revokes a lease before the background sweep marks its row.
+    if lease.revocation_id.is_none() && status.revoked_by.is_some() {
+        v["revocation_id"] = json!(status.revoked_by);
+    }
     v
 }
 
@@ -82,11 +92,8 @@ pub async fn list_leases(
         active: q.active,
     };
     let now = state.clock.now();
-    let leases = state
-        .store
-        .list_leases(&tenant, &filter, now, before, limit)
-        .await?;
-    let last = leases.last().map(|l| l.seq);
+    let leases = state.store.list_leases(&tenant, &filter, now, before, limit).await?;
+    let last = leases.last().map(|l| l.lease.seq);
     Ok(Json(seq_page(
         leases.iter().map(|l| lease_json(l, now)).collect(),
         last,
@@ -101,20 +108,12 @@ pub async fn get_lease(
 ) -> Result<Json<Value>, ApiError> {
     authorize_tenant(&state, &admin, &tenant).await?;
     let id: Uuid = lease_id.parse().map_err(|_| ApiError::not_found("lease"))?;
-    let lease = match state.store.get_lease(id).await {
-        Ok(l) if l.tenant_id == tenant => l,
+    let status = match state.store.lease_status(id).await {
+        Ok(s) if s.lease.tenant_id == tenant => s,
         Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::not_found("lease")),
         Err(e) => return Err(e.into()),
     };
-    let mut body = lease_json(&lease, state.clock.now());
-    // A rule can revoke a lease before its row is marked.
-    if lease.revoked_at.is_none()
-        && let Some(rule) = state.store.revoking_rule(&lease).await?
-    {
-        body["active"] = json!(false);
-        body["revocation_id"] = json!(rule);
-    }
-    Ok(Json(body))
+    Ok(Json(lease_json(&status, state.clock.now())))
 }
 
 // ---- revocations ----
@@ -130,15 +129,10 @@ pub struct RevocationBody {
 }
 
 fn selector(body: &RevocationBody) -> Result<Selector, ApiError> {
-    let named = [
-        &body.workflow,
-        &body.workload,
-        &body.client_id,
-        &body.lease_id,
-    ]
-    .iter()
-    .filter(|f| f.is_some())
-    .count();
+    let named = [&body.workflow, &body.workload, &body.client_id, &body.lease_id]
+        .iter()
+        .filter(|f| f.is_some())
+        .count();
     if named > 1 {
         return Err(invalid(
             "selector",
@@ -189,7 +183,7 @@ pub async fn create_revocation(
     let rule = tx
         .insert_revocation(&NewRevocation {
             id: Uuid::now_v7(),
-            tenant_id: &tenant,
+            tenant_id: Some(&tenant),
             selector: &selector,
             reason,
             created_by: Some(admin.identity()),
@@ -209,9 +203,11 @@ pub async fn create_revocation(
         Selector::Workload(w) => event.workload = Some(w.clone()),
         Selector::Client(c) => event.client_id = Some(c.clone()),
         Selector::Lease(l) => event.lease_id = Some(*l),
+        Selector::Key(_) => {}
     }
     tx.append_audit(&[event]).await?;
     tx.commit().await?;
+    state.sweeper.notify_one();
     Ok((StatusCode::CREATED, Json(rule.to_json())))
 }
 
@@ -233,11 +229,7 @@ pub async fn list_revocations(
     let before = seq_cursor(q.cursor.as_deref())?;
     let rules = state.store.list_revocations(&tenant, before, limit).await?;
     let last = rules.last().map(|r| r.seq);
-    Ok(Json(seq_page(
-        rules.iter().map(|r| r.to_json()).collect(),
-        last,
-        limit,
-    )))
+    Ok(Json(seq_page(rules.iter().map(|r| r.to_json()).collect(), last, limit)))
 }
 
 // ---- audit ----
@@ -272,10 +264,7 @@ pub async fn list_audit(
         since: q.since,
         until: q.until,
     };
-    let events = state
-        .store
-        .list_audit(&tenant, &filter, before, limit)
-        .await?;
+    let events = state.store.list_audit(&tenant, &filter, before, limit).await?;
     let last = events.last().map(|e| e.seq);
     let items = events
         .iter()
@@ -290,17 +279,12 @@ pub async fn list_audit(
 }
 
 /// Recomputes the whole chain (global admins only: the chain spans tenants).
-pub async fn verify_audit(
-    State(state): State<AppState>,
-    admin: Admin,
-) -> Result<Json<Value>, ApiError> {
+pub async fn verify_audit(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require_global(&state).await?;
     Ok(Json(json!(verify_chain(&state.store).await?)))
 }
 
-pub async fn verify_chain(
-    store: &crate::storage::Store,
-) -> Result<crate::audit::Verification, StoreError> {
+pub async fn verify_chain(store: &crate::storage::Store) -> Result<crate::audit::Verification, StoreError> {
     // Read the head first: events appended while we walk are past it.
     let head = store.audit_head().await?;
     let mut verifier = ChainVerifier::default();
@@ -321,10 +305,7 @@ pub async fn verify_chain(
 
 // ---- keys ----
 
-pub async fn list_keys(
-    State(state): State<AppState>,
-    admin: Admin,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list_keys(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require_global(&state).await?;
     let keys = state.store.list_keys().await?;
     let items: Vec<Value> = keys
@@ -341,4 +322,79 @@ pub async fn list_keys(
         })
         .collect();
     Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+// ---- the revocation feed ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Who reads the feed: a global admin sees every rule; a tenant admin or a
+/// `resource_server` client of a tenant sees that tenant's rules and the key
+/// rules that span tenants.
+async fn feed_reader(state: &AppState, headers: &HeaderMap, meta: Meta) -> Result<Option<String>, ApiError> {
+    if let Some(creds) = basic_credentials(headers) {
+        let creds = creds.map_err(|_| ApiError::unauthorized("client authentication failed"))?;
+        let client = authenticate_client(state, &creds, &meta).await?;
+        if client.kind != ClientKind::ResourceServer {
+            return Err(ApiError::forbidden(
+                "only resource_server clients may read the revocation feed",
+            ));
+        }
+        return Ok(Some(client.tenant_id));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("authenticate as a resource_server client or an admin"))?;
+    Ok(match admin_from_token(state, token.trim(), meta).await?.scope {
+        AdminScope::Global => None,
+        AdminScope::Tenant(t) => Some(t),
+    })
+}
+
+/// `GET /v1/revocations?since=`: rules in the order they were made, for
+/// verifiers that check tokens offline. A token is revoked when a rule's
+/// selector matches it (tenant, workflow, sub, client_id, jti or kid) and its
+/// `iat` is at or before the rule's `issued_before`. Poll with the returned
+/// `next_cursor`; `If-None-Match` answers 304 when nothing changed.
+pub async fn revocation_feed(
+    State(state): State<AppState>,
+    meta: Meta,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<FeedQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = feed_reader(&state, &headers, meta).await?;
+    let limit = page_limit(q.limit)?;
+    let after = match page_cursor(q.since.as_deref())? {
+        None => 0,
+        Some(s) => s
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid_query", "`since` is not a cursor this server issued"))?,
+    };
+    let rules = state.store.revocation_feed(tenant.as_deref(), after, limit).await?;
+    let last = rules.last().map_or(after, |r| r.seq);
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(format!("{tenant:?}/{after}/{limit}").as_bytes());
+    rules.iter().for_each(|r| digest.update(r.id.as_bytes()));
+    let etag = format!("\"{}\"", crate::keys::seal::hex(&digest.finish().as_ref()[..12]));
+    let mut res = if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let items: Vec<Value> = rules.iter().map(|r| r.to_json()).collect();
+        Json(json!({"items": items, "next_cursor": encode_cursor(&last.to_string())})).into_response()
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        res.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(res)
 }

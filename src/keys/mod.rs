@@ -132,17 +132,11 @@ impl SigningKey {
                 EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
                     .map_err(|_| stored("not a P-256 PKCS#8 key"))?,
             ),
-            Alg::EdDsa => Pair::EdDsa(
-                Ed25519KeyPair::from_pkcs8(pkcs8)
-                    .map_err(|_| stored("not an Ed25519 PKCS#8 key"))?,
-            ),
+            Alg::EdDsa => {
+                Pair::EdDsa(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| stored("not an Ed25519 PKCS#8 key"))?)
+            }
         };
-        Ok(Self {
-            kid,
-            alg,
-            pair,
-            rng,
-        })
+        Ok(Self { kid, alg, pair, rng })
     }
 
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
@@ -179,9 +173,7 @@ impl VerifyingKey {
             Alg::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
             Alg::EdDsa => &signature::ED25519,
         };
-        UnparsedPublicKey::new(alg, &self.public)
-            .verify(message, sig)
-            .is_ok()
+        UnparsedPublicKey::new(alg, &self.public).verify(message, sig).is_ok()
     }
 
     /// The public JWK (RFC 7517) with `kid`, `alg`, `use`.
@@ -247,9 +239,7 @@ pub fn generate(alg: Alg) -> Result<Generated, KeyError> {
     let rng = SystemRandom::new();
     let pkcs8 = Zeroizing::new(
         match alg {
-            Alg::Es256 => {
-                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            }
+            Alg::Es256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
             Alg::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng),
         }
         .map_err(|_| KeyError::Generate)?
@@ -260,10 +250,7 @@ pub fn generate(alg: Alg) -> Result<Generated, KeyError> {
     let public = provisional.public_bytes().to_vec();
     // kid = RFC 7638 thumbprint: stable, and derived from nothing secret.
     let members = thumbprint_members(alg, &public).to_string();
-    let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        members.as_bytes(),
-    ));
+    let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, members.as_bytes()));
     let signing = SigningKey {
         kid: kid.clone(),
         ..provisional
@@ -324,25 +311,18 @@ impl KeySet {
             let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0)?;
             jwks.push(verifying.jwk());
             if state == KeyState::Active {
-                let sealed = row
-                    .sealed_private
-                    .as_deref()
-                    .ok_or_else(|| KeyError::Stored {
-                        kid: row.kid.clone(),
-                        why: "active key has no private material".into(),
-                    })?;
-                let pkcs8 = master.open(sealed, row.kid.as_bytes()).map_err(|_| {
-                    KeyError::WrongMasterKey {
+                let sealed = row.sealed_private.as_deref().ok_or_else(|| KeyError::Stored {
+                    kid: row.kid.clone(),
+                    why: "active key has no private material".into(),
+                })?;
+                let pkcs8 = master
+                    .open(sealed, row.kid.as_bytes())
+                    .map_err(|_| KeyError::WrongMasterKey {
                         kid: row.kid.clone(),
                         given: master.id.clone(),
                         sealed_under: row.master_key_id.clone(),
-                    }
-                })?;
-                set.active = Some(Arc::new(SigningKey::from_pkcs8(
-                    row.kid.clone(),
-                    alg,
-                    &pkcs8,
-                )?));
+                    })?;
+                set.active = Some(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), alg, &pkcs8)?));
             }
             set.published.insert(row.kid.clone(), verifying);
         }
@@ -364,10 +344,7 @@ pub struct Keyring {
 
 impl Keyring {
     pub fn current(&self) -> Arc<KeySet> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn replace(&self, set: KeySet) {

@@ -20,13 +20,8 @@ pub enum SealError {
     #[error("the master key must be 32 bytes given as base64 or 64 hex digits")]
     BadMasterKey,
     #[error("cannot read master key file {path}: {source}")]
-    File {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "MAYFLY_MASTER_KEY (or MAYFLY_MASTER_KEY_FILE) is required with Postgres: every replica must share it"
-    )]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("MAYFLY_MASTER_KEY (or MAYFLY_MASTER_KEY_FILE) is required with Postgres: every replica must share it")]
     Required,
     #[error("sealed key material is corrupt or was sealed under another master key")]
     Open,
@@ -89,11 +84,7 @@ impl MasterKey {
         // Sealing only fails for inputs larger than GCM allows; ours are a few hundred bytes.
         if self
             .key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
             .is_err()
         {
             std::process::abort();
@@ -147,10 +138,7 @@ pub fn load_master_key(config: &Config) -> Result<(MasterKey, MasterKeySource), 
     }
     if let Some(path) = &config.master_key_file {
         let text = read_key_file(path)?;
-        return Ok((
-            MasterKey::from_text(&text)?,
-            MasterKeySource::File(path.clone()),
-        ));
+        return Ok((MasterKey::from_text(&text)?, MasterKeySource::File(path.clone())));
     }
     let Some(dir) = sqlite_data_dir(&config.database_url) else {
         return Err(SealError::Required);
@@ -162,10 +150,7 @@ pub fn load_master_key(config: &Config) -> Result<(MasterKey, MasterKeySource), 
     };
     if path.exists() {
         let text = read_key_file(&path)?;
-        return Ok((
-            MasterKey::from_text(&text)?,
-            MasterKeySource::Generated(path),
-        ));
+        return Ok((MasterKey::from_text(&text)?, MasterKeySource::Generated(path)));
     }
     std::fs::create_dir_all(&dir).map_err(file_err)?;
     let mut bytes = Zeroizing::new([0u8; 32]);
@@ -174,10 +159,7 @@ pub fn load_master_key(config: &Config) -> Result<(MasterKey, MasterKeySource), 
     let mut file = open_private(&path).map_err(file_err)?;
     file.write_all(text.as_bytes()).map_err(file_err)?;
     file.sync_all().map_err(file_err)?;
-    Ok((
-        MasterKey::from_bytes(bytes.as_ref())?,
-        MasterKeySource::Generated(path),
-    ))
+    Ok((MasterKey::from_bytes(bytes.as_ref())?, MasterKeySource::Generated(path)))
 }
 
 fn read_key_file(path: &Path) -> Result<Zeroizing<String>, SealError> {
@@ -201,25 +183,17 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
 }
 
 /// The directory of an SQLite database file, or None for Postgres and memory.
 pub fn sqlite_data_dir(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
     if path.is_empty() || path == ":memory:" {
         return None;
     }
-    let parent = Path::new(path)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let parent = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
     Some(if parent.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
@@ -260,10 +234,7 @@ mod tests {
             sqlite_data_dir("sqlite://./mayfly-data/mayfly.db"),
             Some(PathBuf::from("./mayfly-data"))
         );
-        assert_eq!(
-            sqlite_data_dir("sqlite:x.db?mode=rwc"),
-            Some(PathBuf::from("."))
-        );
+        assert_eq!(sqlite_data_dir("sqlite:x.db?mode=rwc"), Some(PathBuf::from(".")));
         assert_eq!(sqlite_data_dir("postgres://localhost/db"), None);
     }
 }

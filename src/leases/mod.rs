@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub mod sweeper;
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Lease {
     #[serde(skip)]
@@ -40,6 +42,8 @@ pub enum Selector {
     Workload(String),
     Client(String),
     Lease(Uuid),
+    /// Every token a signing key signed, in every tenant.
+    Key(String),
 }
 
 impl Selector {
@@ -50,13 +54,14 @@ impl Selector {
             Selector::Workload(_) => "workload",
             Selector::Client(_) => "client_id",
             Selector::Lease(_) => "lease_id",
+            Selector::Key(_) => "kid",
         }
     }
 
     pub fn value(&self) -> String {
         match self {
             Selector::Tenant => String::new(),
-            Selector::Workflow(v) | Selector::Workload(v) | Selector::Client(v) => v.clone(),
+            Selector::Workflow(v) | Selector::Workload(v) | Selector::Client(v) | Selector::Key(v) => v.clone(),
             Selector::Lease(id) => id.to_string(),
         }
     }
@@ -68,6 +73,7 @@ impl Selector {
             "workload" => Selector::Workload(value.into()),
             "client_id" => Selector::Client(value.into()),
             "lease_id" => Selector::Lease(value.parse().ok()?),
+            "kid" => Selector::Key(value.into()),
             _ => return None,
         })
     }

@@ -18,13 +18,79 @@ pub struct LeaseFilter {
 
 pub struct NewRevocation<'a> {
     pub id: Uuid,
-    pub tenant_id: &'a str,
+    /// None for key revocations, which span tenants.
+    pub tenant_id: Option<&'a str>,
     pub selector: &'a Selector,
     pub reason: &'a str,
     pub created_by: Option<serde_json::Value>,
     pub now: DateTime<Utc>,
     /// When every token the rule could match has expired.
     pub prune_after: DateTime<Utc>,
+}
+
+/// A lease with the first rule that revokes it, if any, read in one query.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LeaseStatus {
+    #[sqlx(flatten)]
+    pub lease: Lease,
+    pub revoked_by: Option<Uuid>,
+}
+
+/// One SQL text per selector kind, sharing the lease-matching prefix.
+/// Parameters: `$1` tenant ('' for keys), `$2` cutoff seq, `$3` now, `$4` the
+/// selector value, then whatever the statement adds.
+macro_rules! per_kind {
+    ($head:literal, $tail:literal) => {
+        [
+            concat!(
+                $head,
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND $4 = ''",
+                $tail
+            ),
+            concat!(
+                $head,
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND workflow = $4",
+                $tail
+            ),
+            concat!(
+                $head,
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND workload = $4",
+                $tail
+            ),
+            concat!(
+                $head,
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND client_id = $4",
+                $tail
+            ),
+            concat!(
+                $head,
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND id = $4",
+                $tail
+            ),
+            concat!(
+                $head,
+                " $1 = '' AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND kid = $4",
+                $tail
+            ),
+        ]
+    };
+}
+
+const COUNT_MATCHING: [&str; 6] = per_kind!("SELECT COUNT(*) FROM leases WHERE", "");
+const MARK_MATCHING: [&str; 6] = per_kind!(
+    "UPDATE leases SET revoked_at = $3, revocation_id = $5 WHERE seq IN (SELECT seq FROM leases WHERE",
+    " LIMIT $6)"
+);
+
+fn kind_index(selector: &Selector) -> usize {
+    match selector {
+        Selector::Tenant => 0,
+        Selector::Workflow(_) => 1,
+        Selector::Workload(_) => 2,
+        Selector::Client(_) => 3,
+        Selector::Lease(_) => 4,
+        Selector::Key(_) => 5,
+    }
 }
 
 impl Store {
@@ -36,6 +102,9 @@ impl Store {
             .bind(id).fetch_one(c).await)?)
     }
 
+    /// Leases newest first. `active` is exact: a lease a rule revokes is
+    /// inactive even before its row is marked. (Single-lease rules mark their
+    /// row in the same transaction, so they need no probe here.)
     pub async fn list_leases(
         &self,
         tenant: &str,
@@ -43,52 +112,113 @@ impl Store {
         now: DateTime<Utc>,
         before_seq: i64,
         limit: i64,
-    ) -> Result<Vec<Lease>> {
-        let active: Option<bool> = filter.active;
-        Ok(on_pool!(self, c => sqlx::query_as::<_, Lease>(
-            "SELECT seq, id, tenant_id, workflow, workload, client_id, actor, resource, scopes, kid,
-                    issued_at, expires_at, revoked_at, revocation_id, source, request_id
-             FROM leases
-             WHERE tenant_id = $1 AND seq < $2
-               AND ($3 IS NULL OR workflow = $3)
-               AND ($4 IS NULL OR workload = $4)
-               AND ($5 IS NULL OR client_id = $5)
-               AND ($6 IS NULL OR ($6 = (revoked_at IS NULL AND expires_at > $7)))
-             ORDER BY seq DESC LIMIT $8")
+    ) -> Result<Vec<LeaseStatus>> {
+        Ok(on_pool!(self, c => sqlx::query_as::<_, LeaseStatus>(
+            "SELECT * FROM (
+                SELECT l.seq, l.id, l.tenant_id, l.workflow, l.workload, l.client_id, l.actor, l.resource, l.scopes, l.kid,
+                       l.issued_at, l.expires_at, l.revoked_at, l.revocation_id, l.source, l.request_id,
+                       (SELECT r.id FROM revocations r
+                         WHERE r.cutoff_seq >= l.seq AND (
+                               (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
+                            OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
+                            OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
+                            OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
+                            OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
+                         LIMIT 1) AS revoked_by
+                FROM leases l
+                WHERE l.tenant_id = $1 AND l.seq < $2
+                  AND ($3 IS NULL OR l.workflow = $3)
+                  AND ($4 IS NULL OR l.workload = $4)
+                  AND ($5 IS NULL OR l.client_id = $5)
+             ) x
+             WHERE ($6 IS NULL OR $6 = (x.revoked_at IS NULL AND x.revoked_by IS NULL AND x.expires_at > $7))
+             ORDER BY x.seq DESC LIMIT $8")
             .bind(tenant).bind(before_seq)
             .bind(filter.workflow.as_deref()).bind(filter.workload.as_deref()).bind(filter.client_id.as_deref())
-            .bind(active).bind(now).bind(limit)
+            .bind(filter.active).bind(now).bind(limit)
             .fetch_all(c).await)?)
     }
 
-    /// The first rule that revokes this lease, if any. One indexed probe per
-    /// selector kind; the number of live leases does not enter into it.
-    pub async fn revoking_rule(&self, lease: &Lease) -> Result<Option<Uuid>> {
-        let lease_id = lease.id.to_string();
-        Ok(on_pool!(self, c => sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM revocations
-             WHERE tenant_id = $1 AND cutoff_seq >= $2 AND (
-                   (kind = 'tenant' AND value = '')
-                OR (kind = 'workflow' AND value = $3)
-                OR (kind = 'workload' AND value = $4)
-                OR (kind = 'client_id' AND value = $5)
-                OR (kind = 'lease_id' AND value = $6))
-             LIMIT 1")
-            .bind(&lease.tenant_id).bind(lease.seq).bind(&lease.workflow).bind(&lease.workload)
-            .bind(&lease.client_id).bind(&lease_id)
-            .fetch_optional(c).await)?)
+    /// The lease and the first rule revoking it, in one round trip. One
+    /// indexed probe per selector kind; the number of live leases does not
+    /// enter into it.
+    pub async fn lease_status(&self, id: Uuid) -> Result<LeaseStatus> {
+        let id_text = id.to_string();
+        Ok(on_pool!(self, c => sqlx::query_as::<_, LeaseStatus>(
+            "SELECT l.seq, l.id, l.tenant_id, l.workflow, l.workload, l.client_id, l.actor, l.resource, l.scopes, l.kid,
+                    l.issued_at, l.expires_at, l.revoked_at, l.revocation_id, l.source, l.request_id,
+                    (SELECT r.id FROM revocations r
+                      WHERE r.cutoff_seq >= l.seq AND (
+                            (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
+                         OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
+                         OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
+                         OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
+                         OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.value = $2)
+                         OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
+                      LIMIT 1) AS revoked_by
+             FROM leases l WHERE l.id = $1")
+            .bind(id).bind(&id_text).fetch_one(c).await)?)
     }
 
-    pub async fn list_revocations(
-        &self,
-        tenant: &str,
-        before_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<Revocation>> {
+    pub async fn list_revocations(&self, tenant: &str, before_seq: i64, limit: i64) -> Result<Vec<Revocation>> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
             "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
              FROM revocations WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
             .bind(tenant).bind(before_seq).bind(limit).fetch_all(c).await)?)
+    }
+
+    /// The revocation feed, oldest first after `after_seq`: one tenant's rules
+    /// plus the key rules that span tenants, or (tenant None) every rule.
+    pub async fn revocation_feed(&self, tenant: Option<&str>, after_seq: i64, limit: i64) -> Result<Vec<Revocation>> {
+        Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
+            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
+             FROM revocations WHERE seq > $1 AND ($2 IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
+             ORDER BY seq LIMIT $3")
+            .bind(after_seq).bind(tenant).bind(limit).fetch_all(c).await)?)
+    }
+
+    /// Rules whose lease rows are not all marked yet.
+    pub async fn unmarked_revocations(&self, limit: i64) -> Result<Vec<Revocation>> {
+        Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
+            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
+             FROM revocations WHERE marked_at IS NULL ORDER BY seq LIMIT $1")
+            .bind(limit).fetch_all(c).await)?)
+    }
+
+    /// Marks up to `batch` lease rows matched by `rule` as revoked; returns how
+    /// many. Idempotent, so replicas may race on it harmlessly.
+    pub async fn mark_revoked_batch(&self, rule: &Revocation, now: DateTime<Utc>, batch: i64) -> Result<u64> {
+        let Some(selector) = Selector::from_parts(&rule.kind, &rule.value) else {
+            return Ok(0);
+        };
+        let sql = MARK_MATCHING[kind_index(&selector)];
+        let tenant = rule.tenant_id.clone().unwrap_or_default();
+        Ok(on_pool!(self, c => {
+            let q = sqlx::query(sql).bind(&tenant).bind(rule.cutoff_seq).bind(now);
+            let q = match &selector {
+                Selector::Lease(id) => q.bind(*id),
+                other => q.bind(other.value()),
+            };
+            q.bind(rule.id).bind(batch).execute(c).await.map(|r| r.rows_affected())
+        })?)
+    }
+
+    pub async fn set_revocation_marked(&self, id: Uuid, now: DateTime<Utc>) -> Result<()> {
+        on_pool!(self, c => sqlx::query("UPDATE revocations SET marked_at = $2 WHERE id = $1")
+            .bind(id).bind(now).execute(c).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes up to `batch` leases that expired before `lease_horizon`, and
+    /// rules no unexpired token can match any more. Returns (leases, rules).
+    pub async fn prune(&self, now: DateTime<Utc>, lease_horizon: DateTime<Utc>, batch: i64) -> Result<(u64, u64)> {
+        let leases = on_pool!(self, c => sqlx::query(
+            "DELETE FROM leases WHERE seq IN (SELECT seq FROM leases WHERE expires_at < $1 LIMIT $2)")
+            .bind(lease_horizon).bind(batch).execute(c).await.map(|r| r.rows_affected()))?;
+        let rules = on_pool!(self, c => sqlx::query(
+            "DELETE FROM revocations WHERE prune_after < $1 AND marked_at IS NOT NULL")
+            .bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok((leases, rules))
     }
 }
 
@@ -110,49 +240,40 @@ impl Tx {
         Ok(seqs)
     }
 
-    /// Records a rule covering every lease numbered so far, and marks the
-    /// matching unexpired lease rows revoked for the record.
+    /// Records a rule covering every lease numbered so far. Its cost does not
+    /// grow with the number of live leases beyond counting the matching ones
+    /// (an index range); their rows are marked afterwards, in batches.
     pub async fn insert_revocation(&mut self, r: &NewRevocation<'_>) -> Result<Revocation> {
         let cutoff = on_tx!(self, c => sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM leases")
             .fetch_one(&mut **c).await)?;
+        let tenant = r.tenant_id.unwrap_or_default();
         let value = r.selector.value();
-        let sql: &'static str = match r.selector {
-            Selector::Tenant => {
-                "UPDATE leases SET revoked_at = $1, revocation_id = $2
-                 WHERE tenant_id = $3 AND seq <= $4 AND revoked_at IS NULL AND expires_at > $1 AND $5 = ''"
-            }
-            Selector::Workflow(_) => {
-                "UPDATE leases SET revoked_at = $1, revocation_id = $2
-                 WHERE tenant_id = $3 AND seq <= $4 AND revoked_at IS NULL AND expires_at > $1 AND workflow = $5"
-            }
-            Selector::Workload(_) => {
-                "UPDATE leases SET revoked_at = $1, revocation_id = $2
-                 WHERE tenant_id = $3 AND seq <= $4 AND revoked_at IS NULL AND expires_at > $1 AND workload = $5"
-            }
-            Selector::Client(_) => {
-                "UPDATE leases SET revoked_at = $1, revocation_id = $2
-                 WHERE tenant_id = $3 AND seq <= $4 AND revoked_at IS NULL AND expires_at > $1 AND client_id = $5"
-            }
-            Selector::Lease(_) => {
-                "UPDATE leases SET revoked_at = $1, revocation_id = $2
-                 WHERE tenant_id = $3 AND seq <= $4 AND revoked_at IS NULL AND expires_at > $1 AND id = $5"
-            }
-        };
-        let marked = on_tx!(self, c => {
-            let q = sqlx::query(sql).bind(r.now).bind(r.id).bind(r.tenant_id).bind(cutoff);
+        let sql = COUNT_MATCHING[kind_index(r.selector)];
+        let matching = on_tx!(self, c => {
+            let q = sqlx::query_scalar::<_, i64>(sql).bind(tenant).bind(cutoff).bind(r.now);
             let q = match r.selector {
-                Selector::Lease(id) => q.bind(id),
+                Selector::Lease(id) => q.bind(*id),
                 _ => q.bind(value.clone()),
             };
-            q.execute(&mut **c).await.map(|x| x.rows_affected())
-        })? as i64;
+            q.fetch_one(&mut **c).await
+        })?;
+        // One lease is one row: mark it now.
+        let marked_at = match r.selector {
+            Selector::Lease(id) => {
+                let sql = MARK_MATCHING[kind_index(r.selector)];
+                on_tx!(self, c => sqlx::query(sql).bind(tenant).bind(cutoff).bind(r.now).bind(*id).bind(r.id).bind(1i64)
+                    .execute(&mut **c).await.map(|_| ()))?;
+                Some(r.now)
+            }
+            _ => None,
+        };
         Ok(on_tx!(self, c => sqlx::query_as::<_, Revocation>(
             "INSERT INTO revocations (id, tenant_id, kind, value, cutoff_seq, issued_before, prune_after, reason,
-                                      created_by, created_at, leases_revoked)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10)
+                                      created_by, created_at, leases_revoked, marked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $11)
              RETURNING seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked")
             .bind(r.id).bind(r.tenant_id).bind(r.selector.kind()).bind(&value).bind(cutoff).bind(r.now)
-            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(marked)
+            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(matching).bind(marked_at)
             .fetch_one(&mut **c).await)?)
     }
 }

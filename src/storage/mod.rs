@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Postgres, SqlSafeStr, Sqlite, SqlitePool};
 
-pub use leases::{LeaseFilter, NewRevocation};
+pub use leases::{LeaseFilter, LeaseStatus, NewRevocation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -123,8 +123,7 @@ impl Store {
             )
         } else if url.starts_with("sqlite:") {
             if let Some(dir) = crate::keys::seal::sqlite_data_dir(url) {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -196,11 +195,6 @@ pub fn encode_cursor(key: &str) -> String {
 
 pub fn decode_cursor(cursor: &str) -> Option<String> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    String::from_utf8(raw)
-        .ok()?
-        .strip_prefix("c:")
-        .map(str::to_string)
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    String::from_utf8(raw).ok()?.strip_prefix("c:").map(str::to_string)
 }

@@ -29,23 +29,14 @@ impl Store {
             .bind(tenant).bind(id).fetch_one(c).await)?)
     }
 
-    pub async fn find_resource_by_uri(
-        &self,
-        tenant: &str,
-        canonical_uri: &str,
-    ) -> Result<Resource> {
+    pub async fn find_resource_by_uri(&self, tenant: &str, canonical_uri: &str) -> Result<Resource> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Resource>(
             "SELECT id, tenant_id, uri, canonical_uri, name, scopes, default_ttl_seconds, max_ttl_seconds, created_at, updated_at
              FROM resources WHERE tenant_id = $1 AND canonical_uri = $2")
             .bind(tenant).bind(canonical_uri).fetch_one(c).await)?)
     }
 
-    pub async fn list_resources(
-        &self,
-        tenant: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<Resource>> {
+    pub async fn list_resources(&self, tenant: &str, after: &str, limit: i64) -> Result<Vec<Resource>> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Resource>(
             "SELECT id, tenant_id, uri, canonical_uri, name, scopes, default_ttl_seconds, max_ttl_seconds, created_at, updated_at
              FROM resources WHERE tenant_id = $1 AND canonical_uri > $2 ORDER BY canonical_uri LIMIT $3")
@@ -67,11 +58,7 @@ impl Store {
     }
 
     /// Digests of the client's secrets still valid at `now`.
-    pub async fn live_secret_digests(
-        &self,
-        client_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Vec<u8>>> {
+    pub async fn live_secret_digests(&self, client_id: &str, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
         Ok(on_pool!(self, c => sqlx::query_scalar::<_, Vec<u8>>(
             "SELECT secret_hash FROM client_secrets
              WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2)")
@@ -118,21 +105,13 @@ impl Tx {
             .bind(&r.tenant_id).bind(r.id).bind(&r.name).bind(Json(&r.scopes))
             .bind(r.default_ttl_seconds).bind(r.max_ttl_seconds).bind(r.updated_at)
             .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     pub async fn delete_resource(&mut self, tenant: &str, id: Uuid) -> Result<()> {
         let n = on_tx!(self, c => sqlx::query("DELETE FROM resources WHERE tenant_id = $1 AND id = $2")
             .bind(tenant).bind(id).execute(&mut **c).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     pub async fn insert_client(&mut self, cl: &Client) -> Result<()> {
@@ -153,11 +132,7 @@ impl Tx {
             .bind(&cl.client_id).bind(&cl.name).bind(Json(&cl.workflows)).bind(Json(&cl.grants))
             .bind(cl.max_ttl_seconds).bind(cl.disabled).bind(cl.updated_at)
             .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-        if n == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     pub async fn delete_client(&mut self, client_id: &str, now: DateTime<Utc>) -> Result<()> {
@@ -172,12 +147,7 @@ impl Tx {
         Ok(())
     }
 
-    pub async fn insert_secret(
-        &mut self,
-        client_id: &str,
-        digest: &[u8],
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    pub async fn insert_secret(&mut self, client_id: &str, digest: &[u8], now: DateTime<Utc>) -> Result<()> {
         on_tx!(self, c => sqlx::query(
             "INSERT INTO client_secrets (id, client_id, secret_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, NULL)")
             .bind(Uuid::now_v7()).bind(client_id).bind(digest).bind(now)

@@ -50,9 +50,7 @@ pub async fn authenticate(
     };
     let digests = store.live_secret_digests(client_id, now).await?;
     // Check every live secret (at most two) without stopping at the first match.
-    let matched = digests
-        .iter()
-        .fold(false, |ok, d| secret::matches(presented, d) | ok);
+    let matched = digests.iter().fold(false, |ok, d| secret::matches(presented, d) | ok);
     if !matched {
         return Err(AuthError::Failed(AuthFailure::BadSecret, Some(client)));
     }
@@ -86,9 +84,7 @@ impl FailureThrottle {
         let minute = now.timestamp().div_euclid(60);
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         match seen.get(&source) {
-            Some((m, n)) if *m == minute && *n >= self.limit => {
-                Some(60 - now.timestamp().rem_euclid(60))
-            }
+            Some((m, n)) if *m == minute && *n >= self.limit => Some(60 - now.timestamp().rem_euclid(60)),
             _ => None,
         }
     }
@@ -123,9 +119,6 @@ mod tests {
         t.record_failure(ip, now);
         assert_eq!(t.retry_after(ip, now), Some(50));
         assert_eq!(t.retry_after(other, now), None);
-        assert_eq!(
-            t.retry_after(ip, now + chrono::TimeDelta::seconds(50)),
-            None
-        );
+        assert_eq!(t.retry_after(ip, now + chrono::TimeDelta::seconds(50)), None);
     }
 }

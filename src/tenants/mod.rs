@@ -145,10 +145,7 @@ fn check_chars(
     if ok {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("must be {what}, at most {max} characters"),
-        ))
+        Err(invalid(field, format!("must be {what}, at most {max} characters")))
     }
 }
 
@@ -206,10 +203,7 @@ pub fn is_scope_token(s: &str) -> bool {
 
 pub fn validate_name(field: &'static str, name: &str) -> Result<(), Invalid> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(invalid(
-            field,
-            "must be 1 to 200 characters, no control characters",
-        ));
+        return Err(invalid(field, "must be 1 to 200 characters, no control characters"));
     }
     Ok(())
 }
@@ -221,16 +215,10 @@ pub fn validate_resource_scopes(scopes: &[String]) -> Result<(), Invalid> {
     }
     for (i, s) in scopes.iter().enumerate() {
         if !is_scope_token(s) {
-            return Err(invalid(
-                "scopes",
-                format!("`{s}` is not a valid scope token"),
-            ));
+            return Err(invalid("scopes", format!("`{s}` is not a valid scope token")));
         }
         if s.starts_with("mayfly:") {
-            return Err(invalid(
-                "scopes",
-                "scopes starting with `mayfly:` are reserved",
-            ));
+            return Err(invalid("scopes", "scopes starting with `mayfly:` are reserved"));
         }
         if scopes[..i].contains(s) {
             return Err(invalid("scopes", format!("`{s}` is listed twice")));
@@ -247,10 +235,7 @@ pub fn validate_ttls(default_ttl: i64, max_ttl: i64, ceiling: i64) -> Result<(),
         ));
     }
     if default_ttl < 1 || default_ttl > max_ttl {
-        return Err(invalid(
-            "default_ttl_seconds",
-            "must be between 1 and max_ttl_seconds",
-        ));
+        return Err(invalid("default_ttl_seconds", "must be between 1 and max_ttl_seconds"));
     }
     Ok(())
 }
@@ -275,14 +260,7 @@ mod tests {
     fn tenant_ids_are_slugs_and_the_system_tenant_is_not_one() {
         assert!(validate_tenant_id("acme").is_ok());
         assert!(validate_tenant_id("acme-2").is_ok());
-        for bad in [
-            "",
-            "Acme",
-            "-acme",
-            "acme_x",
-            SYSTEM_TENANT,
-            &"a".repeat(64),
-        ] {
+        for bad in ["", "Acme", "-acme", "acme_x", SYSTEM_TENANT, &"a".repeat(64)] {
             assert!(validate_tenant_id(bad).is_err(), "{bad}");
         }
     }

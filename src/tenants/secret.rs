@@ -19,10 +19,7 @@ pub fn generate() -> SecretString {
     SystemRandom::new()
         .fill(bytes.as_mut())
         .unwrap_or_else(|_| std::process::abort()); // no randomness: nothing is safe to do
-    SecretString::from(format!(
-        "{PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(bytes.as_ref())
-    ))
+    SecretString::from(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes.as_ref())))
 }
 
 pub fn digest(secret: &str) -> Vec<u8> {

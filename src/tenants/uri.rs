@@ -13,10 +13,7 @@ pub fn canonicalize(uri: &str) -> Result<String, UriError> {
     if uri.len() > 2048 {
         return Err(UriError("resource URI is longer than 2048 characters"));
     }
-    if uri
-        .chars()
-        .any(|c| c.is_ascii_control() || c == ' ' || !c.is_ascii())
-    {
+    if uri.chars().any(|c| c.is_ascii_control() || c == ' ' || !c.is_ascii()) {
         return Err(UriError(
             "resource URI contains spaces, control or non-ASCII characters",
         ));
@@ -24,9 +21,9 @@ pub fn canonicalize(uri: &str) -> Result<String, UriError> {
     if uri.contains('#') {
         return Err(UriError("resource URI must not contain a fragment"));
     }
-    let (scheme, rest) = uri.split_once("://").ok_or(UriError(
-        "resource URI must be absolute (http:// or https://)",
-    ))?;
+    let (scheme, rest) = uri
+        .split_once("://")
+        .ok_or(UriError("resource URI must be absolute (http:// or https://)"))?;
     let scheme = scheme.to_ascii_lowercase();
     let default_port = match scheme.as_str() {
         "https" => "443",
@@ -45,9 +42,7 @@ pub fn canonicalize(uri: &str) -> Result<String, UriError> {
     let authority = match authority.rsplit_once(':') {
         Some((host, port)) if !host.ends_with(']') && port.is_empty() => host.to_string(),
         Some((host, port)) if port == default_port && !host.is_empty() => host.to_string(),
-        Some((_, port))
-            if !port.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']') =>
-        {
+        Some((_, port)) if !port.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']') => {
             return Err(UriError("resource URI has an invalid port"));
         }
         _ => authority,
@@ -79,10 +74,7 @@ mod tests {
         ] {
             assert_eq!(canonicalize(same).unwrap(), c, "{same}");
         }
-        assert_eq!(
-            canonicalize("http://127.0.0.1:8080/").unwrap(),
-            "http://127.0.0.1:8080"
-        );
+        assert_eq!(canonicalize("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(canonicalize("http://host:80").unwrap(), "http://host");
     }
 

@@ -52,11 +52,7 @@ impl Store {
     }
 }
 
-async fn resolve_target(
-    state: &AppState,
-    client: &Client,
-    resource: &str,
-) -> Result<Target, MintError> {
+async fn resolve_target(state: &AppState, client: &Client, resource: &str) -> Result<Target, MintError> {
     let canonical = uri::canonicalize(resource)
         .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
     if canonical == state.issuer_canonical {
@@ -67,20 +63,14 @@ async fn resolve_target(
             max_ttl: state.config.max_ttl_seconds(),
         });
     }
-    match state
-        .store
-        .find_resource_by_uri(&client.tenant_id, &canonical)
-        .await
-    {
+    match state.store.find_resource_by_uri(&client.tenant_id, &canonical).await {
         Ok(r) => Ok(Target {
             canonical_uri: canonical,
             scopes: TargetScopes::Listed(r.scopes),
             default_ttl: r.default_ttl_seconds,
             max_ttl: r.max_ttl_seconds,
         }),
-        Err(StoreError::NotFound) => Err(MintError::Denied(Denial::InvalidTarget(
-            "unknown resource".into(),
-        ))),
+        Err(StoreError::NotFound) => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
         Err(e) => Err(e.into()),
     }
 }
@@ -97,16 +87,16 @@ pub async fn issue(
             "`resource` (or `audience`) is required".into(),
         ))),
         Some(resource) => match resolve_target(state, client, resource).await {
-            Ok(target) => policy::decide(client, &target, req, state.config.max_ttl_seconds())
-                .map_err(MintError::Denied),
+            Ok(target) => {
+                policy::decide(client, &target, req, state.config.max_ttl_seconds()).map_err(MintError::Denied)
+            }
             Err(e) => Err(e),
         },
     };
     let decision = match decided {
         Ok(d) => d,
         Err(MintError::Denied(denial)) => {
-            let mut event =
-                AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, state.clock.now());
+            let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, state.clock.now());
             event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
             event.tenant = Some(client.tenant_id.clone());
             event.client_id = Some(client.client_id.clone());

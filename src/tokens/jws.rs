@@ -55,9 +55,7 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<(Header, Vec<u8>), JwsError>
         return Err(JwsError::Malformed);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwsError::Malformed);
     };
     let header_json = URL_SAFE_NO_PAD.decode(h).map_err(|_| JwsError::Malformed)?;
@@ -65,10 +63,7 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<(Header, Vec<u8>), JwsError>
     if header.typ != ACCESS_TOKEN_TYP && header.typ != "application/at+jwt" {
         return Err(JwsError::WrongType);
     }
-    let key = keys
-        .published
-        .get(&header.kid)
-        .ok_or(JwsError::UnknownKey)?;
+    let key = keys.published.get(&header.kid).ok_or(JwsError::UnknownKey)?;
     if key.alg.as_str() != header.alg {
         return Err(JwsError::BadSignature);
     }

@@ -81,22 +81,14 @@ pub struct Decision {
     pub ttl_seconds: i64,
 }
 
-pub fn decide(
-    client: &Client,
-    target: &Target,
-    req: &MintRequest<'_>,
-    ceiling: i64,
-) -> Result<Decision, Denial> {
+pub fn decide(client: &Client, target: &Target, req: &MintRequest<'_>, ceiling: i64) -> Result<Decision, Denial> {
     let workflow = match req.workflow {
         Some(w) => w,
         None => client.implied_workflow().ok_or_else(|| {
-            Denial::InvalidRequest(
-                "`workflow` is required: this client may mint for more than one workflow".into(),
-            )
+            Denial::InvalidRequest("`workflow` is required: this client may mint for more than one workflow".into())
         })?,
     };
-    tenants::validate_workflow("workflow", workflow)
-        .map_err(|e| Denial::InvalidRequest(e.to_string()))?;
+    tenants::validate_workflow("workflow", workflow).map_err(|e| Denial::InvalidRequest(e.to_string()))?;
     if !client.may_mint_for(workflow) {
         return Err(Denial::UnauthorizedClient(format!(
             "this client may not mint for workflow `{workflow}`"
@@ -104,8 +96,7 @@ pub fn decide(
     }
 
     let workload = req.workload.unwrap_or(&client.client_id);
-    tenants::validate_workload("workload", workload)
-        .map_err(|e| Denial::InvalidRequest(e.to_string()))?;
+    tenants::validate_workload("workload", workload).map_err(|e| Denial::InvalidRequest(e.to_string()))?;
 
     // Scopes this client holds on this target, over all grants naming it.
     let mut held: Vec<&str> = Vec::new();
@@ -263,10 +254,7 @@ mod tests {
         assert_eq!(ask("100000", 3600).unwrap().ttl_seconds, 900); // client cap
         assert_eq!(ask("800", 300).unwrap().ttl_seconds, 300); // global ceiling
         for bad in ["0", "-5", "ten", "1.5"] {
-            assert!(
-                matches!(ask(bad, 3600), Err(Denial::InvalidRequest(_))),
-                "{bad}"
-            );
+            assert!(matches!(ask(bad, 3600), Err(Denial::InvalidRequest(_))), "{bad}");
         }
     }
 
@@ -288,10 +276,7 @@ mod tests {
                 .code(),
             "invalid_request"
         );
-        assert_eq!(
-            decide(&wild, &target(), &req, 3600).unwrap().workflow,
-            "deploy"
-        );
+        assert_eq!(decide(&wild, &target(), &req, 3600).unwrap().workflow, "deploy");
     }
 
     #[test]
@@ -299,9 +284,7 @@ mod tests {
         let mut t = target();
         t.canonical_uri = "https://mcp.acme.test/jira".into();
         assert_eq!(
-            decide(&client(), &t, &MintRequest::default(), 3600)
-                .unwrap_err()
-                .code(),
+            decide(&client(), &t, &MintRequest::default(), 3600).unwrap_err().code(),
             "invalid_target"
         );
     }

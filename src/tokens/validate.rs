@@ -44,8 +44,7 @@ pub fn check_offline(
             None,
         )
     })?;
-    let claims: Box<AccessClaims> =
-        serde_json::from_slice(&raw).map_err(|_| ("malformed", None))?;
+    let claims: Box<AccessClaims> = serde_json::from_slice(&raw).map_err(|_| ("malformed", None))?;
     if claims.iss != issuer {
         return Err(("wrong_issuer", Some(claims)));
     }
@@ -76,8 +75,8 @@ pub async fn check(
             claims: Some(claims),
         });
     };
-    let lease = match store.get_lease(lease_id).await {
-        Ok(l) => l,
+    let status = match store.lease_status(lease_id).await {
+        Ok(s) => s,
         Err(StoreError::NotFound) => {
             return Ok(Validity::Inactive {
                 reason: Inactive::Unknown.as_str(),
@@ -86,17 +85,15 @@ pub async fn check(
         }
         Err(e) => return Err(e),
     };
+    let lease = status.lease;
     // The lease is the record; a token disagreeing with it was not minted here.
-    if lease.tenant_id != claims.tenant
-        || lease.client_id != claims.client_id
-        || lease.workload != claims.sub
-    {
+    if lease.tenant_id != claims.tenant || lease.client_id != claims.client_id || lease.workload != claims.sub {
         return Ok(Validity::Inactive {
             reason: Inactive::Unknown.as_str(),
             claims: Some(claims),
         });
     }
-    if lease.revoked_at.is_some() || store.revoking_rule(&lease).await?.is_some() {
+    if lease.revoked_at.is_some() || status.revoked_by.is_some() {
         return Ok(Validity::Inactive {
             reason: Inactive::Revoked.as_str(),
             claims: Some(claims),

@@ -79,11 +79,7 @@ async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b:
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
-        .post(
-            &admin,
-            "/v1/tenants/globex/revocations",
-            json!({"reason": "x"}),
-        )
+        .post(&admin, "/v1/tenants/globex/revocations", json!({"reason": "x"}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Global-only routes.
@@ -92,14 +88,10 @@ async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b:
         (Method::GET, "/v1/keys"),
         (Method::GET, "/v1/audit/verify"),
     ] {
-        let (s, _) = app
-            .admin(&admin, m, path, Some(json!({"id": "evil"})))
-            .await;
+        let (s, _) = app.admin(&admin, m, path, Some(json!({"id": "evil"}))).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
     }
-    let (s, _) = app
-        .admin(&admin, Method::DELETE, "/v1/tenants/globex", None)
-        .await;
+    let (s, _) = app.admin(&admin, Method::DELETE, "/v1/tenants/globex", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A tenant client may not grant itself another tenant's admin scope.
     let (s, body) = app
@@ -114,10 +106,7 @@ async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b:
     app.mint(
         &globex.ci.0,
         &globex.ci.1,
-        &[
-            ("grant_type", "client_credentials"),
-            ("resource", &globex.resource),
-        ],
+        &[("grant_type", "client_credentials"), ("resource", &globex.resource)],
     )
     .await;
 }
@@ -236,10 +225,7 @@ async fn admin_routes_need_an_active_admin_token(b: Backend) {
         .mint(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     let (s, _) = app.get(&mcp, "/v1/tenants").await;
@@ -256,30 +242,21 @@ async fn admin_routes_need_an_active_admin_token(b: Backend) {
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
 }
 
-async fn a_client_secret_is_shown_once_and_rotation_keeps_the_old_one_for_the_grace_period(
-    b: Backend,
-) {
+async fn a_client_secret_is_shown_once_and_rotation_keeps_the_old_one_for_the_grace_period(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let (s, body) = app
-        .get(&f.admin, &format!("/v1/tenants/acme/clients/{}", f.ci.0))
-        .await;
+    let (s, body) = app.get(&f.admin, &format!("/v1/tenants/acme/clients/{}", f.ci.0)).await;
     assert_eq!(s, StatusCode::OK);
     assert!(body.get("client_secret").is_none());
     let (_, list) = app.get(&f.admin, "/v1/tenants/acme/clients").await;
     assert!(!list.to_string().contains("mfy_cs_"));
 
     let path = format!("/v1/tenants/acme/clients/{}/secrets", f.ci.0);
-    let (s, rotated) = app
-        .post(&f.admin, &path, json!({"grace_period_seconds": 120}))
-        .await;
+    let (s, rotated) = app.post(&f.admin, &path, json!({"grace_period_seconds": 120})).await;
     assert_eq!(s, StatusCode::CREATED, "{rotated}");
     let new_secret = rotated["client_secret"].as_str().unwrap().to_string();
     assert!(new_secret.starts_with("mfy_cs_"));
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("resource", f.resource.as_str()),
-    ];
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     assert_eq!(
         app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(),
         StatusCode::OK,
@@ -343,27 +320,17 @@ async fn leases_are_listed_with_filters_and_cursor_pagination(b: Backend) {
     app.mint(
         &f.ci.0,
         &f.ci.1,
-        &[
-            ("grant_type", "client_credentials"),
-            ("resource", &f.resource),
-        ],
+        &[("grant_type", "client_credentials"), ("resource", &f.resource)],
     )
     .await;
 
-    let (_, triage) = app
-        .get(&f.admin, "/v1/tenants/acme/leases?workflow=triage")
-        .await;
+    let (_, triage) = app.get(&f.admin, "/v1/tenants/acme/leases?workflow=triage").await;
     assert_eq!(triage["items"].as_array().unwrap().len(), 3);
     let (_, ci) = app
-        .get(
-            &f.admin,
-            &format!("/v1/tenants/acme/leases?client_id={}", f.ci.0),
-        )
+        .get(&f.admin, &format!("/v1/tenants/acme/leases?client_id={}", f.ci.0))
         .await;
     assert_eq!(ci["items"].as_array().unwrap().len(), 1);
-    let (_, one) = app
-        .get(&f.admin, "/v1/tenants/acme/leases?workload=agent/3")
-        .await;
+    let (_, one) = app.get(&f.admin, "/v1/tenants/acme/leases?workload=agent/3").await;
     assert_eq!(one["items"][0]["workflow"], "review");
 
     let mut seen = Vec::new();
@@ -391,13 +358,9 @@ async fn leases_are_listed_with_filters_and_cursor_pagination(b: Backend) {
         )
         .await;
     assert_eq!(rules["leases_revoked"], 2);
-    let (_, active) = app
-        .get(&f.admin, "/v1/tenants/acme/leases?active=true")
-        .await;
+    let (_, active) = app.get(&f.admin, "/v1/tenants/acme/leases?active=true").await;
     assert_eq!(active["items"].as_array().unwrap().len(), 4);
-    let (_, inactive) = app
-        .get(&f.admin, "/v1/tenants/acme/leases?active=false")
-        .await;
+    let (_, inactive) = app.get(&f.admin, "/v1/tenants/acme/leases?active=false").await;
     let inactive = inactive["items"].as_array().unwrap();
     assert_eq!(inactive.len(), 2);
     assert!(
@@ -466,8 +429,7 @@ async fn revoking_a_workflow_leaves_other_workflows_active(b: Backend) {
         "other workflow untouched"
     );
     assert_eq!(
-        app.introspect((&g.rs.0, &g.rs.1), &other_tenant_release)
-            .await["active"],
+        app.introspect((&g.rs.0, &g.rs.1), &other_tenant_release).await["active"],
         true,
         "other tenant untouched"
     );
@@ -483,10 +445,7 @@ async fn a_holder_revokes_its_own_token_and_no_one_elses(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let rs = (f.rs.0.as_str(), f.rs.1.as_str());
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("resource", f.resource.as_str()),
-    ];
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let mine = app.mint(&f.ci.0, &f.ci.1, &form).await;
     let theirs = app
         .mint(
@@ -525,9 +484,7 @@ async fn a_holder_revokes_its_own_token_and_no_one_elses(b: Backend) {
     );
     assert_eq!(app.introspect(rs, &mine).await["active"], false);
     assert_eq!(app.introspect(rs, &theirs).await["active"], true);
-    let (_, audit) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.revoked")
-        .await;
+    let (_, audit) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.revoked").await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
     assert_eq!(audit["items"][0]["lease_id"], claims(&mine)["jti"]);
 }
@@ -540,25 +497,17 @@ async fn deleting_a_tenant_revokes_its_tokens_and_leaves_other_tenants_alone(b: 
         .mint(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     let globex_token = app
         .mint(
             &g.ci.0,
             &g.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &g.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &g.resource)],
         )
         .await;
-    let (s, _) = app
-        .admin(&f.admin, Method::DELETE, "/v1/tenants/acme", None)
-        .await;
+    let (s, _) = app.admin(&f.admin, Method::DELETE, "/v1/tenants/acme", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let admin = app.global_admin_token().await;
     let res = app
@@ -570,18 +519,12 @@ async fn deleting_a_tenant_revokes_its_tokens_and_leaves_other_tenants_alone(b: 
         .await
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["active"], false);
-    assert_eq!(
-        app.introspect((&g.rs.0, &g.rs.1), &globex_token).await["active"],
-        true
-    );
+    assert_eq!(app.introspect((&g.rs.0, &g.rs.1), &globex_token).await["active"], true);
     let res = app
         .token_basic(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     assert_eq!(
@@ -608,10 +551,7 @@ async fn every_admin_change_is_attributed_and_the_chain_verifies(b: Backend) {
         actions.contains(&"tenant.created") && actions.contains(&"resource.created"),
         "{actions:?}"
     );
-    assert_eq!(
-        actions.iter().filter(|a| **a == "client.created").count(),
-        3
-    );
+    assert_eq!(actions.iter().filter(|a| **a == "client.created").count(), 3);
     for e in audit["items"].as_array().unwrap() {
         assert_eq!(e["admin"]["client_id"], "mayfly-admin", "{e}");
         assert_eq!(e["admin"]["jti"], admin_jti.as_str());
@@ -637,10 +577,7 @@ async fn introspection_is_for_resource_servers_of_the_same_tenant(b: Backend) {
         .mint(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     // A CI client may not introspect.

@@ -13,10 +13,7 @@ on_both_backends!(
 async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("resource", f.resource.as_str()),
-    ];
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let kept = app.mint(&f.ci.0, &f.ci.1, &form).await;
     let revoked = app
         .mint(
@@ -64,10 +61,7 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        jwks_before, jwks_after,
-        "the same signing key is loaded, not a new one"
-    );
+    assert_eq!(jwks_before, jwks_after, "the same signing key is loaded, not a new one");
     let admin = app.global_admin_token().await;
     let (_, leases) = app.get(&admin, "/v1/tenants/acme/leases").await;
     assert_eq!(leases["items"].as_array().unwrap().len(), 2);
@@ -158,14 +152,8 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED);
     for app in [&b, &c] {
-        assert_eq!(
-            app.introspect((&f.rs.0, &f.rs.1), &release).await["active"],
-            false
-        );
-        assert_eq!(
-            app.introspect((&f.rs.0, &f.rs.1), &triage).await["active"],
-            true
-        );
+        assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &release).await["active"], false);
+        assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &triage).await["active"], true);
     }
     let admin = c.global_admin_token().await;
     let (_, v) = c.get(&admin, "/v1/audit/verify").await;

@@ -41,8 +41,7 @@ impl Database {
     pub async fn fresh(backend: Backend) -> Database {
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir()
-                    .join(format!("mayfly-test-{}", uuid::Uuid::new_v4().simple()));
+                let dir = std::env::temp_dir().join(format!("mayfly-test-{}", uuid::Uuid::new_v4().simple()));
                 std::fs::create_dir_all(&dir).unwrap();
                 Database {
                     url: format!("sqlite://{}/mayfly.db", dir.display()),
@@ -79,6 +78,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub db: Database,
+    /// The running app's state, for calling domain code directly.
+    pub state: mayfly::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -109,8 +110,9 @@ pub async fn spawn_on(db: Database, adjust: impl FnOnce(Config) -> Config) -> Te
     };
     let (state, _) = mayfly::prepare(options).await.expect("mayfly starts");
     let (tx, rx) = oneshot::channel::<()>();
+    let served = state.clone();
     let task = tokio::spawn(async move {
-        mayfly::serve(state, listener, async {
+        mayfly::serve(served, listener, async {
             let _ = rx.await;
         })
         .await
@@ -122,6 +124,7 @@ pub async fn spawn_on(db: Database, adjust: impl FnOnce(Config) -> Config) -> Te
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         clock,
         db,
+        state,
         shutdown: Some(tx),
         task: Some(task),
     }
@@ -148,12 +151,7 @@ impl TestApp {
     }
 
     /// POSTs a form to the token endpoint with client_secret_basic.
-    pub async fn token_basic(
-        &self,
-        client_id: &str,
-        secret: &str,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
+    pub async fn token_basic(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.http
             .post(self.url("/oauth2/token"))
             .basic_auth(client_id, Some(secret))
@@ -209,8 +207,7 @@ impl TestApp {
     }
 
     pub async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-        self.admin(token, reqwest::Method::POST, path, Some(body))
-            .await
+        self.admin(token, reqwest::Method::POST, path, Some(body)).await
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
@@ -280,20 +277,8 @@ pub async fn fixture(app: &TestApp, tenant: &str) -> Fixture {
         }
     };
     let ci = client("ci", "ci", json!(["release"]), json!(["issues:read"])).await;
-    let agent = client(
-        "agent",
-        "agent",
-        json!(["*"]),
-        json!(["issues:read", "issues:write"]),
-    )
-    .await;
-    let rs = client(
-        "rs",
-        "resource_server",
-        json!(["*"]),
-        json!(["issues:read"]),
-    )
-    .await;
+    let agent = client("agent", "agent", json!(["*"]), json!(["issues:read", "issues:write"])).await;
+    let rs = client("rs", "resource_server", json!(["*"]), json!(["issues:read"])).await;
     Fixture {
         admin,
         resource,
@@ -307,23 +292,13 @@ pub async fn fixture(app: &TestApp, tenant: &str) -> Fixture {
 pub fn claims(token: &str) -> Value {
     use base64::Engine;
     let part = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 pub fn header(token: &str) -> Value {
     use base64::Engine;
     let part = token.split('.').next().unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 /// Runs a test body once on SQLite and once on Postgres.

@@ -30,12 +30,7 @@ fn pyjwt(jwks: &str, issuer: &str, audience: &str, token: &str) -> (bool, String
         .args([jwks, issuer, audience, token])
         .output()
         .expect("python runs");
-    let text = String::from_utf8_lossy(if out.status.success() {
-        &out.stdout
-    } else {
-        &out.stderr
-    })
-    .to_string();
+    let text = String::from_utf8_lossy(if out.status.success() { &out.stdout } else { &out.stderr }).to_string();
     (out.status.success(), text)
 }
 
@@ -46,10 +41,7 @@ async fn pyjwt_verifies_minted_tokens_against_the_served_jwks(b: Backend) {
         .mint(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     let jwks = app.url("/.well-known/jwks.json");
@@ -82,12 +74,7 @@ async fn pyjwt_verifies_minted_tokens_against_the_served_jwks(b: Backend) {
             token.clone(),
             "wrong issuer",
         ),
-        (
-            issuer.clone(),
-            f.resource.clone(),
-            tampered,
-            "bad signature",
-        ),
+        (issuer.clone(), f.resource.clone(), tampered, "bad signature"),
     ];
     for (iss, aud, tok, what) in cases {
         let jwks = jwks.clone();

@@ -7,4 +7,5 @@ mod admin;
 mod durability;
 mod interop;
 mod openapi;
+mod revocation;
 mod tokens;

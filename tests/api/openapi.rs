@@ -10,8 +10,7 @@ use crate::harness::{Backend, spawn_app};
 /// Paths and their methods from openapi.yaml's `paths:` block (two-space
 /// indented path keys, four-space indented method keys).
 fn spec_operations() -> BTreeMap<String, BTreeSet<String>> {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml")).unwrap();
     let mut ops: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut in_paths = false;
     let mut current = None;
@@ -47,11 +46,7 @@ fn spec_operations() -> BTreeMap<String, BTreeSet<String>> {
 #[test]
 fn every_route_is_documented_and_every_documented_path_is_routed() {
     let spec: BTreeSet<String> = spec_operations().into_keys().collect();
-    let routed: BTreeSet<String> = mayfly::http::routes()
-        .paths
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
+    let routed: BTreeSet<String> = mayfly::http::routes().paths.iter().map(|p| p.to_string()).collect();
     assert!(!spec.is_empty());
     assert_eq!(
         spec.difference(&routed).collect::<Vec<_>>(),
@@ -80,11 +75,7 @@ async fn each_path_serves_exactly_the_documented_methods() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            res.status(),
-            reqwest::StatusCode::METHOD_NOT_ALLOWED,
-            "{path}"
-        );
+        assert_eq!(res.status(), reqwest::StatusCode::METHOD_NOT_ALLOWED, "{path}");
         let allow: BTreeSet<String> = res.headers()["allow"]
             .to_str()
             .unwrap()

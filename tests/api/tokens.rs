@@ -50,10 +50,7 @@ async fn an_sdk_style_request_with_only_resource_and_scope_gets_a_scoped_rfc9068
     assert_eq!(c["iss"], app.issuer);
     assert_eq!(c["aud"], requested, "aud is exactly the requested string");
     assert_eq!(c["sub"], f.ci.0, "workload defaults to the client id");
-    assert_eq!(
-        c["workflow"], "release",
-        "the client's only workflow is implied"
-    );
+    assert_eq!(c["workflow"], "release", "the client's only workflow is implied");
     assert_eq!(c["tenant"], "acme");
     assert_eq!(c["client_id"], f.ci.0);
     assert_eq!(c["scope"], "issues:read");
@@ -106,10 +103,7 @@ async fn client_secret_post_and_the_audience_synonym_work_too(b: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "invalid_request"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
 
 async fn requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused(b: Backend) {
@@ -132,10 +126,7 @@ async fn requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused(b: 
     let (s, body) = ask("issues:read issues:write").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["scope"], "issues:read");
-    assert_eq!(
-        claims(body["access_token"].as_str().unwrap())["scope"],
-        "issues:read"
-    );
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["scope"], "issues:read");
     // Only scopes the client may not have: nothing remains.
     let (s, body) = ask("issues:write").await;
     assert_eq!(
@@ -148,12 +139,7 @@ async fn requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused(b: 
         (s, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_scope"))
     );
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .contains("issues:raed")
-    );
+    assert!(body["error_description"].as_str().unwrap().contains("issues:raed"));
 }
 
 async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Backend) {
@@ -170,10 +156,7 @@ async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Ba
         )
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "invalid_target"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_target");
 
     let res = app
         .token_basic(
@@ -187,14 +170,9 @@ async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Ba
         )
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["error"],
-        "unauthorized_client"
-    );
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized_client");
 
-    let (s, audit) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied")
-        .await;
+    let (s, audit) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
     assert_eq!(s, StatusCode::OK);
     let items = audit["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{audit}");
@@ -204,12 +182,7 @@ async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Ba
             .all(|e| e["outcome"] == "denied" && e["client_id"] == f.ci.0.as_str())
     );
     assert_eq!(items[0]["workflow"], "deploy");
-    assert!(
-        items[1]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("invalid_target")
-    );
+    assert!(items[1]["reason"].as_str().unwrap().starts_with("invalid_target"));
 }
 
 async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
@@ -251,33 +224,19 @@ async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
 async fn bad_credentials_get_invalid_client_with_a_basic_challenge(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    for (id, secret) in [
-        (f.ci.0.as_str(), "mfy_cs_wrong"),
-        ("no-such-client", f.ci.1.as_str()),
-    ] {
+    for (id, secret) in [(f.ci.0.as_str(), "mfy_cs_wrong"), ("no-such-client", f.ci.1.as_str())] {
         let res = app
             .token_basic(
                 id,
                 secret,
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("resource", &f.resource),
-                ],
+                &[("grant_type", "client_credentials"), ("resource", &f.resource)],
             )
             .await;
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-        assert!(
-            res.headers()["www-authenticate"]
-                .to_str()
-                .unwrap()
-                .starts_with("Basic")
-        );
+        assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"], "invalid_client");
-        assert!(
-            !body.to_string().contains(secret),
-            "the secret is not echoed"
-        );
+        assert!(!body.to_string().contains(secret), "the secret is not echoed");
     }
     let res = app
         .http
@@ -318,10 +277,7 @@ async fn a_disabled_client_cannot_mint(b: Backend) {
         .token_basic(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
@@ -336,10 +292,7 @@ async fn a_disabled_client_cannot_mint(b: Backend) {
         .token_basic(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -352,16 +305,11 @@ async fn the_lease_and_audit_event_exist_when_the_token_is_returned(b: Backend) 
         .mint(
             &f.ci.0,
             &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-            ],
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
         )
         .await;
     let jti = claims(&token)["jti"].as_str().unwrap().to_string();
-    let (s, lease) = app
-        .get(&f.admin, &format!("/v1/tenants/acme/leases/{jti}"))
-        .await;
+    let (s, lease) = app.get(&f.admin, &format!("/v1/tenants/acme/leases/{jti}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(lease["workflow"], "release");
     assert_eq!(lease["workload"], f.ci.0);
@@ -371,16 +319,11 @@ async fn the_lease_and_audit_event_exist_when_the_token_is_returned(b: Backend) 
     assert_eq!(lease["kid"], header(&token)["kid"]);
     assert_eq!(lease["active"], true);
     assert_eq!(lease["source"], "127.0.0.1");
-    let (_, audit) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.issued")
-        .await;
+    let (_, audit) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.issued").await;
     let event = &audit["items"][0];
     assert_eq!(event["lease_id"], jti.as_str());
     assert_eq!(event["request_id"], lease["request_id"]);
-    assert!(
-        !audit.to_string().contains(&token),
-        "tokens never reach the audit log"
-    );
+    assert!(!audit.to_string().contains(&token), "tokens never reach the audit log");
 }
 
 async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend) {
@@ -405,24 +348,13 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
     let form = "application/x-www-form-urlencoded";
     let cases = [
         (
-            send(
-                "grant_type=client_credentials&grant_type=client_credentials",
-                form,
-            )
-            .await,
+            send("grant_type=client_credentials&grant_type=client_credentials", form).await,
             "invalid_request",
         ),
-        (
-            send("grant_type=password", form).await,
-            "unsupported_grant_type",
-        ),
+        (send("grant_type=password", form).await, "unsupported_grant_type"),
         (send("scope=x", form).await, "invalid_request"),
         (
-            send(
-                "{\"grant_type\":\"client_credentials\"}",
-                "application/json",
-            )
-            .await,
+            send("{\"grant_type\":\"client_credentials\"}", "application/json").await,
             "invalid_request",
         ),
         (
@@ -450,11 +382,7 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases").await;
-    assert_eq!(
-        leases["items"].as_array().unwrap().len(),
-        0,
-        "no lease from bad input"
-    );
+    assert_eq!(leases["items"].as_array().unwrap().len(), 0, "no lease from bad input");
 }
 
 /// In memory and backend-independent: one backend suffices.
@@ -467,15 +395,10 @@ async fn repeated_failed_authentication_is_braked_per_source_address() {
     })
     .await;
     let f = fixture(&app, "acme").await;
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("resource", f.resource.as_str()),
-    ];
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     for _ in 0..3 {
         assert_eq!(
-            app.token_basic(&f.ci.0, "mfy_cs_guess", &form)
-                .await
-                .status(),
+            app.token_basic(&f.ci.0, "mfy_cs_guess", &form).await.status(),
             StatusCode::UNAUTHORIZED
         );
     }
@@ -485,17 +408,7 @@ async fn repeated_failed_authentication_is_braked_per_source_address() {
         StatusCode::TOO_MANY_REQUESTS,
         "even good credentials wait"
     );
-    assert!(
-        res.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<i64>()
-            .unwrap()
-            > 0
-    );
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<i64>().unwrap() > 0);
     app.advance(60);
-    assert_eq!(
-        app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(), StatusCode::OK);
 }
