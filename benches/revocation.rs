@@ -25,16 +25,33 @@ struct Bench {
 impl Bench {
     async fn post(&self, path: &str, body: Value) -> (u16, Value, Duration) {
         let started = Instant::now();
-        let res = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.admin).json(&body).send().await.unwrap();
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);
         (status, body, started.elapsed())
     }
 
     async fn token(&self, id: &str, secret: &str, form: &[(&str, &str)]) -> String {
-        let res = self.http.post(format!("{}/oauth2/token", self.base)).basic_auth(id, Some(secret)).form(form).send().await.unwrap();
+        let res = self
+            .http
+            .post(format!("{}/oauth2/token", self.base))
+            .basic_auth(id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
         let body: Value = res.json().await.unwrap();
-        body["access_token"].as_str().unwrap_or_else(|| panic!("mint failed: {body}")).to_string()
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("mint failed: {body}"))
+            .to_string()
     }
 }
 
@@ -68,8 +85,16 @@ where
         all.extend(t.await.unwrap());
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
-    (counter.load(Ordering::Relaxed) as f64 / secs as f64, pct(0.5), pct(0.99))
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    (
+        counter.load(Ordering::Relaxed) as f64 / secs as f64,
+        pct(0.5),
+        pct(0.99),
+    )
 }
 
 fn ms(d: Duration) -> String {
@@ -78,12 +103,20 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let base_url =
-        std::env::var("MAYFLY_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let leases: i64 = std::env::var("MAYFLY_BENCH_LEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let base_url = std::env::var("MAYFLY_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let leases: i64 = std::env::var("MAYFLY_BENCH_LEASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&base_url).await.expect("Postgres for the benchmark");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.unwrap();
+    let pool = sqlx::PgPool::connect(&base_url)
+        .await
+        .expect("Postgres for the benchmark");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .unwrap();
     let url = format!("{base_url}?options[search_path]={schema}");
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,18 +128,41 @@ async fn main() {
     let (state, _) = mayfly::prepare(Options::new(config)).await.unwrap();
     tokio::spawn(mayfly::serve(state, listener, std::future::pending()));
 
-    let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(64).build().unwrap();
-    let mut b = Bench { base: base.clone(), http, admin: String::new() };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let mut b = Bench {
+        base: base.clone(),
+        http,
+        admin: String::new(),
+    };
     b.admin = b
-        .token("mayfly-admin", ADMIN_SECRET, &[("grant_type", "client_credentials"), ("resource", &base), ("scope", "mayfly:admin")])
+        .token(
+            "mayfly-admin",
+            ADMIN_SECRET,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &base),
+                ("scope", "mayfly:admin"),
+            ],
+        )
         .await;
     let resource = "https://mcp.bench.test/github";
     let mut secrets = Vec::new();
     for tenant in ["bench", "other"] {
         b.post("/v1/tenants", json!({"id": tenant})).await;
-        b.post(&format!("/v1/tenants/{tenant}/resources"), json!({"uri": resource, "scopes": ["issues:read"]})).await;
+        b.post(
+            &format!("/v1/tenants/{tenant}/resources"),
+            json!({"uri": resource, "scopes": ["issues:read"]}),
+        )
+        .await;
         let mut pair = Vec::new();
-        for (id, kind) in [(format!("{tenant}-agent"), "agent"), (format!("{tenant}-rs"), "resource_server")] {
+        for (id, kind) in [
+            (format!("{tenant}-agent"), "agent"),
+            (format!("{tenant}-rs"), "resource_server"),
+        ] {
             let (_, c, _) = b
                 .post(
                     &format!("/v1/tenants/{tenant}/clients"),
@@ -117,10 +173,12 @@ async fn main() {
         }
         secrets.push(pair);
     }
-    let kid: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT kid FROM {schema}.signing_keys LIMIT 1")))
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let kid: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT kid FROM {schema}.signing_keys LIMIT 1"
+    )))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
 
     println!("mayfly revocation benchmark (Postgres, schema {schema})");
     let t = Instant::now();
@@ -133,7 +191,10 @@ async fn main() {
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.leases"))).execute(&pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {schema}.leases")))
+        .execute(&pool)
+        .await
+        .unwrap();
     println!("loaded {leases} live leases in {:.1} s", t.elapsed().as_secs_f64());
 
     // Real tokens to introspect: two workflows in tenant bench, one in other.
@@ -142,7 +203,16 @@ async fn main() {
     for i in 0..300 {
         let wf = if i % 2 == 0 { "wf-7" } else { "keep" };
         tokens.push(
-            b.token(&agent.0, &agent.1, &[("grant_type", "client_credentials"), ("resource", resource), ("workflow", wf)]).await,
+            b.token(
+                &agent.0,
+                &agent.1,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", resource),
+                    ("workflow", wf),
+                ],
+            )
+            .await,
         );
     }
     let tokens = Arc::new(tokens);
@@ -152,19 +222,38 @@ async fn main() {
             let (http, base, rs, tokens) = (http.clone(), base.clone(), rs.clone(), tokens.clone());
             async move {
                 let token = &tokens[(i as usize) % tokens.len()];
-                let res = http.post(format!("{base}/oauth2/introspect")).basic_auth(&rs.0, Some(&rs.1)).form(&[("token", token)]).send().await.unwrap();
+                let res = http
+                    .post(format!("{base}/oauth2/introspect"))
+                    .basic_auth(&rs.0, Some(&rs.1))
+                    .form(&[("token", token)])
+                    .send()
+                    .await
+                    .unwrap();
                 assert!(res.status().is_success());
             }
         }
     };
     let (rate, p50, p99) = load(32, 5, introspect.clone()).await;
-    println!("introspection before revocation: {rate:.0}/s (32 concurrent; p50 {}, p99 {})", ms(p50), ms(p99));
+    println!(
+        "introspection before revocation: {rate:.0}/s (32 concurrent; p50 {}, p99 {})",
+        ms(p50),
+        ms(p99)
+    );
 
     let mut wf_times = Vec::new();
     for wf in ["wf-7", "wf-8", "wf-9"] {
-        let (status, rule, took) = b.post("/v1/tenants/bench/revocations", json!({"workflow": wf, "reason": "bench"})).await;
+        let (status, rule, took) = b
+            .post(
+                "/v1/tenants/bench/revocations",
+                json!({"workflow": wf, "reason": "bench"}),
+            )
+            .await;
         assert_eq!(status, 201, "{rule}");
-        println!("revoke workflow {wf}: {} (leases_revoked {})", ms(took), rule["leases_revoked"]);
+        println!(
+            "revoke workflow {wf}: {} (leases_revoked {})",
+            ms(took),
+            rule["leases_revoked"]
+        );
         wf_times.push(took);
     }
     // Only wf-7 tokens (half the pool) are revoked now; the others stay active.
@@ -188,11 +277,23 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("background marking of the 3 workflow rules finished {:.1} s after the last call", t.elapsed().as_secs_f64());
+    println!(
+        "background marking of the 3 workflow rules finished {:.1} s after the last call",
+        t.elapsed().as_secs_f64()
+    );
 
-    let (status, rule, took) = b.post("/v1/tenants/bench/revocations", json!({"reason": "bench: whole tenant"})).await;
+    let (status, rule, took) = b
+        .post(
+            "/v1/tenants/bench/revocations",
+            json!({"reason": "bench: whole tenant"}),
+        )
+        .await;
     assert_eq!(status, 201);
-    println!("revoke tenant bench (~{leases} live leases): {} (leases_revoked {})", ms(took), rule["leases_revoked"]);
+    println!(
+        "revoke tenant bench (~{leases} live leases): {} (leases_revoked {})",
+        ms(took),
+        rule["leases_revoked"]
+    );
     let t = Instant::now();
     loop {
         let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -206,7 +307,10 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!("background marking of the tenant rule finished in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "background marking of the tenant rule finished in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Mint rate, for context (each mint commits a lease and an audit event).
     let other = secrets[1][0].clone();
@@ -218,7 +322,11 @@ async fn main() {
                 let res = http
                     .post(format!("{base}/oauth2/token"))
                     .basic_auth(&other.0, Some(&other.1))
-                    .form(&[("grant_type", "client_credentials"), ("resource", resource), ("workflow", "mint")])
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        ("resource", resource),
+                        ("workflow", "mint"),
+                    ])
                     .send()
                     .await
                     .unwrap();
@@ -227,7 +335,14 @@ async fn main() {
         }
     };
     let (rate, p50, p99) = load(32, 5, mint).await;
-    println!("mint (client_credentials, lease + audit committed per token): {rate:.0}/s (32 concurrent; p50 {}, p99 {})", ms(p50), ms(p99));
+    println!(
+        "mint (client_credentials, lease + audit committed per token): {rate:.0}/s (32 concurrent; p50 {}, p99 {})",
+        ms(p50),
+        ms(p99)
+    );
 
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
 }

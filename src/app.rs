@@ -24,6 +24,8 @@ pub struct Inner {
     pub store: Store,
     pub keyring: Keyring,
     pub master: MasterKey,
+    /// The master key being rotated away from (MAYFLY_MASTER_KEY_PREVIOUS).
+    pub master_previous: Option<MasterKey>,
     pub clock: Arc<dyn Clock>,
     /// The issuer in canonical form: the admin API's resource URI.
     pub issuer_canonical: String,
@@ -87,6 +89,10 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
             "using a master key generated in the data directory; production must pass MAYFLY_MASTER_KEY"
         );
     }
+    let master_previous = match &config.master_key_previous {
+        Some(text) => Some(MasterKey::from_text(secrecy::ExposeSecret::expose_secret(text))?),
+        None => None,
+    };
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
 
@@ -98,6 +104,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
         store,
         keyring: Keyring::default(),
         master,
+        master_previous,
         clock,
         issuer_canonical,
         metrics: crate::http::ops::metrics_handle(),
@@ -127,6 +134,7 @@ pub async fn serve(
 ) -> Result<(), StartError> {
     let background = [
         crate::bootstrap::spawn_key_refresh(state.clone()),
+        crate::keys::rotation::spawn(state.clone()),
         crate::leases::sweeper::spawn(state.clone()),
     ];
     let router = crate::http::router(state.clone());

@@ -3,15 +3,13 @@
 //! --dev) the demo tenant. Each runs under the audit-chain lock, which
 //! serialises replicas racing through start-up.
 
-use std::time::Duration;
-
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::{AppState, StartError};
 use crate::audit::{AuditEvent, Outcome, actions};
-use crate::keys::{self, Alg, KeySet, KeyState};
+use crate::keys::{self, KeySet, KeyState, rotation};
 use crate::storage::StoreError;
 use crate::tenants::{self, Client, ClientKind, Grant, Resource, Tenant, secret};
 
@@ -28,35 +26,35 @@ pub async fn ensure_signing_key(state: &AppState) -> Result<(), StartError> {
         tx.lock_chain().await?;
         if tx.count_active_keys().await? == 0 {
             let now = state.clock.now();
-            let generated = keys::generate(Alg::Es256)?;
-            let kid = generated.verifying.kid.clone();
-            let sealed = state.master.seal(&generated.pkcs8, kid.as_bytes());
-            tx.insert_key(
-                &kid,
-                Alg::Es256.as_str(),
-                KeyState::Active.as_str(),
-                &generated.verifying.jwk(),
-                &sealed,
-                &state.master.id,
-                now,
-            )
-            .await?;
+            let kid = rotation::create_key(state, &mut tx, KeyState::Active, now, Some(now))
+                .await
+                .map_err(|e| keys::KeyError::Stored {
+                    kid: "new".into(),
+                    why: e.to_string(),
+                })?;
             let mut event = AuditEvent::new(actions::KEY_CREATED, Outcome::Success, now);
-            event.reason = Some(format!("first signing key {kid} ({})", Alg::Es256.as_str()));
+            event.reason = Some(format!(
+                "first signing key {kid} ({})",
+                state.config.signing_alg.as_str()
+            ));
             event.admin = Some(system_actor());
             tx.append_audit(&[event]).await?;
         }
         tx.commit().await?;
         rows = state.store.list_keys().await?;
     }
-    state.keyring.replace(KeySet::from_stored(&rows, &state.master)?);
+    state.keyring.replace(KeySet::from_stored(
+        &rows,
+        &state.master,
+        state.master_previous.as_ref(),
+    )?);
     Ok(())
 }
 
 /// Reloads the keyring when the stored keys change (another replica rotated).
 pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut tick = tokio::time::interval(rotation::tick_interval(state.config.key_publish_lead));
         let mut last: Vec<(String, String)> = Vec::new();
         loop {
             tick.tick().await;
@@ -64,7 +62,7 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
                 Ok(rows) => {
                     let seen: Vec<_> = rows.iter().map(|k| (k.kid.clone(), k.state.clone())).collect();
                     if seen != last {
-                        match KeySet::from_stored(&rows, &state.master) {
+                        match KeySet::from_stored(&rows, &state.master, state.master_previous.as_ref()) {
                             Ok(set) => {
                                 state.keyring.replace(set);
                                 last = seen;

@@ -60,6 +60,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_LEASE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub lease_retention: Duration,
 
+    /// Algorithm of new signing keys: ES256 (default) or EdDSA.
+    #[arg(long, env = "MAYFLY_SIGNING_ALG", default_value = "ES256", value_parser = parse_alg)]
+    pub signing_alg: crate::keys::Alg,
+
+    /// The previous master key, still accepted for reading while `mayfly keys rewrap` runs.
+    #[arg(long, env = "MAYFLY_MASTER_KEY_PREVIOUS", hide_env_values = true)]
+    pub master_key_previous: Option<SecretString>,
+
     /// Failed client authentications allowed per source address per minute.
     #[arg(long, env = "MAYFLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
     pub auth_failure_limit: u32,
@@ -67,6 +75,12 @@ pub struct ServeArgs {
     /// Seed a `demo` tenant, resource and client and print a command that mints a token.
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
+}
+
+pub fn parse_alg(s: &str) -> Result<crate::keys::Alg, String> {
+    crate::keys::Alg::parse(s).ok_or_else(|| {
+        format!("`{s}` is not a signing algorithm mayfly generates keys for (ES256, EdDSA; RS256 keys cannot be generated with ring)")
+    })
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -88,6 +102,8 @@ pub struct Config {
     pub bootstrap_admin_secret: Option<SecretString>,
     pub auth_failure_limit: u32,
     pub lease_retention: Duration,
+    pub signing_alg: crate::keys::Alg,
+    pub master_key_previous: Option<SecretString>,
     pub dev: bool,
 }
 
@@ -114,6 +130,8 @@ impl Config {
             bootstrap_admin_secret: args.bootstrap_admin_secret,
             auth_failure_limit: args.auth_failure_limit,
             lease_retention: args.lease_retention,
+            signing_alg: args.signing_alg,
+            master_key_previous: args.master_key_previous,
             dev: args.dev,
         };
         config.validate()?;
@@ -136,6 +154,8 @@ impl Config {
             bootstrap_admin_secret: None,
             auth_failure_limit: 20,
             lease_retention: Duration::from_secs(7 * 24 * 3600),
+            signing_alg: crate::keys::Alg::Es256,
+            master_key_previous: None,
             dev: false,
         }
     }

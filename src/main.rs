@@ -35,11 +35,23 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Signing-key tools.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-seal every stored signing key under MAYFLY_MASTER_KEY, reading those
+    /// still sealed under MAYFLY_MASTER_KEY_PREVIOUS.
+    Rewrap,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +108,22 @@ async fn main() -> anyhow::Result<()> {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend());
+        }
+        Command::Keys {
+            command: KeysCommand::Rewrap,
+        } => {
+            let (master, _) = mayfly::keys::seal::load_master_key(&config)?;
+            let previous = match &config.master_key_previous {
+                Some(text) => Some(mayfly::keys::MasterKey::from_text(
+                    secrecy::ExposeSecret::expose_secret(text),
+                )?),
+                None => None,
+            };
+            let store = mayfly::storage::Store::connect(&config.database_url).await?;
+            store.migrate().await?;
+            let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
+            let n = mayfly::keys::rotation::rewrap(&store, &master, previous.as_ref(), now).await?;
+            println!("re-sealed {n} signing key(s) under master key {}", master.id);
         }
         Command::Audit {
             command: AuditCommand::Verify,

@@ -57,6 +57,8 @@ CREATE TABLE signing_keys (
     sealed_private BYTEA,
     master_key_id  TEXT NOT NULL,
     created_at     TIMESTAMPTZ NOT NULL,
+    -- When a `next` key is due to start signing.
+    activates_at   TIMESTAMPTZ,
     activated_at   TIMESTAMPTZ,
     retired_at     TIMESTAMPTZ,
     removed_at     TIMESTAMPTZ

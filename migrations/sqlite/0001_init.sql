@@ -57,6 +57,8 @@ CREATE TABLE signing_keys (
     sealed_private BLOB,
     master_key_id  TEXT NOT NULL,
     created_at     TEXT NOT NULL,
+    -- When a `next` key is due to start signing.
+    activates_at   TEXT,
     activated_at   TEXT,
     retired_at     TEXT,
     removed_at     TEXT

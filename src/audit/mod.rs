@@ -164,6 +164,10 @@ pub mod actions {
     pub const CLIENT_SECRET_ROTATED: &str = "client.secret_rotated";
     pub const REVOCATION_CREATED: &str = "revocation.created";
     pub const KEY_CREATED: &str = "key.created";
+    pub const KEY_ROTATED: &str = "key.rotated";
+    pub const KEY_REMOVED: &str = "key.removed";
+    pub const KEY_REVOKED: &str = "key.revoked";
+    pub const KEY_REWRAPPED: &str = "key.rewrapped";
 }
 
 #[cfg(test)]

@@ -382,9 +382,7 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 pub async fn admin_from_token(state: &AppState, token: &str, meta: Meta) -> Result<Admin, ApiError> {
-    let keys = state.keyring.current();
-    let now = state.clock.now();
-    let (claims, _lease) = match validate::check(&state.store, &keys, &state.config.issuer, now, token).await? {
+    let (claims, _lease) = match validate::check_fresh(state, token).await? {
         Validity::Active { claims, lease } => (claims, lease),
         Validity::Inactive { reason, .. } => {
             return Err(ApiError::unauthorized(format!("admin token is not active ({reason})")));

@@ -99,6 +99,8 @@ pub fn routes() -> Routes {
     .route("/v1/revocations", get(records::revocation_feed))
     .route("/v1/audit/verify", get(records::verify_audit))
     .route("/v1/keys", get(records::list_keys))
+    .route("/v1/keys/rotate", post(records::rotate_keys))
+    .route("/v1/keys/{kid}/revoke", post(records::revoke_key))
     .route("/healthz", get(ops::healthz))
     .route("/readyz", get(ops::readyz))
     .route("/metrics", get(ops::metrics))

@@ -126,9 +126,8 @@ pub async fn introspect(
     let token = params
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
-    let keys = state.keyring.current();
     let now = state.clock.now();
-    let validity = validate::check(&state.store, &keys, &state.config.issuer, now, token).await?;
+    let validity = validate::check_fresh(&state, token).await?;
     let (reason, claims) = match validity {
         Validity::Active { claims, .. } if caller_tenant.as_ref().is_none_or(|t| *t == claims.tenant) => {
             let mut body = json!({

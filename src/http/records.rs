@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{
-    Admin, AdminScope, ApiJson, ApiPath, ApiQuery, admin_from_token, authenticate_client, basic_credentials,
-    page_cursor, page_limit,
+    Admin, AdminScope, ApiJson, ApiPath, ApiQuery, OptionalJson, admin_from_token, authenticate_client,
+    basic_credentials, page_cursor, page_limit,
 };
 use crate::app::AppState;
 use crate::audit::{ChainVerifier, actions};
+use crate::keys::rotation::{self, RotationError};
 use crate::leases::Selector;
 use crate::storage::audit::AuditFilter;
 use crate::storage::{LeaseFilter, LeaseStatus, NewRevocation, StoreError, encode_cursor};
@@ -307,21 +308,64 @@ pub async fn verify_chain(store: &crate::storage::Store) -> Result<crate::audit:
 
 pub async fn list_keys(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
     admin.require_global(&state).await?;
-    let keys = state.store.list_keys().await?;
-    let items: Vec<Value> = keys
-        .iter()
-        .map(|k| {
-            json!({
-                "kid": k.kid,
-                "alg": k.alg,
-                "state": k.state,
-                "created_at": k.created_at,
-                "activated_at": k.activated_at,
-                "retired_at": k.retired_at,
-            })
-        })
-        .collect();
+    let mut items = Vec::new();
+    for k in state.store.list_keys().await? {
+        items.push(json!({
+            "kid": k.kid,
+            "alg": k.alg,
+            "state": k.state,
+            "published": k.state().is_some_and(crate::keys::KeyState::is_published),
+            "created_at": k.created_at,
+            "activates_at": k.activates_at,
+            "activated_at": k.activated_at,
+            "retired_at": k.retired_at,
+            "removed_at": k.removed_at,
+            "tokens_signed": state.store.tokens_signed(&k.kid).await?,
+        }));
+    }
     Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+fn rotation_error(e: RotationError) -> ApiError {
+    match e {
+        RotationError::Store(StoreError::NotFound) => ApiError::not_found("key"),
+        RotationError::Store(e) => e.into(),
+        RotationError::NotPublished(kid) => ApiError::conflict(format!("key {kid} is already revoked or removed")),
+        RotationError::Key(e) => ApiError::internal(e),
+    }
+}
+
+/// Promotes the prepared key now and prepares the next one.
+pub async fn rotate_keys(State(state): State<AppState>, admin: Admin) -> Result<Json<Value>, ApiError> {
+    admin.require_global(&state).await?;
+    let kid = rotation::rotate_now(&state, admin.identity())
+        .await
+        .map_err(rotation_error)?;
+    Ok(Json(json!({"active": kid})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRevocationBody {
+    reason: Option<String>,
+}
+
+/// Emergency: the key leaves the JWKS, every token it signed is revoked.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiPath(kid): ApiPath<String>,
+    OptionalJson(body): OptionalJson<KeyRevocationBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    admin.require_global(&state).await?;
+    let reason = body.reason.unwrap_or_else(|| "signing key revoked".into());
+    if reason.trim().is_empty() || reason.chars().count() > 500 {
+        return Err(invalid("reason", "say why, in 1 to 500 characters").into());
+    }
+    let rule = rotation::revoke_key(&state, &kid, admin.identity(), &reason)
+        .await
+        .map_err(rotation_error)?;
+    Ok((StatusCode::CREATED, Json(rule.to_json())))
 }
 
 // ---- the revocation feed ----

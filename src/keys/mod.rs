@@ -2,6 +2,7 @@
 //! mint path signs with, and the JWKS document verifiers fetch. Private
 //! material never leaves this module except sealed.
 
+pub mod rotation;
 pub mod seal;
 
 use std::collections::HashMap;
@@ -272,8 +273,16 @@ pub struct StoredKey {
     pub sealed_private: Option<Vec<u8>>,
     pub master_key_id: String,
     pub created_at: DateTime<Utc>,
+    pub activates_at: Option<DateTime<Utc>>,
     pub activated_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
+    pub removed_at: Option<DateTime<Utc>>,
+}
+
+impl StoredKey {
+    pub fn state(&self) -> Option<KeyState> {
+        KeyState::parse(&self.state)
+    }
 }
 
 /// What the keyring holds at one moment: the signer and every published key.
@@ -293,7 +302,7 @@ pub struct JwksDocument {
 
 impl KeySet {
     /// Builds the set from stored rows, opening the active key with the master key.
-    pub fn from_stored(rows: &[StoredKey], master: &MasterKey) -> Result<Self, KeyError> {
+    pub fn from_stored(rows: &[StoredKey], master: &MasterKey, previous: Option<&MasterKey>) -> Result<Self, KeyError> {
         let mut set = KeySet::default();
         let mut jwks = Vec::new();
         for row in rows {
@@ -315,13 +324,16 @@ impl KeySet {
                     kid: row.kid.clone(),
                     why: "active key has no private material".into(),
                 })?;
-                let pkcs8 = master
-                    .open(sealed, row.kid.as_bytes())
-                    .map_err(|_| KeyError::WrongMasterKey {
-                        kid: row.kid.clone(),
-                        given: master.id.clone(),
-                        sealed_under: row.master_key_id.clone(),
-                    })?;
+                // While the master key is being rotated, keys not yet rewrapped open with the previous one.
+                let opened = master.open(sealed, row.kid.as_bytes()).or_else(|e| match previous {
+                    Some(p) => p.open(sealed, row.kid.as_bytes()),
+                    None => Err(e),
+                });
+                let pkcs8 = opened.map_err(|_| KeyError::WrongMasterKey {
+                    kid: row.kid.clone(),
+                    given: master.id.clone(),
+                    sealed_under: row.master_key_id.clone(),
+                })?;
                 set.active = Some(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), alg, &pkcs8)?));
             }
             set.published.insert(row.kid.clone(), verifying);
@@ -340,11 +352,27 @@ impl KeySet {
 #[derive(Debug, Default)]
 pub struct Keyring {
     current: RwLock<Arc<KeySet>>,
+    /// When a reload was last asked for on an unknown `kid` (unix seconds).
+    last_demand_reload: std::sync::atomic::AtomicI64,
 }
 
 impl Keyring {
     pub fn current(&self) -> Arc<KeySet> {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether an on-demand reload is allowed now (at most one a second, so
+    /// tokens with made-up `kid`s cannot turn into a query storm).
+    pub fn may_reload(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        #[allow(clippy::disallowed_methods)] // rate limiting only; no validity decision rests on it
+        let now = chrono::Utc::now().timestamp();
+        let last = self.last_demand_reload.load(Ordering::Relaxed);
+        now > last
+            && self
+                .last_demand_reload
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     pub fn replace(&self, set: KeySet) {

@@ -5,7 +5,7 @@
 //! ordering that decides validity uses database sequences.
 
 pub mod audit;
-mod keys;
+pub mod keys;
 mod leases;
 mod tenants;
 

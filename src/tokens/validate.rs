@@ -110,3 +110,25 @@ pub async fn check(
         lease: Box::new(lease),
     })
 }
+
+/// As `check`, but a token signed by a key this replica has not loaded yet
+/// (another replica just rotated or replaced it) gets one keyring reload
+/// first, at most once a second, so every replica agrees within a request.
+pub async fn check_fresh(state: &crate::app::AppState, token: &str) -> Result<Validity, StoreError> {
+    let issuer = &state.config.issuer;
+    let validity = check(&state.store, &state.keyring.current(), issuer, state.clock.now(), token).await?;
+    if matches!(
+        validity,
+        Validity::Inactive {
+            reason: "unknown_key",
+            ..
+        }
+    ) && state.keyring.may_reload()
+    {
+        if let Err(e) = crate::keys::rotation::reload(state).await {
+            tracing::warn!(error = %e, "cannot reload signing keys");
+        }
+        return check(&state.store, &state.keyring.current(), issuer, state.clock.now(), token).await;
+    }
+    Ok(validity)
+}

@@ -98,15 +98,26 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts mayfly on `db` with a configuration the caller may adjust.
 pub async fn spawn_on(db: Database, adjust: impl FnOnce(Config) -> Config) -> TestApp {
+    spawn_with(db, adjust, false).await
+}
+
+/// As `spawn_on`; with `wall_clock` the app runs on real time instead of the
+/// test's manual clock (for schedules that must actually elapse).
+pub async fn spawn_with(db: Database, adjust: impl FnOnce(Config) -> Config, wall_clock: bool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
     let clock = Arc::new(ManualClock::new(SystemClock.now()));
     let config = adjust(config(&db, &base));
     let issuer = config.issuer.clone();
+    let app_clock: Arc<dyn Clock> = if wall_clock {
+        Arc::new(SystemClock)
+    } else {
+        clock.clone()
+    };
     let options = Options {
         config,
-        clock: clock.clone(),
+        clock: app_clock,
     };
     let (state, _) = mayfly::prepare(options).await.expect("mayfly starts");
     let (tx, rx) = oneshot::channel::<()>();

@@ -8,4 +8,5 @@ mod durability;
 mod interop;
 mod openapi;
 mod revocation;
+mod rotation;
 mod tokens;

@@ -68,6 +68,7 @@ async fn each_path_serves_exactly_the_documented_methods() {
             .replace("{tenant}", "acme")
             .replace("{client_id}", "c")
             .replace("{lease_id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{kid}", "k")
             .replace("{id}", "00000000-0000-0000-0000-000000000000");
         let res = app
             .http

@@ -1,0 +1,173 @@
+"""An MCP server (official Python SDK, mcp 2.3) that accepts mayfly tokens.
+
+- Verifies each bearer token offline against mayfly's JWKS: signature, `typ`
+  at+jwt, `iss`, `aud` (this server's resource URI), `exp`.
+- Publishes RFC 9728 protected-resource metadata naming mayfly, so SDK
+  clients discover where to get tokens.
+- Per-tool scopes with a real `403 insufficient_scope` challenge.
+- Strict mode (MAYFLY_STRICT=1) also asks mayfly's introspection endpoint,
+  so a revocation bites on the next call instead of at expiry.
+- Logs every tool call with the tenant, workflow and workload of its token.
+
+Environment: MAYFLY_ISSUER (required), MCP_HOST/MCP_PORT (127.0.0.1:8001),
+MCP_RESOURCE (http://{host}:{port}/mcp), MAYFLY_STRICT, and for strict mode
+MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a `resource_server` client.
+"""
+
+import base64
+import json
+import logging
+import os
+import sys
+import urllib.parse
+import urllib.request
+
+import anyio
+import jwt
+import uvicorn
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.routes import build_resource_metadata_url
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
+from starlette.middleware import Middleware
+
+ISSUER = os.environ["MAYFLY_ISSUER"]  # byte-identical to mayfly's `iss` and metadata `issuer`
+HOST = os.environ.get("MCP_HOST", "127.0.0.1")
+PORT = int(os.environ.get("MCP_PORT", "8001"))
+RESOURCE = os.environ.get("MCP_RESOURCE", f"http://{HOST}:{PORT}/mcp")  # == the token's `aud`
+STRICT = os.environ.get("MAYFLY_STRICT") == "1"
+BASE_SCOPE = "issues:read"  # needed to connect at all; published in the resource metadata
+TOOL_SCOPES = {"list_issues": {"issues:read"}, "create_issue": {"issues:write"}}
+
+log = logging.getLogger("mcp-example")
+
+
+def log_event(**fields) -> None:
+    print(json.dumps(fields, sort_keys=True), flush=True)
+
+
+class MayflyVerifier:
+    """mcp.server.auth.provider.TokenVerifier for mayfly access tokens."""
+
+    def __init__(self) -> None:
+        self._jwks = jwt.PyJWKClient(f"{ISSUER}/.well-known/jwks.json", cache_jwk_set=True, lifespan=300)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:  # PyJWKClient and urllib block: keep them off the event loop
+            return await anyio.to_thread.run_sync(self._verify, token)
+        except Exception as e:  # any failure is a 401, never a 500
+            log.info("token rejected: %s", type(e).__name__)
+            return None
+
+    def _verify(self, token: str) -> AccessToken | None:
+        if jwt.get_unverified_header(token).get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+            return None  # RFC 9068: only access tokens
+        key = self._jwks.get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, key, algorithms=["ES256", "EdDSA"], audience=RESOURCE, issuer=ISSUER,
+                            options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]})
+        if STRICT and not self._introspect_active(token):
+            log_event(event="token_refused", reason="inactive at mayfly", jti=claims["jti"])
+            return None
+        return AccessToken(token=token, client_id=claims["client_id"], scopes=claims.get("scope", "").split(),
+                           expires_at=claims["exp"], resource=RESOURCE, subject=claims["sub"], claims=claims)
+
+    @staticmethod
+    def _introspect_active(token: str) -> bool:
+        creds = f"{os.environ['MAYFLY_CLIENT_ID']}:{os.environ['MAYFLY_CLIENT_SECRET']}"
+        req = urllib.request.Request(
+            f"{ISSUER}/oauth2/introspect",
+            data=urllib.parse.urlencode({"token": token}).encode(),
+            headers={"Authorization": "Basic " + base64.b64encode(creds.encode()).decode(),
+                     "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as res:
+            return json.load(res).get("active") is True
+
+
+mcp = MCPServer(
+    "mayfly-example",
+    token_verifier=MayflyVerifier(),
+    auth=AuthSettings(issuer_url=ISSUER, resource_server_url=RESOURCE, required_scopes=[BASE_SCOPE],
+                      validate_token_resource=False),  # the verifier checks `aud` itself
+)
+
+
+def attributed(tool: str) -> dict:
+    """Who is calling, from the verified token; logged for every call."""
+    claims = (get_access_token().claims or {}) if get_access_token() else {}
+    who = {k: claims.get(k) for k in ("tenant", "workflow", "sub", "client_id", "jti")}
+    log_event(event="tool_call", tool=tool, **who)
+    return who
+
+
+@mcp.tool()
+def list_issues() -> dict:
+    """List open issues (scope issues:read)."""
+    return {"issues": ["#1 flaky test", "#2 release notes"], "caller": attributed("list_issues")}
+
+
+@mcp.tool()
+def create_issue(title: str) -> dict:
+    """Open an issue (scope issues:write)."""
+    return {"created": title, "caller": attributed("create_issue")}
+
+
+class ToolScopeGate:
+    """403 insufficient_scope for a tools/call whose tool needs scopes the token lacks.
+
+    The SDK has no per-tool scopes; this pure-ASGI middleware sits inside the
+    SDK's auth middleware (so the token is verified) and reads the JSON-RPC body.
+    """
+
+    def __init__(self, app):
+        self.app = app
+        self.metadata_url = str(build_resource_metadata_url(AnyHttpUrl(RESOURCE)))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not isinstance(scope.get("user"), AuthenticatedUser):
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            msg = await receive()
+            chunks.append(msg.get("body", b""))
+            more = msg.get("more_body", False) and msg["type"] == "http.request"
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            rpc = json.loads(body)
+        except ValueError:
+            rpc = None
+        params = rpc.get("params") if isinstance(rpc, dict) and rpc.get("method") == "tools/call" else None
+        name = params.get("name") if isinstance(params, dict) else None
+        held = set(scope["auth"].scopes)
+        missing = TOOL_SCOPES.get(name, set()) - held if isinstance(name, str) else set()
+        if not missing:
+            return await self.app(scope, replay, send)
+        needed = " ".join(sorted(TOOL_SCOPES[name]))
+        ask = " ".join(sorted(held | TOOL_SCOPES[name]))  # the full set: older clients ask only for what is named
+        log_event(event="tool_refused", tool=name, missing=sorted(missing), sub=scope["user"].access_token.subject)
+        challenge = (f'Bearer error="insufficient_scope", error_description="tool {name} requires scope {needed}", '
+                     f'scope="{ask}", resource_metadata="{self.metadata_url}"')
+        out = json.dumps({"jsonrpc": "2.0", "id": rpc.get("id"), "error": {
+            "code": -32001, "message": f"insufficient_scope: tool {name} requires scope {needed}"}}).encode()
+        await send({"type": "http.response.start", "status": 403, "headers": [
+            (b"content-type", b"application/json"), (b"www-authenticate", challenge.encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+
+app = mcp.streamable_http_app(host=HOST)  # /mcp and /.well-known/oauth-protected-resource/mcp
+app.user_middleware.append(Middleware(ToolScopeGate))  # innermost: after the SDK's auth
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    uvicorn.run(app, host=HOST, port=PORT, log_level="warning")
