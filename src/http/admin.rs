@@ -138,7 +138,7 @@ pub async fn delete_tenant(
         .await?;
     let mut event = admin.event(actions::TENANT_DELETED, now);
     event.tenant = Some(tenant.clone());
-    event.reason = Some(format!("revocation {} revoked {} leases", rule.id, rule.leases_revoked));
+    event.reason = Some(format!("revocation {}", rule.id));
     tx.append_audit(&[event]).await?;
     tx.commit().await?;
     state.sweeper.notify_one();
@@ -529,7 +529,7 @@ pub async fn delete_client(
         })
         .await?;
     let mut event = client_event(&admin, actions::CLIENT_DELETED, &c, now);
-    event.reason = Some(format!("revocation {} revoked {} leases", rule.id, rule.leases_revoked));
+    event.reason = Some(format!("revocation {}", rule.id));
     tx.append_audit(&[event]).await?;
     tx.commit().await?;
     state.sweeper.notify_one();

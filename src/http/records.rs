@@ -194,10 +194,7 @@ pub async fn create_revocation(
         .await?;
     let mut event = admin.event(actions::REVOCATION_CREATED, now);
     event.tenant = Some(tenant.clone());
-    event.reason = Some(format!(
-        "{reason} (revocation {}, {} leases)",
-        rule.id, rule.leases_revoked
-    ));
+    event.reason = Some(format!("{reason} (revocation {})", rule.id));
     match &selector {
         Selector::Tenant => {}
         Selector::Workflow(w) => event.workflow = Some(w.clone()),

@@ -236,7 +236,7 @@ pub async fn revoke_key(
         actions::KEY_REVOKED,
         kid,
         now,
-        format!("{reason} (revocation {}, {} leases)", rule.id, rule.leases_revoked),
+        format!("{reason} (revocation {})", rule.id),
         Some(admin.clone()),
     )];
     if was == Some(KeyState::Active) {

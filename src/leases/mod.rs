@@ -100,7 +100,10 @@ pub struct Revocation {
     #[sqlx(json(nullable))]
     pub created_by: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// Lease rows marked so far (the background sweep adds as it goes).
     pub leases_revoked: i64,
+    /// When every matching lease row had been marked.
+    pub marked_at: Option<DateTime<Utc>>,
 }
 
 impl Revocation {
@@ -114,6 +117,7 @@ impl Revocation {
             "selector": selector,
             "issued_before": self.issued_before,
             "leases_revoked": self.leases_revoked,
+            "marked_at": self.marked_at,
             "created_by": self.created_by,
             "created_at": self.created_at,
             "reason": self.reason,

@@ -76,7 +76,6 @@ macro_rules! per_kind {
     };
 }
 
-const COUNT_MATCHING: [&str; 6] = per_kind!("SELECT COUNT(*) FROM leases WHERE", "");
 const MARK_MATCHING: [&str; 6] = per_kind!(
     "UPDATE leases SET revoked_at = $3, revocation_id = $5 WHERE seq IN (SELECT seq FROM leases WHERE",
     " LIMIT $6)"
@@ -162,7 +161,7 @@ impl Store {
 
     pub async fn list_revocations(&self, tenant: &str, before_seq: i64, limit: i64) -> Result<Vec<Revocation>> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
-            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
+            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked, marked_at
              FROM revocations WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3")
             .bind(tenant).bind(before_seq).bind(limit).fetch_all(c).await)?)
     }
@@ -171,7 +170,7 @@ impl Store {
     /// plus the key rules that span tenants, or (tenant None) every rule.
     pub async fn revocation_feed(&self, tenant: Option<&str>, after_seq: i64, limit: i64) -> Result<Vec<Revocation>> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
-            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
+            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked, marked_at
              FROM revocations WHERE seq > $1 AND ($2 IS NULL OR tenant_id = $2 OR tenant_id IS NULL)
              ORDER BY seq LIMIT $3")
             .bind(after_seq).bind(tenant).bind(limit).fetch_all(c).await)?)
@@ -180,7 +179,7 @@ impl Store {
     /// Rules whose lease rows are not all marked yet.
     pub async fn unmarked_revocations(&self, limit: i64) -> Result<Vec<Revocation>> {
         Ok(on_pool!(self, c => sqlx::query_as::<_, Revocation>(
-            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked
+            "SELECT seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked, marked_at
              FROM revocations WHERE marked_at IS NULL ORDER BY seq LIMIT $1")
             .bind(limit).fetch_all(c).await)?)
     }
@@ -193,14 +192,21 @@ impl Store {
         };
         let sql = MARK_MATCHING[kind_index(&selector)];
         let tenant = rule.tenant_id.clone().unwrap_or_default();
-        Ok(on_pool!(self, c => {
+        let mut tx = self.begin().await?;
+        let n = on_tx!(tx, c => {
             let q = sqlx::query(sql).bind(&tenant).bind(rule.cutoff_seq).bind(now);
             let q = match &selector {
                 Selector::Lease(id) => q.bind(*id),
                 other => q.bind(other.value()),
             };
-            q.bind(rule.id).bind(batch).execute(c).await.map(|r| r.rows_affected())
-        })?)
+            q.bind(rule.id).bind(batch).execute(&mut **c).await.map(|r| r.rows_affected())
+        })?;
+        if n > 0 {
+            on_tx!(tx, c => sqlx::query("UPDATE revocations SET leases_revoked = leases_revoked + $2 WHERE id = $1")
+                .bind(rule.id).bind(n as i64).execute(&mut **c).await.map(|_| ()))?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     pub async fn set_revocation_marked(&self, id: Uuid, now: DateTime<Utc>) -> Result<()> {
@@ -240,40 +246,31 @@ impl Tx {
         Ok(seqs)
     }
 
-    /// Records a rule covering every lease numbered so far. Its cost does not
-    /// grow with the number of live leases beyond counting the matching ones
-    /// (an index range); their rows are marked afterwards, in batches.
+    /// Records a rule covering every lease numbered so far. Constant cost,
+    /// whatever the number of live leases: matching lease rows are marked
+    /// (and counted in `leases_revoked`) afterwards, in batches.
     pub async fn insert_revocation(&mut self, r: &NewRevocation<'_>) -> Result<Revocation> {
         let cutoff = on_tx!(self, c => sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM leases")
             .fetch_one(&mut **c).await)?;
         let tenant = r.tenant_id.unwrap_or_default();
         let value = r.selector.value();
-        let sql = COUNT_MATCHING[kind_index(r.selector)];
-        let matching = on_tx!(self, c => {
-            let q = sqlx::query_scalar::<_, i64>(sql).bind(tenant).bind(cutoff).bind(r.now);
-            let q = match r.selector {
-                Selector::Lease(id) => q.bind(*id),
-                _ => q.bind(value.clone()),
-            };
-            q.fetch_one(&mut **c).await
-        })?;
         // One lease is one row: mark it now.
-        let marked_at = match r.selector {
+        let (marked, marked_at) = match r.selector {
             Selector::Lease(id) => {
                 let sql = MARK_MATCHING[kind_index(r.selector)];
-                on_tx!(self, c => sqlx::query(sql).bind(tenant).bind(cutoff).bind(r.now).bind(*id).bind(r.id).bind(1i64)
-                    .execute(&mut **c).await.map(|_| ()))?;
-                Some(r.now)
+                let n = on_tx!(self, c => sqlx::query(sql).bind(tenant).bind(cutoff).bind(r.now).bind(*id).bind(r.id).bind(1i64)
+                    .execute(&mut **c).await.map(|x| x.rows_affected()))?;
+                (n as i64, Some(r.now))
             }
-            _ => None,
+            _ => (0, None),
         };
         Ok(on_tx!(self, c => sqlx::query_as::<_, Revocation>(
             "INSERT INTO revocations (id, tenant_id, kind, value, cutoff_seq, issued_before, prune_after, reason,
                                       created_by, created_at, leases_revoked, marked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $11)
-             RETURNING seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked")
+             RETURNING seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked, marked_at")
             .bind(r.id).bind(r.tenant_id).bind(r.selector.kind()).bind(&value).bind(cutoff).bind(r.now)
-            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(matching).bind(marked_at)
+            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(marked).bind(marked_at)
             .fetch_one(&mut **c).await)?)
     }
 }

@@ -170,6 +170,41 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &release).await["active"], false);
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &triage).await["active"], true);
     }
+    // Every time, whichever selector: revoke through A, and B and C refuse at once.
+    let control = b.mint(&f.agent.0, &f.agent.1, &form("control")).await;
+    for i in 0..12 {
+        let workflow = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11"][i];
+        let workload = format!("pod/{i}");
+        let token = [&b, &c][i % 2]
+            .mint(
+                &f.agent.0,
+                &f.agent.1,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", &f.resource),
+                    ("workflow", workflow),
+                    ("workload", &workload),
+                ],
+            )
+            .await;
+        let jti = crate::harness::claims(&token)["jti"].as_str().unwrap().to_string();
+        let selector = match i % 3 {
+            0 => serde_json::json!({"workflow": workflow, "reason": "r"}),
+            1 => serde_json::json!({"workload": workload, "reason": "r"}),
+            _ => serde_json::json!({"lease_id": jti, "reason": "r"}),
+        };
+        let (s, _) = a.post(&f.admin, "/v1/tenants/acme/revocations", selector).await;
+        assert_eq!(s, reqwest::StatusCode::CREATED);
+        for app in [&b, &c] {
+            assert_eq!(
+                app.introspect((&f.rs.0, &f.rs.1), &token).await["active"],
+                false,
+                "round {i}"
+            );
+        }
+    }
+    assert_eq!(c.introspect((&f.rs.0, &f.rs.1), &control).await["active"], true);
+
     let admin = c.global_admin_token().await;
     let (_, v) = c.get(&admin, "/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "one chain across replicas: {v}");

@@ -12,7 +12,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     introspection_matches_a_model_of_random_mints_and_revocations,
-    lease_rows_are_marked_in_the_background_and_counted_up_front,
+    lease_rows_are_marked_and_counted_in_the_background,
     the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag,
     expired_leases_and_spent_rules_are_pruned,
 );
@@ -188,7 +188,7 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-async fn lease_rows_are_marked_in_the_background_and_counted_up_front(b: Backend) {
+async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     for i in 0..12 {
@@ -213,7 +213,6 @@ async fn lease_rows_are_marked_in_the_background_and_counted_up_front(b: Backend
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    assert_eq!(rule["leases_revoked"], 12, "the call reports how many will be marked");
     // Listing is exact at once, marked or not.
     let (_, active) = app.get(&f.admin, "/v1/tenants/acme/leases?active=true").await;
     assert_eq!(active["items"].as_array().unwrap().len(), 0);
