@@ -31,6 +31,8 @@ pub struct Inner {
     pub issuer_canonical: String,
     pub metrics: PrometheusHandle,
     pub auth_throttle: tenants::authn::FailureThrottle,
+    /// Commits minted leases in groups.
+    pub issues: crate::tokens::commit::IssueWriter,
     /// Wakes the lease sweeper after a revocation.
     pub sweeper: tokio::sync::Notify,
 }
@@ -99,6 +101,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
     let issuer_canonical = tenants::uri::canonicalize(&config.issuer)
         .map_err(|e| crate::config::ConfigError(format!("MAYFLY_ISSUER: {e}")))?;
     let config_auth_limit = config.auth_failure_limit;
+    let issues = crate::tokens::commit::IssueWriter::spawn(store.clone());
     let state = AppState(Arc::new(Inner {
         config,
         store,
@@ -110,6 +113,7 @@ pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError
         metrics: crate::http::ops::metrics_handle(),
         auth_throttle: tenants::authn::FailureThrottle::new(config_auth_limit),
         sweeper: tokio::sync::Notify::new(),
+        issues,
     }));
     bootstrap::ensure_signing_key(&state).await?;
     let started = bootstrap::ensure_admin(&state).await?;

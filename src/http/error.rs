@@ -65,7 +65,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("object"),
             StoreError::Conflict(_) => ApiError::conflict("an object with this identifier already exists"),
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+            | StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")
             }
@@ -145,7 +146,8 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+            | StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 OAuthError::new("temporarily_unavailable", "the database is unavailable; retry shortly")
             }

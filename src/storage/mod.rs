@@ -26,6 +26,8 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
     #[error("database error: {0}")]

@@ -147,7 +147,7 @@ pub async fn issue(
     event.request_id = Some(meta.request_id.clone());
     event.source = Some(meta.source.clone());
 
-    state.store.record_issues(&[(lease.clone(), event)]).await?;
+    state.issues.commit(lease.clone(), event).await?;
 
     let scope = lease.scopes.join(" ");
     let claims = AccessClaims {

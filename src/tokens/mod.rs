@@ -2,6 +2,7 @@
 //! that commits a lease before any token leaves.
 
 pub mod claims;
+pub mod commit;
 pub mod issuer;
 pub mod jws;
 pub mod policy;

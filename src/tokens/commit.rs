@@ -1,0 +1,53 @@
+//! Group commit for minting: concurrent mints hand their lease and audit
+//! event to one writer task, which commits whatever has queued up in one
+//! transaction and then answers each of them. A token is still returned only
+//! after its own lease is durable; under load many leases share one commit
+//! (and one turn of the audit-chain lock) instead of queueing for their own.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::AuditEvent;
+use crate::leases::Lease;
+use crate::storage::{Store, StoreError};
+
+/// Most leases committed in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+#[derive(Debug, Clone)]
+pub struct IssueWriter {
+    queue: mpsc::Sender<(Lease, AuditEvent, Reply)>,
+}
+
+impl IssueWriter {
+    /// Starts the writer task; it ends when the last `IssueWriter` is dropped.
+    pub fn spawn(store: Store) -> Self {
+        let (queue, mut rx) = mpsc::channel::<(Lease, AuditEvent, Reply)>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(l, e, r)| ((l, e), r)).unzip();
+                let result = store.record_issues(&items).await.map_err(Arc::new);
+                metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Commits one lease with its audit event; returns once it is durable.
+    pub async fn commit(&self, lease: Lease, event: AuditEvent) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || StoreError::Unavailable("the lease writer has stopped".into());
+        self.queue.send((lease, event, tx)).await.map_err(|_| gone())?;
+        match rx.await.map_err(|_| gone())? {
+            Ok(()) => Ok(()),
+            Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| StoreError::Unavailable(e.to_string()))),
+        }
+    }
+}
