@@ -194,6 +194,15 @@ impl Config {
         if self.key_publish_lead >= self.key_rotation_period {
             return err("MAYFLY_KEY_PUBLISH_LEAD must be shorter than MAYFLY_KEY_ROTATION_PERIOD".into());
         }
+        let year = Duration::from_secs(366 * 24 * 3600);
+        if self.key_rotation_period > year || self.lease_retention > year * 10 {
+            return err("MAYFLY_KEY_ROTATION_PERIOD may not exceed a year, MAYFLY_LEASE_RETENTION ten years".into());
+        }
+        if self.key_rotation_period < Duration::from_secs(1) || self.key_publish_lead < Duration::from_millis(100) {
+            return err(
+                "MAYFLY_KEY_ROTATION_PERIOD must be at least 1s and MAYFLY_KEY_PUBLISH_LEAD at least 100ms".into(),
+            );
+        }
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return err("give MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE, not both".into());
         }

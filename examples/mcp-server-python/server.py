@@ -9,7 +9,8 @@
   so a revocation bites on the next call instead of at expiry.
 - Logs every tool call with the tenant, workflow and workload of its token.
 
-Environment: MAYFLY_ISSUER (required), MCP_HOST/MCP_PORT (127.0.0.1:8001),
+Environment: MAYFLY_ISSUER (required), MAYFLY_TENANT (the owning tenant;
+recommended), MCP_HOST/MCP_PORT (127.0.0.1:8001),
 MCP_RESOURCE (http://{host}:{port}/mcp), MAYFLY_STRICT, and for strict mode
 MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a `resource_server` client.
 """
@@ -39,6 +40,8 @@ HOST = os.environ.get("MCP_HOST", "127.0.0.1")
 PORT = int(os.environ.get("MCP_PORT", "8001"))
 RESOURCE = os.environ.get("MCP_RESOURCE", f"http://{HOST}:{PORT}/mcp")  # == the token's `aud`
 STRICT = os.environ.get("MAYFLY_STRICT") == "1"
+# The mayfly tenant that owns this server: tokens of other tenants are refused.
+TENANT = os.environ.get("MAYFLY_TENANT")
 BASE_SCOPE = "issues:read"  # needed to connect at all; published in the resource metadata
 TOOL_SCOPES = {"list_issues": {"issues:read"}, "create_issue": {"issues:write"}}
 
@@ -68,6 +71,8 @@ class MayflyVerifier:
         key = self._jwks.get_signing_key_from_jwt(token)
         claims = jwt.decode(token, key, algorithms=["ES256", "EdDSA"], audience=RESOURCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]})
+        if TENANT and claims.get("tenant") != TENANT:
+            return None
         if STRICT and not self._introspect_active(token):
             log_event(event="token_refused", reason="inactive at mayfly", jti=claims["jti"])
             return None

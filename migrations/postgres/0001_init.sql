@@ -19,7 +19,8 @@ CREATE TABLE resources (
     max_ttl_seconds     BIGINT NOT NULL,
     created_at          TIMESTAMPTZ NOT NULL,
     updated_at          TIMESTAMPTZ NOT NULL,
-    CONSTRAINT resources_tenant_uri_key UNIQUE (tenant_id, canonical_uri)
+    -- Globally unique: a tenant must never mint tokens for another tenant's MCP server.
+    CONSTRAINT resources_uri_key UNIQUE (canonical_uri)
 );
 
 CREATE TABLE clients (

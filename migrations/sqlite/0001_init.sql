@@ -19,7 +19,8 @@ CREATE TABLE resources (
     max_ttl_seconds     INTEGER NOT NULL,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL,
-    CONSTRAINT resources_tenant_uri_key UNIQUE (tenant_id, canonical_uri)
+    -- Globally unique: a tenant must never mint tokens for another tenant's MCP server.
+    CONSTRAINT resources_uri_key UNIQUE (canonical_uri)
 );
 
 CREATE TABLE clients (

@@ -133,7 +133,8 @@ pub async fn delete_tenant(
             reason: "tenant deleted",
             created_by: Some(admin.identity()),
             now,
-            prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
+            prune_after: now + TimeDelta::seconds(2 * state.config.max_ttl_seconds()),
+            forever: true,
         })
         .await?;
     let mut event = admin.event(actions::TENANT_DELETED, now);
@@ -214,7 +215,7 @@ pub async fn create_resource(
     };
     let mut tx = state.store.begin().await?;
     tx.insert_resource(&resource).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::conflict("this tenant already has a resource with this URI"),
+        StoreError::Conflict(_) => ApiError::conflict("this resource URI is already registered"),
         e => e.into(),
     })?;
     tx.append_audit(&[resource_event(&admin, actions::RESOURCE_CREATED, &resource, now)])
@@ -525,7 +526,8 @@ pub async fn delete_client(
             reason: "client deleted",
             created_by: Some(admin.identity()),
             now,
-            prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
+            prune_after: now + TimeDelta::seconds(2 * state.config.max_ttl_seconds()),
+            forever: true,
         })
         .await?;
     let mut event = client_event(&admin, actions::CLIENT_DELETED, &c, now);

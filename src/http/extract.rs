@@ -53,6 +53,10 @@ fn parse_json<T: DeserializeOwned>(headers: &axum::http::HeaderMap, bytes: &[u8]
             "send the body as application/json",
         ));
     }
+    // Postgres text cannot hold NUL; refuse it here rather than fail in the store.
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err(ApiError::bad_request("invalid_body", "NUL characters are not accepted"));
+    }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::bad_request("invalid_body", e.to_string()),
         _ => ApiError::bad_request("malformed_json", format!("malformed JSON: {e}")),
@@ -151,6 +155,10 @@ pub fn form_decode(s: &str) -> Option<String> {
         }
         i += 1;
     }
+    // Postgres text cannot hold NUL; no parameter of ours needs one.
+    if out.contains(&0) {
+        return None;
+    }
     String::from_utf8(out).ok()
 }
 
@@ -242,9 +250,10 @@ pub async fn authenticate_client(
     creds: &Credentials,
     meta: &Meta,
 ) -> Result<tenants::Client, ClientAuthError> {
-    let source = meta.source.parse().ok();
+    let source: Option<std::net::IpAddr> = meta.source.parse().ok();
+    let source = source.map(|ip| (ip, creds.client_id.chars().take(128).collect::<String>()));
     let now = state.clock.now();
-    if let Some(wait) = state.auth_throttle.retry_after(source, now) {
+    if let Some(wait) = state.auth_throttle.retry_after(source.clone(), now) {
         return Err(ClientAuthError::Throttled(wait));
     }
     match authn::authenticate(&state.store, now, &creds.client_id, &creds.secret).await {
@@ -256,8 +265,10 @@ pub async fn authenticate_client(
             let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
             event.reason = Some(why.as_str().to_string());
             // Only a well-formed id is recorded: a pasted secret must not land in the log.
-            event.client_id = tenants::validate_client_id(&creds.client_id)
-                .is_ok()
+            let looks_like_secret = creds
+                .client_id
+                .starts_with(tenants::secret::PREFIX.trim_end_matches('_'));
+            event.client_id = (tenants::validate_client_id(&creds.client_id).is_ok() && !looks_like_secret)
                 .then(|| creds.client_id.clone());
             event.tenant = client.map(|c| c.tenant_id);
             event.request_id = Some(meta.request_id.clone());
@@ -347,9 +358,18 @@ impl Admin {
 
     async fn deny(&self, state: &AppState, tenant: Option<&str>, why: &str) -> Result<(), ApiError> {
         let mut event = AuditEvent::new(actions::ADMIN_DENIED, Outcome::Denied, state.clock.now());
-        event.tenant = tenant.map(|t| t.chars().take(64).collect());
+        // Recorded in the caller's own log: another tenant's log is not theirs to write in.
+        event.tenant = match &self.scope {
+            AdminScope::Tenant(own) => Some(own.clone()),
+            AdminScope::Global => tenant.map(|t| t.chars().take(64).collect()),
+        };
         event.admin = Some(self.identity());
-        event.reason = Some(why.to_string());
+        event.reason = Some(match tenant {
+            Some(t) if self.scope != AdminScope::Global => {
+                format!("{why} (tried tenant `{}`)", t.chars().take(64).collect::<String>())
+            }
+            _ => why.to_string(),
+        });
         event.request_id = Some(self.meta.request_id.clone());
         event.source = Some(self.meta.source.clone());
         state.store.append_audit(&[event]).await?;

@@ -149,6 +149,14 @@ fn make_span(req: &Request) -> tracing::Span {
 /// Assigns the request id (never taken from the caller), records metrics, and
 /// makes every response uncacheable unless the handler said otherwise.
 async fn request_context(mut req: Request, next: Next) -> Response {
+    // Postgres text cannot hold NUL; no path or query of ours needs one.
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().to_ascii_lowercase().contains("%00"))
+    {
+        return error::ApiError::bad_request("invalid_request", "NUL characters are not accepted").into_response();
+    }
     let id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());

@@ -152,6 +152,10 @@ pub async fn introspect(
             return Ok(Json(body).into_response());
         }
         Validity::Active { claims, .. } => ("other_tenant", Some(claims)),
+        // Another tenant's token: say nothing about its state, even in our own log.
+        Validity::Inactive {
+            claims: Some(claims), ..
+        } if caller_tenant.as_ref().is_some_and(|t| *t != claims.tenant) => ("other_tenant", Some(claims)),
         Validity::Inactive { reason, claims } => (reason, claims),
     };
     // Inactive: audited for the caller's tenant, naming the lease only when it is theirs.
@@ -205,6 +209,7 @@ pub async fn revoke(State(state): State<AppState>, meta: Meta, params: OAuthPara
                     created_by: Some(json!({"client_id": client.client_id})),
                     now,
                     prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
+                    forever: false,
                 })
                 .await?;
             let mut event = AuditEvent::new(actions::TOKEN_REVOKED, Outcome::Success, now);

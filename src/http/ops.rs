@@ -32,7 +32,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.store.ping().await.is_ok();
     let key = state.keyring.current().active.is_some();
-    let status = if db && key {
+    let writer = state.issues.is_running();
+    let status = if db && key && writer {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -43,6 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
             "database": db,
             "signing_key": key,
+            "lease_writer": writer,
             "backend": state.store.backend(),
         })),
     )

@@ -190,6 +190,7 @@ pub async fn create_revocation(
             created_by: Some(admin.identity()),
             now,
             prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
+            forever: false,
         })
         .await?;
     let mut event = admin.event(actions::REVOCATION_CREATED, now);

@@ -207,6 +207,16 @@ impl VerifyingKey {
             }
             Alg::EdDsa => field("x")?,
         };
+        let expected = match alg {
+            Alg::Es256 => 65,
+            Alg::EdDsa => 32,
+        };
+        if public.len() != expected {
+            return Err(KeyError::Stored {
+                kid: kid.to_string(),
+                why: "JWK has the wrong key length".into(),
+            });
+        }
         Ok(Self {
             kid: kid.to_string(),
             alg,
@@ -319,6 +329,17 @@ impl KeySet {
             })?;
             let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0)?;
             jwks.push(verifying.jwk());
+            if state == KeyState::Next
+                && let Some(sealed) = row.sealed_private.as_deref()
+                && master.open(sealed, row.kid.as_bytes()).is_err()
+                && previous.is_none_or(|p| p.open(sealed, row.kid.as_bytes()).is_err())
+            {
+                return Err(KeyError::WrongMasterKey {
+                    kid: row.kid.clone(),
+                    given: master.id.clone(),
+                    sealed_under: row.master_key_id.clone(),
+                });
+            }
             if state == KeyState::Active {
                 let sealed = row.sealed_private.as_deref().ok_or_else(|| KeyError::Stored {
                     kid: row.kid.clone(),

@@ -229,7 +229,9 @@ pub async fn revoke_key(
             reason,
             created_by: Some(admin.clone()),
             now,
-            prune_after: now + delta(state.config.max_ttl),
+            // Even a replica that has not reloaded yet cannot sign a token that survives.
+            prune_after: now + delta(state.config.max_ttl) * 2 + delta(state.config.key_publish_lead),
+            forever: true,
         })
         .await?;
     let mut events = vec![key_event(

@@ -26,6 +26,10 @@ pub struct NewRevocation<'a> {
     pub now: DateTime<Utc>,
     /// When every token the rule could match has expired.
     pub prune_after: DateTime<Utc>,
+    /// Cover leases numbered after the rule too: for deleted clients and
+    /// tenants and revoked keys, which can have no legitimate later token
+    /// (one minted concurrently with the deletion must not survive it).
+    pub forever: bool,
 }
 
 /// A lease with the first rule that revokes it, if any, read in one query.
@@ -77,7 +81,7 @@ macro_rules! per_kind {
 }
 
 const MARK_MATCHING: [&str; 6] = per_kind!(
-    "UPDATE leases SET revoked_at = $3, revocation_id = $5 WHERE seq IN (SELECT seq FROM leases WHERE",
+    "UPDATE leases SET revoked_at = $3, revocation_id = $5 WHERE revoked_at IS NULL AND seq IN (SELECT seq FROM leases WHERE",
     " LIMIT $6)"
 );
 
@@ -250,8 +254,12 @@ impl Tx {
     /// whatever the number of live leases: matching lease rows are marked
     /// (and counted in `leases_revoked`) afterwards, in batches.
     pub async fn insert_revocation(&mut self, r: &NewRevocation<'_>) -> Result<Revocation> {
+        // Under the chain lock, rules are numbered in commit order, so a feed
+        // reader polling by `seq` never skips one that commits late.
+        self.lock_chain().await?;
         let cutoff = on_tx!(self, c => sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(seq), 0) FROM leases")
             .fetch_one(&mut **c).await)?;
+        let cutoff = if r.forever { i64::MAX } else { cutoff };
         let tenant = r.tenant_id.unwrap_or_default();
         let value = r.selector.value();
         // One lease is one row: mark it now.

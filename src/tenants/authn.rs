@@ -42,7 +42,9 @@ pub async fn authenticate(
     let client = match store.get_client(client_id).await {
         Ok(c) => c,
         Err(StoreError::NotFound) => {
-            // Same work as a real check, so timing does not reveal which ids exist.
+            // Same work as a real check (the digest query and a comparison), so
+            // timing does not reveal which ids exist.
+            let _ = store.live_secret_digests(client_id, now).await?;
             let _ = secret::matches(presented, &[0u8; 32]);
             return Err(AuthError::Failed(AuthFailure::UnknownClient, None));
         }
@@ -60,15 +62,20 @@ pub async fn authenticate(
     Ok(client)
 }
 
-/// Brute-force brake: after `limit` failed client authentications from one
-/// source address within a minute, further attempts from it are refused
-/// until the minute is over (good credentials included, so guessing cannot
-/// continue under cover of a valid client). In memory, per replica.
+/// Brute-force brake: after `limit` failed authentications of one client id
+/// from one source address within a minute, further attempts for that pair
+/// are refused until the minute is over (good credentials included, so
+/// guessing cannot continue under cover of a valid secret). Keyed by the pair
+/// so one noisy caller behind a shared proxy address cannot lock out every
+/// other client. In memory, per replica.
 #[derive(Debug)]
 pub struct FailureThrottle {
     limit: u32,
-    seen: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (i64, u32)>>,
+    seen: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (i64, u32)>>,
 }
+
+/// Source address and the client id presented.
+pub type ThrottleKey = (std::net::IpAddr, String);
 
 impl FailureThrottle {
     pub fn new(limit: u32) -> Self {
@@ -79,7 +86,7 @@ impl FailureThrottle {
     }
 
     /// Seconds to wait if `source` is over its limit in the current minute.
-    pub fn retry_after(&self, source: Option<std::net::IpAddr>, now: DateTime<Utc>) -> Option<i64> {
+    pub fn retry_after(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) -> Option<i64> {
         let source = source?;
         let minute = now.timestamp().div_euclid(60);
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,7 +96,7 @@ impl FailureThrottle {
         }
     }
 
-    pub fn record_failure(&self, source: Option<std::net::IpAddr>, now: DateTime<Utc>) {
+    pub fn record_failure(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) {
         let Some(source) = source else { return };
         let minute = now.timestamp().div_euclid(60);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,14 +118,16 @@ mod tests {
     #[test]
     fn a_source_is_braked_after_its_limit_until_the_minute_is_over() {
         let t = FailureThrottle::new(2);
-        let ip = Some("10.0.0.1".parse().unwrap());
-        let other = Some("10.0.0.2".parse().unwrap());
+        let ip = Some(("10.0.0.1".parse().unwrap(), "c".to_string()));
+        let other = Some(("10.0.0.2".parse().unwrap(), "c".to_string()));
         let now = DateTime::from_timestamp(6_000_010, 0).unwrap();
-        t.record_failure(ip, now);
-        assert_eq!(t.retry_after(ip, now), None);
-        t.record_failure(ip, now);
-        assert_eq!(t.retry_after(ip, now), Some(50));
+        t.record_failure(ip.clone(), now);
+        assert_eq!(t.retry_after(ip.clone(), now), None);
+        t.record_failure(ip.clone(), now);
+        assert_eq!(t.retry_after(ip.clone(), now), Some(50));
         assert_eq!(t.retry_after(other, now), None);
+        let same_ip_other_client = Some(("10.0.0.1".parse().unwrap(), "d".to_string()));
+        assert_eq!(t.retry_after(same_ip_other_client, now), None);
         assert_eq!(t.retry_after(ip, now + chrono::TimeDelta::seconds(50)), None);
     }
 }

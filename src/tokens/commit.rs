@@ -47,7 +47,17 @@ impl IssueWriter {
         self.queue.send((lease, event, tx)).await.map_err(|_| gone())?;
         match rx.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
-            Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| StoreError::Unavailable(e.to_string()))),
+            // Shared by the whole batch: keep "unavailable" for lost connections only.
+            Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
+                StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+                | StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
+                other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+            })),
         }
+    }
+
+    /// False once the writer task has stopped (it would only on a panic).
+    pub fn is_running(&self) -> bool {
+        !self.queue.is_closed()
     }
 }

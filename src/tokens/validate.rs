@@ -87,7 +87,17 @@ pub async fn check(
     };
     let lease = status.lease;
     // The lease is the record; a token disagreeing with it was not minted here.
-    if lease.tenant_id != claims.tenant || lease.client_id != claims.client_id || lease.workload != claims.sub {
+    // The lease is the record: a token that disagrees with it in any claim
+    // that grants something was not minted here, whatever key signed it.
+    if lease.tenant_id != claims.tenant
+        || lease.client_id != claims.client_id
+        || lease.workload != claims.sub
+        || lease.workflow != claims.workflow
+        || lease.resource != claims.aud
+        || lease.scopes.join(" ") != claims.scope
+        || lease.expires_at.timestamp() != claims.exp
+        || lease.actor != claims.act
+    {
         return Ok(Validity::Inactive {
             reason: Inactive::Unknown.as_str(),
             claims: Some(claims),

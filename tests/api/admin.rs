@@ -102,6 +102,15 @@ async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b:
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // Nor register another tenant's MCP server to mint tokens for it.
+    let (s, body) = app
+        .post(
+            &admin,
+            "/v1/tenants/acme/resources",
+            json!({"uri": "HTTPS://mcp.globex.test/github/", "scopes": ["issues:read"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
     // The globex clients still mint.
     app.mint(
         &globex.ci.0,
@@ -180,6 +189,9 @@ async fn bad_admin_input_gets_a_stable_error_and_changes_nothing(b: Backend) {
         (raw(Method::GET, "/v1/tenants/acme/leases/not-a-uuid", String::new(), json_ct).await, 404, "not_found"),
         (raw(Method::GET, "/v1/tenants/nobody", String::new(), json_ct).await, 404, "not_found"),
         (raw(Method::GET, "/v1/nothing-here", String::new(), json_ct).await, 404, "no_route"),
+        (raw(Method::POST, "/v1/tenants", "{\"id\": \"a\\u0000\"}".into(), json_ct).await, 400, "invalid_body"),
+        (raw(Method::GET, "/v1/tenants/acme/leases?workflow=a%00", String::new(), json_ct).await, 400, "invalid_request"),
+        (raw(Method::GET, "/v1/tenants/acme/clients/a%00b", String::new(), json_ct).await, 400, "invalid_request"),
     ];
     for ((status, body), want_status, want_code) in cases {
         assert_eq!(status.as_u16(), want_status, "{body}");
@@ -365,7 +377,7 @@ async fn leases_are_listed_with_filters_and_cursor_pagination(b: Backend) {
     assert!(
         inactive
             .iter()
-            .all(|l| l["revocation_id"] == rules["id"] && l["revoked_at"].is_string())
+            .all(|l| l["revocation_id"] == rules["id"] && l["active"] == false)
     );
 }
 

@@ -365,6 +365,10 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
             send("grant_type=client_credentials&resource=not-a-uri", form).await,
             "invalid_target",
         ),
+        (
+            send("grant_type=client_credentials&workflow=a%00b", form).await,
+            "invalid_request",
+        ),
     ];
     for ((status, body), code) in cases {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");

@@ -111,7 +111,7 @@ class Stack:
         self.nightly = self.client("nightly", "ci", ["nightly"], {self.mcp_url: ["issues:read"]})
         self.rs = self.client("example-rs", "resource_server", ["*"], {})
 
-        env = dict(os.environ, MAYFLY_ISSUER=self.issuer, MCP_PORT=str(mcp_port), MAYFLY_STRICT="1",
+        env = dict(os.environ, MAYFLY_ISSUER=self.issuer, MCP_PORT=str(mcp_port), MAYFLY_STRICT="1", MAYFLY_TENANT="acme",
                    MAYFLY_CLIENT_ID=self.rs[0], MAYFLY_CLIENT_SECRET=self.rs[1])
         self.mcp_log_path = tmp_path / "mcp.log"
         self.mcp_log = open(self.mcp_log_path, "w")
