@@ -128,6 +128,7 @@ async fn main() {
     let (state, _) = mayfly::prepare(Options::new(config)).await.unwrap();
     tokio::spawn(mayfly::serve(state, listener, std::future::pending()));
 
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(64)

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 mod bootstrap;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;

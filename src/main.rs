@@ -35,6 +35,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Fetch a token (for CI jobs and agent start-up): client id in
+    /// MAYFLY_CLIENT_ID or --client-id, secret in MAYFLY_CLIENT_SECRET.
+    Token(Box<mayfly::client::TokenArgs>),
     /// Signing-key tools.
     Keys {
         #[command(subcommand)]
@@ -91,13 +94,31 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// `mayfly token`: the secret comes from the environment only.
+async fn fetch_token(mut args: mayfly::client::TokenArgs) -> anyhow::Result<()> {
+    args.client_secret = std::env::var("MAYFLY_CLIENT_SECRET")
+        .ok()
+        .map(secrecy::SecretString::from);
+    let answer = mayfly::client::fetch(&args).await?;
+    let out = mayfly::client::deliver(&args, &answer)?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_telemetry(cli.log_format);
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Token(args) = command {
+        return fetch_token(*args).await;
+    }
     let listen = cli.serve.listen;
     let config = Config::from_args(cli.serve)?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Token(_) => {}
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

@@ -84,6 +84,12 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A plain HTTP client for talking to the app (ring is the TLS provider in this build).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 pub fn config(db: &Database, issuer: &str) -> Config {
     let mut config = Config::new(db.url.clone(), issuer);
     config.master_key = Some(SecretString::from(MASTER_KEY));
@@ -132,7 +138,7 @@ pub async fn spawn_with(db: Database, adjust: impl FnOnce(Config) -> Config, wal
     TestApp {
         issuer,
         base,
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        http: http_client(),
         clock,
         db,
         state,

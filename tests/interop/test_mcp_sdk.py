@@ -139,6 +139,14 @@ class Stack:
         assert status == 200, out
         return out["access_token"]
 
+    def cli_token(self, creds, resource, *extra):
+        """A token fetched the way CI jobs do: `mayfly token`."""
+        binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
+        run = subprocess.run([binary, "token", "--from", self.issuer, "--resource", resource, "--client-id", creds[0], *extra],
+                             env=dict(os.environ, MAYFLY_CLIENT_SECRET=creds[1]), capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
     def server_log(self):
         return [json.loads(line) for line in self.mcp_log_path.read_text().splitlines() if line.startswith("{")]
 
@@ -250,7 +258,7 @@ def test_a_token_for_another_resource_is_refused_with_401(stack):
 
 
 def test_revoking_a_workflow_stops_its_tokens_at_once_and_no_others(stack):
-    release = stack.mint(stack.reader, stack.mcp_url)
+    release = stack.cli_token(stack.reader, stack.mcp_url)  # pre-obtained, as a CI job would
 
     async def two_calls_around_revocation(s):
         first = await s.call_tool("list_issues", {})
