@@ -51,13 +51,33 @@ pub async fn ensure_signing_key(state: &AppState) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Reloads the keyring when the stored keys change (another replica rotated).
+/// Reloads the keyring when the stored keys change (another replica rotated):
+/// at once on a Postgres notification, and by polling as a safety net.
 pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(rotation::tick_interval(state.config.key_publish_lead));
+        let mut listener = None;
         let mut last: Vec<(String, String)> = Vec::new();
         loop {
-            tick.tick().await;
+            if listener.is_none() {
+                listener = state.store.key_change_listener().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot listen for key changes; polling only");
+                    None
+                });
+            }
+            match listener.as_mut() {
+                Some(l) => tokio::select! {
+                    _ = tick.tick() => {}
+                    note = l.recv() => {
+                        if note.is_err() {
+                            listener = None; // reconnect on the next turn
+                        }
+                    }
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
             match state.store.list_keys().await {
                 Ok(rows) => {
                     let seen: Vec<_> = rows.iter().map(|k| (k.kid.clone(), k.state.clone())).collect();

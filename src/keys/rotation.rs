@@ -168,6 +168,7 @@ pub async fn tick(state: &AppState) -> Result<bool, RotationError> {
         return Ok(false); // dropping the transaction rolls back the lock-taking no-op
     }
     tx.append_audit(&events).await?;
+    tx.notify_keys_changed().await?;
     tx.commit().await?;
     reload(state).await?;
     Ok(true)
@@ -196,6 +197,7 @@ pub async fn rotate_now(state: &AppState, admin: serde_json::Value) -> Result<St
         Some(admin),
     ));
     tx.append_audit(&events).await?;
+    tx.notify_keys_changed().await?;
     tx.commit().await?;
     reload(state).await?;
     Ok(next)
@@ -253,6 +255,7 @@ pub async fn revoke_key(
         ));
     }
     tx.append_audit(&events).await?;
+    tx.notify_keys_changed().await?;
     tx.commit().await?;
     state.sweeper.notify_one();
     reload(state).await?;

@@ -107,3 +107,30 @@ impl Tx {
         })
     }
 }
+
+impl Tx {
+    /// Tells every replica (Postgres LISTEN/NOTIFY, delivered at commit) that
+    /// the keys changed. SQLite is single-node: nothing to tell.
+    pub async fn notify_keys_changed(&mut self) -> Result<()> {
+        if let TxInner::Postgres(c) = &mut self.0 {
+            sqlx::query("SELECT pg_notify('mayfly_keys', '')")
+                .execute(&mut **c)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A listener for key changes on Postgres; None on SQLite.
+    pub async fn key_change_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.pool {
+            super::Pool::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen("mayfly_keys").await?;
+                Ok(Some(listener))
+            }
+            super::Pool::Sqlite(_) => Ok(None),
+        }
+    }
+}
