@@ -56,14 +56,6 @@ impl Store {
              FROM clients WHERE tenant_id = $1 AND deleted_at IS NULL AND client_id > $2 ORDER BY client_id LIMIT $3")
             .bind(tenant).bind(after).bind(limit).fetch_all(c).await)?)
     }
-
-    /// Digests of the client's secrets still valid at `now`.
-    pub async fn live_secret_digests(&self, client_id: &str, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
-        Ok(on_pool!(self, c => sqlx::query_scalar::<_, Vec<u8>>(
-            "SELECT secret_hash FROM client_secrets
-             WHERE client_id = $1 AND (expires_at IS NULL OR expires_at > $2)")
-            .bind(client_id).bind(now).fetch_all(c).await)?)
-    }
 }
 
 impl Tx {
@@ -188,5 +180,30 @@ impl Tx {
             .bind(client_id).fetch_one(&mut **c).await)?
                 > 0,
         )
+    }
+}
+
+/// A client with one of its live secret digests (none if it has none).
+#[derive(Debug, sqlx::FromRow)]
+struct ClientSecretRow {
+    #[sqlx(flatten)]
+    client: Client,
+    secret_hash: Option<Vec<u8>>,
+}
+
+impl Store {
+    /// The client and the digests of its secrets live at `now`, in one round
+    /// trip (the same one whether or not the client exists).
+    pub async fn client_for_auth(&self, client_id: &str, now: DateTime<Utc>) -> Result<(Client, Vec<Vec<u8>>)> {
+        let rows = on_pool!(self, c => sqlx::query_as::<_, ClientSecretRow>(
+            "SELECT c.client_id, c.tenant_id, c.name, c.kind, c.workflows, c.grants, c.max_ttl_seconds, c.disabled,
+                    c.created_at, c.updated_at, s.secret_hash
+             FROM clients c
+             LEFT JOIN client_secrets s ON s.client_id = c.client_id AND (s.expires_at IS NULL OR s.expires_at > $2)
+             WHERE c.client_id = $1 AND c.deleted_at IS NULL")
+            .bind(client_id).bind(now).fetch_all(c).await)?;
+        let digests = rows.iter().filter_map(|r| r.secret_hash.clone()).collect();
+        let client = rows.into_iter().next().ok_or(StoreError::NotFound)?.client;
+        Ok((client, digests))
     }
 }

@@ -39,18 +39,16 @@ pub async fn authenticate(
     client_id: &str,
     presented: &SecretString,
 ) -> Result<Client, AuthError> {
-    let client = match store.get_client(client_id).await {
-        Ok(c) => c,
+    let (client, digests) = match store.client_for_auth(client_id, now).await {
+        Ok(found) => found,
         Err(StoreError::NotFound) => {
-            // Same work as a real check (the digest query and a comparison), so
-            // timing does not reveal which ids exist.
-            let _ = store.live_secret_digests(client_id, now).await?;
+            // The same query ran; spend the same comparison, so timing does
+            // not reveal which ids exist.
             let _ = secret::matches(presented, &[0u8; 32]);
             return Err(AuthError::Failed(AuthFailure::UnknownClient, None));
         }
         Err(e) => return Err(e.into()),
     };
-    let digests = store.live_secret_digests(client_id, now).await?;
     // Check every live secret (at most two) without stopping at the first match.
     let matched = digests.iter().fold(false, |ok, d| secret::matches(presented, d) | ok);
     if !matched {
