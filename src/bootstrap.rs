@@ -102,7 +102,7 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
 pub async fn ensure_admin(state: &AppState) -> Result<crate::app::Started, StartError> {
     let mut started = crate::app::Started::default();
     match state.store.get_client(tenants::BOOTSTRAP_ADMIN).await {
-        Ok(_) => {}
+        Ok(admin) => follow_issuer(state, admin).await?,
         Err(StoreError::NotFound) => {
             let now = state.clock.now();
             let mut tx = state.store.begin().await?;
@@ -155,6 +155,35 @@ pub async fn ensure_admin(state: &AppState) -> Result<crate::app::Started, Start
         started.dev_command = Some(seed_demo(state).await?);
     }
     Ok(started)
+}
+
+/// After MAYFLY_ISSUER changes, the bootstrap admin's grant on the admin API
+/// (whose URI is the issuer) is moved to the new issuer, so the operator is
+/// not locked out. Tenant admins' grants are theirs to update.
+async fn follow_issuer(state: &AppState, mut admin: Client) -> Result<(), StartError> {
+    let current = &state.issuer_canonical;
+    let mut changed = false;
+    for grant in admin.grants.iter_mut() {
+        let on_admin_api = grant.scopes.iter().any(|s| s == tenants::GLOBAL_ADMIN_SCOPE);
+        if on_admin_api && tenants::uri::canonicalize(&grant.resource).ok().as_ref() != Some(current) {
+            grant.resource = state.config.issuer.clone();
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(());
+    }
+    let now = state.clock.now();
+    admin.updated_at = now;
+    let mut tx = state.store.begin().await?;
+    tx.update_client(&admin).await?;
+    let mut event = AuditEvent::new(actions::CLIENT_UPDATED, Outcome::Success, now);
+    event.client_id = Some(admin.client_id.clone());
+    event.admin = Some(system_actor());
+    event.reason = Some(format!("admin API grant moved to the issuer {}", state.config.issuer));
+    tx.append_audit(&[event]).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub const DEMO_TENANT: &str = "demo";

@@ -33,7 +33,11 @@ pub struct ListQuery {
 
 /// A tenant in a path must be a slug; anything else cannot exist.
 fn tenant_path(tenant: &str) -> Result<(), ApiError> {
-    validate_tenant_id(tenant).map_err(|_| ApiError::not_found("tenant"))
+    if tenants::is_tenant_path(tenant) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("tenant"))
+    }
 }
 
 async fn load_tenant(state: &AppState, admin: &Admin, tenant: &str) -> Result<Tenant, ApiError> {
@@ -122,6 +126,11 @@ pub async fn delete_tenant(
 ) -> Result<StatusCode, ApiError> {
     tenant_path(&tenant)?;
     admin.require_global(&state).await?;
+    if tenant == tenants::SYSTEM_TENANT {
+        return Err(ApiError::conflict(
+            "the system tenant holds the global admins and cannot be deleted",
+        ));
+    }
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
     tx.delete_tenant(&tenant, now).await.map_err(not_found("tenant"))?;
@@ -348,7 +357,12 @@ async fn validate_grants(state: &AppState, tenant: &str, grants: &[Grant]) -> Re
             return Err(invalid("grants", format!("grant on `{}` lists no scopes", g.resource)).into());
         }
         if canonical == state.issuer_canonical {
-            let allowed = tenants::tenant_admin_scope(tenant);
+            // Clients of the system tenant are global admins; any other tenant's, its own admins.
+            let allowed = if tenant == tenants::SYSTEM_TENANT {
+                tenants::GLOBAL_ADMIN_SCOPE.to_string()
+            } else {
+                tenants::tenant_admin_scope(tenant)
+            };
             if g.scopes.iter().any(|s| *s != allowed) {
                 return Err(invalid(
                     "grants",

@@ -21,13 +21,13 @@ use crate::keys::rotation::{self, RotationError};
 use crate::leases::Selector;
 use crate::storage::audit::AuditFilter;
 use crate::storage::{LeaseFilter, LeaseStatus, NewRevocation, StoreError, encode_cursor};
-use crate::tenants::{
-    ClientKind, invalid, validate_client_id, validate_tenant_id, validate_workflow, validate_workload,
-};
+use crate::tenants::{ClientKind, invalid, validate_client_id, validate_workflow, validate_workload};
 use crate::tokens::issuer::Meta;
 
 async fn authorize_tenant(state: &AppState, admin: &Admin, tenant: &str) -> Result<(), ApiError> {
-    validate_tenant_id(tenant).map_err(|_| ApiError::not_found("tenant"))?;
+    if !crate::tenants::is_tenant_path(tenant) {
+        return Err(ApiError::not_found("tenant"));
+    }
     admin.require_tenant(state, tenant).await?;
     match state.store.get_tenant(tenant).await {
         Ok(_) => Ok(()),

@@ -149,6 +149,12 @@ fn check_chars(
     }
 }
 
+/// A tenant in a URL path: a slug, or the system tenant (global admins only;
+/// the authorization check sees to that, as no tenant admin scope names it).
+pub fn is_tenant_path(id: &str) -> bool {
+    id == SYSTEM_TENANT || validate_tenant_id(id).is_ok()
+}
+
 pub fn validate_tenant_id(id: &str) -> Result<(), Invalid> {
     check_chars(
         "id",

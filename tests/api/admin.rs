@@ -18,7 +18,56 @@ on_both_backends!(
     deleting_a_tenant_revokes_its_tokens_and_leaves_other_tenants_alone,
     every_admin_change_is_attributed_and_the_chain_verifies,
     introspection_is_for_resource_servers_of_the_same_tenant,
+    global_admins_are_clients_of_the_system_tenant_managed_like_any_other,
 );
+
+async fn global_admins_are_clients_of_the_system_tenant_managed_like_any_other(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let admin_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", app.issuer.as_str()),
+        ("scope", "mayfly:admin"),
+    ];
+    // A second global admin, so people need not share the bootstrap secret.
+    let (s, ops) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/_system/clients",
+            json!({"client_id": "ops-admin", "kind": "service", "workflows": ["admin"],
+                   "grants": [{"resource": app.issuer, "scopes": ["mayfly:admin"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ops}");
+    let ops_token = app
+        .mint("ops-admin", ops["client_secret"].as_str().unwrap(), &admin_form)
+        .await;
+    let (s, _) = app.post(&ops_token, "/v1/tenants", json!({"id": "made-by-ops"})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // The bootstrap secret can be rotated away.
+    let (s, rotated) = app
+        .post(
+            &ops_token,
+            "/v1/tenants/_system/clients/mayfly-admin/secrets",
+            json!({"grace_period_seconds": 0}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rotated}");
+    let res = app
+        .token_basic("mayfly-admin", crate::harness::ADMIN_SECRET, &admin_form)
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    app.mint("mayfly-admin", rotated["client_secret"].as_str().unwrap(), &admin_form)
+        .await;
+    // Tenant admins cannot reach the system tenant, and it cannot be deleted.
+    let tenant_admin = tenant_admin(&app, &ops_token, "acme").await;
+    let (s, _) = app.get(&tenant_admin, "/v1/tenants/_system/clients").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.admin(&ops_token, Method::DELETE, "/v1/tenants/_system", None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (_, list) = app.get(&ops_token, "/v1/tenants").await;
+    assert!(!list.to_string().contains("_system"));
+}
 
 async fn tenant_admin(app: &crate::harness::TestApp, global: &str, tenant: &str) -> String {
     let (s, body) = app

@@ -93,9 +93,16 @@ async fn a_master_key_that_does_not_open_the_stored_keys_stops_start_up(b: Backe
     };
     assert!(err.contains("does not open signing key"), "{err}");
     // Nothing was replaced: the right key still starts it, with the same JWKS.
-    let app = spawn_on(db, |c| c).await;
+    // (And a new issuer does not lock the bootstrap admin out of the admin API.)
+    let app = spawn_on(db, |c| mayfly::Config {
+        issuer: "https://mayfly.moved.test".into(),
+        ..c
+    })
+    .await;
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let admin = app.global_admin_token().await;
+    assert_eq!(app.get(&admin, "/v1/tenants").await.0, reqwest::StatusCode::OK);
 }
 
 /// Three replicas racing through start-up on one Postgres: one signing key,
