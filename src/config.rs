@@ -1,7 +1,7 @@
 //! Configuration: environment variables with matching flags, parsed once at
 //! start and validated against each other before anything listens.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
     pub bootstrap_admin_secret: Option<SecretString>,
 
+    /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed.
+    #[arg(long, env = "MAYFLY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<Cidr>,
+
     /// How long expired leases stay queryable before they are pruned.
     #[arg(long, env = "MAYFLY_LEASE_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub lease_retention: Duration,
@@ -75,6 +79,68 @@ pub struct ServeArgs {
     /// Seed a `demo` tenant, resource and client and print a command that mints a token.
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
+}
+
+/// An address block, such as `10.0.0.0/8`, `fd00::/8` or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: u128,
+    bits: u32,
+}
+
+/// Addresses as 128-bit numbers, IPv4 as IPv4-mapped IPv6.
+fn as_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = if self.bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - self.bits)
+        };
+        as_u128(ip) & mask == self.net & mask
+    }
+}
+
+pub fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    let (addr, bits) = match s.trim().split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s.trim(), None),
+    };
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR block"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits: u32 = match bits {
+        None => max,
+        Some(b) => b
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("`{s}` has an invalid prefix length"))?,
+    };
+    // IPv4 prefixes count within the mapped address's last 32 bits.
+    let bits = if ip.is_ipv4() { bits + 96 } else { bits };
+    Ok(Cidr { net: as_u128(ip), bits })
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the
+/// rightmost X-Forwarded-For entry that is not itself a trusted proxy.
+pub fn client_address<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded
+        .flat_map(|h| h.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
 }
 
 pub fn parse_alg(s: &str) -> Result<crate::keys::Alg, String> {
@@ -104,6 +170,7 @@ pub struct Config {
     pub lease_retention: Duration,
     pub signing_alg: crate::keys::Alg,
     pub master_key_previous: Option<SecretString>,
+    pub trusted_proxies: Vec<Cidr>,
     pub dev: bool,
 }
 
@@ -132,6 +199,7 @@ impl Config {
             lease_retention: args.lease_retention,
             signing_alg: args.signing_alg,
             master_key_previous: args.master_key_previous,
+            trusted_proxies: args.trusted_proxies,
             dev: args.dev,
         };
         config.validate()?;
@@ -156,6 +224,7 @@ impl Config {
             lease_retention: Duration::from_secs(7 * 24 * 3600),
             signing_alg: crate::keys::Alg::Es256,
             master_key_previous: None,
+            trusted_proxies: Vec::new(),
             dev: false,
         }
     }
@@ -219,5 +288,29 @@ impl Config {
 
     pub fn max_ttl_seconds(&self) -> i64 {
         self.max_ttl.as_secs() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted = vec![parse_cidr("10.0.0.0/8").unwrap(), parse_cidr("fd00::/8").unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let outsider: IpAddr = "203.0.113.9".parse().unwrap();
+        // The client's own claim (left) is ignored in favour of what our proxy saw.
+        let hops = ["198.51.100.7, 203.0.113.9"];
+        assert_eq!(client_address(proxy, hops.into_iter(), &trusted), outsider);
+        assert_eq!(
+            client_address(outsider, hops.into_iter(), &trusted),
+            outsider,
+            "untrusted peer: its header is ignored"
+        );
+        assert_eq!(client_address(proxy, std::iter::empty(), &trusted), proxy);
+        assert!(parse_cidr("fd00::1").unwrap().contains("fd00::1".parse().unwrap()));
+        assert!(!parse_cidr("10.0.0.0/8").unwrap().contains("11.0.0.1".parse().unwrap()));
+        assert!(parse_cidr("10.0.0.0/33").is_err() && parse_cidr("nope").is_err());
     }
 }

@@ -416,3 +416,43 @@ async fn repeated_failed_authentication_is_braked_per_source_address() {
     app.advance(60);
     assert_eq!(app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(), StatusCode::OK);
 }
+
+/// Behind a trusted proxy the caller's address comes from X-Forwarded-For;
+/// from anyone else the header is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_address_is_taken_from_trusted_proxies_only() {
+    for (trusted, expected) in [(true, "198.51.100.7"), (false, "127.0.0.1")] {
+        let db = crate::harness::Database::fresh(Backend::Sqlite).await;
+        let proxies = if trusted {
+            vec![mayfly::config::parse_cidr("127.0.0.0/8").unwrap()]
+        } else {
+            vec![]
+        };
+        let app = crate::harness::spawn_on(db, move |c| mayfly::Config {
+            trusted_proxies: proxies,
+            ..c
+        })
+        .await;
+        let f = fixture(&app, "acme").await;
+        let res = app
+            .http
+            .post(app.url("/oauth2/token"))
+            .basic_auth(&f.ci.0, Some(&f.ci.1))
+            .header("x-forwarded-for", "10.9.9.9, 198.51.100.7")
+            .form(&[("grant_type", "client_credentials"), ("resource", f.resource.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let token = res.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, lease) = app
+            .get(
+                &f.admin,
+                &format!("/v1/tenants/acme/leases/{}", claims(&token)["jti"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(lease["source"], expected, "trusted proxy: {trusted}");
+    }
+}
