@@ -43,6 +43,7 @@ pub async fn ensure_signing_key(state: &AppState) -> Result<(), StartError> {
         tx.commit().await?;
         rows = state.store.list_keys().await?;
     }
+    keys::check_all_open(&rows, &state.master, state.master_previous.as_ref())?;
     state.keyring.replace(KeySet::from_stored(
         &rows,
         &state.master,
@@ -85,9 +86,13 @@ pub fn spawn_key_refresh(state: AppState) -> tokio::task::JoinHandle<()> {
                         match KeySet::from_stored(&rows, &state.master, state.master_previous.as_ref()) {
                             Ok(set) => {
                                 state.keyring.replace(set);
+                                state.keyring.set_stale(false);
                                 last = seen;
                             }
-                            Err(e) => tracing::error!(error = %e, "cannot load signing keys"),
+                            Err(e) => {
+                                state.keyring.set_stale(true);
+                                tracing::error!(error = %e, "cannot load signing keys; this replica is not ready");
+                            }
                         }
                     }
                 }

@@ -168,11 +168,12 @@ fn write_private(path: &Path, content: &str) -> Result<(), FetchError> {
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(path)
-        .map_err(|e| FetchError::Output(format!("{}: {e}", path.display())))?;
-    f.write_all(content.as_bytes())
-        .map_err(|e| FetchError::Output(format!("{}: {e}", path.display())))
+    let fail = |e: std::io::Error| FetchError::Output(format!("{}: {e}", path.display()));
+    let mut f = options.open(path).map_err(fail)?;
+    // An existing file keeps its mode on open: narrow it before writing the token.
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(fail)?;
+    f.write_all(content.as_bytes()).map_err(fail)
 }
 
 #[cfg(test)]

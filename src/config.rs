@@ -312,5 +312,10 @@ mod tests {
         assert!(parse_cidr("fd00::1").unwrap().contains("fd00::1".parse().unwrap()));
         assert!(!parse_cidr("10.0.0.0/8").unwrap().contains("11.0.0.1".parse().unwrap()));
         assert!(parse_cidr("10.0.0.0/33").is_err() && parse_cidr("nope").is_err());
+        // Garbage to the right of the real client stops the walk at the proxy.
+        assert_eq!(
+            client_address(proxy, ["198.51.100.7, junk"].into_iter(), &trusted),
+            proxy
+        );
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, OptionalJson, page_body, page_cursor, page_limit};
+use super::extract::{Admin, ApiJson, ApiPath, ApiQuery, MAX_PAGE, OptionalJson, page_body, page_cursor, page_limit};
 use crate::app::AppState;
 use crate::audit::actions;
 use crate::leases::Selector;
@@ -391,6 +391,21 @@ async fn validate_grants(state: &AppState, tenant: &str, grants: &[Grant]) -> Re
     Ok(())
 }
 
+/// The system tenant must keep one enabled global admin, or nobody could
+/// administer mayfly again.
+async fn keep_a_global_admin(state: &AppState, tenant: &str, client_id: &str) -> Result<(), ApiError> {
+    if tenant != tenants::SYSTEM_TENANT {
+        return Ok(());
+    }
+    let others = state.store.list_clients(tenants::SYSTEM_TENANT, "", MAX_PAGE).await?;
+    if others.iter().any(|c| c.client_id != client_id && !c.disabled) {
+        return Ok(());
+    }
+    Err(ApiError::conflict(
+        "this is the last enabled global admin; create another one first",
+    ))
+}
+
 fn client_event(
     admin: &Admin,
     action: &str,
@@ -509,6 +524,9 @@ pub async fn update_client(
         c.max_ttl_seconds = max_ttl;
     }
     if let Some(disabled) = patch.disabled {
+        if disabled {
+            keep_a_global_admin(&state, &tenant, &c.client_id).await?;
+        }
         c.disabled = disabled;
     }
     let now = state.clock.now();
@@ -528,6 +546,7 @@ pub async fn delete_client(
     ApiPath((tenant, client_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let c = load_client(&state, &admin, &tenant, &client_id).await?;
+    keep_a_global_admin(&state, &tenant, &c.client_id).await?;
     let now = state.clock.now();
     let mut tx = state.store.begin().await?;
     tx.delete_client(&c.client_id, now).await.map_err(not_found("client"))?;

@@ -31,7 +31,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.store.ping().await.is_ok();
-    let key = state.keyring.current().active.is_some();
+    let key = state.keyring.current().active.is_some() && !state.keyring.is_stale();
     let writer = state.issues.is_running();
     let status = if db && key && writer {
         StatusCode::OK

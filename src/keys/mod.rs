@@ -329,17 +329,6 @@ impl KeySet {
             })?;
             let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0)?;
             jwks.push(verifying.jwk());
-            if state == KeyState::Next
-                && let Some(sealed) = row.sealed_private.as_deref()
-                && master.open(sealed, row.kid.as_bytes()).is_err()
-                && previous.is_none_or(|p| p.open(sealed, row.kid.as_bytes()).is_err())
-            {
-                return Err(KeyError::WrongMasterKey {
-                    kid: row.kid.clone(),
-                    given: master.id.clone(),
-                    sealed_under: row.master_key_id.clone(),
-                });
-            }
             if state == KeyState::Active {
                 let sealed = row.sealed_private.as_deref().ok_or_else(|| KeyError::Stored {
                     kid: row.kid.clone(),
@@ -369,12 +358,38 @@ impl KeySet {
     }
 }
 
+/// Start-up check: every stored private key that may still sign must open
+/// with the master key (or the previous one), so a wrong key stops start-up
+/// instead of surfacing at the next rotation.
+pub fn check_all_open(rows: &[StoredKey], master: &MasterKey, previous: Option<&MasterKey>) -> Result<(), KeyError> {
+    for row in rows
+        .iter()
+        .filter(|r| matches!(r.state(), Some(KeyState::Next | KeyState::Active)))
+    {
+        let Some(sealed) = row.sealed_private.as_deref() else {
+            continue;
+        };
+        let opens = master.open(sealed, row.kid.as_bytes()).is_ok()
+            || previous.is_some_and(|p| p.open(sealed, row.kid.as_bytes()).is_ok());
+        if !opens {
+            return Err(KeyError::WrongMasterKey {
+                kid: row.kid.clone(),
+                given: master.id.clone(),
+                sealed_under: row.master_key_id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The current key set, swapped whole when keys change.
 #[derive(Debug, Default)]
 pub struct Keyring {
     current: RwLock<Arc<KeySet>>,
     /// When a reload was last asked for on an unknown `kid` (unix seconds).
     last_demand_reload: std::sync::atomic::AtomicI64,
+    /// Set while the stored keys cannot be loaded (the set in use may be old).
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Keyring {
@@ -394,6 +409,15 @@ impl Keyring {
                 .last_demand_reload
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// Whether the last attempt to load the stored keys failed; `/readyz` reports it.
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_stale(&self, stale: bool) {
+        self.stale.store(stale, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn replace(&self, set: KeySet) {

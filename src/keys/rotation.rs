@@ -265,12 +265,17 @@ pub async fn revoke_key(
 /// Loads the keyring from the store.
 pub async fn reload(state: &AppState) -> Result<(), RotationError> {
     let rows = state.store.list_keys().await?;
-    state.keyring.replace(KeySet::from_stored(
-        &rows,
-        &state.master,
-        state.master_previous.as_ref(),
-    )?);
-    Ok(())
+    match KeySet::from_stored(&rows, &state.master, state.master_previous.as_ref()) {
+        Ok(set) => {
+            state.keyring.replace(set);
+            state.keyring.set_stale(false);
+            Ok(())
+        }
+        Err(e) => {
+            state.keyring.set_stale(true);
+            Err(e.into())
+        }
+    }
 }
 
 /// The schedule, in every replica.

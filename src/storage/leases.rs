@@ -32,6 +32,11 @@ pub struct NewRevocation<'a> {
     pub forever: bool,
 }
 
+/// `issued_before` of rules that cover every token, whenever issued.
+fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC) // 9999-12-31T23:59:59Z
+}
+
 /// A lease with the first rule that revokes it, if any, read in one query.
 #[derive(Debug, sqlx::FromRow)]
 pub struct LeaseStatus {
@@ -272,13 +277,16 @@ impl Tx {
             }
             _ => (0, None),
         };
+        // Offline verifiers compare `iat` with `issued_before`: a rule for every
+        // token, present and future, must say so to them too.
+        let issued_before = if r.forever { far_future() } else { r.now };
         Ok(on_tx!(self, c => sqlx::query_as::<_, Revocation>(
             "INSERT INTO revocations (id, tenant_id, kind, value, cutoff_seq, issued_before, prune_after, reason,
                                       created_by, created_at, leases_revoked, marked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $11)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $12, $10, $11)
              RETURNING seq, id, tenant_id, kind, value, cutoff_seq, issued_before, reason, created_by, created_at, leases_revoked, marked_at")
-            .bind(r.id).bind(r.tenant_id).bind(r.selector.kind()).bind(&value).bind(cutoff).bind(r.now)
-            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(marked).bind(marked_at)
+            .bind(r.id).bind(r.tenant_id).bind(r.selector.kind()).bind(&value).bind(cutoff).bind(issued_before)
+            .bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json)).bind(marked).bind(marked_at).bind(r.now)
             .fetch_one(&mut **c).await)?)
     }
 }

@@ -198,5 +198,10 @@ pub fn encode_cursor(key: &str) -> String {
 pub fn decode_cursor(cursor: &str) -> Option<String> {
     use base64::Engine;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    String::from_utf8(raw).ok()?.strip_prefix("c:").map(str::to_string)
+    let text = String::from_utf8(raw).ok()?;
+    // Cursors are ours: anything with control characters (NUL included) is not.
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    text.strip_prefix("c:").map(str::to_string)
 }

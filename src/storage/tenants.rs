@@ -76,6 +76,9 @@ impl Tx {
         on_tx!(self, c => sqlx::query(
             "UPDATE clients SET disabled = $2, deleted_at = $3, updated_at = $3 WHERE tenant_id = $1 AND deleted_at IS NULL")
             .bind(id).bind(true).bind(now).execute(&mut **c).await.map(|_| ()))?;
+        // Its resource URIs become free for a new owner; its leases keep the URI as text.
+        on_tx!(self, c => sqlx::query("DELETE FROM resources WHERE tenant_id = $1")
+            .bind(id).execute(&mut **c).await.map(|_| ()))?;
         Ok(())
     }
 

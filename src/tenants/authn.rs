@@ -84,28 +84,33 @@ impl FailureThrottle {
     }
 
     /// Seconds to wait if `source` is over its limit in the current minute.
+    /// Seconds to wait if this pair is over its limit, or its source address
+    /// over ten times the limit across all client ids (so rotating made-up
+    /// ids buys an attacker only a little more).
     pub fn retry_after(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) -> Option<i64> {
-        let source = source?;
+        let (ip, client) = source?;
         let minute = now.timestamp().div_euclid(60);
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(&source) {
-            Some((m, n)) if *m == minute && *n >= self.limit => Some(60 - now.timestamp().rem_euclid(60)),
-            _ => None,
-        }
+        let over = |key: &ThrottleKey, limit: u32| matches!(seen.get(key), Some((m, n)) if *m == minute && *n >= limit);
+        let whole_source = (ip, String::new());
+        (over(&(ip, client), self.limit) || over(&whole_source, self.limit.saturating_mul(10)))
+            .then(|| 60 - now.timestamp().rem_euclid(60))
     }
 
     pub fn record_failure(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) {
-        let Some(source) = source else { return };
+        let Some((ip, client)) = source else { return };
         let minute = now.timestamp().div_euclid(60);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() > 100_000 {
             seen.retain(|_, (m, _)| *m == minute);
         }
-        let entry = seen.entry(source).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
+        for key in [(ip, client), (ip, String::new())] {
+            let entry = seen.entry(key).or_insert((minute, 0));
+            if entry.0 != minute {
+                *entry = (minute, 0);
+            }
+            entry.1 = entry.1.saturating_add(1);
         }
-        entry.1 = entry.1.saturating_add(1);
     }
 }
 
@@ -125,7 +130,12 @@ mod tests {
         assert_eq!(t.retry_after(ip.clone(), now), Some(50));
         assert_eq!(t.retry_after(other, now), None);
         let same_ip_other_client = Some(("10.0.0.1".parse().unwrap(), "d".to_string()));
-        assert_eq!(t.retry_after(same_ip_other_client, now), None);
+        assert_eq!(t.retry_after(same_ip_other_client.clone(), now), None);
+        // Rotating client ids from one address hits the per-address budget (10 x limit).
+        for i in 0..18 {
+            t.record_failure(Some(("10.0.0.1".parse().unwrap(), format!("made-up-{i}"))), now);
+        }
+        assert_eq!(t.retry_after(same_ip_other_client, now), Some(50));
         assert_eq!(t.retry_after(ip, now + chrono::TimeDelta::seconds(50)), None);
     }
 }

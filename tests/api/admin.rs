@@ -65,6 +65,34 @@ async fn global_admins_are_clients_of_the_system_tenant_managed_like_any_other(b
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app.admin(&ops_token, Method::DELETE, "/v1/tenants/_system", None).await;
     assert_eq!(s, StatusCode::CONFLICT);
+    // The last enabled global admin can be neither disabled nor deleted.
+    let (s, _) = app
+        .admin(
+            &ops_token,
+            Method::DELETE,
+            "/v1/tenants/_system/clients/mayfly-admin",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "another global admin remains");
+    let (s, _) = app
+        .admin(
+            &ops_token,
+            Method::PATCH,
+            "/v1/tenants/_system/clients/ops-admin",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = app
+        .admin(
+            &ops_token,
+            Method::DELETE,
+            "/v1/tenants/_system/clients/ops-admin",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
     let (_, list) = app.get(&ops_token, "/v1/tenants").await;
     assert!(!list.to_string().contains("_system"));
 }
@@ -234,6 +262,7 @@ async fn bad_admin_input_gets_a_stable_error_and_changes_nothing(b: Backend) {
         (raw(Method::POST, "/v1/tenants/acme/revocations", "{}".into(), json_ct).await, 422, "validation_failed"),
         (raw(Method::GET, "/v1/tenants/acme/leases?limit=0", String::new(), json_ct).await, 400, "invalid_query"),
         (raw(Method::GET, "/v1/tenants/acme/leases?cursor=garbage", String::new(), json_ct).await, 400, "invalid_query"),
+        (raw(Method::GET, "/v1/tenants?cursor=YzphAA", String::new(), json_ct).await, 400, "invalid_query"),
         (raw(Method::GET, "/v1/tenants/acme/leases?color=red", String::new(), json_ct).await, 400, "invalid_query"),
         (raw(Method::GET, "/v1/tenants/acme/leases/not-a-uuid", String::new(), json_ct).await, 404, "not_found"),
         (raw(Method::GET, "/v1/tenants/nobody", String::new(), json_ct).await, 404, "not_found"),

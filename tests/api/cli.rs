@@ -65,6 +65,36 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &token).await["active"], true);
     let _ = std::fs::remove_file(github_output);
 
+    // An env file is written for its owner's eyes only, even if it existed before.
+    let env_file = std::env::temp_dir().join(format!("mayfly-env-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&env_file, "old").unwrap();
+    let path = env_file.clone();
+    let out = tokio::task::spawn_blocking({
+        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
+        move || {
+            let path = path.to_str().unwrap().to_string();
+            mayfly_token(
+                &base,
+                &resource,
+                &ci.0,
+                &ci.1,
+                &["--output", "env-file", "--env-file", &path],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    let content = std::fs::read_to_string(&env_file).unwrap();
+    assert!(content.starts_with("MAYFLY_TOKEN=ey") && content.ends_with('\n'));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let _ = std::fs::remove_file(env_file);
+
     // Refusals are reported with the OAuth error, never with the secret.
     let out = tokio::task::spawn_blocking(move || mayfly_token(&base, &resource, &ci.0, "mfy_cs_wrong-secret", &[]))
         .await

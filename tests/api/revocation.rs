@@ -297,6 +297,24 @@ async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Ba
     assert_eq!(next["items"].as_array().unwrap().len(), 1);
     assert_eq!(next["items"][0]["selector"], json!({}));
 
+    // Rules that cover every token, whenever issued, say so to offline verifiers too.
+    let (s, _) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/acme/clients/{}", f.agent.0),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let last: Value = feed(Some(next["next_cursor"].as_str().unwrap().to_string()), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["items"][0]["selector"], json!({"client_id": f.agent.0}));
+    assert_eq!(last["items"][0]["issued_before"], "9999-12-31T23:59:59Z");
+
     // A CI client may not read it; the global admin reads every tenant's.
     let res = app
         .http
@@ -308,7 +326,7 @@ async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Ba
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     let (s, all) = app.get(&g.admin, "/v1/revocations").await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(all["items"].as_array().unwrap().len(), 4);
+    assert_eq!(all["items"].as_array().unwrap().len(), 5);
 }
 
 async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
