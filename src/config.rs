@@ -136,11 +136,18 @@ pub fn client_address<'a>(peer: IpAddr, forwarded: impl Iterator<Item = &'a str>
     if !is_trusted(peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = forwarded
-        .flat_map(|h| h.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect();
-    hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
+    let hops: Vec<&str> = forwarded.flat_map(|h| h.split(',')).map(str::trim).collect();
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        // Walk back through our proxies; stop at the first hop they did not add
+        // themselves, and at anything unreadable (it is not evidence).
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
 }
 
 pub fn parse_alg(s: &str) -> Result<crate::keys::Alg, String> {
