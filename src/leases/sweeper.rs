@@ -43,15 +43,22 @@ pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
 pub async fn mark_revoked(state: &AppState) -> Result<u64, StoreError> {
     let mut total = 0;
     for rule in state.store.unmarked_revocations(100).await? {
+        let mut after = 0;
         loop {
-            let n = state
+            let (n, last) = state
                 .store
-                .mark_revoked_batch(&rule, state.clock.now(), MARK_BATCH)
+                .mark_revoked_batch(&rule, state.clock.now(), MARK_BATCH, after)
                 .await?;
             total += n;
+            after = last;
             metrics::counter!("mayfly_leases_marked_revoked_total").increment(n);
             if (n as i64) < MARK_BATCH {
-                state.store.set_revocation_marked(rule.id, state.clock.now()).await?;
+                // Done from here; another replica may still hold a batch, and then the
+                // rule stays open for the next sweep.
+                state
+                    .store
+                    .finish_revocation_if_marked(&rule, state.clock.now())
+                    .await?;
                 break;
             }
         }

@@ -87,7 +87,13 @@ macro_rules! per_kind {
 
 const MARK_MATCHING: [&str; 6] = per_kind!(
     "UPDATE leases SET revoked_at = $3, revocation_id = $5 WHERE revoked_at IS NULL AND seq IN (SELECT seq FROM leases WHERE",
-    " LIMIT $6)"
+    " AND seq > $7 ORDER BY seq LIMIT $6) RETURNING seq"
+);
+/// Marks a rule done only when no matching lease row is left unmarked, so a
+/// replica that lost a race for a batch cannot declare the rule finished.
+const FINISH_IF_MARKED: [&str; 6] = per_kind!(
+    "UPDATE revocations SET marked_at = $3 WHERE id = $5 AND NOT EXISTS (SELECT 1 FROM leases WHERE",
+    ")"
 );
 
 fn kind_index(selector: &Selector) -> usize {
@@ -195,33 +201,54 @@ impl Store {
 
     /// Marks up to `batch` lease rows matched by `rule` as revoked; returns how
     /// many. Idempotent, so replicas may race on it harmlessly.
-    pub async fn mark_revoked_batch(&self, rule: &Revocation, now: DateTime<Utc>, batch: i64) -> Result<u64> {
+    pub async fn mark_revoked_batch(
+        &self,
+        rule: &Revocation,
+        now: DateTime<Utc>,
+        batch: i64,
+        after_seq: i64,
+    ) -> Result<(u64, i64)> {
         let Some(selector) = Selector::from_parts(&rule.kind, &rule.value) else {
-            return Ok(0);
+            return Ok((0, after_seq));
         };
         let sql = MARK_MATCHING[kind_index(&selector)];
         let tenant = rule.tenant_id.clone().unwrap_or_default();
         let mut tx = self.begin().await?;
-        let n = on_tx!(tx, c => {
-            let q = sqlx::query(sql).bind(&tenant).bind(rule.cutoff_seq).bind(now);
+        // In sequence order from where the last batch stopped: each batch reads
+        // only rows it has not seen, so marking N rows costs O(N).
+        let marked = on_tx!(tx, c => {
+            let q = sqlx::query_scalar::<_, i64>(sql).bind(&tenant).bind(rule.cutoff_seq).bind(now);
             let q = match &selector {
                 Selector::Lease(id) => q.bind(*id),
                 other => q.bind(other.value()),
             };
-            q.bind(rule.id).bind(batch).execute(&mut **c).await.map(|r| r.rows_affected())
+            q.bind(rule.id).bind(batch).bind(after_seq).fetch_all(&mut **c).await
         })?;
+        let n = marked.len() as u64;
         if n > 0 {
             on_tx!(tx, c => sqlx::query("UPDATE revocations SET leases_revoked = leases_revoked + $2 WHERE id = $1")
                 .bind(rule.id).bind(n as i64).execute(&mut **c).await.map(|_| ()))?;
         }
         tx.commit().await?;
-        Ok(n)
+        Ok((n, marked.into_iter().max().unwrap_or(after_seq)))
     }
 
-    pub async fn set_revocation_marked(&self, id: Uuid, now: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, c => sqlx::query("UPDATE revocations SET marked_at = $2 WHERE id = $1")
-            .bind(id).bind(now).execute(c).await.map(|_| ()))?;
-        Ok(())
+    /// Sets `marked_at` if no matching unexpired lease row is unmarked; returns whether it did.
+    pub async fn finish_revocation_if_marked(&self, rule: &Revocation, now: DateTime<Utc>) -> Result<bool> {
+        let Some(selector) = Selector::from_parts(&rule.kind, &rule.value) else {
+            return Ok(false);
+        };
+        let sql = FINISH_IF_MARKED[kind_index(&selector)];
+        let tenant = rule.tenant_id.clone().unwrap_or_default();
+        let n = on_pool!(self, c => {
+            let q = sqlx::query(sql).bind(&tenant).bind(rule.cutoff_seq).bind(now);
+            let q = match &selector {
+                Selector::Lease(id) => q.bind(*id),
+                other => q.bind(other.value()),
+            };
+            q.bind(rule.id).execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
     }
 
     /// Deletes up to `batch` leases that expired before `lease_horizon`, and
@@ -272,7 +299,7 @@ impl Tx {
             Selector::Lease(id) => {
                 let sql = MARK_MATCHING[kind_index(r.selector)];
                 let n = on_tx!(self, c => sqlx::query(sql).bind(tenant).bind(cutoff).bind(r.now).bind(*id).bind(r.id).bind(1i64)
-                    .execute(&mut **c).await.map(|x| x.rows_affected()))?;
+                    .bind(0i64).execute(&mut **c).await.map(|x| x.rows_affected()))?;
                 (n as i64, Some(r.now))
             }
             _ => (0, None),
