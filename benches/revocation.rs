@@ -151,8 +151,10 @@ async fn main() {
         )
         .await;
     let resource = "https://mcp.bench.test/github";
+    // Resource URIs belong to one tenant each.
+    let other_resource = "https://mcp.other.test/github";
     let mut secrets = Vec::new();
-    for tenant in ["bench", "other"] {
+    for (tenant, resource) in [("bench", resource), ("other", other_resource)] {
         b.post("/v1/tenants", json!({"id": tenant})).await;
         b.post(
             &format!("/v1/tenants/{tenant}/resources"),
@@ -331,7 +333,7 @@ async fn main() {
                     .basic_auth(&other.0, Some(&other.1))
                     .form(&[
                         ("grant_type", "client_credentials"),
-                        ("resource", resource),
+                        ("resource", other_resource),
                         ("workflow", "mint"),
                     ])
                     .send()
