@@ -34,15 +34,7 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
         )
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED);
-    let jwks_before: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_before: serde_json::Value = app.jwks().await;
     let app_issuer = app.issuer.clone();
     let db: Database = app.stop().await;
 
@@ -52,15 +44,7 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
         c
     })
     .await;
-    let jwks_after: serde_json::Value = app
-        .http
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_after: serde_json::Value = app.jwks().await;
     assert_eq!(jwks_before, jwks_after, "the same signing key is loaded, not a new one");
     let admin = app.global_admin_token().await;
     let (_, leases) = app.get(&admin, "/v1/tenants/acme/leases").await;
@@ -136,15 +120,7 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
     for _ in 0..100 {
         let mut jwks = Vec::new();
         for app in [&a, &b, &c] {
-            let set: serde_json::Value = app
-                .http
-                .get(app.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let set: serde_json::Value = app.jwks().await;
             jwks.push(set);
         }
         if jwks.iter().all(|j| *j == jwks[0]) {

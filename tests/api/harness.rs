@@ -186,6 +186,18 @@ impl TestApp {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// The JWKS this instance serves right now.
+    pub async fn jwks(&self) -> Value {
+        self.http
+            .get(self.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn global_admin_token(&self) -> String {
         self.mint(
             "mayfly-admin",

@@ -101,15 +101,7 @@ async fn rotation_story(backend: Backend, replicas: usize) {
         if i.is_multiple_of(3) {
             let app = &apps[(i / 3) % replicas];
             let sent = now();
-            let set: Value = app
-                .http
-                .get(app.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let set: Value = app.jwks().await;
             let kids = set["keys"]
                 .as_array()
                 .unwrap()
@@ -240,15 +232,7 @@ async fn rotation_story(backend: Backend, replicas: usize) {
         // the others on the Postgres notification).
         let mut gone = false;
         for _ in 0..20 {
-            let jwks: Value = app
-                .http
-                .get(app.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let jwks: Value = app.jwks().await;
             if !jwks.to_string().contains(&kid) {
                 gone = true;
                 break;
