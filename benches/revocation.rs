@@ -125,8 +125,8 @@ async fn main() {
     config.master_key = Some(SecretString::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
     config.bootstrap_admin_secret = Some(SecretString::from(ADMIN_SECRET));
     config.auth_failure_limit = u32::MAX;
-    let (state, _) = mayfly::prepare(Options::new(config)).await.unwrap();
-    tokio::spawn(mayfly::serve(state, listener, std::future::pending()));
+    let prepared = mayfly::prepare(Options::new(config)).await.unwrap();
+    tokio::spawn(mayfly::serve(prepared, listener, std::future::pending()));
 
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()

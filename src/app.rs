@@ -1,47 +1,59 @@
-//! Application state and start-up: open the store, migrate, load keys,
-//! bootstrap, then serve until shutdown.
+//! The house: every service is built once here, from explicit parts, and
+//! `AppState` holds them. Start-up: open the store, migrate, load keys,
+//! bootstrap; then serve until shutdown, with the key schedule, the key
+//! refresh and the sweeper running beside the router.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
+use crate::audit::AuditLog;
+use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
-use crate::keys::Keyring;
+use crate::config::{Cidr, Config};
+use crate::keys::rotation::{MasterKeys, RotationError};
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
+use crate::keys::{KeyService, Schedule};
+use crate::leases::{Ledger, Revocations, Sweeper};
 use crate::storage::Store;
-use crate::{bootstrap, keys, tenants};
+use crate::tenants::{self, Authenticator, Directory};
+use crate::tokens::commit::IssueWriter;
+use crate::tokens::issuer::{Issuer, IssuerId, Lifetimes};
+use crate::tokens::validate::Verifier;
 
+/// The services the HTTP layer calls. Each is cheap to clone.
 #[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub keyring: Keyring,
-    pub master: MasterKey,
-    /// The master key being rotated away from (MAYFLY_MASTER_KEY_PREVIOUS).
-    pub master_previous: Option<MasterKey>,
-    pub clock: Arc<dyn Clock>,
-    /// The issuer in canonical form: the admin API's resource URI.
-    pub issuer_canonical: String,
-    pub metrics: PrometheusHandle,
-    pub auth_throttle: tenants::authn::FailureThrottle,
-    /// Commits minted leases in groups.
-    pub issues: crate::tokens::commit::IssueWriter,
-    /// Wakes the lease sweeper after a revocation.
-    pub sweeper: tokio::sync::Notify,
+pub struct AppState {
+    pub issuer: Issuer,
+    pub verifier: Verifier,
+    pub keys: KeyService,
+    pub revocations: Revocations,
+    pub authn: Authenticator,
+    pub directory: Directory,
+    pub ledger: Ledger,
+    pub audit: AuditLog,
+    pub web: Arc<Web>,
 }
 
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
+/// What only the HTTP edge needs: proxies to believe, cache lifetimes, the
+/// metrics registry, and the store for the readiness probe.
+pub struct Web {
+    pub trusted_proxies: Vec<Cidr>,
+    pub jwks_max_age: Duration,
+    pub metrics: PrometheusHandle,
+    pub clock: Arc<dyn Clock>,
+    pub store: Store,
+}
+
+/// Background work that runs beside the router.
+struct Background {
+    keys: KeyService,
+    sweeper: Sweeper,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,11 +61,11 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
-    MasterKey(#[from] keys::seal::SealError),
+    MasterKey(#[from] crate::keys::seal::SealError),
     #[error("database: {0}")]
     Store(#[from] crate::storage::StoreError),
     #[error(transparent)]
-    Keys(#[from] keys::KeyError),
+    Keys(#[from] RotationError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -73,51 +85,129 @@ impl Options {
     }
 }
 
-/// What start-up did that the operator must hear about once.
-#[derive(Debug, Default)]
-pub struct Started {
-    pub bootstrap_secret: Option<String>,
-    pub dev_command: Option<String>,
+/// A prepared application: its services, its background work, and what
+/// start-up must announce.
+pub struct Prepared {
+    pub state: AppState,
+    pub started: Started,
+    background: Background,
+    store: Store,
 }
 
-/// Builds the state: store, migrations, master key, signing keys, bootstrap.
-pub async fn prepare(options: Options) -> Result<(AppState, Started), StartError> {
-    let Options { config, clock } = options;
-    config.validate()?;
-    let (master, source) = load_master_key(&config)?;
+/// The master keys from the configuration; a generated one earns a warning.
+pub fn master_keys(config: &Config) -> Result<MasterKeys, StartError> {
+    let (current, source) = load_master_key(config)?;
     if let MasterKeySource::Generated(path) = &source {
         tracing::warn!(
             path = %path.display(),
             "using a master key generated in the data directory; production must pass MAYFLY_MASTER_KEY"
         );
     }
-    let master_previous = match &config.master_key_previous {
+    let previous = match &config.master_key_previous {
         Some(text) => Some(MasterKey::from_text(secrecy::ExposeSecret::expose_secret(text))?),
         None => None,
     };
+    Ok(MasterKeys { current, previous })
+}
+
+/// Builds every service: store, migrations, master key, signing keys, bootstrap.
+pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
+    let Options { config, clock } = options;
+    config.validate()?;
+    let masters = Arc::new(master_keys(&config)?);
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
 
-    let issuer_canonical = tenants::uri::canonicalize(&config.issuer)
-        .map_err(|e| crate::config::ConfigError(format!("MAYFLY_ISSUER: {e}")))?;
-    let config_auth_limit = config.auth_failure_limit;
-    let issues = crate::tokens::commit::IssueWriter::spawn(store.clone());
-    let state = AppState(Arc::new(Inner {
-        config,
+    let issuer_id = IssuerId {
+        url: config.issuer.clone(),
+        canonical: tenants::uri::canonicalize(&config.issuer)
+            .map_err(|e| crate::config::ConfigError(format!("MAYFLY_ISSUER: {e}")))?,
+    };
+    let lifetimes = Lifetimes {
+        default_ttl: config.default_ttl_seconds(),
+        max_ttl: config.max_ttl_seconds(),
+    };
+    let schedule = Schedule {
+        period: config.key_rotation_period,
+        lead: config.key_publish_lead,
+        max_ttl: config.max_ttl,
+    };
+    let audit = AuditLog::new(store.clone());
+    let sweeper_wake = Arc::new(Notify::new());
+    let revocations = Revocations::new(
+        store.clone(),
+        clock.clone(),
+        sweeper_wake.clone(),
+        config.max_ttl,
+        config.key_publish_lead,
+    );
+    let keys = KeyService::new(
+        store.clone(),
+        masters,
+        config.signing_alg,
+        schedule,
+        clock.clone(),
+        revocations.clone(),
+    );
+    keys.ensure_signing_key().await?;
+
+    let boot = Bootstrap {
+        store: &store,
+        clock: &clock,
+        issuer: &issuer_id,
+        admin_secret: config.bootstrap_admin_secret.as_ref(),
+        max_ttl: lifetimes.max_ttl,
+    };
+    let started = Started {
+        bootstrap_secret: bootstrap::ensure_admin(&boot).await?,
+        dev_command: match config.dev {
+            true => Some(bootstrap::seed_demo(&boot).await?),
+            false => None,
+        },
+    };
+
+    let issuer = Issuer::new(
+        store.clone(),
+        keys.keyring().clone(),
+        IssueWriter::spawn(store.clone()),
+        audit.clone(),
+        clock.clone(),
+        issuer_id.clone(),
+        lifetimes,
+    );
+    let state = AppState {
+        verifier: Verifier::new(
+            store.clone(),
+            keys.clone(),
+            audit.clone(),
+            config.issuer.clone(),
+            clock.clone(),
+        ),
+        authn: Authenticator::new(store.clone(), audit.clone(), clock.clone(), config.auth_failure_limit),
+        directory: Directory::new(store.clone(), clock.clone(), revocations.clone(), issuer_id, lifetimes),
+        ledger: Ledger::new(store.clone(), clock.clone()),
+        issuer,
+        keys: keys.clone(),
+        revocations,
+        audit,
+        web: Arc::new(Web {
+            trusted_proxies: config.trusted_proxies.clone(),
+            jwks_max_age: config.jwks_max_age,
+            metrics: crate::http::ops::metrics_handle(),
+            clock: clock.clone(),
+            store: store.clone(),
+        }),
+    };
+    let background = Background {
+        keys,
+        sweeper: Sweeper::new(store.clone(), clock, config.lease_retention, sweeper_wake),
+    };
+    Ok(Prepared {
+        state,
+        started,
+        background,
         store,
-        keyring: Keyring::default(),
-        master,
-        master_previous,
-        clock,
-        issuer_canonical,
-        metrics: crate::http::ops::metrics_handle(),
-        auth_throttle: tenants::authn::FailureThrottle::new(config_auth_limit),
-        sweeper: tokio::sync::Notify::new(),
-        issues,
-    }));
-    bootstrap::ensure_signing_key(&state).await?;
-    let started = bootstrap::ensure_admin(&state).await?;
-    Ok((state, started))
+    })
 }
 
 /// Serves on `listener` until `shutdown` resolves.
@@ -126,32 +216,39 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let (state, started) = prepare(options).await?;
-    announce(&state, &started);
-    serve(state, listener, shutdown).await
+    let prepared = prepare(options).await?;
+    announce(&prepared);
+    serve(prepared, listener, shutdown).await
 }
 
 pub async fn serve(
-    state: AppState,
+    prepared: Prepared,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let background = [
-        crate::bootstrap::spawn_key_refresh(state.clone()),
-        crate::keys::rotation::spawn(state.clone()),
-        crate::leases::sweeper::spawn(state.clone()),
+    let Prepared {
+        state,
+        background,
+        store,
+        ..
+    } = prepared;
+    let tasks = [
+        tokio::spawn(background.keys.clone().run_refresh()),
+        tokio::spawn(background.keys.run_schedule()),
+        tokio::spawn(background.sweeper.run()),
     ];
-    let router = crate::http::router(state.clone());
+    let router = crate::http::router(state);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
-    background.iter().for_each(|t| t.abort());
-    state.store.close().await;
+    tasks.iter().for_each(|t| t.abort());
+    store.close().await;
     Ok(result?)
 }
 
 /// Prints what the operator must see once: the bootstrap secret, the dev command.
-pub fn announce(state: &AppState, started: &Started) {
+pub fn announce(prepared: &Prepared) {
+    let started = &prepared.started;
     if let Some(secret) = &started.bootstrap_secret {
         // Printed to the terminal once, deliberately not through the log pipeline.
         println!(
@@ -162,5 +259,9 @@ pub fn announce(state: &AppState, started: &Started) {
     if let Some(cmd) = &started.dev_command {
         println!("mayfly --dev: a demo tenant is ready. Mint a token for workflow `release`:\n\n{cmd}\n");
     }
-    tracing::info!(issuer = %state.config.issuer, backend = state.store.backend(), "mayfly ready");
+    tracing::info!(
+        issuer = %prepared.state.issuer.id().url,
+        backend = prepared.store.backend(),
+        "mayfly ready"
+    );
 }

@@ -10,12 +10,15 @@ mod bootstrap;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod keys;
 pub mod leases;
 pub mod storage;
 pub mod tenants;
+#[cfg(test)]
+mod testing;
 pub mod tokens;
 
-pub use app::{AppState, Options, launch, prepare, serve};
+pub use app::{AppState, Options, Prepared, launch, prepare, serve};
 pub use config::Config;

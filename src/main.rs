@@ -48,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Print the OpenAPI document (YAML), as committed in openapi.yaml.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,10 +117,14 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Token(args) = command {
         return fetch_token(*args).await;
     }
+    if let Command::Openapi = command {
+        print!("{}", mayfly::http::openapi::yaml().map_err(anyhow::Error::msg)?);
+        return Ok(());
+    }
     let listen = cli.serve.listen;
     let config = Config::from_args(cli.serve)?;
     match command {
-        Command::Token(_) => {}
+        Command::Token(_) | Command::Openapi => {}
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -133,24 +139,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rewrap,
         } => {
-            let (master, _) = mayfly::keys::seal::load_master_key(&config)?;
-            let previous = match &config.master_key_previous {
-                Some(text) => Some(mayfly::keys::MasterKey::from_text(
-                    secrecy::ExposeSecret::expose_secret(text),
-                )?),
-                None => None,
-            };
+            let masters = mayfly::app::master_keys(&config)?;
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             store.migrate().await?;
             let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
-            let n = mayfly::keys::rotation::rewrap(&store, &master, previous.as_ref(), now).await?;
-            println!("re-sealed {n} signing key(s) under master key {}", master.id);
+            let n = mayfly::keys::rotation::rewrap(&store, &masters, now).await?;
+            println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
         }
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
-            let report = mayfly::http::records::verify_chain(&store).await?;
+            let report = mayfly::audit::AuditLog::new(store).verify().await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 std::process::exit(1);

@@ -2,10 +2,15 @@
 //! hash, so any edit or deletion breaks the chain where it happened. Events
 //! carry who/what/for-whom/outcome, never a secret or a token.
 
+pub mod log;
+
 use chrono::{DateTime, Utc};
 use ring::digest;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use uuid::Uuid;
+
+pub use log::AuditLog;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -29,7 +34,7 @@ impl Outcome {
 
 /// One audit event, as stored, hashed and served. Field order is the hash's
 /// canonical order: do not reorder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: Uuid,
     pub at: DateTime<Utc>,
@@ -86,6 +91,67 @@ impl AuditEvent {
     }
 }
 
+/// Where a request came from: stamped on its leases and audit events.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub request_id: String,
+    pub source: String,
+}
+
+/// An administrator acting through the API, known by its admin token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminId {
+    pub client_id: String,
+    pub sub: String,
+    pub jti: String,
+    pub act: Option<serde_json::Value>,
+}
+
+/// Who caused an event and from where. Client ids come first in the record:
+/// a `sub` is chosen by the caller, a client id is authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The `admin` field of events: the admin's identity, or `{"system": …}`.
+    pub identity: serde_json::Value,
+    pub act: Option<serde_json::Value>,
+    pub origin: Origin,
+}
+
+impl Caller {
+    pub fn admin(admin: &AdminId, origin: Origin) -> Self {
+        let mut identity = json!({"client_id": admin.client_id, "sub": admin.sub, "jti": admin.jti});
+        if let Some(act) = &admin.act {
+            identity["act"] = act.clone();
+        }
+        Self {
+            identity,
+            act: admin.act.clone(),
+            origin,
+        }
+    }
+
+    /// mayfly itself (start-up, the key schedule, a CLI command).
+    pub fn system(what: &str) -> Self {
+        Self {
+            identity: json!({"system": what}),
+            act: None,
+            origin: Origin::default(),
+        }
+    }
+
+    /// A successful event attributed to this caller.
+    pub fn event(&self, action: &str, at: DateTime<Utc>) -> AuditEvent {
+        let mut e = AuditEvent::new(action, Outcome::Success, at);
+        e.admin = Some(self.identity.clone());
+        e.actor = self.act.clone();
+        if !self.origin.request_id.is_empty() {
+            e.request_id = Some(self.origin.request_id.clone());
+            e.source = Some(self.origin.source.clone());
+        }
+        e
+    }
+}
+
 /// A stored event with its place in the chain.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChainedEvent {
@@ -96,7 +162,7 @@ pub struct ChainedEvent {
     pub hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verification {
     pub ok: bool,
     pub checked: u64,

@@ -4,40 +4,92 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 use crate::tenants::GLOBAL_ADMIN_SCOPE;
 
-pub async fn metadata(State(state): State<AppState>) -> Response {
-    let issuer = &state.config.issuer;
-    let body = json!({
-        "issuer": issuer,
-        "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
-        "token_endpoint": format!("{issuer}/oauth2/token"),
-        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
-        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-        "grant_types_supported": [super::oauth::GRANT_CLIENT_CREDENTIALS],
-        "response_types_supported": ["token"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": [GLOBAL_ADMIN_SCOPE],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["ES256"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-        "code_challenge_methods_supported": ["S256"],
-    });
+/// RFC 8414 authorization server metadata.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    grant_types_supported: Vec<&'static str>,
+    response_types_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    /// mayfly's own admin scopes only, never tenants' scopes.
+    scopes_supported: Vec<&'static str>,
+    subject_types_supported: Vec<&'static str>,
+    id_token_signing_alg_values_supported: Vec<&'static str>,
+    token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
+    code_challenge_methods_supported: Vec<&'static str>,
+}
+
+/// A JSON Web Key Set (RFC 7517).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jwks {
+    keys: Vec<serde_json::Value>,
+}
+
+fn metadata_for(issuer: &str) -> ServerMetadata {
+    let secret_methods = vec!["client_secret_basic", "client_secret_post"];
+    ServerMetadata {
+        issuer: issuer.to_string(),
+        authorization_endpoint: format!("{issuer}/oauth2/authorize"),
+        token_endpoint: format!("{issuer}/oauth2/token"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        introspection_endpoint: format!("{issuer}/oauth2/introspect"),
+        revocation_endpoint: format!("{issuer}/oauth2/revoke"),
+        grant_types_supported: vec![super::oauth::GRANT_CLIENT_CREDENTIALS],
+        response_types_supported: vec!["token"],
+        token_endpoint_auth_methods_supported: secret_methods.clone(),
+        introspection_endpoint_auth_methods_supported: secret_methods.clone(),
+        revocation_endpoint_auth_methods_supported: secret_methods,
+        scopes_supported: vec![GLOBAL_ADMIN_SCOPE],
+        subject_types_supported: vec!["public"],
+        id_token_signing_alg_values_supported: vec!["ES256"],
+        token_endpoint_auth_signing_alg_values_supported: vec!["ES256"],
+        code_challenge_methods_supported: vec!["S256"],
+    }
+}
+
+fn cached(body: ServerMetadata) -> Response {
     let mut res = Json(body).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     res
 }
 
-pub async fn jwks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let set = state.keyring.current();
-    let cache = format!("public, max-age={}", state.config.jwks_max_age.as_secs());
+/// Authorization server metadata (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, description = "OK.", body = ServerMetadata)))]
+pub async fn metadata(State(AppState { issuer, .. }): State<AppState>) -> Response {
+    cached(metadata_for(&issuer.id().url))
+}
+
+/// The same metadata, at the OpenID discovery location.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "OK.", body = ServerMetadata)))]
+pub async fn openid_configuration(State(AppState { issuer, .. }): State<AppState>) -> Response {
+    cached(metadata_for(&issuer.id().url))
+}
+
+/// Every `next`, `active` and `retired` public signing key. Cacheable for
+/// MAYFLY_JWKS_MAX_AGE, with an ETag (If-None-Match answers 304).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery",
+    params(("If-None-Match" = Option<String>, Header)),
+    responses((status = 200, description = "OK.", body = Jwks, headers(("ETag" = String), ("Cache-Control" = String))),
+        (status = 304, description = "Not modified.")))]
+pub async fn jwks(State(AppState { keys, web, .. }): State<AppState>, headers: HeaderMap) -> Response {
+    let set = keys.keyring().current();
+    let cache = format!("public, max-age={}", web.jwks_max_age.as_secs());
     let mut res = if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

@@ -8,8 +8,64 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
+
+use crate::error::Error;
 use crate::storage::StoreError;
 use crate::tenants::Invalid;
+use crate::tenants::authn::Refused;
+
+/// An admin API error: a stable code and a message safe to show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+/// RFC 6749 §5.2 error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// Invalid input (`invalid_body`, `malformed_json`, `invalid_query`, `invalid_path`); nothing changed.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct BadRequest(#[to_schema] ErrorBody);
+/// No valid admin token (`unauthorized`).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct Unauthorized(#[to_schema] ErrorBody);
+/// The token does not administer this (`forbidden`).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct Forbidden(#[to_schema] ErrorBody);
+/// No such object in this tenant (`not_found`).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct NotFound(#[to_schema] ErrorBody);
+/// The identifier is taken, or the change would break an invariant (`conflict`).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct Conflict(#[to_schema] ErrorBody);
+/// Well-formed but invalid (`validation_failed`); nothing changed.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct Unprocessable(#[to_schema] ErrorBody);
+/// An OAuth error (`invalid_request`, `invalid_scope`, `invalid_target`, `unauthorized_client`, …).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct OAuthBadRequest(#[to_schema] OAuthErrorBody);
+/// Client authentication failed (`invalid_client`), with a Basic challenge.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct OAuthInvalidClient(#[to_schema] OAuthErrorBody);
+/// Too many failed authentications (`temporarily_unavailable`), with Retry-After.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct OAuthThrottled(#[to_schema] OAuthErrorBody);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -65,8 +121,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("object"),
             StoreError::Conflict(_) => ApiError::conflict("an object with this identifier already exists"),
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-            | StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")
             }
@@ -78,6 +133,42 @@ impl From<StoreError> for ApiError {
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
         ApiError::unprocessable(e.to_string())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(what) => ApiError::not_found(what),
+            Error::Conflict(m) => ApiError::conflict(m),
+            Error::Invalid(i) => i.into(),
+            Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Throttled(wait) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many failed authentications from this address; retry in {wait} s"),
+            ),
+            Refused::Invalid => ApiError::unauthorized("client authentication failed"),
+            Refused::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<Refused> for OAuthError {
+    fn from(e: Refused) -> Self {
+        match e {
+            Refused::Throttled(wait) => OAuthError::throttled(wait),
+            Refused::Invalid => OAuthError::invalid_client(),
+            Refused::Store(e) => e.into(),
+        }
     }
 }
 
@@ -146,8 +237,7 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-            | StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 OAuthError::new("temporarily_unavailable", "the database is unavailable; retry shortly")
             }

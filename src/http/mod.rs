@@ -1,14 +1,23 @@
 //! The HTTP surface: routes, middleware (request ids, spans, metrics, limits)
-//! and one module per route group. Handlers read top-down: extract →
-//! authorize → domain call → response.
+//! and one module per resource. Handlers read top-down: extract (the
+//! authorization extractors hand them the permitted object) → one service
+//! call → response. No domain decision is made here.
 
-pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod body;
+pub mod clients;
 pub mod discovery;
 pub mod error;
-pub mod extract;
+pub mod keys;
+pub mod leases;
 pub mod oauth;
+pub mod openapi;
 pub mod ops;
-pub mod records;
+pub mod pagination;
+pub mod resources;
+pub mod revocations;
+pub mod tenants;
 
 use std::time::{Duration, Instant};
 
@@ -16,12 +25,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 
@@ -34,81 +45,48 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The router and the list of its paths (for the OpenAPI drift test).
-pub struct Routes {
-    router: Router<AppState>,
-    pub paths: Vec<&'static str>,
-}
-
-impl Routes {
-    fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Self {
-        self.paths.push(path);
-        self.router = self.router.route(path, methods);
-        self
-    }
-}
-
-pub fn routes() -> Routes {
-    Routes {
-        router: Router::new(),
-        paths: Vec::new(),
-    }
-    .route("/.well-known/oauth-authorization-server", get(discovery::metadata))
-    .route("/.well-known/openid-configuration", get(discovery::metadata))
-    .route("/.well-known/jwks.json", get(discovery::jwks))
-    .route("/oauth2/authorize", get(oauth::authorize))
-    .route("/oauth2/token", post(oauth::token))
-    .route("/oauth2/introspect", post(oauth::introspect))
-    .route("/oauth2/revoke", post(oauth::revoke))
-    .route("/v1/tenants", post(admin::create_tenant).get(admin::list_tenants))
-    .route(
-        "/v1/tenants/{tenant}",
-        get(admin::get_tenant).delete(admin::delete_tenant),
-    )
-    .route(
-        "/v1/tenants/{tenant}/resources",
-        post(admin::create_resource).get(admin::list_resources),
-    )
-    .route(
-        "/v1/tenants/{tenant}/resources/{id}",
-        get(admin::get_resource)
-            .patch(admin::update_resource)
-            .delete(admin::delete_resource),
-    )
-    .route(
-        "/v1/tenants/{tenant}/clients",
-        post(admin::create_client).get(admin::list_clients),
-    )
-    .route(
-        "/v1/tenants/{tenant}/clients/{client_id}",
-        get(admin::get_client)
-            .patch(admin::update_client)
-            .delete(admin::delete_client),
-    )
-    .route(
-        "/v1/tenants/{tenant}/clients/{client_id}/secrets",
-        post(admin::rotate_secret),
-    )
-    .route("/v1/tenants/{tenant}/leases", get(records::list_leases))
-    .route("/v1/tenants/{tenant}/leases/{lease_id}", get(records::get_lease))
-    .route(
-        "/v1/tenants/{tenant}/revocations",
-        post(records::create_revocation).get(records::list_revocations),
-    )
-    .route("/v1/tenants/{tenant}/audit", get(records::list_audit))
-    .route("/v1/revocations", get(records::revocation_feed))
-    .route("/v1/audit/verify", get(records::verify_audit))
-    .route("/v1/keys", get(records::list_keys))
-    .route("/v1/keys/rotate", post(records::rotate_keys))
-    .route("/v1/keys/{kid}/revoke", post(records::revoke_key))
-    .route("/healthz", get(ops::healthz))
-    .route("/readyz", get(ops::readyz))
-    .route("/metrics", get(ops::metrics))
+/// Every route, with its OpenAPI operation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(discovery::metadata))
+        .routes(routes!(discovery::openid_configuration))
+        .routes(routes!(discovery::jwks))
+        .routes(routes!(oauth::authorize))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
+        .routes(routes!(resources::create_resource, resources::list_resources))
+        .routes(routes!(
+            resources::get_resource,
+            resources::update_resource,
+            resources::delete_resource
+        ))
+        .routes(routes!(clients::create_client, clients::list_clients))
+        .routes(routes!(
+            clients::get_client,
+            clients::update_client,
+            clients::delete_client
+        ))
+        .routes(routes!(clients::rotate_secret))
+        .routes(routes!(leases::list_leases))
+        .routes(routes!(leases::get_lease))
+        .routes(routes!(revocations::create_revocation, revocations::list_revocations))
+        .routes(routes!(revocations::revocation_feed))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(keys::list_keys))
+        .routes(routes!(keys::rotate_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
 }
 
 pub fn router(state: AppState) -> Router {
-    routes()
-        .router
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetSensitiveRequestHeadersLayer::new([

@@ -5,32 +5,112 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::TimeDelta;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::OAuthError;
-use super::extract::{OAuthParams, admin_from_token, authenticate_client, client_credentials};
+use super::auth::{AdminScope, admin_from_token, bearer, client_credentials};
+use super::body::OAuthParams;
+use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled};
 use crate::app::AppState;
-use crate::audit::{AuditEvent, Outcome, actions};
-use crate::leases::Selector;
-use crate::storage::{NewRevocation, StoreError};
+use crate::audit::Origin;
 use crate::tenants::{Client, ClientKind};
-use crate::tokens::issuer::{self, Meta, MintError};
+use crate::tokens::issuer::MintError;
 use crate::tokens::policy::MintRequest;
-use crate::tokens::validate::{self, Validity};
+use crate::tokens::validate::Introspecting;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-/// Authenticates the calling client by its credentials in the request.
-async fn authenticate(state: &AppState, params: &OAuthParams, meta: &Meta) -> Result<Client, OAuthError> {
-    let creds = client_credentials(params)?;
-    Ok(authenticate_client(state, &creds, meta).await?)
+/// `POST /oauth2/token`, form-encoded. Client authentication is
+/// `client_secret_basic` or `client_secret_post`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: the form is read by OAuthParams
+pub struct TokenRequest {
+    #[schema(example = "client_credentials")]
+    grant_type: String,
+    /// The MCP server's URI (RFC 8707); `audience` is a synonym.
+    #[schema(max_length = 2048)]
+    resource: Option<String>,
+    #[schema(max_length = 2048)]
+    audience: Option<String>,
+    /// Space-separated; absent = the client's scopes on that resource.
+    scope: Option<String>,
+    /// Required unless the client serves exactly one workflow.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$", max_length = 128)]
+    workflow: Option<String>,
+    /// The token's `sub`; defaults to the client id.
+    #[schema(max_length = 256)]
+    workload: Option<String>,
+    /// Seconds; capped by the client, the resource and MAYFLY_MAX_TTL.
+    #[schema(minimum = 1)]
+    expires_in: Option<i64>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
-pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParams) -> Result<Response, OAuthError> {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    /// What was granted (requested scopes the client lacks are dropped).
+    pub scope: String,
+}
+
+/// RFC 7662 answer: `{"active": false}` alone, or the token's claims.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<ActiveClaims>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveClaims {
+    pub token_type: &'static str,
+    pub scope: String,
+    pub client_id: String,
+    pub sub: String,
+    pub aud: String,
+    pub iss: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub tenant: String,
+    pub workflow: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
+}
+
+/// `POST /oauth2/introspect` and `/oauth2/revoke`, form-encoded.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: the form is read by OAuthParams
+pub struct TokenParam {
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// Authenticates the calling client by its credentials in the request.
+async fn authenticate(state: &AppState, params: &OAuthParams, origin: &Origin) -> Result<Client, OAuthError> {
+    let creds = client_credentials(params)?;
+    let client = state.authn.authenticate(&creds, origin).await?;
+    super::record_span(&client.tenant_id, Some(&client.client_id));
+    Ok(client)
+}
+
+/// Mint a token.
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "OK.", body = TokenResponse, headers(("Cache-Control" = String))),
+        (status = 400, response = OAuthBadRequest), (status = 401, response = OAuthInvalidClient),
+        (status = 429, response = OAuthThrottled)))]
+pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthParams) -> Result<Response, OAuthError> {
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
@@ -49,7 +129,7 @@ pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParam
             ));
         }
     }
-    let client = authenticate(&state, &params, &meta).await?;
+    let client = authenticate(&state, &params, &origin).await?;
     let resource = match (params.get("resource"), params.get("audience")) {
         (Some(r), Some(a)) if r != a => {
             return Err(OAuthError::invalid_request(
@@ -64,7 +144,7 @@ pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParam
         workload: params.get("workload"),
         expires_in: params.get("expires_in"),
     };
-    let issued = match issuer::issue(&state, &client, resource, &request, &meta).await {
+    let issued = match state.issuer.mint(&client, resource, &request, &origin).await {
         Ok(issued) => issued,
         Err(MintError::Denied(d)) => return Err(OAuthError::new(d.code(), d.message())),
         Err(MintError::NoSigningKey) => {
@@ -75,12 +155,12 @@ pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParam
     let span = tracing::Span::current();
     span.record("workflow", issued.lease.workflow.as_str());
     span.record("workload", issued.lease.workload.as_str());
-    let mut res = Json(json!({
-        "access_token": issued.access_token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    }))
+    let mut res = Json(TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        scope: issued.scope,
+    })
     .into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -89,150 +169,109 @@ pub async fn token(State(state): State<AppState>, meta: Meta, params: OAuthParam
     Ok(res)
 }
 
+/// Is this token active? For `resource_server` clients of the token's
+/// tenant (Basic or form credentials) and admins (Bearer).
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "OK.", body = Introspection), (status = 400, response = OAuthBadRequest),
+        (status = 401, response = OAuthInvalidClient), (status = 403, response = OAuthBadRequest),
+        (status = 429, response = OAuthThrottled)))]
 pub async fn introspect(
     State(state): State<AppState>,
-    meta: Meta,
+    origin: Origin,
     params: OAuthParams,
-) -> Result<Response, OAuthError> {
+) -> Result<Json<Introspection>, OAuthError> {
     // The caller: a resource_server client (its tenant only) or an admin token.
-    let bearer = params
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let (caller_tenant, caller_id) = match bearer {
+    let caller = match bearer(&params.headers) {
         Some(token) => {
-            let admin = admin_from_token(&state, &token, meta.clone())
+            let admin = admin_from_token(&state, token, origin.clone())
                 .await
                 .map_err(|_| OAuthError::invalid_client())?;
             let tenant = match admin.scope {
-                super::extract::AdminScope::Global => None,
-                super::extract::AdminScope::Tenant(t) => Some(t),
+                AdminScope::Global => None,
+                AdminScope::Tenant(t) => Some(t),
             };
-            (tenant, admin.client_id)
+            Introspecting {
+                tenant,
+                client_id: admin.id.client_id,
+            }
         }
         None => {
-            let client = authenticate(&state, &params, &meta).await?;
+            let client = authenticate(&state, &params, &origin).await?;
             if client.kind != ClientKind::ResourceServer {
                 return Err(OAuthError {
                     status: StatusCode::FORBIDDEN,
                     ..OAuthError::new("unauthorized_client", "only resource_server clients may introspect")
                 });
             }
-            (Some(client.tenant_id), client.client_id)
+            Introspecting {
+                tenant: Some(client.tenant_id),
+                client_id: client.client_id,
+            }
         }
     };
     let token = params
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
-    let now = state.clock.now();
-    let validity = validate::check_fresh(&state, token).await?;
-    let (reason, claims) = match validity {
-        Validity::Active { claims, .. } if caller_tenant.as_ref().is_none_or(|t| *t == claims.tenant) => {
-            let mut body = json!({
-                "active": true,
-                "token_type": "Bearer",
-                "scope": claims.scope,
-                "client_id": claims.client_id,
-                "sub": claims.sub,
-                "aud": claims.aud,
-                "iss": claims.iss,
-                "exp": claims.exp,
-                "iat": claims.iat,
-                "nbf": claims.nbf,
-                "jti": claims.jti,
-                "tenant": claims.tenant,
-                "workflow": claims.workflow,
-            });
-            if let Some(act) = claims.act {
-                body["act"] = act;
-            }
-            metrics::counter!("mayfly_introspections_total", "active" => "true").increment(1);
-            return Ok(Json(body).into_response());
-        }
-        Validity::Active { claims, .. } => ("other_tenant", Some(claims)),
-        // Another tenant's token: say nothing about its state, even in our own log.
-        Validity::Inactive {
-            claims: Some(claims), ..
-        } if caller_tenant.as_ref().is_some_and(|t| *t != claims.tenant) => ("other_tenant", Some(claims)),
-        Validity::Inactive { reason, claims } => (reason, claims),
-    };
-    // Inactive: audited for the caller's tenant, naming the lease only when it is theirs.
-    let mut event = AuditEvent::new(actions::TOKEN_INTROSPECTED, Outcome::Denied, now);
-    event.reason = Some(reason.to_string());
-    event.tenant = caller_tenant.clone();
-    event.client_id = Some(caller_id);
-    if let Some(c) = claims.filter(|c| caller_tenant.as_ref().is_none_or(|t| *t == c.tenant)) {
-        event.tenant = Some(c.tenant);
-        event.workflow = Some(c.workflow);
-        event.workload = Some(c.sub);
-        event.resource = Some(c.aud);
-        event.lease_id = c.jti.parse().ok();
-    }
-    event.request_id = Some(meta.request_id);
-    event.source = Some(meta.source);
-    state.store.append_audit(&[event]).await?;
-    metrics::counter!("mayfly_introspections_total", "active" => "false").increment(1);
-    Ok(Json(json!({"active": false})).into_response())
+    let claims = state.verifier.introspect(&caller, token, &origin).await?;
+    Ok(Json(match claims {
+        None => Introspection::default(),
+        Some(c) => Introspection {
+            active: true,
+            claims: Some(ActiveClaims {
+                token_type: "Bearer",
+                scope: c.scope,
+                client_id: c.client_id,
+                sub: c.sub,
+                aud: c.aud,
+                iss: c.iss,
+                exp: c.exp,
+                iat: c.iat,
+                nbf: c.nbf,
+                jti: c.jti,
+                tenant: c.tenant,
+                workflow: c.workflow,
+                act: c.act,
+            }),
+        },
+    }))
 }
 
 /// RFC 7009: a client revokes a token it holds. Unknown or foreign tokens get
 /// the same empty 200, as the RFC asks.
-pub async fn revoke(State(state): State<AppState>, meta: Meta, params: OAuthParams) -> Result<Response, OAuthError> {
-    let client = authenticate(&state, &params, &meta).await?;
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Revoked, or not a token of this client."),
+        (status = 400, response = OAuthBadRequest), (status = 401, response = OAuthInvalidClient),
+        (status = 429, response = OAuthThrottled)))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    origin: Origin,
+    params: OAuthParams,
+) -> Result<StatusCode, OAuthError> {
+    let client = authenticate(&state, &params, &origin).await?;
     let token = params
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
-    let keys = state.keyring.current();
-    let now = state.clock.now();
-    let claims = match validate::check_offline(token, &keys, &state.config.issuer, now) {
-        Ok(c) => c,
-        Err(_) => return Ok(StatusCode::OK.into_response()),
+    let Ok(claims) = state.verifier.check_offline(token) else {
+        return Ok(StatusCode::OK);
     };
     let Ok(lease_id) = claims.jti.parse::<Uuid>() else {
-        return Ok(StatusCode::OK.into_response());
+        return Ok(StatusCode::OK);
     };
-    if claims.client_id != client.client_id || claims.tenant != client.tenant_id {
-        return Ok(StatusCode::OK.into_response());
+    if claims.client_id == client.client_id && claims.tenant == client.tenant_id {
+        state
+            .revocations
+            .revoke_held(&client.tenant_id, &client.client_id, lease_id, &origin)
+            .await?;
     }
-    match state.store.get_lease(lease_id).await {
-        Ok(lease) if lease.revoked_at.is_none() && lease.client_id == client.client_id => {
-            let selector = Selector::Lease(lease_id);
-            let mut tx = state.store.begin().await?;
-            let rule = tx
-                .insert_revocation(&NewRevocation {
-                    id: Uuid::now_v7(),
-                    tenant_id: Some(&client.tenant_id),
-                    selector: &selector,
-                    reason: "revoked by its holder (RFC 7009)",
-                    created_by: Some(json!({"client_id": client.client_id})),
-                    now,
-                    prune_after: now + TimeDelta::seconds(state.config.max_ttl_seconds()),
-                    forever: false,
-                })
-                .await?;
-            let mut event = AuditEvent::new(actions::TOKEN_REVOKED, Outcome::Success, now);
-            event.tenant = Some(lease.tenant_id);
-            event.workflow = Some(lease.workflow);
-            event.workload = Some(lease.workload);
-            event.client_id = Some(lease.client_id);
-            event.resource = Some(lease.resource);
-            event.lease_id = Some(lease.id);
-            event.reason = Some(format!("revocation {}", rule.id));
-            event.request_id = Some(meta.request_id);
-            event.source = Some(meta.source);
-            tx.append_audit(&[event]).await?;
-            tx.commit().await?;
-        }
-        Ok(_) | Err(StoreError::NotFound) => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(StatusCode::OK.into_response())
+    Ok(StatusCode::OK)
 }
 
 /// There is no interactive flow; the endpoint exists because MCP clients
 /// require `authorization_endpoint` in the metadata.
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth",
+    responses((status = 400, response = OAuthBadRequest)))]
 pub async fn authorize() -> OAuthError {
     OAuthError::new(
         "unsupported_response_type",

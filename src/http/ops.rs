@@ -7,7 +7,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::AppState;
 
@@ -25,36 +26,58 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    let db = state.store.ping().await.is_ok();
-    let key = state.keyring.current().active.is_some() && !state.keyring.is_stale();
-    let writer = state.issues.is_running();
-    let status = if db && key && writer {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    database: bool,
+    signing_key: bool,
+    lease_writer: bool,
+    backend: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "OK.", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Ready to mint: database reachable, signing key loaded, lease writer running.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "OK.", body = Readiness), (status = 503, description = "Not ready.", body = Readiness)))]
+pub async fn readyz(State(AppState { web, keys, issuer, .. }): State<AppState>) -> Response {
+    let database = web.store.ping().await.is_ok();
+    let signing_key = keys.keyring().current().active.is_some() && !keys.keyring().is_stale();
+    let lease_writer = issuer.is_writing();
+    let ready = database && signing_key && lease_writer;
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        database,
+        signing_key,
+        lease_writer,
+        backend: web.store.backend(),
+    };
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
-            "database": db,
-            "signing_key": key,
-            "lease_writer": writer,
-            "backend": state.store.backend(),
-        })),
-    )
-        .into_response()
+    (status, Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain")))]
+pub async fn metrics(State(AppState { web, .. }): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        web.metrics.render(),
     )
         .into_response()
 }

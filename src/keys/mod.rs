@@ -5,6 +5,8 @@
 pub mod rotation;
 pub mod seal;
 
+pub use rotation::{KeyService, Schedule};
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -41,6 +43,20 @@ impl Alg {
             "EdDSA" => Some(Alg::EdDsa),
             _ => None,
         }
+    }
+}
+
+impl TryFrom<String> for Alg {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Alg::parse(&s).ok_or_else(|| format!("unknown signing algorithm `{s}` in store"))
+    }
+}
+
+impl TryFrom<String> for KeyState {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        KeyState::parse(&s).ok_or_else(|| format!("unknown key state `{s}` in store"))
     }
 }
 
@@ -277,8 +293,10 @@ pub fn generate(alg: Alg) -> Result<Generated, KeyError> {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredKey {
     pub kid: String,
-    pub alg: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub alg: Alg,
+    #[sqlx(try_from = "String")]
+    pub state: KeyState,
     pub public_jwk: sqlx::types::Json<serde_json::Value>,
     pub sealed_private: Option<Vec<u8>>,
     pub master_key_id: String,
@@ -287,12 +305,6 @@ pub struct StoredKey {
     pub activated_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
     pub removed_at: Option<DateTime<Utc>>,
-}
-
-impl StoredKey {
-    pub fn state(&self) -> Option<KeyState> {
-        KeyState::parse(&self.state)
-    }
 }
 
 /// What the keyring holds at one moment: the signer and every published key.
@@ -316,17 +328,10 @@ impl KeySet {
         let mut set = KeySet::default();
         let mut jwks = Vec::new();
         for row in rows {
-            let state = KeyState::parse(&row.state).ok_or_else(|| KeyError::Stored {
-                kid: row.kid.clone(),
-                why: format!("unknown state {}", row.state),
-            })?;
+            let (state, alg) = (row.state, row.alg);
             if !state.is_published() {
                 continue;
             }
-            let alg = Alg::parse(&row.alg).ok_or_else(|| KeyError::Stored {
-                kid: row.kid.clone(),
-                why: format!("unknown alg {}", row.alg),
-            })?;
             let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0)?;
             jwks.push(verifying.jwk());
             if state == KeyState::Active {
@@ -364,7 +369,7 @@ impl KeySet {
 pub fn check_all_open(rows: &[StoredKey], master: &MasterKey, previous: Option<&MasterKey>) -> Result<(), KeyError> {
     for row in rows
         .iter()
-        .filter(|r| matches!(r.state(), Some(KeyState::Next | KeyState::Active)))
+        .filter(|r| matches!(r.state, KeyState::Next | KeyState::Active))
     {
         let Some(sealed) = row.sealed_private.as_deref() else {
             continue;

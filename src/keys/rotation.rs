@@ -7,324 +7,562 @@
 //! MAYFLY_KEY_PUBLISH_LEAD before it signs, so a verifier holding a JWKS
 //! no older than its max-age never meets an unknown `kid`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::json;
-use uuid::Uuid;
 
-use super::{KeySet, KeyState, StoredKey, generate};
-use crate::app::AppState;
-use crate::audit::{AuditEvent, Outcome, actions};
-use crate::leases::{Revocation, Selector};
+use super::{Alg, KeyError, KeySet, KeyState, Keyring, MasterKey, StoredKey, generate};
+use crate::audit::{AuditEvent, Caller, actions};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::leases::{Cover, Revocation, Revocations, Selector};
 use crate::storage::keys::NewKey;
-use crate::storage::{NewRevocation, StoreError, Tx};
+use crate::storage::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Key(#[from] super::KeyError),
-    #[error("key {0} is not published (already revoked or removed)")]
-    NotPublished(String),
+    Key(#[from] KeyError),
+}
+
+impl From<RotationError> for Error {
+    fn from(e: RotationError) -> Self {
+        match e {
+            RotationError::Store(e) => Error::or_not_found("key")(e),
+            // A key that cannot be generated or opened is a server fault.
+            RotationError::Key(e) => Error::Store(StoreError::Corrupt(e.to_string())),
+        }
+    }
 }
 
 fn delta(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// How often replicas look at the schedule, and reload keys: a small
-/// fraction of the publish lead, between 100 ms and 5 s.
-pub fn tick_interval(lead: Duration) -> Duration {
-    (lead / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+/// The rotation schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub period: Duration,
+    /// How long a key is published before it signs.
+    pub lead: Duration,
+    /// The ceiling on token lifetimes.
+    pub max_ttl: Duration,
 }
 
-/// A retired key stays published until its last token has expired: the
-/// ceiling on token lifetimes plus the publish lead as allowance for clock
-/// skew and for replicas still signing with it until they reload.
-fn removal_grace(state: &AppState) -> TimeDelta {
-    delta(state.config.max_ttl) + delta(state.config.key_publish_lead)
+impl Schedule {
+    /// How often replicas look at the schedule, and reload keys: a small
+    /// fraction of the publish lead, between 100 ms and 5 s.
+    pub fn tick_interval(&self) -> Duration {
+        (self.lead / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// A retired key stays published until its last token has expired: the
+    /// ceiling on token lifetimes plus the publish lead as allowance for
+    /// clock skew and for replicas still signing with it until they reload.
+    fn removal_grace(&self) -> TimeDelta {
+        delta(self.max_ttl) + delta(self.lead)
+    }
 }
 
-fn key_event(
-    action: &str,
-    kid: &str,
-    now: DateTime<Utc>,
-    reason: String,
-    admin: Option<serde_json::Value>,
-) -> AuditEvent {
-    let mut e = AuditEvent::new(action, Outcome::Success, now);
+/// The master keys that seal private halves: the current one, and the one
+/// being rotated away from while `mayfly keys rewrap` runs.
+#[derive(Debug)]
+pub struct MasterKeys {
+    pub current: MasterKey,
+    pub previous: Option<MasterKey>,
+}
+
+impl MasterKeys {
+    fn load(&self, rows: &[StoredKey]) -> Result<KeySet, KeyError> {
+        KeySet::from_stored(rows, &self.current, self.previous.as_ref())
+    }
+}
+
+/// Signing keys as a service: the schedule, emergency revocation, and the
+/// keyring every replica signs and verifies with.
+#[derive(Clone)]
+pub struct KeyService {
+    store: Store,
+    keyring: Arc<Keyring>,
+    masters: Arc<MasterKeys>,
+    alg: Alg,
+    schedule: Schedule,
+    clock: Arc<dyn Clock>,
+    revocations: Revocations,
+}
+
+fn key_event(action: &str, kid: &str, now: DateTime<Utc>, reason: String, caller: &Caller) -> AuditEvent {
+    let mut e = caller.event(action, now);
     e.reason = Some(format!("{kid}: {reason}"));
-    e.admin = admin.or_else(|| Some(json!({"system": "key-rotation"})));
     e
 }
 
-/// Generates a key, seals it and stores it in `state`.
-pub async fn create_key(
-    state: &AppState,
-    tx: &mut Tx,
-    key_state: KeyState,
-    now: DateTime<Utc>,
-    activates_at: Option<DateTime<Utc>>,
-) -> Result<String, RotationError> {
-    let alg = state.config.signing_alg;
-    let generated = generate(alg)?;
-    let kid = generated.verifying.kid.clone();
-    let sealed = state.master.seal(&generated.pkcs8, kid.as_bytes());
-    tx.insert_key(&NewKey {
-        kid: &kid,
-        alg: alg.as_str(),
-        state: key_state.as_str(),
-        public_jwk: &generated.verifying.jwk(),
-        sealed_private: &sealed,
-        master_key_id: &state.master.id,
-        now,
-        activates_at,
-    })
-    .await?;
-    Ok(kid)
-}
-
 fn find(keys: &[StoredKey], s: KeyState) -> Option<&StoredKey> {
-    keys.iter().find(|k| k.state() == Some(s))
+    keys.iter().find(|k| k.state == s)
 }
 
-/// Retires the active key (if any) and activates `next`.
-async fn promote(
-    tx: &mut Tx,
-    keys: &[StoredKey],
-    next: &str,
-    now: DateTime<Utc>,
-    events: &mut Vec<AuditEvent>,
-    admin: Option<serde_json::Value>,
-) -> Result<(), RotationError> {
-    if let Some(active) = find(keys, KeyState::Active) {
-        tx.set_key_state(&active.kid, KeyState::Retired.as_str(), now).await?;
-    }
-    tx.set_key_state(next, KeyState::Active.as_str(), now).await?;
-    let from = find(keys, KeyState::Active).map_or("none".to_string(), |k| k.kid.clone());
-    events.push(key_event(
-        actions::KEY_ROTATED,
-        next,
-        now,
-        format!("now signing; retired {from}"),
-        admin,
-    ));
-    Ok(())
-}
-
-/// One look at the schedule. Returns whether anything changed.
-pub async fn tick(state: &AppState) -> Result<bool, RotationError> {
-    let mut tx = state.store.begin().await?;
-    tx.lock_chain().await?;
-    let now = tx.db_now(state.clock.now()).await?;
-    let keys = tx.list_keys().await?;
-    let period = delta(state.config.key_rotation_period);
-    let lead = delta(state.config.key_publish_lead);
-    let mut events = Vec::new();
-
-    let mut next = find(&keys, KeyState::Next).cloned();
-    if let Some(n) = &next {
-        let due = n.activates_at.is_none_or(|t| t <= now);
-        let published_long_enough = n.created_at + lead <= now;
-        if due && published_long_enough {
-            promote(&mut tx, &keys, &n.kid, now, &mut events, None).await?;
-            next = None;
+impl KeyService {
+    pub fn new(
+        store: Store,
+        masters: Arc<MasterKeys>,
+        alg: Alg,
+        schedule: Schedule,
+        clock: Arc<dyn Clock>,
+        revocations: Revocations,
+    ) -> Self {
+        Self {
+            store,
+            keyring: Arc::new(Keyring::default()),
+            masters,
+            alg,
+            schedule,
+            clock,
+            revocations,
         }
     }
-    if next.is_none() {
-        let base = if events.is_empty() {
-            find(&keys, KeyState::Active)
-                .and_then(|k| k.activated_at)
-                .unwrap_or(now)
-        } else {
-            now
-        };
-        let activates_at = (base + period).max(now + lead);
-        let kid = create_key(state, &mut tx, KeyState::Next, now, Some(activates_at)).await?;
-        events.push(key_event(
-            actions::KEY_CREATED,
-            &kid,
-            now,
-            format!("published; signs from {activates_at}"),
-            None,
-        ));
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
     }
-    let grace = removal_grace(state);
-    for k in keys.iter().filter(|k| k.state() == Some(KeyState::Retired)) {
-        if k.retired_at.is_some_and(|t| t + grace <= now) {
-            tx.set_key_state(&k.kid, KeyState::Removed.as_str(), now).await?;
-            events.push(key_event(
-                actions::KEY_REMOVED,
-                &k.kid,
+
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// Generates a key, seals it and stores it.
+    async fn create_key(
+        &self,
+        tx: &mut Tx,
+        state: KeyState,
+        now: DateTime<Utc>,
+        activates_at: Option<DateTime<Utc>>,
+    ) -> Result<String, RotationError> {
+        let generated = generate(self.alg)?;
+        let kid = generated.verifying.kid.clone();
+        let master = &self.masters.current;
+        let sealed = master.seal(&generated.pkcs8, kid.as_bytes());
+        tx.conn()
+            .insert_key(&NewKey {
+                kid: &kid,
+                alg: self.alg,
+                state,
+                public_jwk: &generated.verifying.jwk(),
+                sealed_private: &sealed,
+                master_key_id: &master.id,
                 now,
-                "every token it signed has expired; private key destroyed".into(),
-                None,
-            ));
+                activates_at,
+            })
+            .await?;
+        Ok(kid)
+    }
+
+    /// Retires the active key (if any) and activates `next`.
+    async fn promote(
+        tx: &mut Tx,
+        keys: &[StoredKey],
+        next: &str,
+        now: DateTime<Utc>,
+        events: &mut Vec<AuditEvent>,
+        caller: &Caller,
+    ) -> Result<(), RotationError> {
+        let from = find(keys, KeyState::Active).map(|k| k.kid.clone());
+        if let Some(active) = &from {
+            tx.conn().retire_key(active, now).await?;
         }
-    }
-    if events.is_empty() {
-        return Ok(false); // dropping the transaction rolls back the lock-taking no-op
-    }
-    tx.append_audit(&events).await?;
-    tx.notify_keys_changed().await?;
-    tx.commit().await?;
-    reload(state).await?;
-    Ok(true)
-}
-
-/// `POST /v1/keys/rotate`: the prepared key signs from now on (it has been
-/// published since it was prepared), and a new one is prepared.
-pub async fn rotate_now(state: &AppState, admin: serde_json::Value) -> Result<String, RotationError> {
-    let mut tx = state.store.begin().await?;
-    tx.lock_chain().await?;
-    let now = tx.db_now(state.clock.now()).await?;
-    let keys = tx.list_keys().await?;
-    let mut events = Vec::new();
-    let next = match find(&keys, KeyState::Next) {
-        Some(n) => n.kid.clone(),
-        None => create_key(state, &mut tx, KeyState::Next, now, Some(now)).await?,
-    };
-    promote(&mut tx, &keys, &next, now, &mut events, Some(admin.clone())).await?;
-    let activates_at = now + delta(state.config.key_rotation_period);
-    let prepared = create_key(state, &mut tx, KeyState::Next, now, Some(activates_at)).await?;
-    events.push(key_event(
-        actions::KEY_CREATED,
-        &prepared,
-        now,
-        format!("published; signs from {activates_at}"),
-        Some(admin),
-    ));
-    tx.append_audit(&events).await?;
-    tx.notify_keys_changed().await?;
-    tx.commit().await?;
-    reload(state).await?;
-    Ok(next)
-}
-
-/// `POST /v1/keys/{kid}/revoke`: the key leaves the JWKS at once, every token
-/// it signed is revoked (a rule, like any other revocation), its private half
-/// is destroyed, and if it was signing a fresh key takes over.
-pub async fn revoke_key(
-    state: &AppState,
-    kid: &str,
-    admin: serde_json::Value,
-    reason: &str,
-) -> Result<Revocation, RotationError> {
-    let mut tx = state.store.begin().await?;
-    tx.lock_chain().await?;
-    let now = tx.db_now(state.clock.now()).await?;
-    let keys = tx.list_keys().await?;
-    let key = keys.iter().find(|k| k.kid == kid).ok_or(StoreError::NotFound)?;
-    let was = key.state();
-    if !was.is_some_and(KeyState::is_published) {
-        return Err(RotationError::NotPublished(kid.to_string()));
-    }
-    tx.set_key_state(kid, KeyState::Revoked.as_str(), now).await?;
-    let selector = Selector::Key(kid.to_string());
-    let rule = tx
-        .insert_revocation(&NewRevocation {
-            id: Uuid::now_v7(),
-            tenant_id: None,
-            selector: &selector,
-            reason,
-            created_by: Some(admin.clone()),
-            now,
-            // Even a replica that has not reloaded yet cannot sign a token that survives.
-            prune_after: now + delta(state.config.max_ttl) * 2 + delta(state.config.key_publish_lead),
-            forever: true,
-        })
-        .await?;
-    let mut events = vec![key_event(
-        actions::KEY_REVOKED,
-        kid,
-        now,
-        format!("{reason} (revocation {})", rule.id),
-        Some(admin.clone()),
-    )];
-    if was == Some(KeyState::Active) {
-        // Emergency: a fresh key signs at once; verifiers refetch on its unknown kid.
-        let fresh = create_key(state, &mut tx, KeyState::Active, now, Some(now)).await?;
+        tx.conn().activate_key(next, now).await?;
+        let from = from.unwrap_or_else(|| "none".into());
         events.push(key_event(
             actions::KEY_ROTATED,
-            &fresh,
+            next,
             now,
-            format!("emergency replacement for revoked {kid}"),
-            Some(admin),
+            format!("now signing; retired {from}"),
+            caller,
         ));
+        Ok(())
     }
-    tx.append_audit(&events).await?;
-    tx.notify_keys_changed().await?;
-    tx.commit().await?;
-    state.sweeper.notify_one();
-    reload(state).await?;
-    Ok(rule)
-}
 
-/// Loads the keyring from the store.
-pub async fn reload(state: &AppState) -> Result<(), RotationError> {
-    let rows = state.store.list_keys().await?;
-    match KeySet::from_stored(&rows, &state.master, state.master_previous.as_ref()) {
-        Ok(set) => {
-            state.keyring.replace(set);
-            state.keyring.set_stale(false);
-            Ok(())
+    /// Commits key changes with their events, tells every replica, reloads here.
+    async fn finish(&self, mut tx: Tx, events: &[AuditEvent]) -> Result<(), RotationError> {
+        tx.conn().append_audit(events).await?;
+        tx.conn().notify_keys_changed().await?;
+        tx.commit().await?;
+        self.reload().await
+    }
+
+    /// First start: makes sure one active signing key exists, then loads the
+    /// keyring. A master key that cannot open the stored keys stops start-up.
+    pub async fn ensure_signing_key(&self) -> Result<(), RotationError> {
+        let mut rows = self.store.read().await?.conn().list_keys().await?;
+        if find(&rows, KeyState::Active).is_none() {
+            let mut tx = self.store.begin().await?;
+            tx.conn().lock_chain().await?;
+            if tx.conn().count_active_keys().await? == 0 {
+                let now = self.clock.now();
+                let kid = self.create_key(&mut tx, KeyState::Active, now, Some(now)).await?;
+                let reason = format!("first signing key ({})", self.alg.as_str());
+                let event = key_event(actions::KEY_CREATED, &kid, now, reason, &Caller::system("bootstrap"));
+                tx.conn().append_audit(&[event]).await?;
+            }
+            tx.commit().await?;
+            rows = self.store.read().await?.conn().list_keys().await?;
         }
-        Err(e) => {
-            state.keyring.set_stale(true);
-            Err(e.into())
+        super::check_all_open(&rows, &self.masters.current, self.masters.previous.as_ref())?;
+        self.keyring.replace(self.masters.load(&rows)?);
+        Ok(())
+    }
+
+    /// Loads the keyring from the store.
+    pub async fn reload(&self) -> Result<(), RotationError> {
+        let rows = self.store.read().await?.conn().list_keys().await?;
+        match self.masters.load(&rows) {
+            Ok(set) => {
+                self.keyring.replace(set);
+                self.keyring.set_stale(false);
+                Ok(())
+            }
+            Err(e) => {
+                self.keyring.set_stale(true);
+                Err(e.into())
+            }
         }
     }
-}
 
-/// The schedule, in every replica.
-pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick_timer = tokio::time::interval(tick_interval(state.config.key_publish_lead));
+    /// A token named a `kid` this replica has not loaded (another replica just
+    /// rotated): reload, at most once a second. Returns whether it reloaded.
+    pub async fn reload_for_unknown_kid(&self) -> bool {
+        if !self.keyring.may_reload() {
+            return false;
+        }
+        match self.reload().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload signing keys");
+                false
+            }
+        }
+    }
+
+    /// One look at the schedule. Returns whether anything changed.
+    pub async fn tick(&self) -> Result<bool, RotationError> {
+        let mut tx = self.store.begin().await?;
+        tx.conn().lock_chain().await?;
+        let now = tx.conn().db_now(self.clock.now()).await?;
+        let keys = tx.conn().list_keys().await?;
+        let period = delta(self.schedule.period);
+        let lead = delta(self.schedule.lead);
+        let system = Caller::system("key-rotation");
+        let mut events = Vec::new();
+
+        let mut next = find(&keys, KeyState::Next).cloned();
+        if let Some(n) = &next {
+            let due = n.activates_at.is_none_or(|t| t <= now);
+            let published_long_enough = n.created_at + lead <= now;
+            if due && published_long_enough {
+                Self::promote(&mut tx, &keys, &n.kid, now, &mut events, &system).await?;
+                next = None;
+            }
+        }
+        if next.is_none() {
+            let base = if events.is_empty() {
+                find(&keys, KeyState::Active)
+                    .and_then(|k| k.activated_at)
+                    .unwrap_or(now)
+            } else {
+                now
+            };
+            let activates_at = (base + period).max(now + lead);
+            let kid = self
+                .create_key(&mut tx, KeyState::Next, now, Some(activates_at))
+                .await?;
+            let reason = format!("published; signs from {activates_at}");
+            events.push(key_event(actions::KEY_CREATED, &kid, now, reason, &system));
+        }
+        let grace = self.schedule.removal_grace();
+        for k in keys.iter().filter(|k| k.state == KeyState::Retired) {
+            if k.retired_at.is_some_and(|t| t + grace <= now) {
+                tx.conn().remove_key(&k.kid, now).await?;
+                let reason = "every token it signed has expired; private key destroyed".to_string();
+                events.push(key_event(actions::KEY_REMOVED, &k.kid, now, reason, &system));
+            }
+        }
+        if events.is_empty() {
+            return Ok(false); // dropping the transaction rolls back the lock-taking no-op
+        }
+        self.finish(tx, &events).await?;
+        Ok(true)
+    }
+
+    /// `POST /v1/keys/rotate`: the prepared key signs from now on (it has been
+    /// published since it was prepared), and a new one is prepared.
+    pub async fn rotate_now(&self, caller: &Caller) -> Result<String, Error> {
+        let mut tx = self.store.begin().await?;
+        tx.conn().lock_chain().await?;
+        let now = tx.conn().db_now(self.clock.now()).await?;
+        let keys = tx.conn().list_keys().await?;
+        let mut events = Vec::new();
+        let next = match find(&keys, KeyState::Next) {
+            Some(n) => n.kid.clone(),
+            None => self.create_key(&mut tx, KeyState::Next, now, Some(now)).await?,
+        };
+        Self::promote(&mut tx, &keys, &next, now, &mut events, caller).await?;
+        let activates_at = now + delta(self.schedule.period);
+        let prepared = self
+            .create_key(&mut tx, KeyState::Next, now, Some(activates_at))
+            .await?;
+        let reason = format!("published; signs from {activates_at}");
+        events.push(key_event(actions::KEY_CREATED, &prepared, now, reason, caller));
+        self.finish(tx, &events).await?;
+        Ok(next)
+    }
+
+    /// `POST /v1/keys/{kid}/revoke`: the key leaves the JWKS at once, every
+    /// token it signed is revoked (a rule, like any other revocation), its
+    /// private half is destroyed, and if it was signing a fresh key takes over.
+    pub async fn revoke(&self, kid: &str, caller: &Caller, reason: &str) -> Result<Revocation, Error> {
+        let mut tx = self.store.begin().await?;
+        tx.conn().lock_chain().await?;
+        let now = tx.conn().db_now(self.clock.now()).await?;
+        let keys = tx.conn().list_keys().await?;
+        let key = keys.iter().find(|k| k.kid == kid).ok_or(Error::NotFound("key"))?;
+        if !key.state.is_published() {
+            return Err(Error::Conflict(format!("key {kid} is already revoked or removed")));
+        }
+        let was_active = key.state == KeyState::Active;
+        tx.conn().revoke_key(kid, now).await?;
+        // Even a replica that has not reloaded yet cannot sign a token that survives.
+        let selector = Selector::Key(kid.to_string());
+        let rule = self
+            .revocations
+            .record(&mut tx, caller, None, &selector, reason, Cover::Forever)
+            .await?;
+        let mut events = vec![key_event(
+            actions::KEY_REVOKED,
+            kid,
+            now,
+            format!("{reason} (revocation {})", rule.id),
+            caller,
+        )];
+        if was_active {
+            // Emergency: a fresh key signs at once; verifiers refetch on its unknown kid.
+            let fresh = self.create_key(&mut tx, KeyState::Active, now, Some(now)).await?;
+            let why = format!("emergency replacement for revoked {kid}");
+            events.push(key_event(actions::KEY_ROTATED, &fresh, now, why, caller));
+        }
+        self.finish(tx, &events).await?;
+        self.revocations.wake();
+        Ok(rule)
+    }
+
+    /// Every stored key with the number of tokens it signed.
+    pub async fn list(&self) -> Result<Vec<(StoredKey, i64)>, StoreError> {
+        let mut c = self.store.read().await?;
+        let mut out = Vec::new();
+        for k in c.conn().list_keys().await? {
+            let n = c.conn().tokens_signed(&k.kid).await?;
+            out.push((k, n));
+        }
+        Ok(out)
+    }
+
+    /// The schedule, in every replica, until the task is dropped.
+    pub async fn run_schedule(self) {
+        let mut timer = tokio::time::interval(self.schedule.tick_interval());
         loop {
-            tick_timer.tick().await;
-            if let Err(e) = tick(&state).await {
+            timer.tick().await;
+            if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e, "key rotation step failed; will retry");
             }
         }
-    })
+    }
+
+    /// Reloads the keyring when the stored keys change (another replica
+    /// rotated): at once on a Postgres notification, and by polling as a
+    /// safety net.
+    pub async fn run_refresh(self) {
+        let mut tick = tokio::time::interval(self.schedule.tick_interval());
+        let mut listener = None;
+        let mut last: Vec<(String, KeyState)> = Vec::new();
+        loop {
+            if listener.is_none() {
+                listener = self.store.key_changes().await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot listen for key changes; polling only");
+                    None
+                });
+            }
+            match listener.as_mut() {
+                Some(l) => tokio::select! {
+                    _ = tick.tick() => {}
+                    note = l.recv() => {
+                        if note.is_err() {
+                            listener = None; // reconnect on the next turn
+                        }
+                    }
+                },
+                None => {
+                    tick.tick().await;
+                }
+            }
+            let rows = match self.store.read().await {
+                Ok(mut c) => c.conn().list_keys().await,
+                Err(e) => Err(e),
+            };
+            match rows {
+                Ok(rows) => {
+                    let seen: Vec<_> = rows.iter().map(|k| (k.kid.clone(), k.state)).collect();
+                    if seen != last {
+                        match self.masters.load(&rows) {
+                            Ok(set) => {
+                                self.keyring.replace(set);
+                                self.keyring.set_stale(false);
+                                last = seen;
+                            }
+                            Err(e) => {
+                                self.keyring.set_stale(true);
+                                tracing::error!(error = %e, "cannot load signing keys; this replica is not ready");
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot refresh signing keys"),
+            }
+        }
+    }
 }
 
 /// `mayfly keys rewrap`: re-seals every stored private key under the current
 /// master key, opening those sealed under the previous one. Returns how many
 /// keys were re-sealed. Safe to run again; keys already under the current
 /// master key are left alone.
-pub async fn rewrap(
-    store: &crate::storage::Store,
-    master: &super::MasterKey,
-    previous: Option<&super::MasterKey>,
-    now: DateTime<Utc>,
-) -> Result<usize, RotationError> {
+pub async fn rewrap(store: &Store, masters: &MasterKeys, now: DateTime<Utc>) -> Result<usize, RotationError> {
     let mut count = 0;
-    for k in store.list_keys().await? {
+    let master = &masters.current;
+    let keys = store.read().await?.conn().list_keys().await?;
+    for k in keys {
         let Some(sealed) = &k.sealed_private else { continue };
         if master.open(sealed, k.kid.as_bytes()).is_ok() {
             continue;
         }
-        let plain = previous
+        let plain = masters
+            .previous
+            .as_ref()
             .and_then(|p| p.open(sealed, k.kid.as_bytes()).ok())
-            .ok_or_else(|| super::KeyError::WrongMasterKey {
+            .ok_or_else(|| KeyError::WrongMasterKey {
                 kid: k.kid.clone(),
                 given: master.id.clone(),
                 sealed_under: k.master_key_id.clone(),
             })?;
-        store
+        let mut tx = store.begin().await?;
+        tx.conn()
             .reseal_key(&k.kid, &master.seal(&plain, k.kid.as_bytes()), &master.id)
             .await?;
-        let mut e = AuditEvent::new(actions::KEY_REWRAPPED, Outcome::Success, now);
-        e.reason = Some(format!(
-            "{}: sealed under master key {} (was {})",
-            k.kid, master.id, k.master_key_id
-        ));
-        e.admin = Some(json!({"system": "mayfly keys rewrap"}));
-        store.append_audit(&[e]).await?;
+        let reason = format!("sealed under master key {} (was {})", master.id, k.master_key_id);
+        let event = key_event(
+            actions::KEY_REWRAPPED,
+            &k.kid,
+            now,
+            reason,
+            &Caller::system("mayfly keys rewrap"),
+        );
+        tx.conn().append_audit(&[event]).await?;
+        tx.commit().await?;
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::testing::temp_store;
+
+    async fn service(store: &Store, clock: Arc<ManualClock>) -> KeyService {
+        let schedule = Schedule {
+            period: Duration::from_secs(3600),
+            lead: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(900),
+        };
+        let revocations = Revocations::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(Notify::new()),
+            schedule.max_ttl,
+            schedule.lead,
+        );
+        let masters = Arc::new(MasterKeys {
+            current: MasterKey::from_bytes(&[7u8; 32]).unwrap(),
+            previous: None,
+        });
+        let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock, revocations);
+        keys.ensure_signing_key().await.unwrap();
+        keys
+    }
+
+    fn states(keys: &[(StoredKey, i64)]) -> Vec<KeyState> {
+        keys.iter().map(|(k, _)| k.state).collect()
+    }
+
+    #[tokio::test]
+    async fn ticks_publish_then_promote_then_remove_on_the_schedule() {
+        let (store, _dir) = temp_store().await;
+        let clock = crate::testing::test_clock();
+        let keys = service(&store, clock.clone()).await;
+        let first = keys.keyring().current().active.as_ref().unwrap().kid.clone();
+
+        // The first tick prepares the next key, published a period ahead.
+        clock.advance(TimeDelta::seconds(1));
+        assert!(keys.tick().await.unwrap());
+        assert_eq!(states(&keys.list().await.unwrap()), [KeyState::Active, KeyState::Next]);
+        assert_eq!(keys.keyring().current().published.len(), 2, "next is published");
+        assert!(!keys.tick().await.unwrap(), "nothing due yet");
+
+        // A period later it signs, and a new one is prepared.
+        clock.advance(TimeDelta::seconds(3600));
+        assert!(keys.tick().await.unwrap());
+        let listed = keys.list().await.unwrap();
+        assert_eq!(states(&listed), [KeyState::Retired, KeyState::Active, KeyState::Next]);
+        assert_ne!(keys.keyring().current().active.as_ref().unwrap().kid, first);
+
+        // The retired key is removed once its tokens have expired (max TTL + lead).
+        clock.advance(TimeDelta::seconds(900 + 600 - 1));
+        keys.tick().await.unwrap();
+        assert_eq!(keys.list().await.unwrap()[0].0.state, KeyState::Retired);
+        clock.advance(TimeDelta::seconds(1));
+        assert!(keys.tick().await.unwrap());
+        let removed = &keys.list().await.unwrap()[0].0;
+        assert_eq!(removed.state, KeyState::Removed);
+        assert!(removed.sealed_private.is_none(), "private half destroyed");
+        assert!(!keys.keyring().current().published.contains_key(&first));
+    }
+
+    #[tokio::test]
+    async fn revoking_the_active_key_unpublishes_it_records_a_rule_and_signs_with_a_fresh_one() {
+        let (store, _dir) = temp_store().await;
+        let clock = crate::testing::test_clock();
+        let keys = service(&store, clock).await;
+        let kid = keys.keyring().current().active.as_ref().unwrap().kid.clone();
+        let rule = keys.revoke(&kid, &Caller::system("test"), "leaked").await.unwrap();
+        assert_eq!(rule.selector, Selector::Key(kid.clone()));
+        assert_eq!(
+            rule.cutoff_seq,
+            i64::MAX,
+            "covers tokens of replicas that have not reloaded"
+        );
+        let set = keys.keyring().current();
+        assert!(!set.published.contains_key(&kid));
+        assert_ne!(set.active.as_ref().unwrap().kid, kid);
+        assert!(matches!(
+            keys.revoke(&kid, &Caller::system("test"), "again").await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            keys.revoke("nope", &Caller::system("test"), "x").await,
+            Err(Error::NotFound("key"))
+        ));
+    }
 }

@@ -8,7 +8,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub mod ledger;
+pub mod revocations;
 pub mod sweeper;
+
+pub use ledger::Ledger;
+pub use revocations::{Cover, Revocations};
+pub use sweeper::Sweeper;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Lease {
@@ -77,52 +83,25 @@ impl Selector {
             _ => return None,
         })
     }
-
-    /// The JSON form: `{}` for the tenant, else `{"workflow": "release"}` etc.
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            Selector::Tenant => serde_json::json!({}),
-            other => serde_json::json!({ other.kind(): other.value() }),
-        }
-    }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A revocation rule: a selector and a cutoff in the lease sequence.
+#[derive(Debug, Clone)]
 pub struct Revocation {
     pub seq: i64,
     pub id: Uuid,
+    /// None for key rules, which span tenants.
     pub tenant_id: Option<String>,
-    pub kind: String,
-    pub value: String,
+    pub selector: Selector,
     pub cutoff_seq: i64,
     pub issued_before: DateTime<Utc>,
     pub reason: String,
-    #[sqlx(json(nullable))]
     pub created_by: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     /// Lease rows marked so far (the background sweep adds as it goes).
     pub leases_revoked: i64,
     /// When every matching lease row had been marked.
     pub marked_at: Option<DateTime<Utc>>,
-}
-
-impl Revocation {
-    pub fn to_json(&self) -> serde_json::Value {
-        let selector = Selector::from_parts(&self.kind, &self.value)
-            .map(|s| s.to_json())
-            .unwrap_or_else(|| serde_json::json!({ &self.kind: &self.value }));
-        serde_json::json!({
-            "id": self.id,
-            "tenant": self.tenant_id,
-            "selector": selector,
-            "issued_before": self.issued_before,
-            "leases_revoked": self.leases_revoked,
-            "marked_at": self.marked_at,
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-            "reason": self.reason,
-        })
-    }
 }
 
 /// Why a lease is not (or no longer) active.

@@ -3,8 +3,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Result, Store, Tx, on_pool, on_tx};
+use super::{Conn, Result, run};
 use crate::audit::{AuditEvent, ChainedEvent};
+
+macro_rules! event_columns {
+    () => {
+        "id, at, action, outcome, reason, tenant_id, workflow, workload, client_id, actor, admin, resource, scopes,
+         lease_id, request_id, source"
+    };
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
@@ -16,54 +23,44 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-impl Tx {
+impl Conn<'_> {
     /// Appends events to the chain. The first statement takes the chain-head
-    /// row lock, so concurrent writers (on any replica) extend one chain.
+    /// row lock, so concurrent writers (on any replica) extend one chain. Run
+    /// it in a transaction.
     pub async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut prev = on_tx!(self, c => sqlx::query_scalar::<_, String>(
+        let mut prev = run!(self, c => sqlx::query_scalar::<_, String>(
             "UPDATE audit_chain SET count = count + $1 WHERE id = 1 RETURNING head")
-            .bind(events.len() as i64).fetch_one(&mut **c).await)?;
+            .bind(events.len() as i64).fetch_one(c).await)?;
         for e in events {
             let hash = e.chain_hash(&prev);
-            on_tx!(self, c => sqlx::query(
-                "INSERT INTO audit_events (id, at, action, outcome, reason, tenant_id, workflow, workload, client_id,
-                                           actor, admin, resource, scopes, lease_id, request_id, source, prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)")
+            run!(self, c => sqlx::query(concat!(
+                "INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"))
                 .bind(e.id).bind(e.at).bind(&e.action).bind(&e.outcome).bind(e.reason.as_deref())
                 .bind(e.tenant.as_deref()).bind(e.workflow.as_deref()).bind(e.workload.as_deref())
                 .bind(e.client_id.as_deref()).bind(e.actor.as_ref().map(Json)).bind(e.admin.as_ref().map(Json))
                 .bind(e.resource.as_deref()).bind(e.scopes.as_ref().map(Json)).bind(e.lease_id)
                 .bind(e.request_id.as_deref()).bind(e.source.as_deref()).bind(&prev).bind(&hash)
-                .execute(&mut **c).await.map(|_| ()))?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
             prev = hash;
         }
-        on_tx!(self, c => sqlx::query("UPDATE audit_chain SET head = $1 WHERE id = 1")
-            .bind(&prev).execute(&mut **c).await.map(|_| ()))?;
+        run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1 WHERE id = 1")
+            .bind(&prev).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
-    }
-}
-
-impl Store {
-    /// Appends events in a transaction of their own.
-    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
-        let mut tx = self.begin().await?;
-        tx.append_audit(events).await?;
-        tx.commit().await
     }
 
     pub async fn list_audit(
-        &self,
+        &mut self,
         tenant: &str,
         f: &AuditFilter,
         before_seq: i64,
         limit: i64,
     ) -> Result<Vec<ChainedEvent>> {
-        Ok(on_pool!(self, c => sqlx::query_as::<_, ChainedEvent>(
-            "SELECT seq, id, at, action, outcome, reason, tenant_id, workflow, workload, client_id, actor, admin,
-                    resource, scopes, lease_id, request_id, source, prev_hash, hash
+        Ok(run!(self, c => sqlx::query_as::<_, ChainedEvent>(concat!(
+            "SELECT seq, ", event_columns!(), ", prev_hash, hash
              FROM audit_events
              WHERE tenant_id = $1 AND seq < $2
                AND ($3 IS NULL OR workflow = $3)
@@ -72,7 +69,7 @@ impl Store {
                AND ($6 IS NULL OR action = $6)
                AND ($7 IS NULL OR at >= $7)
                AND ($8 IS NULL OR at < $8)
-             ORDER BY seq DESC LIMIT $9")
+             ORDER BY seq DESC LIMIT $9"))
             .bind(tenant).bind(before_seq)
             .bind(f.workflow.as_deref()).bind(f.workload.as_deref()).bind(f.client_id.as_deref())
             .bind(f.action.as_deref()).bind(f.since).bind(f.until).bind(limit)
@@ -80,17 +77,16 @@ impl Store {
     }
 
     /// Events in chain order after `after_seq`, for verification.
-    pub async fn audit_chain_page(&self, after_seq: i64, limit: i64) -> Result<Vec<ChainedEvent>> {
-        Ok(on_pool!(self, c => sqlx::query_as::<_, ChainedEvent>(
-            "SELECT seq, id, at, action, outcome, reason, tenant_id, workflow, workload, client_id, actor, admin,
-                    resource, scopes, lease_id, request_id, source, prev_hash, hash
-             FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+    pub async fn audit_chain_page(&mut self, after_seq: i64, limit: i64) -> Result<Vec<ChainedEvent>> {
+        Ok(run!(self, c => sqlx::query_as::<_, ChainedEvent>(concat!(
+            "SELECT seq, ", event_columns!(), ", prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .bind(after_seq).bind(limit).fetch_all(c).await)?)
     }
 
-    pub async fn audit_head(&self) -> Result<String> {
+    /// The chain head hash and the number of events appended.
+    pub async fn audit_head(&mut self) -> Result<(String, i64)> {
         Ok(
-            on_pool!(self, c => sqlx::query_scalar::<_, String>("SELECT head FROM audit_chain WHERE id = 1")
+            run!(self, c => sqlx::query_as::<_, (String, i64)>("SELECT head, count FROM audit_chain WHERE id = 1")
             .fetch_one(c).await)?,
         )
     }

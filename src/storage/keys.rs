@@ -1,16 +1,24 @@
 //! Signing keys as stored: public JWK, sealed private half, lifecycle state.
+//! Each transition has its own statement; none can be reached by a typo, and
+//! only `remove` and `revoke` destroy private material.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Result, Store, StoreError, Tx, TxInner, on_pool, on_tx};
-use crate::keys::StoredKey;
+use super::{Conn, Result, StoreError, run};
+use crate::keys::{Alg, KeyState, StoredKey};
+
+macro_rules! key_columns {
+    () => {
+        "kid, alg, state, public_jwk, sealed_private, master_key_id, created_at, activates_at, activated_at, retired_at, removed_at"
+    };
+}
 
 /// A key to insert.
 pub struct NewKey<'a> {
     pub kid: &'a str,
-    pub alg: &'a str,
-    pub state: &'a str,
+    pub alg: Alg,
+    pub state: KeyState,
     pub public_jwk: &'a serde_json::Value,
     pub sealed_private: &'a [u8],
     pub master_key_id: &'a str,
@@ -18,119 +26,83 @@ pub struct NewKey<'a> {
     pub activates_at: Option<DateTime<Utc>>,
 }
 
-impl Store {
-    pub async fn list_keys(&self) -> Result<Vec<StoredKey>> {
-        Ok(on_pool!(self, c => sqlx::query_as::<_, StoredKey>(
-            "SELECT kid, alg, state, public_jwk, sealed_private, master_key_id, created_at, activates_at, activated_at,
-                    retired_at, removed_at
-             FROM signing_keys ORDER BY created_at, kid")
+fn found(n: u64) -> Result<()> {
+    if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
+impl Conn<'_> {
+    pub async fn list_keys(&mut self) -> Result<Vec<StoredKey>> {
+        Ok(run!(self, c => sqlx::query_as::<_, StoredKey>(concat!(
+            "SELECT ", key_columns!(), " FROM signing_keys ORDER BY created_at, kid"))
             .fetch_all(c).await)?)
     }
 
-    /// How many leases each key signed (for `GET /v1/keys`).
-    pub async fn tokens_signed(&self, kid: &str) -> Result<i64> {
+    pub async fn count_active_keys(&mut self) -> Result<i64> {
         Ok(
-            on_pool!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM leases WHERE kid = $1")
+            run!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM signing_keys WHERE state = 'active'")
+            .fetch_one(c).await)?,
+        )
+    }
+
+    /// How many leases a key signed (for `GET /v1/keys`).
+    pub async fn tokens_signed(&mut self, kid: &str) -> Result<i64> {
+        Ok(
+            run!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM leases WHERE kid = $1")
             .bind(kid).fetch_one(c).await)?,
         )
     }
 
-    /// Re-seals one key's private half (master-key rotation).
-    pub async fn reseal_key(&self, kid: &str, sealed: &[u8], master_key_id: &str) -> Result<()> {
-        on_pool!(self, c => sqlx::query("UPDATE signing_keys SET sealed_private = $2, master_key_id = $3 WHERE kid = $1")
-            .bind(kid).bind(sealed).bind(master_key_id).execute(c).await.map(|_| ()))?;
-        Ok(())
-    }
-}
-
-impl Tx {
-    pub async fn count_active_keys(&mut self) -> Result<i64> {
-        Ok(
-            on_tx!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM signing_keys WHERE state = 'active'")
-            .fetch_one(&mut **c).await)?,
-        )
-    }
-
-    pub async fn list_keys(&mut self) -> Result<Vec<StoredKey>> {
-        Ok(on_tx!(self, c => sqlx::query_as::<_, StoredKey>(
-            "SELECT kid, alg, state, public_jwk, sealed_private, master_key_id, created_at, activates_at, activated_at,
-                    retired_at, removed_at
-             FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&mut **c).await)?)
-    }
-
     pub async fn insert_key(&mut self, k: &NewKey<'_>) -> Result<()> {
-        let activated = (k.state == "active").then_some(k.now);
-        on_tx!(self, c => sqlx::query(
+        let activated = (k.state == KeyState::Active).then_some(k.now);
+        run!(self, c => sqlx::query(
             "INSERT INTO signing_keys (kid, alg, state, public_jwk, sealed_private, master_key_id, created_at,
                                        activates_at, activated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(k.kid).bind(k.alg).bind(k.state).bind(Json(k.public_jwk)).bind(k.sealed_private)
+            .bind(k.kid).bind(k.alg.as_str()).bind(k.state.as_str()).bind(Json(k.public_jwk)).bind(k.sealed_private)
             .bind(k.master_key_id).bind(k.now).bind(k.activates_at).bind(activated)
-            .execute(&mut **c).await.map(|_| ()))?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
-    /// Moves a key to `state`, stamping the time that state is named after.
-    pub async fn set_key_state(&mut self, kid: &str, state: &str, now: DateTime<Utc>) -> Result<()> {
-        let sql: &'static str = match state {
-            "active" => "UPDATE signing_keys SET state = $2, activated_at = $3 WHERE kid = $1",
-            "retired" => "UPDATE signing_keys SET state = $2, retired_at = $3 WHERE kid = $1",
-            "revoked" => "UPDATE signing_keys SET state = $2, retired_at = $3, sealed_private = NULL WHERE kid = $1",
-            // Removed (or revoked and spent): the private half is destroyed, the public half kept for audit.
-            _ => "UPDATE signing_keys SET state = $2, removed_at = $3, sealed_private = NULL WHERE kid = $1",
-        };
-        let n = on_tx!(self, c => sqlx::query(sql).bind(kid).bind(state).bind(now)
-            .execute(&mut **c).await.map(|r| r.rows_affected()))?;
-        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    /// `next` → `active`.
+    pub async fn activate_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_at = $2 WHERE kid = $1 AND state = 'next'")
+            .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
 
-    /// Takes the audit chain lock first: used to serialise start-up work
-    /// (bootstrap, first key) and key rotation across replicas.
-    pub async fn lock_chain(&mut self) -> Result<()> {
-        on_tx!(self, c => sqlx::query("UPDATE audit_chain SET count = count WHERE id = 1")
-            .execute(&mut **c).await.map(|_| ()))?;
-        Ok(())
+    /// `active` → `retired`: published, no longer signing.
+    pub async fn retire_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_at = $2 WHERE kid = $1 AND state = 'active'")
+            .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
 
-    /// The database's clock on Postgres (shared by every replica); on the
-    /// single-node SQLite store the process clock is the database's clock.
-    pub async fn db_now(&mut self, local: DateTime<Utc>) -> Result<DateTime<Utc>> {
-        Ok(match &mut self.0 {
-            TxInner::Postgres(c) => {
-                let t = sqlx::query_scalar::<_, DateTime<Utc>>("SELECT clock_timestamp()")
-                    .fetch_one(&mut **c)
-                    .await?;
-                crate::clock::truncate_micros(t)
-            }
-            TxInner::Sqlite(_) => local,
-        })
+    /// `retired` → `removed`: the private half is destroyed, the public half kept for audit.
+    pub async fn remove_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET state = 'removed', removed_at = $2, sealed_private = NULL
+             WHERE kid = $1 AND state = 'retired'")
+            .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
-}
 
-impl Tx {
-    /// Tells every replica (Postgres LISTEN/NOTIFY, delivered at commit) that
-    /// the keys changed. SQLite is single-node: nothing to tell.
-    pub async fn notify_keys_changed(&mut self) -> Result<()> {
-        if let TxInner::Postgres(c) = &mut self.0 {
-            sqlx::query("SELECT pg_notify('mayfly_keys', '')")
-                .execute(&mut **c)
-                .await?;
-        }
-        Ok(())
+    /// Any published key → `revoked`: unpublished and its private half destroyed at once.
+    pub async fn revoke_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET state = 'revoked', retired_at = $2, sealed_private = NULL
+             WHERE kid = $1 AND state IN ('next', 'active', 'retired')")
+            .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
-}
 
-impl Store {
-    /// A listener for key changes on Postgres; None on SQLite.
-    pub async fn key_change_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
-        match &self.pool {
-            super::Pool::Postgres(p) => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
-                listener.listen("mayfly_keys").await?;
-                Ok(Some(listener))
-            }
-            super::Pool::Sqlite(_) => Ok(None),
-        }
+    /// Re-seals one key's private half (master-key rotation).
+    pub async fn reseal_key(&mut self, kid: &str, sealed: &[u8], master_key_id: &str) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET sealed_private = $2, master_key_id = $3 WHERE kid = $1 AND sealed_private IS NOT NULL")
+            .bind(kid).bind(sealed).bind(master_key_id).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
 }

@@ -1,24 +1,30 @@
 //! Storage: one `Store` over Postgres (production, shared by replicas) or
 //! SQLite (embedded single node). Both run the very same SQL text (numbered
 //! `$n` parameters, no backend-only functions); schemas differ only in column
-//! types (see migrations/). Time always comes in as a parameter from the Clock;
-//! ordering that decides validity uses database sequences.
+//! types (see migrations/). Every query is defined once, on `Conn`, and runs
+//! the same on a pooled connection or inside a transaction. The few things
+//! that do differ by backend (the database clock, change notifications) live
+//! in `backend.rs`. Time always comes in as a parameter; ordering that decides
+//! validity uses database sequences.
 
 pub mod audit;
+pub mod backend;
 pub mod keys;
 mod leases;
+mod revocations;
 mod tenants;
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, SqlSafeStr, Sqlite, SqlitePool};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 
-pub use leases::{LeaseFilter, LeaseStatus, NewRevocation};
+pub use audit::AuditFilter;
+pub use leases::{LeaseFilter, LeaseStatus};
+pub use revocations::NewRevocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +36,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
+    /// A stored value this build cannot read (a state or kind it does not know).
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -42,6 +51,9 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.constraint().unwrap_or(db.message()).to_string())
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
             }
             other => StoreError::Database(other),
         }
@@ -56,32 +68,52 @@ enum Pool {
     Sqlite(SqlitePool),
 }
 
-/// Runs `$body` with `$c` bound to whichever pool the store holds. The body is
-/// the same SQL for both backends; it is type-checked once per backend.
-macro_rules! on_pool {
-    ($store:expr, $c:ident => $body:expr) => {
-        match &$store.pool {
-            $crate::storage::Pool::Postgres($c) => $body,
-            $crate::storage::Pool::Sqlite($c) => $body,
-        }
-    };
-}
-
-/// As `on_pool!`, inside a transaction (`$c` is the transaction).
-macro_rules! on_tx {
-    ($tx:expr, $c:ident => $body:expr) => {
-        match &mut $tx.0 {
-            $crate::storage::TxInner::Postgres($c) => $body,
-            $crate::storage::TxInner::Sqlite($c) => $body,
-        }
-    };
-}
-
-pub(crate) use {on_pool, on_tx};
-
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+}
+
+/// One database connection, pooled or inside a transaction. Every query of
+/// the store is a method on it, written once for both uses.
+pub struct Conn<'c>(ConnRef<'c>);
+
+enum ConnRef<'c> {
+    Postgres(&'c mut PgConnection),
+    Sqlite(&'c mut SqliteConnection),
+}
+
+/// Runs `$body` with `$c` bound to the connection (`&mut PgConnection` or
+/// `&mut SqliteConnection`); the body is the same SQL for both backends and
+/// is type-checked once per backend.
+macro_rules! run {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match &mut $conn.0 {
+            $crate::storage::ConnRef::Postgres(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+            $crate::storage::ConnRef::Sqlite(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use run;
+
+/// A connection borrowed from the pool for a few reads.
+pub enum Pooled {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+impl Pooled {
+    pub fn conn(&mut self) -> Conn<'_> {
+        Conn(match self {
+            Pooled::Postgres(c) => ConnRef::Postgres(c),
+            Pooled::Sqlite(c) => ConnRef::Sqlite(c),
+        })
+    }
 }
 
 enum TxInner {
@@ -93,6 +125,13 @@ enum TxInner {
 pub struct Tx(TxInner);
 
 impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        Conn(match &mut self.0 {
+            TxInner::Postgres(t) => ConnRef::Postgres(t),
+            TxInner::Sqlite(t) => ConnRef::Sqlite(t),
+        })
+    }
+
     pub async fn commit(self) -> Result<()> {
         match self.0 {
             TxInner::Postgres(t) => t.commit().await?,
@@ -102,15 +141,8 @@ impl Tx {
     }
 }
 
-fn migration(sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
-}
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
@@ -156,22 +188,23 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Postgres(p) => {
-                migration(include_str!("../../migrations/postgres/0001_init.sql"))
-                    .run(p)
-                    .await?
-            }
-            Pool::Sqlite(p) => {
-                migration(include_str!("../../migrations/sqlite/0001_init.sql"))
-                    .run(p)
-                    .await?
-            }
+            Pool::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+            Pool::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
         }
         Ok(())
     }
 
+    /// A pooled connection for reads: `store.read().await?.conn().get_tenant(…)`.
+    pub async fn read(&self) -> Result<Pooled> {
+        Ok(match &self.pool {
+            Pool::Postgres(p) => Pooled::Postgres(p.acquire().await?),
+            Pool::Sqlite(p) => Pooled::Sqlite(p.acquire().await?),
+        })
+    }
+
     pub async fn ping(&self) -> Result<()> {
-        on_pool!(self, c => sqlx::query("SELECT 1").execute(c).await.map(|_| ()))?;
+        let mut c = self.read().await?;
+        run!(c.conn(), c => sqlx::query("SELECT 1").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -185,23 +218,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, c => c.close().await)
+        match &self.pool {
+            Pool::Postgres(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
     }
-}
-
-/// Opaque pagination cursor: the sort key of the last item served.
-pub fn encode_cursor(key: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("c:{key}"))
-}
-
-pub fn decode_cursor(cursor: &str) -> Option<String> {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    // Cursors are ours: anything with control characters (NUL included) is not.
-    if text.chars().any(char::is_control) {
-        return None;
-    }
-    text.strip_prefix("c:").map(str::to_string)
 }

@@ -1,11 +1,15 @@
 //! Client authentication by secret. Unknown clients, wrong secrets and
 //! disabled clients all fail alike to the caller; the reason goes only to
-//! the audit log.
+//! the audit log. Repeated failures are braked per source and client id.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use super::{Client, secret};
+use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::clock::Clock;
 use crate::storage::{Store, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +37,22 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
-pub async fn authenticate(
+/// Client credentials as presented (`client_secret_basic` or `_post`).
+pub struct Credentials {
+    pub client_id: String,
+    pub secret: SecretString,
+}
+
+/// Checks one client's secret against its stored digests. Unknown, wrong
+/// and disabled all fail; the reason is for the audit log only.
+pub async fn check_secret(
     store: &Store,
     now: DateTime<Utc>,
     client_id: &str,
     presented: &SecretString,
 ) -> Result<Client, AuthError> {
-    let (client, digests) = match store.client_for_auth(client_id, now).await {
+    let found = store.read().await?.conn().client_for_auth(client_id, now).await;
+    let (client, digests) = match found {
         Ok(found) => found,
         Err(StoreError::NotFound) => {
             // The same query ran; spend the same comparison, so timing does
@@ -58,6 +71,66 @@ pub async fn authenticate(
         return Err(AuthError::Failed(AuthFailure::Disabled, Some(client)));
     }
     Ok(client)
+}
+
+/// Why a caller is refused, in a form each error shape can take.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("too many failed authentications; retry in {0} s")]
+    Throttled(i64),
+    #[error("client authentication failed")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Client authentication as a service: the brake on repeated failures, the
+/// secret check, and the audit event for each failure (never the secret).
+#[derive(Clone)]
+pub struct Authenticator {
+    store: Store,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    throttle: Arc<FailureThrottle>,
+}
+
+impl Authenticator {
+    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, failure_limit: u32) -> Self {
+        Self {
+            store,
+            audit,
+            clock,
+            throttle: Arc::new(FailureThrottle::new(failure_limit)),
+        }
+    }
+
+    pub async fn authenticate(&self, creds: &Credentials, origin: &Origin) -> Result<Client, Refused> {
+        let source: Option<std::net::IpAddr> = origin.source.parse().ok();
+        let source = source.map(|ip| (ip, creds.client_id.chars().take(128).collect::<String>()));
+        let now = self.clock.now();
+        if let Some(wait) = self.throttle.retry_after(source.clone(), now) {
+            return Err(Refused::Throttled(wait));
+        }
+        match check_secret(&self.store, now, &creds.client_id, &creds.secret).await {
+            Ok(client) => Ok(client),
+            Err(AuthError::Failed(why, client)) => {
+                let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
+                event.reason = Some(why.as_str().to_string());
+                // Only a well-formed id is recorded: a pasted secret must not land in the log.
+                let looks_like_secret = creds.client_id.starts_with(secret::PREFIX.trim_end_matches('_'));
+                event.client_id = (super::validate_client_id(&creds.client_id).is_ok() && !looks_like_secret)
+                    .then(|| creds.client_id.clone());
+                event.tenant = client.map(|c| c.tenant_id);
+                event.request_id = Some(origin.request_id.clone());
+                event.source = Some(origin.source.clone());
+                self.audit.append(&[event]).await?;
+                metrics::counter!("mayfly_client_auth_failures_total").increment(1);
+                self.throttle.record_failure(source, now);
+                Err(Refused::Invalid)
+            }
+            Err(AuthError::Store(e)) => Err(e.into()),
+        }
+    }
 }
 
 /// Brute-force brake: after `limit` failed authentications of one client id

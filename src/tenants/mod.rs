@@ -3,8 +3,13 @@
 //! pure, so the HTTP layer only translates.
 
 pub mod authn;
+pub mod clients;
+pub mod directory;
 pub mod secret;
 pub mod uri;
+
+pub use authn::{Authenticator, Credentials};
+pub use directory::Directory;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,7 +49,7 @@ pub struct Resource {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientKind {
     Ci,

@@ -17,6 +17,16 @@ pub const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
+/// Commits leases with their audit events, atomically.
+async fn record(store: &Store, items: &[(Lease, AuditEvent)]) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let leases: Vec<Lease> = items.iter().map(|(l, _)| l.clone()).collect();
+    tx.conn().insert_leases(&leases).await?;
+    let events: Vec<AuditEvent> = items.iter().map(|(_, e)| e.clone()).collect();
+    tx.conn().append_audit(&events).await?;
+    tx.commit().await
+}
+
 #[derive(Debug, Clone)]
 pub struct IssueWriter {
     queue: mpsc::Sender<(Lease, AuditEvent, Reply)>,
@@ -30,7 +40,7 @@ impl IssueWriter {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(l, e, r)| ((l, e), r)).unzip();
-                let result = store.record_issues(&items).await.map_err(Arc::new);
+                let result = record(&store, &items).await.map_err(Arc::new);
                 metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
                 for reply in replies {
                     let _ = reply.send(result.clone());
@@ -49,8 +59,7 @@ impl IssueWriter {
             Ok(()) => Ok(()),
             // Shared by the whole batch: keep "unavailable" for lost connections only.
             Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
-                StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-                | StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
+                StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
                 other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
             })),
         }

@@ -2,24 +2,21 @@
 //! and its audit event, and only then sign and hand out the token. A token
 //! the database does not know about never exists.
 
+use std::sync::Arc;
+
 use chrono::DateTime;
 use uuid::Uuid;
 
 use super::claims::AccessClaims;
+use super::commit::IssueWriter;
 use super::jws;
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
-use crate::app::AppState;
-use crate::audit::{AuditEvent, Outcome, actions};
+use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::clock::Clock;
+use crate::keys::Keyring;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
 use crate::tenants::{Client, uri};
-
-/// Where a request came from, for leases and audit events.
-#[derive(Debug, Clone, Default)]
-pub struct Meta {
-    pub request_id: String,
-    pub source: String,
-}
 
 #[derive(Debug)]
 pub struct Issued {
@@ -39,141 +36,370 @@ pub enum MintError {
     Store(#[from] StoreError),
 }
 
-impl Store {
-    /// Commits leases with their audit events, atomically. Takes a slice so
-    /// concurrent mints can later share one transaction.
-    pub async fn record_issues(&self, items: &[(Lease, AuditEvent)]) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let leases: Vec<Lease> = items.iter().map(|(l, _)| l.clone()).collect();
-        tx.insert_leases(&leases).await?;
-        let events: Vec<AuditEvent> = items.iter().map(|(_, e)| e.clone()).collect();
-        tx.append_audit(&events).await?;
-        tx.commit().await
-    }
+/// This server as an issuer: `iss`, and the admin API's resource URI.
+#[derive(Debug, Clone)]
+pub struct IssuerId {
+    /// Exactly as configured; the `iss` claim.
+    pub url: String,
+    /// Canonical form, for matching resource URIs.
+    pub canonical: String,
 }
 
-async fn resolve_target(state: &AppState, client: &Client, resource: &str) -> Result<Target, MintError> {
-    let canonical = uri::canonicalize(resource)
-        .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
-    if canonical == state.issuer_canonical {
-        return Ok(Target {
-            canonical_uri: canonical,
-            scopes: TargetScopes::AdminApi,
-            default_ttl: state.config.default_ttl_seconds(),
-            max_ttl: state.config.max_ttl_seconds(),
-        });
-    }
-    match state.store.find_resource_by_uri(&client.tenant_id, &canonical).await {
-        Ok(r) => Ok(Target {
-            canonical_uri: canonical,
-            scopes: TargetScopes::Listed(r.scopes),
-            default_ttl: r.default_ttl_seconds,
-            max_ttl: r.max_ttl_seconds,
-        }),
-        Err(StoreError::NotFound) => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
-        Err(e) => Err(e.into()),
-    }
+/// Token lifetimes, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// When neither the request nor the resource says otherwise.
+    pub default_ttl: i64,
+    /// The hard ceiling on any token.
+    pub max_ttl: i64,
 }
 
-pub async fn issue(
-    state: &AppState,
-    client: &Client,
-    resource: Option<&str>,
-    req: &MintRequest<'_>,
-    meta: &Meta,
-) -> Result<Issued, MintError> {
-    let decided = match resource {
-        None => Err(MintError::Denied(Denial::InvalidRequest(
-            "`resource` (or `audience`) is required".into(),
-        ))),
-        Some(resource) => match resolve_target(state, client, resource).await {
-            Ok(target) => {
-                policy::decide(client, &target, req, state.config.max_ttl_seconds()).map_err(MintError::Denied)
-            }
-            Err(e) => Err(e),
-        },
-    };
-    let decision = match decided {
-        Ok(d) => d,
-        Err(MintError::Denied(denial)) => {
-            let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, state.clock.now());
-            event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
-            event.tenant = Some(client.tenant_id.clone());
-            event.client_id = Some(client.client_id.clone());
-            event.workflow = req.workflow.map(|w| truncate(w, 128));
-            event.workload = req.workload.map(|w| truncate(w, 256));
-            event.resource = resource.map(|r| truncate(r, 2048));
-            event.request_id = Some(meta.request_id.clone());
-            event.source = Some(meta.source.clone());
-            state.store.append_audit(&[event]).await?;
-            metrics::counter!("mayfly_tokens_denied_total", "reason" => denial.code()).increment(1);
-            return Err(MintError::Denied(denial));
-        }
-        Err(e) => return Err(e),
-    };
-    let resource = resource.unwrap_or_default();
-
-    let keys = state.keyring.current();
-    let signer = keys.active.clone().ok_or(MintError::NoSigningKey)?;
-    let now = state.clock.now();
-    let iat = now.timestamp();
-    let exp = iat + decision.ttl_seconds;
-    let lease = Lease {
-        seq: 0,
-        id: Uuid::now_v7(),
-        tenant_id: client.tenant_id.clone(),
-        workflow: decision.workflow,
-        workload: decision.workload,
-        client_id: client.client_id.clone(),
-        actor: None,
-        resource: resource.to_string(),
-        scopes: decision.scopes,
-        kid: signer.kid.clone(),
-        issued_at: now,
-        expires_at: DateTime::from_timestamp(exp, 0).unwrap_or(now),
-        revoked_at: None,
-        revocation_id: None,
-        source: Some(meta.source.clone()),
-        request_id: Some(meta.request_id.clone()),
-    };
-    let mut event = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
-    event.tenant = Some(lease.tenant_id.clone());
-    event.workflow = Some(lease.workflow.clone());
-    event.workload = Some(lease.workload.clone());
-    event.client_id = Some(lease.client_id.clone());
-    event.resource = Some(lease.resource.clone());
-    event.scopes = Some(lease.scopes.clone());
-    event.lease_id = Some(lease.id);
-    event.request_id = Some(meta.request_id.clone());
-    event.source = Some(meta.source.clone());
-
-    state.issues.commit(lease.clone(), event).await?;
-
-    let scope = lease.scopes.join(" ");
-    let claims = AccessClaims {
-        iss: state.config.issuer.clone(),
-        sub: lease.workload.clone(),
-        aud: lease.resource.clone(),
-        exp,
-        iat,
-        nbf: iat,
-        jti: lease.id.to_string(),
-        client_id: lease.client_id.clone(),
-        scope: scope.clone(),
-        tenant: lease.tenant_id.clone(),
-        workflow: lease.workflow.clone(),
-        act: lease.actor.clone(),
-    };
-    let access_token = jws::sign(&signer, &claims);
-    metrics::counter!("mayfly_tokens_issued_total").increment(1);
-    Ok(Issued {
-        access_token,
-        expires_in: decision.ttl_seconds,
-        scope,
-        lease,
-    })
+/// Mints tokens: the decision, the durable lease and audit event, the signature.
+#[derive(Clone)]
+pub struct Issuer {
+    store: Store,
+    keyring: Arc<Keyring>,
+    writer: IssueWriter,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    id: IssuerId,
+    lifetimes: Lifetimes,
 }
 
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
+}
+
+impl Issuer {
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        writer: IssueWriter,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        id: IssuerId,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        Self {
+            store,
+            keyring,
+            writer,
+            audit,
+            clock,
+            id,
+            lifetimes,
+        }
+    }
+
+    pub fn id(&self) -> &IssuerId {
+        &self.id
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Whether the lease writer still runs (it stops only on a panic).
+    pub fn is_writing(&self) -> bool {
+        self.writer.is_running()
+    }
+
+    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<Target, MintError> {
+        let canonical = uri::canonicalize(resource)
+            .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
+        if canonical == self.id.canonical {
+            return Ok(Target {
+                canonical_uri: canonical,
+                scopes: TargetScopes::AdminApi,
+                default_ttl: self.lifetimes.default_ttl,
+                max_ttl: self.lifetimes.max_ttl,
+            });
+        }
+        let found = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .find_resource_by_uri(&client.tenant_id, &canonical)
+            .await;
+        match found {
+            Ok(r) => Ok(Target {
+                canonical_uri: canonical,
+                scopes: TargetScopes::Listed(r.scopes),
+                default_ttl: r.default_ttl_seconds,
+                max_ttl: r.max_ttl_seconds,
+            }),
+            Err(StoreError::NotFound) => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Decides, commits the lease and its audit event, then signs. A denial is
+    /// audited before it is returned.
+    pub async fn mint(
+        &self,
+        client: &Client,
+        resource: Option<&str>,
+        req: &MintRequest<'_>,
+        origin: &Origin,
+    ) -> Result<Issued, MintError> {
+        let decided = match resource {
+            None => Err(MintError::Denied(Denial::InvalidRequest(
+                "`resource` (or `audience`) is required".into(),
+            ))),
+            Some(resource) => match self.resolve_target(client, resource).await {
+                Ok(target) => policy::decide(client, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied),
+                Err(e) => Err(e),
+            },
+        };
+        let decision = match decided {
+            Ok(d) => d,
+            Err(MintError::Denied(denial)) => {
+                let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+                event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
+                event.tenant = Some(client.tenant_id.clone());
+                event.client_id = Some(client.client_id.clone());
+                event.workflow = req.workflow.map(|w| truncate(w, 128));
+                event.workload = req.workload.map(|w| truncate(w, 256));
+                event.resource = resource.map(|r| truncate(r, 2048));
+                event.request_id = Some(origin.request_id.clone());
+                event.source = Some(origin.source.clone());
+                self.audit.append(&[event]).await?;
+                metrics::counter!("mayfly_tokens_denied_total", "reason" => denial.code()).increment(1);
+                return Err(MintError::Denied(denial));
+            }
+            Err(e) => return Err(e),
+        };
+        let resource = resource.unwrap_or_default();
+
+        let signer = self.keyring.current().active.clone().ok_or(MintError::NoSigningKey)?;
+        let now = self.clock.now();
+        let iat = now.timestamp();
+        let exp = iat + decision.ttl_seconds;
+        let lease = Lease {
+            seq: 0,
+            id: Uuid::now_v7(),
+            tenant_id: client.tenant_id.clone(),
+            workflow: decision.workflow,
+            workload: decision.workload,
+            client_id: client.client_id.clone(),
+            actor: None,
+            resource: resource.to_string(),
+            scopes: decision.scopes,
+            kid: signer.kid.clone(),
+            issued_at: now,
+            expires_at: DateTime::from_timestamp(exp, 0).unwrap_or(now),
+            revoked_at: None,
+            revocation_id: None,
+            source: Some(origin.source.clone()),
+            request_id: Some(origin.request_id.clone()),
+        };
+        let mut event = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
+        event.tenant = Some(lease.tenant_id.clone());
+        event.workflow = Some(lease.workflow.clone());
+        event.workload = Some(lease.workload.clone());
+        event.client_id = Some(lease.client_id.clone());
+        event.resource = Some(lease.resource.clone());
+        event.scopes = Some(lease.scopes.clone());
+        event.lease_id = Some(lease.id);
+        event.request_id = Some(origin.request_id.clone());
+        event.source = Some(origin.source.clone());
+
+        self.writer.commit(lease.clone(), event).await?;
+
+        let scope = lease.scopes.join(" ");
+        let claims = AccessClaims {
+            iss: self.id.url.clone(),
+            sub: lease.workload.clone(),
+            aud: lease.resource.clone(),
+            exp,
+            iat,
+            nbf: iat,
+            jti: lease.id.to_string(),
+            client_id: lease.client_id.clone(),
+            scope: scope.clone(),
+            tenant: lease.tenant_id.clone(),
+            workflow: lease.workflow.clone(),
+            act: lease.actor.clone(),
+        };
+        let access_token = jws::sign(&signer, &claims);
+        metrics::counter!("mayfly_tokens_issued_total").increment(1);
+        Ok(Issued {
+            access_token,
+            expires_in: decision.ttl_seconds,
+            scope,
+            lease,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::keys::rotation::MasterKeys;
+    use crate::keys::{Alg, KeyService, MasterKey, Schedule};
+    use crate::leases::Revocations;
+    use crate::tenants::{ClientKind, Grant, Resource, Tenant};
+    use crate::testing::temp_store;
+
+    struct Setup {
+        issuer: Issuer,
+        store: Store,
+        keys: KeyService,
+        client: Client,
+        _dir: crate::testing::TempDir,
+    }
+
+    async fn setup() -> Setup {
+        let (store, dir) = temp_store().await;
+        let clock = crate::testing::test_clock();
+        let now = clock.now();
+        let schedule = Schedule {
+            period: Duration::from_secs(3600),
+            lead: Duration::from_secs(600),
+            max_ttl: Duration::from_secs(3600),
+        };
+        let revocations = Revocations::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(Notify::new()),
+            schedule.max_ttl,
+            schedule.lead,
+        );
+        let masters = Arc::new(MasterKeys {
+            current: MasterKey::from_bytes(&[1u8; 32]).unwrap(),
+            previous: None,
+        });
+        let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock.clone(), revocations);
+        keys.ensure_signing_key().await.unwrap();
+        let client = Client {
+            client_id: "acme-ci".into(),
+            tenant_id: "acme".into(),
+            name: "CI".into(),
+            kind: ClientKind::Ci,
+            workflows: vec!["release".into()],
+            grants: vec![Grant {
+                resource: "https://mcp.acme.test/github".into(),
+                scopes: vec!["issues:read".into()],
+            }],
+            max_ttl_seconds: 900,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = store.begin().await.unwrap();
+        let mut c = tx.conn();
+        c.insert_tenant(&Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            created_at: now,
+        })
+        .await
+        .unwrap();
+        c.insert_resource(&Resource {
+            id: Uuid::now_v7(),
+            tenant_id: "acme".into(),
+            uri: "https://mcp.acme.test/github".into(),
+            canonical_uri: "https://mcp.acme.test/github".into(),
+            name: "GitHub".into(),
+            scopes: vec!["issues:read".into(), "issues:write".into()],
+            default_ttl_seconds: 600,
+            max_ttl_seconds: 3600,
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+        c.insert_client(&client).await.unwrap();
+        tx.commit().await.unwrap();
+        let issuer = Issuer::new(
+            store.clone(),
+            keys.keyring().clone(),
+            IssueWriter::spawn(store.clone()),
+            AuditLog::new(store.clone()),
+            clock,
+            IssuerId {
+                url: "http://mayfly.test".into(),
+                canonical: "http://mayfly.test".into(),
+            },
+            Lifetimes {
+                default_ttl: 900,
+                max_ttl: 3600,
+            },
+        );
+        Setup {
+            issuer,
+            store,
+            keys,
+            client,
+            _dir: dir,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mint_commits_its_lease_and_event_before_the_signed_token_is_returned() {
+        let s = setup().await;
+        let issued = s
+            .issuer
+            .mint(
+                &s.client,
+                Some("https://MCP.acme.test/github/"),
+                &MintRequest {
+                    scope: Some("issues:read issues:write"),
+                    ..Default::default()
+                },
+                &Origin::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(issued.scope, "issues:read", "defined but ungranted scopes are dropped");
+        assert_eq!(issued.expires_in, 600);
+        let mut c = s.store.read().await.unwrap();
+        let status = c.conn().lease_status(issued.lease.id, None).await.unwrap();
+        assert_eq!(status.lease.workflow, "release");
+        assert_eq!(
+            status.lease.resource, "https://MCP.acme.test/github/",
+            "aud kept verbatim"
+        );
+        let events = c
+            .conn()
+            .list_audit("acme", &Default::default(), i64::MAX, 10)
+            .await
+            .unwrap();
+        assert_eq!(events[0].event.action, actions::TOKEN_ISSUED);
+        assert_eq!(events[0].event.lease_id, Some(issued.lease.id));
+        // The signature verifies against the published keys and names the lease.
+        let (_, raw) = jws::verify(&issued.access_token, &s.keys.keyring().current()).unwrap();
+        let claims: AccessClaims = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(claims.jti, issued.lease.id.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_denied_mint_is_audited_and_leaves_no_lease() {
+        let s = setup().await;
+        let err = s
+            .issuer
+            .mint(
+                &s.client,
+                Some("https://mcp.acme.test/jira"),
+                &MintRequest::default(),
+                &Origin::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MintError::Denied(Denial::InvalidTarget(_))));
+        let mut c = s.store.read().await.unwrap();
+        let events = c
+            .conn()
+            .list_audit("acme", &Default::default(), i64::MAX, 10)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event.action, actions::TOKEN_DENIED);
+        assert_eq!(c.conn().last_lease_seq().await.unwrap(), 0);
+    }
 }

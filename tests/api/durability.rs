@@ -2,7 +2,7 @@
 
 use secrecy::SecretString;
 
-use crate::harness::{Backend, Database, config, fixture, spawn_app, spawn_on};
+use crate::harness::{Backend, Database, config, fixture, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -39,11 +39,13 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
     let db: Database = app.stop().await;
 
     let issuer = app_issuer;
-    let app = spawn_on(db, move |mut c| {
-        c.issuer = issuer;
-        c
-    })
-    .await;
+    let app = crate::harness::TestApp::on_db(db)
+        .config(move |mut c| {
+            c.issuer = issuer;
+            c
+        })
+        .start()
+        .await;
     let jwks_after: serde_json::Value = app.jwks().await;
     assert_eq!(jwks_before, jwks_after, "the same signing key is loaded, not a new one");
     let admin = app.global_admin_token().await;
@@ -78,11 +80,13 @@ async fn a_master_key_that_does_not_open_the_stored_keys_stops_start_up(b: Backe
     assert!(err.contains("does not open signing key"), "{err}");
     // Nothing was replaced: the right key still starts it, with the same JWKS.
     // (And a new issuer does not lock the bootstrap admin out of the admin API.)
-    let app = spawn_on(db, |c| mayfly::Config {
-        issuer: "https://mayfly.moved.test".into(),
-        ..c
-    })
-    .await;
+    let app = crate::harness::TestApp::on_db(db)
+        .config(|c| mayfly::Config {
+            issuer: "https://mayfly.moved.test".into(),
+            ..c
+        })
+        .start()
+        .await;
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), reqwest::StatusCode::OK);
     let admin = app.global_admin_token().await;
@@ -100,9 +104,9 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
         ..c
     };
     let (a, b, c) = tokio::join!(
-        spawn_on(db.clone(), with_issuer),
-        spawn_on(db.clone(), with_issuer),
-        spawn_on(db.clone(), with_issuer)
+        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start(),
+        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start(),
+        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start()
     );
     // Exactly one active key (and at most one prepared), whoever won the start-up race.
     let admin = a.global_admin_token().await;

@@ -20,20 +20,46 @@ pub enum Backend {
     Postgres,
 }
 
-/// Where one test's data lives; reused across restarts of the same app.
+/// Where one test's data lives; reused across restarts of the same app. The
+/// last clone to go removes it (the SQLite directory, the Postgres schema).
 #[derive(Debug, Clone)]
 pub struct Database {
     pub url: String,
-    _dir: Option<Arc<TempDir>>,
+    _cleanup: Arc<Cleanup>,
 }
 
-/// Removes a test's SQLite directory once no `Database` refers to it.
 #[derive(Debug)]
-struct TempDir(std::path::PathBuf);
+enum Cleanup {
+    Dir(std::path::PathBuf),
+    Schema { base: String, schema: String },
+}
 
-impl Drop for TempDir {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        match self {
+            Cleanup::Dir(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::Schema { base, schema } => {
+                // Drop runs inside the test's runtime: drop the schema from a
+                // thread of our own, and give up rather than wait on a lock.
+                let (base, schema) = (base.clone(), schema.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                        return;
+                    };
+                    rt.block_on(async {
+                        if let Ok(pool) = sqlx::PgPool::connect(&base).await {
+                            let _ = sqlx::query("SET lock_timeout = '5s'").execute(&pool).await;
+                            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await;
+                            pool.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
     }
 }
 
@@ -45,7 +71,7 @@ impl Database {
                 std::fs::create_dir_all(&dir).unwrap();
                 Database {
                     url: format!("sqlite://{}/mayfly.db", dir.display()),
-                    _dir: Some(Arc::new(TempDir(dir))),
+                    _cleanup: Arc::new(Cleanup::Dir(dir)),
                 }
             }
             Backend::Postgres => {
@@ -63,7 +89,7 @@ impl Database {
                 let sep = if base.contains('?') { '&' } else { '?' };
                 Database {
                     url: format!("{base}{sep}options[search_path]={schema}"),
-                    _dir: None,
+                    _cleanup: Arc::new(Cleanup::Schema { base, schema }),
                 }
             }
         }
@@ -78,8 +104,6 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub db: Database,
-    /// The running app's state, for calling domain code directly.
-    pub state: mayfly::AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -97,57 +121,122 @@ pub fn config(db: &Database, issuer: &str) -> Config {
     config
 }
 
-pub async fn spawn_app(backend: Backend) -> TestApp {
-    let db = Database::fresh(backend).await;
-    spawn_on(db, |c| c).await
-}
-
-/// Starts mayfly on `db` with a configuration the caller may adjust.
-pub async fn spawn_on(db: Database, adjust: impl FnOnce(Config) -> Config) -> TestApp {
-    spawn_with(db, adjust, false).await
-}
-
-/// As `spawn_on`; with `wall_clock` the app runs on real time instead of the
-/// test's manual clock (for schedules that must actually elapse).
-pub async fn spawn_with(db: Database, adjust: impl FnOnce(Config) -> Config, wall_clock: bool) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let base = format!("http://{addr}");
-    let clock = Arc::new(ManualClock::new(SystemClock.now()));
-    let config = adjust(config(&db, &base));
-    let issuer = config.issuer.clone();
-    let app_clock: Arc<dyn Clock> = if wall_clock {
-        Arc::new(SystemClock)
-    } else {
-        clock.clone()
-    };
-    let options = Options {
-        config,
-        clock: app_clock,
-    };
-    let (state, _) = mayfly::prepare(options).await.expect("mayfly starts");
-    let (tx, rx) = oneshot::channel::<()>();
-    let served = state.clone();
-    let task = tokio::spawn(async move {
-        mayfly::serve(served, listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
+/// `TEST_LOG=1` (or a filter such as `TEST_LOG=mayfly=debug`) shows the
+/// server's tracing output for failing tests.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let filter = if filter == "1" { "info".to_string() } else { filter };
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
     });
-    TestApp {
-        issuer,
-        base,
-        http: http_client(),
-        clock,
-        db,
-        state,
-        shutdown: Some(tx),
-        task: Some(task),
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    TestApp::on(backend).start().await
+}
+
+type Adjust = Box<dyn FnOnce(Config) -> Config + Send>;
+
+/// How to start a test app: `TestApp::on(backend).config(…).wall_clock().start()`.
+pub struct Spawn {
+    db: Result<Database, Backend>,
+    adjust: Adjust,
+    wall_clock: bool,
+}
+
+impl Spawn {
+    /// Adjusts the configuration (issuer, TTLs, schedule…).
+    pub fn config(mut self, f: impl FnOnce(Config) -> Config + Send + 'static) -> Self {
+        let before = self.adjust;
+        self.adjust = Box::new(move |c| f(before(c)));
+        self
+    }
+
+    /// Runs on real time instead of the test's manual clock (for schedules
+    /// that must actually elapse).
+    pub fn wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        init_test_log();
+        let db = match self.db {
+            Ok(db) => db,
+            Err(backend) => Database::fresh(backend).await,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let clock = Arc::new(ManualClock::new(SystemClock.now()));
+        let config = (self.adjust)(config(&db, &base));
+        let issuer = config.issuer.clone();
+        let app_clock: Arc<dyn Clock> = if self.wall_clock {
+            Arc::new(SystemClock)
+        } else {
+            clock.clone()
+        };
+        let options = Options {
+            config,
+            clock: app_clock,
+        };
+        let prepared = mayfly::prepare(options).await.expect("mayfly starts");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            mayfly::serve(prepared, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestApp {
+            issuer,
+            base,
+            http: http_client(),
+            clock,
+            db,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 }
 
 impl TestApp {
+    /// A fresh database of `backend`.
+    pub fn on(backend: Backend) -> Spawn {
+        Spawn {
+            db: Err(backend),
+            adjust: Box::new(|c| c),
+            wall_clock: false,
+        }
+    }
+
+    /// An existing database (a restart, or another replica).
+    pub fn on_db(db: Database) -> Spawn {
+        Spawn {
+            db: Ok(db),
+            adjust: Box::new(|c| c),
+            wall_clock: false,
+        }
+    }
+
+    /// The sweeper service over this app's database and clock, as the app
+    /// builds it, for driving background work from a test.
+    pub async fn sweeper(&self) -> mayfly::leases::Sweeper {
+        let store = mayfly::storage::Store::connect(&self.db.url).await.unwrap();
+        mayfly::leases::Sweeper::new(
+            store,
+            self.clock.clone(),
+            std::time::Duration::from_secs(7 * 24 * 3600),
+            Arc::new(tokio::sync::Notify::new()),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -344,12 +344,13 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
         json!({"workload": "nobody", "reason": "spent soon"}),
     )
     .await;
-    mayfly::leases::sweeper::mark_revoked(&app.state).await.unwrap();
+    let sweeper = app.sweeper().await;
+    sweeper.mark_revoked().await.unwrap();
     // Past every token's lifetime and the 7-day retention.
     app.advance(8 * 24 * 3600);
     let fresh = app.mint(&f.ci.0, &f.ci.1, &form).await;
     // The background sweeper may get there first; either way the outcome is the same.
-    mayfly::leases::sweeper::prune(&app.state).await.unwrap();
+    sweeper.prune().await.unwrap();
     let admin = app.global_admin_token().await;
     let (s, _) = app
         .get(

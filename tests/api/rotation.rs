@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Database, TestApp, claims, header, spawn_with};
+use crate::harness::{Backend, Database, TestApp, claims, header};
 
 const PERIOD: f64 = 3.0;
 const LEAD: f64 = 1.0;
@@ -51,7 +51,7 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     };
     let mut apps: Vec<TestApp> = Vec::new();
     for _ in 0..replicas {
-        apps.push(spawn_with(db.clone(), fast, true).await);
+        apps.push(TestApp::on_db(db.clone()).config(fast).wall_clock().start().await);
     }
     let a = &apps[0];
     let admin = a.global_admin_token().await;

@@ -393,11 +393,13 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_authentication_is_braked_per_source_address() {
     let db = crate::harness::Database::fresh(Backend::Sqlite).await;
-    let app = crate::harness::spawn_on(db, |c| mayfly::Config {
-        auth_failure_limit: 3,
-        ..c
-    })
-    .await;
+    let app = crate::harness::TestApp::on_db(db)
+        .config(|c| mayfly::Config {
+            auth_failure_limit: 3,
+            ..c
+        })
+        .start()
+        .await;
     let f = fixture(&app, "acme").await;
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     for _ in 0..3 {
@@ -428,11 +430,13 @@ async fn the_source_address_is_taken_from_trusted_proxies_only() {
         } else {
             vec![]
         };
-        let app = crate::harness::spawn_on(db, move |c| mayfly::Config {
-            trusted_proxies: proxies,
-            ..c
-        })
-        .await;
+        let app = crate::harness::TestApp::on_db(db)
+            .config(move |c| mayfly::Config {
+                trusted_proxies: proxies,
+                ..c
+            })
+            .start()
+            .await;
         let f = fixture(&app, "acme").await;
         let res = app
             .http

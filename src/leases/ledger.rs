@@ -1,0 +1,75 @@
+//! Reading the record: a tenant's leases (with exact activity), its rules,
+//! and the revocation feed offline verifiers poll.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::Revocation;
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::storage::{LeaseFilter, LeaseStatus, Store, StoreError};
+
+#[derive(Clone)]
+pub struct Ledger {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl Ledger {
+    pub fn new(store: Store, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    /// Leases of `tenant`, newest first, before sequence `before`.
+    pub async fn leases(
+        &self,
+        tenant: &str,
+        filter: &LeaseFilter,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        let now = self.clock.now();
+        self.store
+            .read()
+            .await?
+            .conn()
+            .list_leases(tenant, filter, now, before, limit)
+            .await
+    }
+
+    pub async fn lease(&self, tenant: &str, id: &str) -> Result<LeaseStatus, Error> {
+        let id: Uuid = id.parse().map_err(|_| Error::NotFound("lease"))?;
+        self.store
+            .read()
+            .await?
+            .conn()
+            .lease_status(id, Some(tenant))
+            .await
+            .map_err(Error::or_not_found("lease"))
+    }
+
+    /// Rules of `tenant`, newest first.
+    pub async fn rules(&self, tenant: &str, before: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
+        self.store
+            .read()
+            .await?
+            .conn()
+            .list_revocations(tenant, before, limit)
+            .await
+    }
+
+    /// Rules oldest first after `after`: one tenant's plus key rules, or all.
+    pub async fn feed(&self, tenant: Option<&str>, after: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
+        self.store
+            .read()
+            .await?
+            .conn()
+            .revocation_feed(tenant, after, limit)
+            .await
+    }
+}

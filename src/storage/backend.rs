@@ -1,0 +1,72 @@
+//! The seam where the two backends really differ: whose clock orders events,
+//! how replicas hear about changes, and the lock that serialises writers.
+//! Everything else in storage is the same SQL on both.
+
+use chrono::{DateTime, Utc};
+
+use super::{Conn, ConnRef, Pool, Result, Store};
+
+/// The Postgres channel on which key changes are announced.
+const KEYS_CHANNEL: &str = "mayfly_keys";
+
+impl Conn<'_> {
+    /// The database's clock on Postgres (shared by every replica); on the
+    /// single-node SQLite store the process clock is the database's clock.
+    pub async fn db_now(&mut self, local: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        Ok(match &mut self.0 {
+            ConnRef::Postgres(c) => {
+                let t = sqlx::query_scalar::<_, DateTime<Utc>>("SELECT clock_timestamp()")
+                    .fetch_one(&mut **c)
+                    .await?;
+                crate::clock::truncate_micros(t)
+            }
+            ConnRef::Sqlite(_) => local,
+        })
+    }
+
+    /// Tells every replica (Postgres LISTEN/NOTIFY, delivered at commit) that
+    /// the keys changed. SQLite is single-node: nothing to tell.
+    pub async fn notify_keys_changed(&mut self) -> Result<()> {
+        if let ConnRef::Postgres(c) = &mut self.0 {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(KEYS_CHANNEL)
+                .execute(&mut **c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the audit-chain row lock: serialises start-up work (bootstrap,
+    /// first key), key rotation and rule numbering across replicas. On SQLite
+    /// the transaction's write lock already does; the statement is the same.
+    pub async fn lock_chain(&mut self) -> Result<()> {
+        super::run!(self, c => sqlx::query("UPDATE audit_chain SET count = count WHERE id = 1")
+            .execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+}
+
+/// Notifications that the signing keys changed (Postgres only).
+pub struct KeyChanges(sqlx::postgres::PgListener);
+
+impl KeyChanges {
+    /// Waits for the next notification; an error means the listener must be rebuilt.
+    pub async fn recv(&mut self) -> Result<()> {
+        self.0.recv().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A listener for key changes on Postgres; None on SQLite.
+    pub async fn key_changes(&self) -> Result<Option<KeyChanges>> {
+        match &self.pool {
+            Pool::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen(KEYS_CHANNEL).await?;
+                Ok(Some(KeyChanges(listener)))
+            }
+            Pool::Sqlite(_) => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Clients in the directory: registration (the secret is shown once),
+//! changes, deletion (which revokes every token the client holds) and secret
+//! rotation with a grace period.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::directory::{Directory, ScopeName, scope_names};
+use super::{
+    Client, ClientKind, GLOBAL_ADMIN_SCOPE, Grant, SYSTEM_TENANT, invalid, secret, tenant_admin_scope, uri,
+    validate_client_id, validate_name, validate_workflows,
+};
+use crate::audit::{AuditEvent, Caller, actions};
+use crate::error::Error;
+use crate::leases::{Cover, Selector};
+use crate::storage::{StoreError, Tx};
+
+/// A grant as an admin writes it: a resource URI and scopes it defines.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    #[schema(max_length = 2048)]
+    pub resource: String,
+    #[schema(min_items = 1, max_items = 100, inline)]
+    pub scopes: Vec<ScopeName>,
+}
+
+impl From<GrantBody> for Grant {
+    fn from(g: GrantBody) -> Self {
+        Grant {
+            resource: g.resource,
+            scopes: scope_names(g.scopes),
+        }
+    }
+}
+
+/// A workflow name, or `*` for any.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[schema(value_type = String, pattern = r"^(\*|[A-Za-z0-9][A-Za-z0-9._:/-]{0,127})$", max_length = 128)]
+#[serde(transparent)]
+pub struct WorkflowName(pub String);
+
+/// `POST /v1/tenants/{tenant}/clients`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClient {
+    /// Generated (`{tenant}-…`) if absent.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", max_length = 128)]
+    pub client_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    pub kind: ClientKind,
+    /// The workflows it may mint for, or `["*"]`.
+    #[schema(min_items = 1, max_items = 100, inline)]
+    pub workflows: Vec<WorkflowName>,
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub grants: Vec<GrantBody>,
+    /// Defaults to MAYFLY_DEFAULT_TTL.
+    #[schema(minimum = 1, maximum = 86400)]
+    pub max_ttl_seconds: Option<i64>,
+}
+
+/// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatch {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    #[schema(min_items = 1, max_items = 100, inline)]
+    pub workflows: Option<Vec<WorkflowName>>,
+    #[schema(max_items = 100)]
+    pub grants: Option<Vec<GrantBody>>,
+    #[schema(minimum = 1, maximum = 86400)]
+    pub max_ttl_seconds: Option<i64>,
+    pub disabled: Option<bool>,
+}
+
+/// `POST …/clients/{client_id}/secrets`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRotation {
+    /// How long the current secret keeps working (default 3600, 0 = at once).
+    #[schema(minimum = 0, maximum = 604800)]
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// A new secret, shown once.
+pub struct Rotated {
+    pub client: Client,
+    pub secret: SecretString,
+    pub previous_expires_at: DateTime<Utc>,
+}
+
+fn workflow_names(w: Vec<WorkflowName>) -> Vec<String> {
+    w.into_iter().map(|w| w.0).collect()
+}
+
+fn client_event(caller: &Caller, action: &str, c: &Client, now: DateTime<Utc>) -> AuditEvent {
+    let mut event = caller.event(action, now);
+    event.tenant = Some(c.tenant_id.clone());
+    event.client_id = Some(c.client_id.clone());
+    event
+}
+
+impl Directory {
+    fn check_max_ttl(&self, max_ttl: i64) -> Result<(), Error> {
+        let ceiling = self.lifetimes.max_ttl;
+        if !(1..=ceiling).contains(&max_ttl) {
+            return Err(invalid("max_ttl_seconds", format!("must be between 1 and {ceiling}")).into());
+        }
+        Ok(())
+    }
+
+    /// Grants must name this tenant's resources and scopes they define; a
+    /// grant on the admin API may only carry this tenant's admin scope.
+    async fn validate_grants(&self, tx: &mut Tx, tenant: &str, grants: &[Grant]) -> Result<(), Error> {
+        if grants.len() > 100 {
+            return Err(invalid("grants", "at most 100 grants").into());
+        }
+        let mut seen = Vec::new();
+        for g in grants {
+            let canonical =
+                uri::canonicalize(&g.resource).map_err(|e| invalid("grants", format!("{}: {e}", g.resource)))?;
+            if seen.contains(&canonical) {
+                return Err(invalid("grants", format!("`{}` is granted twice", g.resource)).into());
+            }
+            if g.scopes.is_empty() {
+                return Err(invalid("grants", format!("grant on `{}` lists no scopes", g.resource)).into());
+            }
+            if canonical == self.issuer.canonical {
+                // Clients of the system tenant are global admins; any other tenant's, its own admins.
+                let allowed = if tenant == SYSTEM_TENANT {
+                    GLOBAL_ADMIN_SCOPE.to_string()
+                } else {
+                    tenant_admin_scope(tenant)
+                };
+                if g.scopes.iter().any(|s| *s != allowed) {
+                    let why = format!("on the admin API a client of `{tenant}` may hold only `{allowed}`");
+                    return Err(invalid("grants", why).into());
+                }
+            } else {
+                let resource = tx
+                    .conn()
+                    .find_resource_by_uri(tenant, &canonical)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::NotFound => Error::from(invalid(
+                            "grants",
+                            format!("`{}` is not a resource of this tenant", g.resource),
+                        )),
+                        e => e.into(),
+                    })?;
+                if let Some(s) = g.scopes.iter().find(|s| !resource.scopes.contains(s)) {
+                    return Err(invalid("grants", format!("`{}` does not define scope `{s}`", g.resource)).into());
+                }
+            }
+            seen.push(canonical);
+        }
+        Ok(())
+    }
+
+    /// The system tenant must keep one enabled global admin, or nobody could
+    /// administer mayfly again.
+    async fn keep_a_global_admin(tx: &mut Tx, tenant: &str, client_id: &str) -> Result<(), Error> {
+        if tenant != SYSTEM_TENANT || tx.conn().other_enabled_clients(tenant, client_id).await? > 0 {
+            return Ok(());
+        }
+        Err(Error::Conflict(
+            "this is the last enabled global admin; create another one first".into(),
+        ))
+    }
+
+    pub async fn create_client(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        body: NewClient,
+    ) -> Result<(Client, SecretString), Error> {
+        let client_id = body
+            .client_id
+            .unwrap_or_else(|| format!("{tenant}-{}", Uuid::new_v4().simple()));
+        validate_client_id(&client_id)?;
+        let name = body.name.unwrap_or_else(|| client_id.clone());
+        validate_name("name", &name)?;
+        let workflows = workflow_names(body.workflows);
+        validate_workflows(&workflows)?;
+        let grants: Vec<Grant> = body.grants.into_iter().map(Grant::from).collect();
+        let max_ttl = body.max_ttl_seconds.unwrap_or(self.lifetimes.default_ttl);
+        self.check_max_ttl(max_ttl)?;
+        let now = self.clock.now();
+        let client = Client {
+            client_id,
+            tenant_id: tenant.to_string(),
+            name,
+            kind: body.kind,
+            workflows,
+            grants,
+            max_ttl_seconds: max_ttl,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let secret = secret::generate();
+        let mut tx = self.store.begin().await?;
+        self.validate_grants(&mut tx, tenant, &client.grants).await?;
+        tx.conn().insert_client(&client).await.map_err(|e| match e {
+            StoreError::Conflict(_) => Error::Conflict(format!("client_id `{}` is taken", client.client_id)),
+            e => e.into(),
+        })?;
+        tx.conn()
+            .insert_secret(&client.client_id, &secret::digest(secret.expose_secret()), now)
+            .await?;
+        tx.conn()
+            .append_audit(&[client_event(caller, actions::CLIENT_CREATED, &client, now)])
+            .await?;
+        tx.commit().await?;
+        Ok((client, secret))
+    }
+
+    pub async fn list_clients(&self, tenant: &str, after: &str, limit: i64) -> Result<Vec<Client>, Error> {
+        Ok(self
+            .store
+            .read()
+            .await?
+            .conn()
+            .list_clients(tenant, after, limit)
+            .await?)
+    }
+
+    pub async fn get_client(&self, tenant: &str, client_id: &str) -> Result<Client, Error> {
+        self.store
+            .read()
+            .await?
+            .conn()
+            .get_client(tenant, client_id)
+            .await
+            .map_err(Error::or_not_found("client"))
+    }
+
+    pub async fn update_client(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        client_id: &str,
+        patch: ClientPatch,
+    ) -> Result<Client, Error> {
+        let mut tx = self.store.begin().await?;
+        let mut c = tx
+            .conn()
+            .get_client(tenant, client_id)
+            .await
+            .map_err(Error::or_not_found("client"))?;
+        if let Some(name) = patch.name {
+            validate_name("name", &name)?;
+            c.name = name;
+        }
+        if let Some(workflows) = patch.workflows {
+            let workflows = workflow_names(workflows);
+            validate_workflows(&workflows)?;
+            c.workflows = workflows;
+        }
+        if let Some(grants) = patch.grants {
+            let grants: Vec<Grant> = grants.into_iter().map(Grant::from).collect();
+            self.validate_grants(&mut tx, tenant, &grants).await?;
+            c.grants = grants;
+        }
+        if let Some(max_ttl) = patch.max_ttl_seconds {
+            self.check_max_ttl(max_ttl)?;
+            c.max_ttl_seconds = max_ttl;
+        }
+        if let Some(disabled) = patch.disabled {
+            if disabled {
+                Self::keep_a_global_admin(&mut tx, tenant, &c.client_id).await?;
+            }
+            c.disabled = disabled;
+        }
+        let now = self.clock.now();
+        c.updated_at = now;
+        tx.conn()
+            .update_client(&c)
+            .await
+            .map_err(Error::or_not_found("client"))?;
+        tx.conn()
+            .append_audit(&[client_event(caller, actions::CLIENT_UPDATED, &c, now)])
+            .await?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    /// Deleting a client ends its secrets and revokes every token it minted.
+    pub async fn delete_client(&self, caller: &Caller, tenant: &str, client_id: &str) -> Result<(), Error> {
+        let mut tx = self.store.begin().await?;
+        let c = tx
+            .conn()
+            .get_client(tenant, client_id)
+            .await
+            .map_err(Error::or_not_found("client"))?;
+        Self::keep_a_global_admin(&mut tx, tenant, &c.client_id).await?;
+        let now = self.clock.now();
+        tx.conn()
+            .delete_client(tenant, &c.client_id, now)
+            .await
+            .map_err(Error::or_not_found("client"))?;
+        let selector = Selector::Client(c.client_id.clone());
+        let rule = self
+            .revocations
+            .record(
+                &mut tx,
+                caller,
+                Some(tenant),
+                &selector,
+                "client deleted",
+                Cover::Forever,
+            )
+            .await?;
+        let mut event = client_event(caller, actions::CLIENT_DELETED, &c, now);
+        event.reason = Some(format!("revocation {}", rule.id));
+        tx.conn().append_audit(&[event]).await?;
+        tx.commit().await?;
+        self.revocations.wake();
+        Ok(())
+    }
+
+    pub async fn rotate_secret(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        client_id: &str,
+        body: SecretRotation,
+    ) -> Result<Rotated, Error> {
+        let grace = body.grace_period_seconds.unwrap_or(3600);
+        if !(0..=7 * 24 * 3600).contains(&grace) {
+            return Err(invalid("grace_period_seconds", "must be between 0 and 604800 (7 days)").into());
+        }
+        let mut tx = self.store.begin().await?;
+        let c = tx
+            .conn()
+            .get_client(tenant, client_id)
+            .await
+            .map_err(Error::or_not_found("client"))?;
+        let now = self.clock.now();
+        let previous_until = now + TimeDelta::seconds(grace);
+        let secret = secret::generate();
+        tx.conn()
+            .expire_secrets_for_rotation(&c.client_id, now, previous_until)
+            .await?;
+        tx.conn()
+            .insert_secret(&c.client_id, &secret::digest(secret.expose_secret()), now)
+            .await?;
+        let mut event = client_event(caller, actions::CLIENT_SECRET_ROTATED, &c, now);
+        event.reason = Some(format!("previous secret valid for {grace} more seconds"));
+        tx.conn().append_audit(&[event]).await?;
+        tx.commit().await?;
+        Ok(Rotated {
+            client: c,
+            secret,
+            previous_expires_at: previous_until,
+        })
+    }
+}

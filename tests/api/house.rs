@@ -1,0 +1,66 @@
+//! The shape of the house, checked: domain modules take their parts as
+//! arguments and never reach for the app state or the HTTP layer, and no
+//! source file grows past 600 lines.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn domain_modules_never_import_the_app_or_the_http_layer() {
+    let mut offenders = Vec::new();
+    for module in [
+        "tokens",
+        "keys",
+        "leases",
+        "audit",
+        "tenants",
+        "storage",
+        "federation",
+        "delegation",
+    ] {
+        let dir = src().join(module);
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut files = Vec::new();
+        rust_files(&dir, &mut files);
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if text.contains("crate::app") || text.contains("crate::http") {
+                offenders.push(file.display().to_string());
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "domain modules importing the app or HTTP layer: {offenders:?}"
+    );
+}
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).unwrap().lines().count();
+            (n > 600).then(|| format!("{} ({n})", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by responsibility: {long:?}");
+}
