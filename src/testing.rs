@@ -53,3 +53,29 @@ pub fn lease(tenant: &str, workflow: &str, now: DateTime<Utc>) -> Lease {
 pub fn test_clock() -> std::sync::Arc<ManualClock> {
     std::sync::Arc::new(ManualClock::new(SystemClock.now()))
 }
+
+/// A key service with one active ES256 key: rotation hourly, published ten
+/// minutes ahead, tokens of at most `max_ttl` seconds.
+pub async fn key_service(store: &Store, clock: std::sync::Arc<ManualClock>, max_ttl: u64) -> crate::keys::KeyService {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::keys::rotation::MasterKeys;
+    use crate::keys::{Alg, KeyService, MasterKey, Schedule};
+    use crate::leases::Revocations;
+
+    let schedule = Schedule {
+        period: Duration::from_secs(3600),
+        lead: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(max_ttl),
+    };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let revocations = Revocations::new(store.clone(), clock.clone(), wake, schedule.max_ttl, schedule.lead);
+    let masters = Arc::new(MasterKeys {
+        current: MasterKey::from_bytes(&[7u8; 32]).unwrap(),
+        previous: None,
+    });
+    let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock, revocations);
+    keys.ensure_signing_key().await.unwrap();
+    keys
+}

@@ -175,6 +175,9 @@ impl From<Refused> for OAuthError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -258,7 +261,10 @@ impl IntoResponse for OAuthError {
             .into_response();
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(wait) = self.retry_after {
+        if let Some(wait) = self
+            .retry_after
+            .or((self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(1))
+        {
             h.insert(header::RETRY_AFTER, HeaderValue::from(wait));
         }
         if self.status == StatusCode::UNAUTHORIZED {

@@ -475,32 +475,12 @@ pub async fn rewrap(store: &Store, masters: &MasterKeys, now: DateTime<Utc>) -> 
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::Notify;
-
     use super::*;
     use crate::clock::ManualClock;
     use crate::testing::temp_store;
 
     async fn service(store: &Store, clock: Arc<ManualClock>) -> KeyService {
-        let schedule = Schedule {
-            period: Duration::from_secs(3600),
-            lead: Duration::from_secs(600),
-            max_ttl: Duration::from_secs(900),
-        };
-        let revocations = Revocations::new(
-            store.clone(),
-            clock.clone(),
-            Arc::new(Notify::new()),
-            schedule.max_ttl,
-            schedule.lead,
-        );
-        let masters = Arc::new(MasterKeys {
-            current: MasterKey::from_bytes(&[7u8; 32]).unwrap(),
-            previous: None,
-        });
-        let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock, revocations);
-        keys.ensure_signing_key().await.unwrap();
-        keys
+        crate::testing::key_service(store, clock, 900).await
     }
 
     fn states(keys: &[(StoredKey, i64)]) -> Vec<KeyState> {

@@ -45,6 +45,15 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Whether a SQLSTATE means "the database is going away or not accepting
+/// work": admin shutdown, crash shutdown, cannot connect now (57P01-03), any
+/// connection exception (class 08), too many connections (53300).
+pub fn sqlstate_is_unavailable(code: &str) -> bool {
+    matches!(code, "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
+}
+
+/// The one place database errors are classified. "Unavailable" errors are
+/// answered 503 with Retry-After, never 500, wherever they surface.
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
@@ -52,11 +61,22 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.constraint().unwrap_or(db.message()).to_string())
             }
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| sqlstate_is_unavailable(&c)) => {
                 StoreError::Unavailable(e.to_string())
             }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
             other => StoreError::Database(other),
         }
+    }
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
     }
 }
 
@@ -132,6 +152,8 @@ impl Tx {
         })
     }
 
+    /// Commits. A failure here leaves the outcome unknown (the server may
+    /// have committed before the connection broke): never retry after it.
     pub async fn commit(self) -> Result<()> {
         match self.0 {
             TxInner::Postgres(t) => t.commit().await?,
@@ -221,6 +243,24 @@ impl Store {
         match &self.pool {
             Pool::Postgres(p) => p.close().await,
             Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_is_unavailable;
+
+    #[test]
+    fn shutdown_connection_and_capacity_sqlstates_are_unavailable_and_others_are_not() {
+        for code in [
+            "57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004", "08P01", "53300",
+        ] {
+            assert!(sqlstate_is_unavailable(code), "{code}");
+        }
+        // Unique violation, syntax error, serialization failure, disk full: not "going away".
+        for code in ["23505", "42601", "40001", "53100", "57014", "XX000"] {
+            assert!(!sqlstate_is_unavailable(code), "{code}");
         }
     }
 }

@@ -17,14 +17,31 @@ pub const MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
-/// Commits leases with their audit events, atomically.
+/// Commits leases with their audit events, atomically. If the connection
+/// fails before the commit is sent (nothing can have been written), the
+/// batch is retried once on a fresh connection; a failed commit is not
+/// retried, since its outcome is unknown.
 async fn record(store: &Store, items: &[(Lease, AuditEvent)]) -> Result<(), StoreError> {
-    let mut tx = store.begin().await?;
     let leases: Vec<Lease> = items.iter().map(|(l, _)| l.clone()).collect();
-    tx.conn().insert_leases(&leases).await?;
     let events: Vec<AuditEvent> = items.iter().map(|(_, e)| e.clone()).collect();
-    tx.conn().append_audit(&events).await?;
-    tx.commit().await
+    let mut retried = false;
+    loop {
+        let staged = async {
+            let mut tx = store.begin().await?;
+            tx.conn().insert_leases(&leases).await?;
+            tx.conn().append_audit(&events).await?;
+            Ok::<_, StoreError>(tx)
+        }
+        .await;
+        match staged {
+            Ok(tx) => return tx.commit().await,
+            Err(e) if e.is_unavailable() && !retried => {
+                tracing::warn!(error = %e, "lease batch failed before commit; retrying once");
+                retried = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,10 +74,12 @@ impl IssueWriter {
         self.queue.send((lease, event, tx)).await.map_err(|_| gone())?;
         match rx.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
-            // Shared by the whole batch: keep "unavailable" for lost connections only.
+            // Shared by the whole batch: each request keeps the batch error's class.
             Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
                 StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
-                other => StoreError::Database(sqlx::Error::Protocol(other.to_string())),
+                StoreError::NotFound => StoreError::NotFound,
+                StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
+                other => StoreError::Corrupt(other.to_string()),
             })),
         }
     }

@@ -235,14 +235,9 @@ impl Issuer {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use tokio::sync::Notify;
 
     use super::*;
-    use crate::keys::rotation::MasterKeys;
-    use crate::keys::{Alg, KeyService, MasterKey, Schedule};
-    use crate::leases::Revocations;
+    use crate::keys::KeyService;
     use crate::tenants::{ClientKind, Grant, Resource, Tenant};
     use crate::testing::temp_store;
 
@@ -258,24 +253,7 @@ mod tests {
         let (store, dir) = temp_store().await;
         let clock = crate::testing::test_clock();
         let now = clock.now();
-        let schedule = Schedule {
-            period: Duration::from_secs(3600),
-            lead: Duration::from_secs(600),
-            max_ttl: Duration::from_secs(3600),
-        };
-        let revocations = Revocations::new(
-            store.clone(),
-            clock.clone(),
-            Arc::new(Notify::new()),
-            schedule.max_ttl,
-            schedule.lead,
-        );
-        let masters = Arc::new(MasterKeys {
-            current: MasterKey::from_bytes(&[1u8; 32]).unwrap(),
-            previous: None,
-        });
-        let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock.clone(), revocations);
-        keys.ensure_signing_key().await.unwrap();
+        let keys = crate::testing::key_service(&store, clock.clone(), 3600).await;
         let client = Client {
             client_id: "acme-ci".into(),
             tenant_id: "acme".into(),

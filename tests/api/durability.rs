@@ -196,3 +196,83 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
     let (_, v) = c.get(&admin, "/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "one chain across replicas: {v}");
 }
+
+/// Restarts the machine's Postgres cluster (what an operator's restart does).
+fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a Debian Postgres cluster under /etc/postgresql")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .next()
+        .unwrap();
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pg_ctlcluster restart failed");
+}
+
+/// Mints continuously from several clients while Postgres restarts three
+/// times: every answer is 200 or 503 (with Retry-After), never another 5xx,
+/// and every token handed out has its lease. Restarting the shared server
+/// would disturb other tests, so `scripts/test` runs this one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the machine's Postgres; scripts/test runs it on its own"]
+async fn a_postgres_restart_under_concurrent_mints_answers_200_or_503_and_loses_no_lease() {
+    let app = spawn_app(Backend::Postgres).await;
+    let f = fixture(&app, "acme").await;
+    let app = std::sync::Arc::new(app);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut minters = Vec::new();
+    for _ in 0..8 {
+        let (app, stop, ci, resource) = (app.clone(), stop.clone(), f.ci.clone(), f.resource.clone());
+        minters.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let form = [("grant_type", "client_credentials"), ("resource", resource.as_str())];
+                let res = app.token_basic(&ci.0, &ci.1, &form).await;
+                let status = res.status();
+                let retry_after = res.headers().contains_key("retry-after");
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                seen.push((status, retry_after, body["access_token"].as_str().map(str::to_string)));
+                if status != reqwest::StatusCode::OK {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+            seen
+        }));
+    }
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::task::spawn_blocking(restart_postgres).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for m in minters {
+        answers.extend(m.await.unwrap());
+    }
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(s, retry, _)| {
+            *s != reqwest::StatusCode::OK && !(*s == reqwest::StatusCode::SERVICE_UNAVAILABLE && *retry)
+        })
+        .map(|(s, r, _)| (*s, *r))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "answers other than 200 or 503 with Retry-After: {refused:?}"
+    );
+    let tokens: Vec<&String> = answers.iter().filter_map(|(_, _, t)| t.as_ref()).collect();
+    assert!(
+        tokens.len() > 50,
+        "minting resumed after the restarts ({} tokens)",
+        tokens.len()
+    );
+    let admin = app.global_admin_token().await;
+    for token in tokens {
+        let jti = crate::harness::claims(token)["jti"].as_str().unwrap().to_string();
+        let (s, _) = app.get(&admin, &format!("/v1/tenants/acme/leases/{jti}")).await;
+        assert_eq!(s, reqwest::StatusCode::OK, "a token without its lease: {jti}");
+    }
+}
