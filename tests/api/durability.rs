@@ -264,6 +264,12 @@ async fn a_postgres_restart_under_concurrent_mints_answers_200_or_503_and_loses_
         "answers other than 200 or 503 with Retry-After: {refused:?}"
     );
     let tokens: Vec<&String> = answers.iter().filter_map(|(_, _, t)| t.as_ref()).collect();
+    eprintln!(
+        "{} answers: {} with a token, {} 503 with Retry-After",
+        answers.len(),
+        tokens.len(),
+        answers.len() - tokens.len()
+    );
     assert!(
         tokens.len() > 50,
         "minting resumed after the restarts ({} tokens)",
