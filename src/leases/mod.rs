@@ -5,7 +5,6 @@
 //! live leases; tokens minted after the rule are untouched.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 pub mod ledger;
@@ -16,12 +15,10 @@ pub use ledger::Ledger;
 pub use revocations::{Cover, Revocations};
 pub use sweeper::Sweeper;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Lease {
-    #[serde(skip)]
     pub seq: i64,
     pub id: Uuid,
-    #[serde(rename = "tenant")]
     pub tenant_id: String,
     pub workflow: String,
     pub workload: String,

@@ -25,20 +25,18 @@ pub fn tenant_admin_scope(tenant: &str) -> String {
     format!("mayfly:tenant:{tenant}:admin")
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Resource {
     pub id: Uuid,
-    #[serde(rename = "tenant")]
     pub tenant_id: String,
     pub uri: String,
-    #[serde(skip)]
     pub canonical_uri: String,
     pub name: String,
     #[sqlx(json)]
@@ -89,10 +87,9 @@ pub struct Grant {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Client {
     pub client_id: String,
-    #[serde(rename = "tenant")]
     pub tenant_id: String,
     pub name: String,
     #[sqlx(try_from = "String")]

@@ -11,4 +11,5 @@ mod interop;
 mod openapi;
 mod revocation;
 mod rotation;
+mod store;
 mod tokens;

@@ -1,0 +1,211 @@
+//! The store's conformance suite: the same behaviours checked on SQLite and
+//! on Postgres, straight through `Store`, without a server. Tenant isolation
+//! lives inside the queries, so it is checked here too.
+
+use chrono::{TimeDelta, Utc};
+use mayfly::leases::Lease;
+use mayfly::storage::{Store, StoreError};
+use mayfly::tenants::{Client, ClientKind, Resource, Tenant};
+use uuid::Uuid;
+
+use crate::harness::{Backend, Database};
+use crate::on_both_backends;
+
+on_both_backends!(
+    reads_are_scoped_to_the_tenant_inside_the_query,
+    unique_identifiers_are_conflicts_and_missing_rows_are_not_found,
+    key_states_move_only_along_the_lifecycle,
+);
+
+async fn store(b: Backend) -> (Store, Database) {
+    let db = Database::fresh(b).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    (store, db)
+}
+
+fn tenant(id: &str) -> Tenant {
+    Tenant {
+        id: id.into(),
+        name: id.into(),
+        created_at: mayfly::clock::truncate_micros(Utc::now()),
+    }
+}
+
+fn resource(tenant: &str, uri: &str) -> Resource {
+    let now = mayfly::clock::truncate_micros(Utc::now());
+    Resource {
+        id: Uuid::now_v7(),
+        tenant_id: tenant.into(),
+        uri: uri.into(),
+        canonical_uri: uri.into(),
+        name: uri.into(),
+        scopes: vec!["read".into()],
+        default_ttl_seconds: 60,
+        max_ttl_seconds: 600,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn client(tenant: &str, id: &str) -> Client {
+    let now = mayfly::clock::truncate_micros(Utc::now());
+    Client {
+        client_id: id.into(),
+        tenant_id: tenant.into(),
+        name: id.into(),
+        kind: ClientKind::Ci,
+        workflows: vec!["release".into()],
+        grants: vec![],
+        max_ttl_seconds: 600,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+fn lease(tenant: &str) -> Lease {
+    let now = mayfly::clock::truncate_micros(Utc::now());
+    Lease {
+        seq: 0,
+        id: Uuid::now_v7(),
+        tenant_id: tenant.into(),
+        workflow: "release".into(),
+        workload: "w".into(),
+        client_id: format!("{tenant}-ci"),
+        actor: None,
+        resource: format!("https://mcp.{tenant}.test"),
+        scopes: vec!["read".into()],
+        kid: "k".into(),
+        issued_at: now,
+        expires_at: now + TimeDelta::minutes(10),
+        revoked_at: None,
+        revocation_id: None,
+        source: None,
+        request_id: None,
+    }
+}
+
+async fn reads_are_scoped_to_the_tenant_inside_the_query(b: Backend) {
+    let (store, _db) = store(b).await;
+    let (a_res, b_res) = (resource("a", "https://mcp.a.test"), resource("b", "https://mcp.b.test"));
+    let b_lease = lease("b");
+    let mut tx = store.begin().await.unwrap();
+    let mut c = tx.conn();
+    for t in ["a", "b"] {
+        c.insert_tenant(&tenant(t)).await.unwrap();
+        c.insert_client(&client(t, &format!("{t}-ci"))).await.unwrap();
+    }
+    c.insert_resource(&a_res).await.unwrap();
+    c.insert_resource(&b_res).await.unwrap();
+    c.insert_leases(&[lease("a"), b_lease.clone()]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut pooled = store.read().await.unwrap();
+    let mut c = pooled.conn();
+    assert!(matches!(c.get_client("a", "b-ci").await, Err(StoreError::NotFound)));
+    assert_eq!(c.get_client("b", "b-ci").await.unwrap().tenant_id, "b");
+    assert!(matches!(c.get_resource("a", b_res.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        c.find_resource_by_uri("a", "https://mcp.b.test").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(c.get_lease("a", b_lease.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        c.lease_status(b_lease.id, Some("a")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        c.lease_status(b_lease.id, Some("b")).await.unwrap().lease.id,
+        b_lease.id
+    );
+    let clients = c.list_clients("a", "", 100).await.unwrap();
+    assert_eq!(
+        clients.iter().map(|c| c.client_id.as_str()).collect::<Vec<_>>(),
+        ["a-ci"]
+    );
+    let resources = c.list_resources("a", "", 100).await.unwrap();
+    assert_eq!(resources.len(), 1);
+    let leases = c
+        .list_leases("a", &Default::default(), Utc::now(), i64::MAX, 100)
+        .await
+        .unwrap();
+    assert!(leases.iter().all(|l| l.lease.tenant_id == "a") && leases.len() == 1);
+}
+
+async fn unique_identifiers_are_conflicts_and_missing_rows_are_not_found(b: Backend) {
+    let (store, _db) = store(b).await;
+    let mut tx = store.begin().await.unwrap();
+    tx.conn().insert_tenant(&tenant("a")).await.unwrap();
+    tx.conn().insert_tenant(&tenant("b")).await.unwrap();
+    tx.conn()
+        .insert_resource(&resource("a", "https://mcp.x.test"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.conn().insert_tenant(&tenant("a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+    // A resource URI belongs to one tenant.
+    let mut tx = store.begin().await.unwrap();
+    let taken = tx.conn().insert_resource(&resource("b", "https://mcp.x.test")).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))));
+    drop(tx);
+    let mut pooled = store.read().await.unwrap();
+    assert!(matches!(
+        pooled.conn().get_tenant("nope").await,
+        Err(StoreError::NotFound)
+    ));
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.conn().delete_client("a", "nobody", Utc::now()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn key_states_move_only_along_the_lifecycle(b: Backend) {
+    use mayfly::keys::{Alg, KeyState};
+    use mayfly::storage::keys::NewKey;
+
+    let (store, _db) = store(b).await;
+    let jwk = serde_json::json!({"kty": "EC"});
+    let now = mayfly::clock::truncate_micros(Utc::now());
+    let mut tx = store.begin().await.unwrap();
+    let mut c = tx.conn();
+    c.insert_key(&NewKey {
+        kid: "k1",
+        alg: Alg::Es256,
+        state: KeyState::Next,
+        public_jwk: &jwk,
+        sealed_private: b"sealed",
+        master_key_id: "m",
+        now,
+        activates_at: Some(now),
+    })
+    .await
+    .unwrap();
+    // Only a retired key can be removed, only a next key activated.
+    assert!(matches!(c.remove_key("k1", now).await, Err(StoreError::NotFound)));
+    assert!(matches!(c.retire_key("k1", now).await, Err(StoreError::NotFound)));
+    c.activate_key("k1", now).await.unwrap();
+    assert!(matches!(c.activate_key("k1", now).await, Err(StoreError::NotFound)));
+    c.retire_key("k1", now).await.unwrap();
+    let keys = c.list_keys().await.unwrap();
+    assert_eq!(keys[0].state, KeyState::Retired);
+    assert!(
+        keys[0].sealed_private.is_some(),
+        "retiring keeps the private half until removal"
+    );
+    c.remove_key("k1", now).await.unwrap();
+    let keys = c.list_keys().await.unwrap();
+    assert_eq!(
+        (keys[0].state, keys[0].sealed_private.is_none()),
+        (KeyState::Removed, true)
+    );
+    assert!(matches!(c.revoke_key("k1", now).await, Err(StoreError::NotFound)));
+    tx.commit().await.unwrap();
+}
