@@ -2,7 +2,7 @@
 //! on Postgres, straight through `Store`, without a server. Tenant isolation
 //! lives inside the queries, so it is checked here too.
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use mayfly::leases::Lease;
 use mayfly::storage::{Store, StoreError};
 use mayfly::tenants::{Client, ClientKind, Resource, Tenant};
@@ -28,12 +28,12 @@ fn tenant(id: &str) -> Tenant {
     Tenant {
         id: id.into(),
         name: id.into(),
-        created_at: mayfly::clock::truncate_micros(Utc::now()),
+        created_at: mayfly::clock::Clock::now(&mayfly::clock::SystemClock),
     }
 }
 
 fn resource(tenant: &str, uri: &str) -> Resource {
-    let now = mayfly::clock::truncate_micros(Utc::now());
+    let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
     Resource {
         id: Uuid::now_v7(),
         tenant_id: tenant.into(),
@@ -49,7 +49,7 @@ fn resource(tenant: &str, uri: &str) -> Resource {
 }
 
 fn client(tenant: &str, id: &str) -> Client {
-    let now = mayfly::clock::truncate_micros(Utc::now());
+    let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
     Client {
         client_id: id.into(),
         tenant_id: tenant.into(),
@@ -65,7 +65,7 @@ fn client(tenant: &str, id: &str) -> Client {
 }
 
 fn lease(tenant: &str) -> Lease {
-    let now = mayfly::clock::truncate_micros(Utc::now());
+    let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
     Lease {
         seq: 0,
         id: Uuid::now_v7(),
@@ -127,7 +127,13 @@ async fn reads_are_scoped_to_the_tenant_inside_the_query(b: Backend) {
     let resources = c.list_resources("a", "", 100).await.unwrap();
     assert_eq!(resources.len(), 1);
     let leases = c
-        .list_leases("a", &Default::default(), Utc::now(), i64::MAX, 100)
+        .list_leases(
+            "a",
+            &Default::default(),
+            mayfly::clock::Clock::now(&mayfly::clock::SystemClock),
+            i64::MAX,
+            100,
+        )
         .await
         .unwrap();
     assert!(leases.iter().all(|l| l.lease.tenant_id == "a") && leases.len() == 1);
@@ -162,7 +168,9 @@ async fn unique_identifiers_are_conflicts_and_missing_rows_are_not_found(b: Back
     ));
     let mut tx = store.begin().await.unwrap();
     assert!(matches!(
-        tx.conn().delete_client("a", "nobody", Utc::now()).await,
+        tx.conn()
+            .delete_client("a", "nobody", mayfly::clock::Clock::now(&mayfly::clock::SystemClock))
+            .await,
         Err(StoreError::NotFound)
     ));
 }
@@ -173,7 +181,7 @@ async fn key_states_move_only_along_the_lifecycle(b: Backend) {
 
     let (store, _db) = store(b).await;
     let jwk = serde_json::json!({"kty": "EC"});
-    let now = mayfly::clock::truncate_micros(Utc::now());
+    let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
     let mut tx = store.begin().await.unwrap();
     let mut c = tx.conn();
     c.insert_key(&NewKey {
