@@ -54,6 +54,7 @@ pub struct Web {
 struct Background {
     keys: KeyService,
     sweeper: Sweeper,
+    authn: Authenticator,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let masters = Arc::new(master_keys(&config)?);
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
+    bootstrap::recanonicalize_resources(&store).await?;
 
     let issuer_id = IssuerId {
         url: config.issuer.clone(),
@@ -176,13 +178,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         lifetimes,
     );
     let state = AppState {
-        verifier: Verifier::new(
-            store.clone(),
-            keys.clone(),
-            audit.clone(),
-            config.issuer.clone(),
-            clock.clone(),
-        ),
+        verifier: Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone()),
         authn: Authenticator::new(store.clone(), audit.clone(), clock.clone(), config.auth_failure_limit),
         directory: Directory::new(store.clone(), clock.clone(), revocations.clone(), issuer_id, lifetimes),
         ledger: Ledger::new(store.clone(), clock.clone()),
@@ -199,6 +195,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         }),
     };
     let background = Background {
+        authn: state.authn.clone(),
         keys,
         sweeper: Sweeper::new(store.clone(), clock, config.lease_retention, sweeper_wake),
     };
@@ -236,6 +233,7 @@ pub async fn serve(
         tokio::spawn(background.keys.clone().run_refresh()),
         tokio::spawn(background.keys.run_schedule()),
         tokio::spawn(background.sweeper.run()),
+        tokio::spawn(background.authn.run_flush()),
     ];
     let router = crate::http::router(state);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -54,6 +54,8 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                         id: tenants::SYSTEM_TENANT.into(),
                         name: "mayfly system".into(),
                         created_at: now,
+                        max_live_leases: None,
+                        max_mints_per_second: None,
                     })
                     .await?;
             }
@@ -76,6 +78,8 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     disabled: false,
                     created_at: now,
                     updated_at: now,
+                    serves: None,
+                    workload_pattern: None,
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -94,6 +98,35 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
         Err(e) => return Err(e),
     }
     Ok(generated_secret)
+}
+
+/// Resources registered under an older canonicalisation are moved to the
+/// current canonical form of their URI, so requests spelled any equivalent
+/// way still find them. One whose URI the current rules refuse is left as
+/// it is (nothing can mint for it) and reported; so is one whose new form
+/// another tenant already claimed.
+pub async fn recanonicalize_resources(store: &Store) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    let mut c = tx.conn();
+    c.lock_chain().await?;
+    for r in c.all_resources().await? {
+        match tenants::uri::canonicalize(&r.uri) {
+            Ok(canonical) if canonical == r.canonical_uri => {}
+            Ok(canonical) => match c.recanonicalize_resource(&r, &canonical).await {
+                Ok(()) => tracing::info!(resource = %r.id, "resource URI moved to its current canonical form"),
+                Err(StoreError::Conflict(_)) => tracing::error!(
+                    resource = %r.id, tenant = %r.tenant_id,
+                    "resource URI's canonical form is claimed by another tenant; it cannot be minted for"
+                ),
+                Err(e) => return Err(e),
+            },
+            Err(e) => tracing::error!(
+                resource = %r.id, tenant = %r.tenant_id, error = %e,
+                "resource URI is no longer accepted; it cannot be minted for until it is re-registered"
+            ),
+        }
+    }
+    tx.commit().await
 }
 
 /// After MAYFLY_ISSUER changes, the bootstrap admin's grant on the admin API
@@ -144,6 +177,8 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             id: DEMO_TENANT.into(),
             name: "Demo".into(),
             created_at: now,
+            max_live_leases: None,
+            max_mints_per_second: None,
         })
         .await?;
         c.insert_resource(&Resource {
@@ -173,6 +208,8 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             disabled: false,
             created_at: now,
             updated_at: now,
+            serves: None,
+            workload_pattern: None,
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);
@@ -195,4 +232,50 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
         secret.expose_secret(),
         b.issuer.url
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{temp_store, test_clock};
+
+    #[tokio::test]
+    async fn resources_stored_under_an_older_canonical_form_are_moved_to_the_current_one() {
+        let (store, _dir) = temp_store().await;
+        let now = test_clock().now();
+        let old = Resource {
+            id: Uuid::now_v7(),
+            tenant_id: "acme".into(),
+            uri: "https://mcp.acme.test/x/../%67ithub".into(),
+            // What the old canonicalisation stored for it.
+            canonical_uri: "https://mcp.acme.test/x/../%67ithub".into(),
+            name: "GitHub".into(),
+            scopes: vec!["read".into()],
+            default_ttl_seconds: 60,
+            max_ttl_seconds: 600,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = store.begin().await.unwrap();
+        let acme = Tenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+            created_at: now,
+            max_live_leases: None,
+            max_mints_per_second: None,
+        };
+        tx.conn().insert_tenant(&acme).await.unwrap();
+        tx.conn().insert_resource(&old).await.unwrap();
+        tx.commit().await.unwrap();
+        recanonicalize_resources(&store).await.unwrap();
+        let mut c = store.read().await.unwrap();
+        let moved = c
+            .conn()
+            .find_resource_by_uri("acme", "https://mcp.acme.test/github")
+            .await
+            .unwrap();
+        assert_eq!(moved.id, old.id);
+        // Running it again changes nothing.
+        recanonicalize_resources(&store).await.unwrap();
+    }
 }

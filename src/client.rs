@@ -60,8 +60,33 @@ pub enum FetchError {
     Http(#[from] reqwest::Error),
     #[error("mayfly refused: {error}: {description}")]
     Refused { error: String, description: String },
+    #[error("--from is not a URL: {0}")]
+    BadUrl(String),
+    #[error(
+        "refusing to send the client secret over plain http to `{0}`: use an https URL for --from \
+         (plain http is allowed only to localhost, 127.0.0.0/8 and [::1])"
+    )]
+    Insecure(String),
     #[error("{0}")]
     Output(String),
+}
+
+/// The client secret travels in the request: only over TLS, or to this machine.
+fn check_url(url: &str) -> Result<(), FetchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::BadUrl(e.to_string()))?;
+    // The URL parser normalises hosts: lowercase names, dotted IPv4, bracketed IPv6.
+    let host = parsed.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(FetchError::Insecure(format!("{}://{}", parsed.scheme(), host))),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +101,7 @@ pub async fn fetch(args: &TokenArgs) -> Result<serde_json::Value, FetchError> {
     // ring is the only crypto provider in this binary; installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let secret = args.client_secret.as_ref().ok_or(FetchError::NoSecret)?;
+    check_url(&args.url)?;
     let mut form: Vec<(&str, String)> = vec![
         ("grant_type", "client_credentials".into()),
         ("resource", args.resource.clone()),
@@ -163,26 +189,146 @@ fn append(path: &Path, line: &str) -> Result<(), FetchError> {
         .map_err(|e| FetchError::Output(format!("{}: {e}", path.display())))
 }
 
+/// Writes `content` to a new owner-only file beside `path` and renames it
+/// over `path`, so the token is never readable by others, even briefly, and
+/// whatever a link at `path` points at is never written to.
 fn write_private(path: &Path, content: &str) -> Result<(), FetchError> {
+    let fail = |e: std::io::Error| FetchError::Output(format!("{}: {e}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(FetchError::Output(format!(
+                "{}: is a symbolic link; refusing to write the token through it",
+                path.display()
+            )));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(FetchError::Output(format!("{}: is not a regular file", path.display())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| FetchError::Output(format!("{}: not a file name", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(tmp_name);
+
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // create_new: never open something already there (nor follow a link planted at the name).
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let fail = |e: std::io::Error| FetchError::Output(format!("{}: {e}", path.display()));
-    let mut f = options.open(path).map_err(fail)?;
-    // An existing file keeps its mode on open: narrow it before writing the token.
+    let f = options.open(&tmp).map_err(fail)?;
+    if let Err(e) = fill_and_rename(f, content, &tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
+    }
+    // Make the rename itself durable; failing here loses nothing written.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn fill_and_rename(mut f: std::fs::File, content: &str, tmp: &Path, path: &Path) -> std::io::Result<()> {
+    // The umask may have narrowed the mode; fix it on the handle, not by name.
     #[cfg(unix)]
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(fail)?;
-    f.write_all(content.as_bytes()).map_err(fail)
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    // rename replaces a link at `path` rather than following it.
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::form_encode;
+    use super::{FetchError, check_url, form_encode, write_private};
 
     #[test]
     fn basic_credentials_are_form_encoded() {
         assert_eq!(form_encode("mfy_cs_AZaz09-_"), "mfy_cs_AZaz09-_");
         assert_eq!(form_encode("a:b c+"), "a%3Ab%20c%2B");
+    }
+
+    #[test]
+    fn the_secret_goes_over_https_or_to_this_machine_only() {
+        for ok in [
+            "https://mayfly.example",
+            "https://10.0.0.1:8420/",
+            "http://localhost:8420",
+            "http://LOCALHOST",
+            "http://127.0.0.1:8420",
+            "http://127.8.9.10",
+            "http://2130706433", // 127.0.0.1, as the URL parser reads it
+            "http://[::1]:8420",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://mayfly.example",
+            "http://10.0.0.1:8420",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1@evil.example",
+            "http://[::ffff:10.0.0.1]",
+            "ftp://localhost",
+        ] {
+            let e = check_url(refused).unwrap_err();
+            assert!(matches!(e, FetchError::Insecure(_)), "{refused}: {e}");
+            assert!(e.to_string().contains("use an https URL for --from"), "{e}");
+        }
+        assert!(matches!(check_url("mayfly.example"), Err(FetchError::BadUrl(_))));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_env_file_is_replaced_by_a_private_file_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("mayfly-client-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = crate::testing::TempDir(dir.clone());
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.join("link.env");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = write_private(&link, "MAYFLY_TOKEN=t\n").unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert_eq!(mode(&target), 0o644);
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+
+        let existing = dir.join("existing.env");
+        std::fs::write(&existing, "old\n").unwrap();
+        std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&existing, "MAYFLY_TOKEN=t\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&existing).unwrap(), "MAYFLY_TOKEN=t\n");
+        assert_eq!(mode(&existing), 0o600);
+
+        let fresh = dir.join("fresh.env");
+        write_private(&fresh, "MAYFLY_TOKEN=u\n").unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+
+        assert!(
+            write_private(&dir, "MAYFLY_TOKEN=t\n").is_err(),
+            "a directory is not replaced"
+        );
+        // No temporary files are left behind.
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["elsewhere", "existing.env", "fresh.env", "link.env"]);
     }
 }

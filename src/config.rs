@@ -1,12 +1,21 @@
 //! Configuration: environment variables with matching flags, parsed once at
-//! start and validated against each other before anything listens.
+//! start and validated against each other before anything listens. Secrets
+//! have no flags: they come from the environment or a file, never argv, where
+//! `ps` and shell history would show them.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// Environment variables holding secrets, read by [`Config::from_args`].
+pub const MASTER_KEY_ENV: &str = "MAYFLY_MASTER_KEY";
+pub const MASTER_KEY_PREVIOUS_ENV: &str = "MAYFLY_MASTER_KEY_PREVIOUS";
+pub const BOOTSTRAP_ADMIN_SECRET_ENV: &str = "MAYFLY_BOOTSTRAP_ADMIN_SECRET";
 
 /// Flags and environment for `mayfly serve` (and `mayfly migrate`).
 #[derive(Debug, Clone, Args)]
@@ -27,11 +36,8 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_ISSUER")]
     pub issuer: Option<String>,
 
-    /// Master key sealing the signing keys: 32 bytes, base64 or hex.
-    #[arg(long, env = "MAYFLY_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<SecretString>,
-
-    /// File holding the master key (instead of MAYFLY_MASTER_KEY).
+    /// File holding the master key (instead of MAYFLY_MASTER_KEY, read from
+    /// the environment only): 32 bytes, base64 or hex.
     #[arg(long, env = "MAYFLY_MASTER_KEY_FILE")]
     pub master_key_file: Option<PathBuf>,
 
@@ -52,9 +58,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_MAX_TTL", default_value = "1h", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
-    /// Secret of the bootstrap admin client `mayfly-admin` (only used on an empty database).
-    #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET", hide_env_values = true)]
-    pub bootstrap_admin_secret: Option<SecretString>,
+    /// File holding the secret of the bootstrap admin client `mayfly-admin`
+    /// (instead of MAYFLY_BOOTSTRAP_ADMIN_SECRET, read from the environment
+    /// only); used only on an empty database.
+    #[arg(long, env = "MAYFLY_BOOTSTRAP_ADMIN_SECRET_FILE")]
+    pub bootstrap_admin_secret_file: Option<PathBuf>,
 
     /// Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed.
     #[arg(long, env = "MAYFLY_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
@@ -68,9 +76,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_SIGNING_ALG", default_value = "ES256", value_parser = parse_alg)]
     pub signing_alg: crate::keys::Alg,
 
-    /// The previous master key, still accepted for reading while `mayfly keys rewrap` runs.
-    #[arg(long, env = "MAYFLY_MASTER_KEY_PREVIOUS", hide_env_values = true)]
-    pub master_key_previous: Option<SecretString>,
+    /// File holding the previous master key (instead of
+    /// MAYFLY_MASTER_KEY_PREVIOUS, read from the environment only), still
+    /// accepted for reading while `mayfly keys rewrap` runs.
+    #[arg(long, env = "MAYFLY_MASTER_KEY_PREVIOUS_FILE")]
+    pub master_key_previous_file: Option<PathBuf>,
 
     /// Failed client authentications allowed per source address per minute.
     #[arg(long, env = "MAYFLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
@@ -185,27 +195,101 @@ pub struct Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// A secret from environment variable `name`, or from the file named by its
+/// `{name}_FILE` setting (`file`); giving both is an error. A file's trailing
+/// newlines are dropped (editors and `echo` add them).
+fn read_secret(
+    env: &impl Fn(&str) -> Option<OsString>,
+    name: &str,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let value = match env(name) {
+        Some(v) => Some(
+            v.into_string()
+                .map_err(|_| ConfigError(format!("{name} is not valid UTF-8")))?,
+        ),
+        None => None,
+    };
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError(format!("give {name} or {name}_FILE, not both"))),
+        (Some(v), None) => Ok(Some(SecretString::from(v))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map(Zeroizing::new)
+                .map_err(|e| ConfigError(format!("cannot read {name}_FILE {}: {e}", path.display())))?;
+            Ok(Some(SecretString::from(text.trim_end_matches(['\n', '\r']))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Why a bootstrap admin secret is too guessable, if it is. The admin client
+/// can do everything, and its secret is often typed by a person.
+fn weak_secret(secret: &str) -> Option<&'static str> {
+    let chars: Zeroizing<Vec<char>> = Zeroizing::new(secret.chars().collect());
+    if chars.len() < 32 {
+        return Some("it has fewer than 32 characters");
+    }
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 12 {
+        return Some("it has fewer than 12 distinct characters");
+    }
+    let class = |c: &char| match c {
+        'a'..='z' => 0,
+        'A'..='Z' => 1,
+        '0'..='9' => 2,
+        _ => 3,
+    };
+    let first = class(&chars[0]);
+    if chars.iter().all(|c| class(c) == first) {
+        return Some("it uses one kind of character only (all lowercase, all uppercase, all digits, …)");
+    }
+    // A string with period p equals itself shifted by p: `abc…abc…ab`.
+    let n = chars.len();
+    if (1..=n / 2).any(|p| (0..n - p).all(|i| chars[i] == chars[i + p])) {
+        return Some("it repeats a shorter pattern");
+    }
+    None
+}
+
 impl Config {
-    pub fn from_args(args: ServeArgs) -> Result<Self, ConfigError> {
+    /// Builds the configuration from the flags and, for secrets, `env` (the
+    /// process environment in `main`; a map in tests).
+    pub fn from_args(args: ServeArgs, env: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
         let issuer = match args.issuer {
             Some(issuer) => issuer,
             None => format!("http://{}", args.listen),
         };
+        // The master key file is read later, by `load_master_key`; here only the conflict is checked.
+        let master_key = read_secret(&env, MASTER_KEY_ENV, None)?;
+        if master_key.is_some() && args.master_key_file.is_some() {
+            return Err(ConfigError(format!(
+                "give {MASTER_KEY_ENV} or {MASTER_KEY_ENV}_FILE, not both"
+            )));
+        }
+        let master_key_previous = read_secret(&env, MASTER_KEY_PREVIOUS_ENV, args.master_key_previous_file.as_deref())?;
+        let bootstrap_admin_secret = read_secret(
+            &env,
+            BOOTSTRAP_ADMIN_SECRET_ENV,
+            args.bootstrap_admin_secret_file.as_deref(),
+        )?;
         let config = Self {
             database_url: args.database_url,
             issuer,
-            master_key: args.master_key,
+            master_key,
             master_key_file: args.master_key_file,
             key_rotation_period: args.key_rotation_period,
             key_publish_lead: args.key_publish_lead,
             jwks_max_age: args.jwks_max_age,
             default_ttl: args.default_ttl,
             max_ttl: args.max_ttl,
-            bootstrap_admin_secret: args.bootstrap_admin_secret,
+            bootstrap_admin_secret,
             auth_failure_limit: args.auth_failure_limit,
             lease_retention: args.lease_retention,
             signing_alg: args.signing_alg,
-            master_key_previous: args.master_key_previous,
+            master_key_previous,
             trusted_proxies: args.trusted_proxies,
             dev: args.dev,
         };
@@ -282,6 +366,17 @@ impl Config {
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return err("give MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE, not both".into());
         }
+        // Named, never shown: the message may end up in logs.
+        if let Some(why) = self
+            .bootstrap_admin_secret
+            .as_ref()
+            .and_then(|s| weak_secret(s.expose_secret()))
+        {
+            return err(format!(
+                "{BOOTSTRAP_ADMIN_SECRET_ENV} (or its _FILE) is too weak: {why}; use at least 32 random characters \
+                 (e.g. `openssl rand -hex 32`), or leave it unset and mayfly generates one"
+            ));
+        }
         Ok(())
     }
 
@@ -324,5 +419,154 @@ mod tests {
             client_address(proxy, ["198.51.100.7, junk"].into_iter(), &trusted),
             proxy
         );
+    }
+
+    /// Flags only for what `argv` may show: the parsed command line of `serve`.
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        use clap::FromArgMatches;
+        let command = ServeArgs::augment_args(clap::Command::new("t"));
+        let base = ["t", "--listen", "127.0.0.1:8420", "--database-url", "sqlite::memory:"];
+        let matches = command.try_get_matches_from(base.iter().chain(extra)).unwrap();
+        ServeArgs::from_arg_matches(&matches).unwrap()
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let vars: std::collections::HashMap<String, OsString> =
+            vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        move |name| vars.get(name).cloned()
+    }
+
+    const STRONG: &str = "mfy_cs_test-bootstrap-admin-secret-0123456789abcdef";
+
+    #[test]
+    fn secrets_have_no_flags() {
+        let command = ServeArgs::augment_args(clap::Command::new("t"));
+        for arg in command.get_arguments() {
+            let names = [
+                Some(arg.get_id().as_str().to_string()),
+                arg.get_long().map(str::to_string),
+            ];
+            for name in names.into_iter().flatten() {
+                let name = name.replace('-', "_");
+                if name.contains("master_key") || name.contains("bootstrap_admin_secret") {
+                    assert!(name.ends_with("_file"), "`{name}` would put a secret in argv");
+                }
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            assert!(
+                ![MASTER_KEY_ENV, MASTER_KEY_PREVIOUS_ENV, BOOTSTRAP_ADMIN_SECRET_ENV].contains(&env),
+                "{env} is bound to a flag"
+            );
+        }
+        for flag in ["--master-key", "--master-key-previous", "--bootstrap-admin-secret"] {
+            let command = ServeArgs::augment_args(clap::Command::new("t"));
+            assert!(
+                command.try_get_matches_from(["t", flag, STRONG]).is_err(),
+                "{flag} is accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file_but_not_both() {
+        let dir = std::env::temp_dir().join(format!("mayfly-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _cleanup = crate::testing::TempDir(dir.clone());
+        let previous_file = dir.join("previous.key");
+        let admin_file = dir.join("admin.secret");
+        let previous = "00".repeat(32);
+        std::fs::write(&previous_file, format!("{previous}\n")).unwrap();
+        std::fs::write(&admin_file, format!("{STRONG}\r\n\n")).unwrap();
+        let previous_flag = ["--master-key-previous-file", previous_file.to_str().unwrap()];
+        let admin_flag = ["--bootstrap-admin-secret-file", admin_file.to_str().unwrap()];
+
+        let config = Config::from_args(
+            serve_args(&[]),
+            env_of(&[
+                ("MAYFLY_MASTER_KEY", "11"),
+                ("MAYFLY_MASTER_KEY_PREVIOUS", "22"),
+                ("MAYFLY_BOOTSTRAP_ADMIN_SECRET", STRONG),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.master_key.unwrap().expose_secret(), "11");
+        assert_eq!(config.master_key_previous.unwrap().expose_secret(), "22");
+        assert_eq!(config.bootstrap_admin_secret.unwrap().expose_secret(), STRONG);
+
+        // From files, trailing newlines dropped.
+        let config = Config::from_args(serve_args(&[previous_flag, admin_flag].concat()), env_of(&[])).unwrap();
+        assert_eq!(config.master_key_previous.unwrap().expose_secret(), previous);
+        assert_eq!(config.bootstrap_admin_secret.unwrap().expose_secret(), STRONG);
+        assert!(config.master_key.is_none());
+
+        let config = Config::from_args(serve_args(&[]), env_of(&[])).unwrap();
+        assert!(config.master_key.is_none() && config.master_key_previous.is_none());
+        assert!(config.bootstrap_admin_secret.is_none());
+
+        // Both a value and its file: refused, naming both, showing neither.
+        for (var, flags) in [
+            ("MAYFLY_MASTER_KEY_PREVIOUS", &previous_flag[..]),
+            ("MAYFLY_BOOTSTRAP_ADMIN_SECRET", &admin_flag[..]),
+            (
+                "MAYFLY_MASTER_KEY",
+                &["--master-key-file", previous_file.to_str().unwrap()][..],
+            ),
+        ] {
+            let e = Config::from_args(serve_args(flags), env_of(&[(var, STRONG)])).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid configuration: give {var} or {var}_FILE, not both")
+            );
+        }
+
+        let missing = dir.join("missing");
+        let e = Config::from_args(
+            serve_args(&["--bootstrap-admin-secret-file", missing.to_str().unwrap()]),
+            env_of(&[]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read MAYFLY_BOOTSTRAP_ADMIN_SECRET_FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn weak_bootstrap_admin_secrets_stop_start_up_without_being_shown() {
+        let with_secret = |s: &str| {
+            let mut config = Config::new("sqlite::memory:", "http://127.0.0.1:8420");
+            config.bootstrap_admin_secret = Some(SecretString::from(s));
+            config.validate()
+        };
+        for weak in [
+            "",
+            "hunter2",
+            "mfy_cs_0123456789abcdefghijklmn", // 31 characters
+            "a".repeat(64).as_str(),
+            "ab12".repeat(16).as_str(),           // 4 distinct
+            "abcdefghijklmnopqrstuvwxyzabcdefgh", // lowercase only
+            "01234567890123456789012345678901",   // digits only, 10 distinct
+            "Abcdefghijk1".repeat(3).as_str(),    // 12 distinct, periodic
+            format!("{}Ab", "Abcdefghij12".repeat(3)).as_str(),
+        ] {
+            let e = with_secret(weak).unwrap_err().to_string();
+            assert!(
+                e.contains("MAYFLY_BOOTSTRAP_ADMIN_SECRET") && e.contains("too weak"),
+                "{weak}: {e}"
+            );
+            assert!(weak.is_empty() || !e.contains(weak), "the secret is shown: {e}");
+        }
+        with_secret(STRONG).unwrap();
+        with_secret("mfy_cs_interop-admin-secret-0123456789abcdef0123").unwrap();
+        with_secret(
+            "022f892e48489b08f5d8098a5408ae562b13324a259b8248a6561034dc1ada32", /* openssl rand -hex 32 */
+        )
+        .unwrap();
+        for _ in 0..200 {
+            with_secret(crate::tenants::secret::generate().expose_secret()).unwrap();
+        }
+        let mut unset = Config::new("sqlite::memory:", "http://127.0.0.1:8420");
+        unset.bootstrap_admin_secret = None;
+        unset.validate().unwrap();
     }
 }

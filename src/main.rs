@@ -122,7 +122,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let listen = cli.serve.listen;
-    let config = Config::from_args(cli.serve)?;
+    // Secrets are read from the environment (or their _FILE), never from flags.
+    let config = Config::from_args(cli.serve, |name| std::env::var_os(name))?;
     match command {
         Command::Token(_) | Command::Openapi => {}
         Command::Serve => {

@@ -137,7 +137,8 @@ pub fn form_decode(s: &str) -> Option<String> {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
+                // Two hex digits exactly: `from_str_radix` alone would take `%+1`.
+                let hex = b.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
                 out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 2;
             }
@@ -174,5 +175,41 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|p| ApiPath(p.0))
             .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+    use proptest::prelude::*;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%2Fc%2fd").as_deref(), Some("a b/c/d"));
+        assert_eq!(form_decode("%C3%A9").as_deref(), Some("\u{e9}"));
+        for bad in ["%", "%4", "%zz", "%+1", "%-1", "%00", "%C3", "%\u{e9}"] {
+            assert_eq!(form_decode(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn form_decode_never_panics_or_yields_nul(s in any::<String>()) {
+            if let Some(d) = form_decode(&s) {
+                prop_assert!(!d.contains('\0'));
+            }
+        }
+
+        // Mostly percent-encodings, so that decoding (and NUL) is reached often.
+        #[test]
+        fn form_decode_of_encoded_bytes_never_panics_or_yields_nul(
+            s in "([a-z+=&]|%[0-9a-fA-F]{2}|%[0-9a-zA-Z+-]{0,2}|%00|\u{e9}){0,40}"
+        ) {
+            if let Some(d) = form_decode(&s) {
+                prop_assert!(!d.contains('\0'));
+            }
+        }
     }
 }

@@ -43,6 +43,9 @@ pub struct ClientOut {
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// resource_server only: canonical URIs whose tokens it may introspect (null: all of its tenant's).
+    pub serves: Option<Vec<String>>,
+    pub workload_pattern: Option<String>,
 }
 
 impl From<Client> for ClientOut {
@@ -58,6 +61,8 @@ impl From<Client> for ClientOut {
             disabled: c.disabled,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            serves: c.serves,
+            workload_pattern: c.workload_pattern,
         }
     }
 }

@@ -194,6 +194,8 @@ pub async fn introspect(
             Introspecting {
                 tenant,
                 client_id: admin.id.client_id,
+                resource_server: false,
+                serves: None,
             }
         }
         None => {
@@ -207,6 +209,8 @@ pub async fn introspect(
             Introspecting {
                 tenant: Some(client.tenant_id),
                 client_id: client.client_id,
+                resource_server: true,
+                serves: client.serves,
             }
         }
     };

@@ -101,6 +101,7 @@ impl<T> Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
@@ -110,5 +111,39 @@ mod tests {
         assert!(seq_cursor(Some(&encode_cursor("x"))).is_err());
         assert!(text_cursor(Some("not-base64!")).is_err());
         assert!(text_cursor(Some(&URL_SAFE_NO_PAD.encode("c:\u{0}"))).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn cursor_parsers_never_panic(s in any::<String>()) {
+            let _ = text_cursor(Some(&s));
+            let _ = seq_cursor(Some(&s));
+            let _ = since_cursor(Some(&s));
+        }
+
+        // Well-formed base64url of arbitrary bytes, so decoding gets past base64.
+        #[test]
+        fn cursor_parsers_never_panic_on_base64(bytes in proptest::collection::vec(any::<u8>(), 0..64), prefix in any::<bool>()) {
+            let raw = if prefix { [b"c:".as_slice(), &bytes].concat() } else { bytes };
+            let c = URL_SAFE_NO_PAD.encode(raw);
+            if let Ok(key) = text_cursor(Some(&c)) {
+                prop_assert!(!key.chars().any(char::is_control));
+            }
+            let _ = seq_cursor(Some(&c));
+            let _ = since_cursor(Some(&c));
+        }
+
+        #[test]
+        fn cursors_round_trip(key in any::<String>().prop_map(|s| s.chars().filter(|c| !c.is_control()).collect::<String>())) {
+            prop_assert_eq!(text_cursor(Some(&encode_cursor(&key))).ok(), Some(key));
+        }
+
+        #[test]
+        fn sequence_cursors_round_trip(n in any::<i64>()) {
+            prop_assert_eq!(seq_cursor(Some(&encode_cursor(&n.to_string()))).ok(), Some(n));
+            prop_assert_eq!(since_cursor(Some(&encode_cursor(&n.to_string()))).ok(), Some(n));
+        }
     }
 }

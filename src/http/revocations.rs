@@ -94,8 +94,13 @@ pub struct RevocationOut {
     /// Null for key rules, which span tenants.
     pub tenant: Option<String>,
     pub selector: SelectorOut,
+    /// Exact, for offline verifiers: a matching token is revoked when its
+    /// `lease_seq` claim is at or below this; null when the rule covers every
+    /// matching token, whenever minted.
+    pub cutoff_seq: Option<i64>,
     /// Tokens whose `iat` is at or before this are revoked (9999-12-31 for rules
-    /// that cover later tokens too).
+    /// that cover later tokens too). Approximate across replicas' clocks:
+    /// prefer `cutoff_seq`.
     pub issued_before: DateTime<Utc>,
     /// Lease rows marked so far by the background sweep.
     pub leases_revoked: i64,
@@ -121,6 +126,7 @@ impl From<Revocation> for RevocationOut {
             id: r.id,
             tenant: r.tenant_id,
             selector,
+            cutoff_seq: (r.cutoff_seq != i64::MAX).then_some(r.cutoff_seq),
             issued_before: r.issued_before,
             leases_revoked: r.leases_revoked,
             marked_at: r.marked_at,
@@ -217,8 +223,15 @@ pub async fn revocation_feed(
     let tenant = feed_reader(&state, &headers, origin).await?;
     let limit = pagination::limit(q.limit)?;
     let after = pagination::since_cursor(q.since.as_deref())?;
-    let rules = state.ledger.feed(tenant.as_deref(), after, limit).await?;
+    let mut rules = state.ledger.feed(tenant.as_deref(), after, limit).await?;
     let last = rules.last().map_or(after, |r| r.seq);
+    if tenant.is_some() {
+        // Key rules span tenants: who made them is not each tenant's business.
+        rules
+            .iter_mut()
+            .filter(|r| r.tenant_id.is_none())
+            .for_each(|r| r.created_by = None);
+    }
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     digest.update(format!("{tenant:?}/{after}/{limit}").as_bytes());
     rules.iter().for_each(|r| digest.update(r.id.as_bytes()));

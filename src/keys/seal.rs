@@ -152,7 +152,7 @@ pub fn load_master_key(config: &Config) -> Result<(MasterKey, MasterKeySource), 
         let text = read_key_file(&path)?;
         return Ok((MasterKey::from_text(&text)?, MasterKeySource::Generated(path)));
     }
-    std::fs::create_dir_all(&dir).map_err(file_err)?;
+    create_private_dir(&dir).map_err(file_err)?;
     let mut bytes = Zeroizing::new([0u8; 32]);
     fill_random(bytes.as_mut());
     let text = Zeroizing::new(STANDARD.encode(bytes.as_ref()));
@@ -184,6 +184,20 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+/// Creates `dir` and any missing parents readable by the owner only (0700):
+/// the data directory holds the database and the generated master key. An
+/// existing directory is left as it is (it may be the working directory).
+#[cfg(unix)]
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(not(unix))]
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
 }
 
 /// The directory of an SQLite database file, or None for Postgres and memory.
@@ -236,5 +250,24 @@ mod tests {
         );
         assert_eq!(sqlite_data_dir("sqlite:x.db?mode=rwc"), Some(PathBuf::from(".")));
         assert_eq!(sqlite_data_dir("postgres://localhost/db"), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_generated_master_key_lives_in_a_directory_only_its_owner_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("mayfly-seal-{}", uuid::Uuid::new_v4().simple()));
+        let _cleanup = crate::testing::TempDir(root.clone());
+        let config = Config::new(
+            format!("sqlite://{}/data/mayfly.db", root.display()),
+            "http://127.0.0.1:8420",
+        );
+        let (_, source) = load_master_key(&config).unwrap();
+        let key = root.join("data").join("master.key");
+        assert_eq!(source, MasterKeySource::Generated(key.clone()));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700, "missing parents too");
+        assert_eq!(mode(&root.join("data")), 0o700);
+        assert_eq!(mode(&key), 0o600);
     }
 }

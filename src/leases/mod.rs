@@ -120,3 +120,42 @@ impl Inactive {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn kind() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec!["tenant", "workflow", "workload", "client_id", "lease_id", "kid"])
+                .prop_map(str::to_string),
+            any::<String>(),
+        ]
+    }
+
+    /// Values a lease id selector sees: UUIDs in their various spellings, and junk.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+            any::<u128>().prop_map(|n| Uuid::from_u128(n).simple().to_string().to_uppercase()),
+            any::<u128>().prop_map(|n| Uuid::from_u128(n).urn().to_string()),
+            "[0-9a-fA-F{}-]{0,40}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // Whatever is parsed is written back the same way (the store keeps kind and value).
+        #[test]
+        fn selectors_never_panic_and_round_trip(kind in kind(), value in value()) {
+            if let Some(selector) = Selector::from_parts(&kind, &value) {
+                prop_assert_eq!(selector.kind(), kind.as_str());
+                prop_assert_eq!(Selector::from_parts(selector.kind(), &selector.value()), Some(selector));
+            }
+        }
+    }
+}

@@ -166,6 +166,28 @@ impl Tx {
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Makes the SQLite database and its WAL and shared-memory files readable by
+/// their owner only (SQLite creates them 0644). Files of an older data
+/// directory are tightened too; SQLite gives later WAL files the database's mode.
+#[cfg(unix)]
+fn restrict_sqlite_files(db: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut paths = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(suffix);
+        paths.push(name.into());
+    }
+    for path in paths {
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            // In-memory databases have no files; the WAL may not exist yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -179,7 +201,7 @@ impl Store {
             )
         } else if url.starts_with("sqlite:") {
             if let Some(dir) = crate::keys::seal::sqlite_data_dir(url) {
-                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                crate::keys::seal::create_private_dir(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -188,13 +210,16 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(options)
-                    .await?,
-            )
+            #[cfg(unix)]
+            let db = options.get_filename().to_path_buf();
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            #[cfg(unix)]
+            restrict_sqlite_files(&db).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            Pool::Sqlite(pool)
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
@@ -249,7 +274,37 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlstate_is_unavailable;
+    use super::{Store, sqlstate_is_unavailable};
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_sqlite_data_directory_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("mayfly-store-{}", uuid::Uuid::new_v4().simple()));
+        let _cleanup = crate::testing::TempDir(root.clone());
+        let dir = root.join("sub");
+        let db = dir.join("mayfly.db");
+        let url = format!("sqlite://{}", db.display());
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+        let store = Store::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        for sibling in ["mayfly.db-wal", "mayfly.db-shm"] {
+            let path = dir.join(sibling);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{sibling}");
+            }
+        }
+        store.close().await;
+
+        // A data directory from before: its files are tightened at start.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(mode(&db), 0o600);
+        store.close().await;
+    }
 
     #[test]
     fn shutdown_connection_and_capacity_sqlstates_are_unavailable_and_others_are_not() {

@@ -10,7 +10,7 @@ use crate::tenants::{Client, Resource, Tenant};
 
 macro_rules! tenant_columns {
     () => {
-        "id, name, created_at"
+        "id, name, created_at, max_live_leases, max_mints_per_second"
     };
 }
 macro_rules! resource_columns {
@@ -20,7 +20,8 @@ macro_rules! resource_columns {
 }
 macro_rules! client_columns {
     () => {
-        "c.client_id, c.tenant_id, c.name, c.kind, c.workflows, c.grants, c.max_ttl_seconds, c.disabled, c.created_at, c.updated_at"
+        "c.client_id, c.tenant_id, c.name, c.kind, c.workflows, c.grants, c.max_ttl_seconds, c.disabled, c.created_at,
+         c.updated_at, c.serves, c.workload_pattern"
     };
 }
 
@@ -59,9 +60,18 @@ impl Conn<'_> {
     }
 
     pub async fn insert_tenant(&mut self, t: &Tenant) -> Result<()> {
-        run!(self, c => sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&t.id).bind(&t.name).bind(t.created_at).execute(c).await.map(|r| r.rows_affected()))?;
+        run!(self, c => sqlx::query(concat!("INSERT INTO tenants (", tenant_columns!(), ") VALUES ($1, $2, $3, $4, $5)"))
+            .bind(&t.id).bind(&t.name).bind(t.created_at).bind(t.max_live_leases).bind(t.max_mints_per_second)
+            .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    pub async fn update_tenant(&mut self, t: &Tenant) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE tenants SET name = $2, max_live_leases = $3, max_mints_per_second = $4 WHERE id = $1 AND deleted_at IS NULL")
+            .bind(&t.id).bind(&t.name).bind(t.max_live_leases).bind(t.max_mints_per_second)
+            .execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
     }
 
     /// Tombstones a tenant, deletes its clients and frees its resource URIs;
@@ -96,7 +106,42 @@ impl Conn<'_> {
             .bind(tenant).bind(after).bind(limit).fetch_all(c).await)?)
     }
 
+    /// Claims a canonical URI for a tenant, for good: a URI only ever
+    /// returns to the tenant that first registered it. Conflict otherwise.
+    pub async fn claim_resource_uri(&mut self, tenant: &str, canonical_uri: &str, now: DateTime<Utc>) -> Result<()> {
+        run!(self, c => sqlx::query(
+            "INSERT INTO resource_uri_claims (canonical_uri, tenant_id, claimed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (canonical_uri) DO NOTHING")
+            .bind(canonical_uri).bind(tenant).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        let owner = run!(self, c => sqlx::query_scalar::<_, String>(
+            "SELECT tenant_id FROM resource_uri_claims WHERE canonical_uri = $1")
+            .bind(canonical_uri).fetch_one(c).await)?;
+        if owner == tenant {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict("resource_uri_claims".into()))
+        }
+    }
+
+    /// Every resource of every tenant (start-up upkeep only).
+    pub async fn all_resources(&mut self) -> Result<Vec<Resource>> {
+        Ok(run!(self, c => sqlx::query_as::<_, Resource>(concat!(
+            "SELECT ", resource_columns!(), " FROM resources ORDER BY canonical_uri"))
+            .fetch_all(c).await)?)
+    }
+
+    /// Moves a resource and its tenant's claim to a new canonical form of its URI.
+    pub async fn recanonicalize_resource(&mut self, r: &Resource, canonical_uri: &str) -> Result<()> {
+        self.claim_resource_uri(&r.tenant_id, canonical_uri, r.created_at)
+            .await?;
+        let n = run!(self, c => sqlx::query("UPDATE resources SET canonical_uri = $2 WHERE id = $1")
+            .bind(r.id).bind(canonical_uri).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
+    }
+
     pub async fn insert_resource(&mut self, r: &Resource) -> Result<()> {
+        self.claim_resource_uri(&r.tenant_id, &r.canonical_uri, r.created_at)
+            .await?;
         run!(self, c => sqlx::query(concat!(
             "INSERT INTO resources (", resource_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
             .bind(r.id).bind(&r.tenant_id).bind(&r.uri).bind(&r.canonical_uri).bind(&r.name)
@@ -144,30 +189,34 @@ impl Conn<'_> {
             .bind(tenant).bind(after).bind(limit).fetch_all(c).await)?)
     }
 
-    /// Enabled clients of `tenant` other than `except` (the last-admin guard).
-    pub async fn other_enabled_clients(&mut self, tenant: &str, except: &str) -> Result<i64> {
-        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM clients WHERE tenant_id = $1 AND client_id <> $2 AND deleted_at IS NULL AND disabled = $3")
-            .bind(tenant).bind(except).bind(false).fetch_one(c).await)?)
+    /// Every live client of `tenant`, for checks over all of them (the
+    /// last-admin guard, a resource's scope holders).
+    pub async fn all_clients(&mut self, tenant: &str) -> Result<Vec<Client>> {
+        Ok(run!(self, c => sqlx::query_as::<_, Client>(concat!(
+            "SELECT ", client_columns!(), " FROM clients c WHERE c.tenant_id = $1 AND c.deleted_at IS NULL ORDER BY c.client_id"))
+            .bind(tenant).fetch_all(c).await)?)
     }
 
     pub async fn insert_client(&mut self, cl: &Client) -> Result<()> {
         run!(self, c => sqlx::query(
-            "INSERT INTO clients (client_id, tenant_id, name, kind, workflows, grants, max_ttl_seconds, disabled, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            "INSERT INTO clients (client_id, tenant_id, name, kind, workflows, grants, max_ttl_seconds, disabled, created_at,
+                                  updated_at, serves, workload_pattern)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
             .bind(&cl.client_id).bind(&cl.tenant_id).bind(&cl.name).bind(cl.kind.as_str())
             .bind(Json(&cl.workflows)).bind(Json(&cl.grants)).bind(cl.max_ttl_seconds).bind(cl.disabled)
-            .bind(cl.created_at).bind(cl.updated_at)
+            .bind(cl.created_at).bind(cl.updated_at).bind(cl.serves.as_ref().map(Json)).bind(cl.workload_pattern.as_deref())
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     pub async fn update_client(&mut self, cl: &Client) -> Result<()> {
         let n = run!(self, c => sqlx::query(
-            "UPDATE clients SET name = $3, workflows = $4, grants = $5, max_ttl_seconds = $6, disabled = $7, updated_at = $8
+            "UPDATE clients SET name = $3, workflows = $4, grants = $5, max_ttl_seconds = $6, disabled = $7, updated_at = $8,
+                                serves = $9, workload_pattern = $10
              WHERE tenant_id = $1 AND client_id = $2 AND deleted_at IS NULL")
             .bind(&cl.tenant_id).bind(&cl.client_id).bind(&cl.name).bind(Json(&cl.workflows)).bind(Json(&cl.grants))
             .bind(cl.max_ttl_seconds).bind(cl.disabled).bind(cl.updated_at)
+            .bind(cl.serves.as_ref().map(Json)).bind(cl.workload_pattern.as_deref())
             .execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
     }

@@ -2,11 +2,13 @@
 //! disabled clients all fail alike to the caller; the reason goes only to
 //! the audit log. Repeated failures are braked per source and client id.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
+use super::brake::{Brake, FailureLog};
 use super::{Client, secret};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
@@ -84,14 +86,15 @@ pub enum Refused {
     Store(#[from] StoreError),
 }
 
-/// Client authentication as a service: the brake on repeated failures, the
-/// secret check, and the audit event for each failure (never the secret).
+/// Client authentication as a service: the brake on guessing, the secret
+/// check, and aggregated audit events for failures (never the secret).
 #[derive(Clone)]
 pub struct Authenticator {
     store: Store,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
-    throttle: Arc<FailureThrottle>,
+    brake: Arc<Brake>,
+    failures: Arc<FailureLog>,
 }
 
 impl Authenticator {
@@ -100,15 +103,16 @@ impl Authenticator {
             store,
             audit,
             clock,
-            throttle: Arc::new(FailureThrottle::new(failure_limit)),
+            brake: Arc::new(Brake::new(failure_limit)),
+            failures: Arc::new(FailureLog::default()),
         }
     }
 
     pub async fn authenticate(&self, creds: &Credentials, origin: &Origin) -> Result<Client, Refused> {
-        let source: Option<std::net::IpAddr> = origin.source.parse().ok();
-        let source = source.map(|ip| (ip, creds.client_id.chars().take(128).collect::<String>()));
+        let source: Option<IpAddr> = origin.source.parse().ok();
+        let client_key: String = creds.client_id.chars().take(128).collect();
         let now = self.clock.now();
-        if let Some(wait) = self.throttle.retry_after(source.clone(), now) {
+        if let Some(wait) = source.and_then(|ip| self.brake.braked(ip, &client_key, now)) {
             return Err(Refused::Throttled(wait));
         }
         match check_secret(&self.store, now, &creds.client_id, &creds.secret).await {
@@ -123,92 +127,38 @@ impl Authenticator {
                 event.tenant = client.map(|c| c.tenant_id);
                 event.request_id = Some(origin.request_id.clone());
                 event.source = Some(origin.source.clone());
-                self.audit.append(&[event]).await?;
                 metrics::counter!("mayfly_client_auth_failures_total").increment(1);
-                self.throttle.record_failure(source, now);
-                Err(Refused::Invalid)
+                let Some(ip) = source else {
+                    self.audit.append(&[event]).await?;
+                    return Err(Refused::Invalid);
+                };
+                if let Some(first) = self.failures.note(ip, event) {
+                    self.audit.append(&[first]).await?;
+                }
+                match self.brake.record_failure(ip, &client_key, now) {
+                    Some(wait) => Err(Refused::Throttled(wait)),
+                    None => Err(Refused::Invalid),
+                }
             }
             Err(AuthError::Store(e)) => Err(e.into()),
         }
     }
-}
 
-/// Brute-force brake: after `limit` failed authentications of one client id
-/// from one source address within a minute, further attempts for that pair
-/// are refused until the minute is over (good credentials included, so
-/// guessing cannot continue under cover of a valid secret). Keyed by the pair
-/// so one noisy caller behind a shared proxy address cannot lock out every
-/// other client. In memory, per replica.
-#[derive(Debug)]
-pub struct FailureThrottle {
-    limit: u32,
-    seen: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (i64, u32)>>,
-}
-
-/// Source address and the client id presented.
-pub type ThrottleKey = (std::net::IpAddr, String);
-
-impl FailureThrottle {
-    pub fn new(limit: u32) -> Self {
-        Self {
-            limit,
-            seen: Default::default(),
-        }
+    /// Writes the aggregated failure events of closed minutes.
+    pub async fn flush_failures(&self) -> Result<usize, StoreError> {
+        let events = self.failures.drain_closed(self.clock.now());
+        self.audit.append(&events).await?;
+        Ok(events.len())
     }
 
-    /// Seconds to wait if `source` is over its limit in the current minute.
-    /// Seconds to wait if this pair is over its limit, or its source address
-    /// over ten times the limit across all client ids (so rotating made-up
-    /// ids buys an attacker only a little more).
-    pub fn retry_after(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) -> Option<i64> {
-        let (ip, client) = source?;
-        let minute = now.timestamp().div_euclid(60);
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let over = |key: &ThrottleKey, limit: u32| matches!(seen.get(key), Some((m, n)) if *m == minute && *n >= limit);
-        let whole_source = (ip, String::new());
-        (over(&(ip, client), self.limit) || over(&whole_source, self.limit.saturating_mul(10)))
-            .then(|| 60 - now.timestamp().rem_euclid(60))
-    }
-
-    pub fn record_failure(&self, source: Option<ThrottleKey>, now: DateTime<Utc>) {
-        let Some((ip, client)) = source else { return };
-        let minute = now.timestamp().div_euclid(60);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() > 100_000 {
-            seen.retain(|_, (m, _)| *m == minute);
-        }
-        for key in [(ip, client), (ip, String::new())] {
-            let entry = seen.entry(key).or_insert((minute, 0));
-            if entry.0 != minute {
-                *entry = (minute, 0);
+    /// Flushes every few seconds until the task is dropped.
+    pub async fn run_flush(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.flush_failures().await {
+                tracing::warn!(error = %e, "cannot write aggregated authentication failures; will retry");
             }
-            entry.1 = entry.1.saturating_add(1);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_source_is_braked_after_its_limit_until_the_minute_is_over() {
-        let t = FailureThrottle::new(2);
-        let ip = Some(("10.0.0.1".parse().unwrap(), "c".to_string()));
-        let other = Some(("10.0.0.2".parse().unwrap(), "c".to_string()));
-        let now = DateTime::from_timestamp(6_000_010, 0).unwrap();
-        t.record_failure(ip.clone(), now);
-        assert_eq!(t.retry_after(ip.clone(), now), None);
-        t.record_failure(ip.clone(), now);
-        assert_eq!(t.retry_after(ip.clone(), now), Some(50));
-        assert_eq!(t.retry_after(other, now), None);
-        let same_ip_other_client = Some(("10.0.0.1".parse().unwrap(), "d".to_string()));
-        assert_eq!(t.retry_after(same_ip_other_client.clone(), now), None);
-        // Rotating client ids from one address hits the per-address budget (10 x limit).
-        for i in 0..18 {
-            t.record_failure(Some(("10.0.0.1".parse().unwrap(), format!("made-up-{i}"))), now);
-        }
-        assert_eq!(t.retry_after(same_ip_other_client, now), Some(50));
-        assert_eq!(t.retry_after(ip, now + chrono::TimeDelta::seconds(50)), None);
     }
 }

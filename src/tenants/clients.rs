@@ -53,15 +53,23 @@ pub struct NewClient {
     #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     pub kind: ClientKind,
-    /// The workflows it may mint for, or `["*"]`.
+    /// The workflows it may mint for, or `["*"]`; required unless the kind is
+    /// `resource_server` (which never mints).
     #[schema(min_items = 1, max_items = 100, inline)]
-    pub workflows: Vec<WorkflowName>,
+    pub workflows: Option<Vec<WorkflowName>>,
     #[serde(default)]
     #[schema(max_items = 100)]
     pub grants: Vec<GrantBody>,
     /// Defaults to MAYFLY_DEFAULT_TTL.
     #[schema(minimum = 1, maximum = 86400)]
     pub max_ttl_seconds: Option<i64>,
+    /// resource_server only: the resource URIs whose tokens it may introspect
+    /// (default: every resource of its tenant).
+    #[schema(max_items = 100)]
+    pub serves: Option<Vec<String>>,
+    /// An anchored pattern (`^…$`) every `workload` it mints for must match.
+    #[schema(max_length = 256)]
+    pub workload_pattern: Option<String>,
 }
 
 /// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
@@ -76,7 +84,13 @@ pub struct ClientPatch {
     pub grants: Option<Vec<GrantBody>>,
     #[schema(minimum = 1, maximum = 86400)]
     pub max_ttl_seconds: Option<i64>,
+    /// Disabling ends every token the client holds, at once.
     pub disabled: Option<bool>,
+    #[schema(max_items = 100)]
+    pub serves: Option<Vec<String>>,
+    /// `""` removes the pattern.
+    #[schema(max_length = 256)]
+    pub workload_pattern: Option<String>,
 }
 
 /// `POST …/clients/{client_id}/secrets`.
@@ -93,6 +107,32 @@ pub struct Rotated {
     pub client: Client,
     pub secret: SecretString,
     pub previous_expires_at: DateTime<Utc>,
+}
+
+/// What a change took away from a client, if anything: tokens minted under
+/// the old terms must not outlive them.
+fn taken_away(before: &Client, after: &Client) -> Option<&'static str> {
+    if after.disabled && !before.disabled {
+        return Some("client disabled");
+    }
+    let still = |w: &String| after.workflows.iter().any(|a| a == "*" || a == w);
+    if before.workflows.iter().any(|w| !still(w)) {
+        return Some("workflow removed");
+    }
+    let holds = |g: &Grant, scope: &String| {
+        let canonical = uri::canonicalize(&g.resource).ok();
+        after
+            .grants
+            .iter()
+            .any(|a| uri::canonicalize(&a.resource).ok() == canonical && a.scopes.contains(scope))
+    };
+    if before.grants.iter().any(|g| g.scopes.iter().any(|s| !holds(g, s))) {
+        return Some("grant or scope removed");
+    }
+    if after.max_ttl_seconds < before.max_ttl_seconds || after.workload_pattern != before.workload_pattern {
+        return Some("client narrowed");
+    }
+    None
 }
 
 fn workflow_names(w: Vec<WorkflowName>) -> Vec<String> {
@@ -163,15 +203,80 @@ impl Directory {
         Ok(())
     }
 
+    /// Whether `c` is an enabled holder of `mayfly:admin` on the admin API.
+    fn is_global_admin(&self, c: &Client) -> bool {
+        !c.disabled
+            && c.tenant_id == SYSTEM_TENANT
+            && c.grants.iter().any(|g| {
+                uri::canonicalize(&g.resource).is_ok_and(|r| r == self.issuer.canonical)
+                    && g.scopes.iter().any(|s| s == GLOBAL_ADMIN_SCOPE)
+            })
+    }
+
     /// The system tenant must keep one enabled global admin, or nobody could
-    /// administer mayfly again.
-    async fn keep_a_global_admin(tx: &mut Tx, tenant: &str, client_id: &str) -> Result<(), Error> {
-        if tenant != SYSTEM_TENANT || tx.conn().other_enabled_clients(tenant, client_id).await? > 0 {
+    /// administer mayfly again. Checked inside the write transaction, under
+    /// the chain lock, so two concurrent changes cannot both remove "the
+    /// other" admin. `after` is the client as it will be (None: deleted).
+    async fn keep_a_global_admin(&self, tx: &mut Tx, client_id: &str, after: Option<&Client>) -> Result<(), Error> {
+        let mut conn = tx.conn();
+        conn.lock_chain().await?;
+        let others = conn.all_clients(SYSTEM_TENANT).await?;
+        let holders = others
+            .iter()
+            .filter(|c| c.client_id != client_id)
+            .chain(after)
+            .filter(|c| self.is_global_admin(c))
+            .count();
+        if holders > 0 {
             return Ok(());
         }
         Err(Error::Conflict(
-            "this is the last enabled global admin; create another one first".into(),
+            "this would leave no enabled global admin; create another one first".into(),
         ))
+    }
+
+    /// Checks a workload pattern: anchored, compiles, bounded.
+    fn check_workload_pattern(pattern: &str) -> Result<(), Error> {
+        if pattern.len() > 256 || !pattern.starts_with('^') || !pattern.ends_with('$') {
+            return Err(invalid(
+                "workload_pattern",
+                "must be an anchored pattern `^…$` of at most 256 characters",
+            )
+            .into());
+        }
+        regex_lite::Regex::new(pattern).map_err(|e| invalid("workload_pattern", format!("does not compile: {e}")))?;
+        Ok(())
+    }
+
+    /// `serves` names resources of this tenant; stored in canonical form.
+    async fn check_serves(
+        &self,
+        tx: &mut Tx,
+        tenant: &str,
+        kind: ClientKind,
+        serves: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        if kind != ClientKind::ResourceServer {
+            return Err(invalid("serves", "only resource_server clients serve resources").into());
+        }
+        if serves.len() > 100 {
+            return Err(invalid("serves", "at most 100 resources").into());
+        }
+        let mut out = Vec::new();
+        for r in serves {
+            let canonical = uri::canonicalize(&r).map_err(|e| invalid("serves", format!("{r}: {e}")))?;
+            tx.conn()
+                .find_resource_by_uri(tenant, &canonical)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => {
+                        Error::from(invalid("serves", format!("`{r}` is not a resource of this tenant")))
+                    }
+                    e => e.into(),
+                })?;
+            out.push(canonical);
+        }
+        Ok(out)
     }
 
     pub async fn create_client(
@@ -186,8 +291,17 @@ impl Directory {
         validate_client_id(&client_id)?;
         let name = body.name.unwrap_or_else(|| client_id.clone());
         validate_name("name", &name)?;
-        let workflows = workflow_names(body.workflows);
-        validate_workflows(&workflows)?;
+        let workflows = match (body.workflows, body.kind) {
+            (Some(w), _) => workflow_names(w),
+            (None, ClientKind::ResourceServer) => Vec::new(),
+            (None, _) => return Err(invalid("workflows", "list the workflows it may mint for, or [\"*\"]").into()),
+        };
+        if !(workflows.is_empty() && body.kind == ClientKind::ResourceServer) {
+            validate_workflows(&workflows)?;
+        }
+        if let Some(p) = &body.workload_pattern {
+            Self::check_workload_pattern(p)?;
+        }
         let grants: Vec<Grant> = body.grants.into_iter().map(Grant::from).collect();
         let max_ttl = body.max_ttl_seconds.unwrap_or(self.lifetimes.default_ttl);
         self.check_max_ttl(max_ttl)?;
@@ -203,12 +317,19 @@ impl Directory {
             disabled: false,
             created_at: now,
             updated_at: now,
+            serves: None,
+            workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
         };
+        let mut client = client;
         let secret = secret::generate();
         let mut tx = self.store.begin().await?;
         self.validate_grants(&mut tx, tenant, &client.grants).await?;
+        if let Some(serves) = body.serves {
+            client.serves = Some(self.check_serves(&mut tx, tenant, client.kind, serves).await?);
+        }
+        // Ids are global; say nothing about whose it is.
         tx.conn().insert_client(&client).await.map_err(|e| match e {
-            StoreError::Conflict(_) => Error::Conflict(format!("client_id `{}` is taken", client.client_id)),
+            StoreError::Conflict(_) => Error::Conflict("this client_id is not available".into()),
             e => e.into(),
         })?;
         tx.conn()
@@ -241,6 +362,9 @@ impl Directory {
             .map_err(Error::or_not_found("client"))
     }
 
+    /// Changes a client. Taking something away (disabling it, removing a
+    /// workflow, a grant or a scope) also ends every token it holds, on every
+    /// replica, when this returns: a rule on the client, like any revocation.
     pub async fn update_client(
         &self,
         caller: &Caller,
@@ -249,11 +373,12 @@ impl Directory {
         patch: ClientPatch,
     ) -> Result<Client, Error> {
         let mut tx = self.store.begin().await?;
-        let mut c = tx
+        let before = tx
             .conn()
             .get_client(tenant, client_id)
             .await
             .map_err(Error::or_not_found("client"))?;
+        let mut c = before.clone();
         if let Some(name) = patch.name {
             validate_name("name", &name)?;
             c.name = name;
@@ -273,10 +398,19 @@ impl Directory {
             c.max_ttl_seconds = max_ttl;
         }
         if let Some(disabled) = patch.disabled {
-            if disabled {
-                Self::keep_a_global_admin(&mut tx, tenant, &c.client_id).await?;
-            }
             c.disabled = disabled;
+        }
+        if let Some(serves) = patch.serves {
+            c.serves = Some(self.check_serves(&mut tx, tenant, c.kind, serves).await?);
+        }
+        if let Some(pattern) = patch.workload_pattern {
+            if !pattern.is_empty() {
+                Self::check_workload_pattern(&pattern)?;
+            }
+            c.workload_pattern = Some(pattern).filter(|p| !p.is_empty());
+        }
+        if tenant == SYSTEM_TENANT && self.is_global_admin(&before) && !self.is_global_admin(&c) {
+            self.keep_a_global_admin(&mut tx, &c.client_id, Some(&c)).await?;
         }
         let now = self.clock.now();
         c.updated_at = now;
@@ -284,10 +418,21 @@ impl Directory {
             .update_client(&c)
             .await
             .map_err(Error::or_not_found("client"))?;
-        tx.conn()
-            .append_audit(&[client_event(caller, actions::CLIENT_UPDATED, &c, now)])
-            .await?;
+        let mut event = client_event(caller, actions::CLIENT_UPDATED, &c, now);
+        let narrowed = taken_away(&before, &c);
+        if let Some(why) = narrowed {
+            let selector = Selector::Client(c.client_id.clone());
+            let rule = self
+                .revocations
+                .record(&mut tx, caller, Some(tenant), &selector, why, Cover::UpToNow)
+                .await?;
+            event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
+        }
+        tx.conn().append_audit(&[event]).await?;
         tx.commit().await?;
+        if narrowed.is_some() {
+            self.revocations.wake();
+        }
         Ok(c)
     }
 
@@ -299,7 +444,9 @@ impl Directory {
             .get_client(tenant, client_id)
             .await
             .map_err(Error::or_not_found("client"))?;
-        Self::keep_a_global_admin(&mut tx, tenant, &c.client_id).await?;
+        if tenant == SYSTEM_TENANT && self.is_global_admin(&c) {
+            self.keep_a_global_admin(&mut tx, &c.client_id, None).await?;
+        }
         let now = self.clock.now();
         tx.conn()
             .delete_client(tenant, &c.client_id, now)
@@ -353,8 +500,21 @@ impl Directory {
             .await?;
         let mut event = client_event(caller, actions::CLIENT_SECRET_ROTATED, &c, now);
         event.reason = Some(format!("previous secret valid for {grace} more seconds"));
+        if grace == 0 {
+            // A leaked secret: whatever it minted ends with it.
+            let selector = Selector::Client(c.client_id.clone());
+            let why = "secret rotated with no grace period";
+            let rule = self
+                .revocations
+                .record(&mut tx, caller, Some(tenant), &selector, why, Cover::UpToNow)
+                .await?;
+            event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
+        }
         tx.conn().append_audit(&[event]).await?;
         tx.commit().await?;
+        if grace == 0 {
+            self.revocations.wake();
+        }
         Ok(Rotated {
             client: c,
             secret,

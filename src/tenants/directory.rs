@@ -131,6 +131,8 @@ impl Directory {
             id: body.id,
             name,
             created_at: now,
+            max_live_leases: None,
+            max_mints_per_second: None,
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_tenant(&tenant).await.map_err(|e| match e {
@@ -216,7 +218,7 @@ impl Directory {
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_resource(&resource).await.map_err(|e| match e {
-            StoreError::Conflict(_) => Error::Conflict("this resource URI is already registered".into()),
+            StoreError::Conflict(_) => Error::Conflict("this resource URI is not available".into()),
             e => e.into(),
         })?;
         let event = Self::resource_event(caller, actions::RESOURCE_CREATED, &resource, now);

@@ -3,6 +3,7 @@
 //! pure, so the HTTP layer only translates.
 
 pub mod authn;
+pub mod brake;
 pub mod clients;
 pub mod directory;
 pub mod secret;
@@ -30,6 +31,10 @@ pub struct Tenant {
     pub id: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// Past this many live leases, mints answer 429.
+    pub max_live_leases: Option<i64>,
+    /// Past this rate (per replica), mints answer 429.
+    pub max_mints_per_second: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -102,6 +107,12 @@ pub struct Client {
     pub disabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// resource_server only: canonical URIs whose tokens it may introspect
+    /// (None: every resource of its tenant).
+    #[sqlx(json(nullable))]
+    pub serves: Option<Vec<String>>,
+    /// An anchored pattern every minted `workload` must match.
+    pub workload_pattern: Option<String>,
 }
 
 impl Client {
@@ -263,6 +274,7 @@ pub fn validate_workflows(workflows: &[String]) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn tenant_ids_are_slugs_and_the_system_tenant_is_not_one() {
@@ -296,11 +308,53 @@ mod tests {
             disabled: false,
             created_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
+            serves: None,
+            workload_pattern: None,
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));
         c.workflows = vec!["*".into()];
         assert_eq!(c.implied_workflow(), None);
         assert!(c.may_mint_for("deploy"));
+    }
+
+    /// A validator as a predicate, with its length limit.
+    type Validator = (fn(&str) -> bool, usize);
+
+    /// Every validator with its length limit, so one property covers them all.
+    fn validators() -> [Validator; 5] {
+        [
+            (is_scope_token, 128),
+            (|s| validate_workflow("workflow", s).is_ok(), 128),
+            (|s| validate_workload("workload", s).is_ok(), 256),
+            (|s| validate_client_id(s).is_ok(), 128),
+            (|s| validate_tenant_id(s).is_ok(), 63),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn validators_accept_only_short_ascii(s in any::<String>()) {
+            for (accepts, max) in validators() {
+                if accepts(&s) {
+                    prop_assert!(s.is_ascii() && !s.is_empty() && s.len() <= max, "{s:?}");
+                }
+            }
+        }
+
+        // Mostly valid characters and lengths around the limits, so the
+        // accepting side is exercised too.
+        #[test]
+        fn validators_accept_only_short_ascii_near_the_limits(
+            s in r#"[a-zA-Z0-9._:/*\\"-]{0,300}|[a-z0-9-]{60,66}|[a-z0-9]{125,130}|[!-~]{250,260}"#
+        ) {
+            for (accepts, max) in validators() {
+                if accepts(&s) {
+                    prop_assert!(s.is_ascii() && !s.is_empty() && s.len() <= max, "{s:?}");
+                }
+            }
+        }
     }
 }

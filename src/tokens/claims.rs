@@ -21,6 +21,11 @@ pub struct AccessClaims {
     /// RFC 8693 actor chain, where a human or agent delegated the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<serde_json::Value>,
+    /// The lease's number in the database's sequence: offline verifiers
+    /// compare it with a revocation rule's `cutoff_seq`, which orders tokens
+    /// and rules exactly whatever the replicas' clocks say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seq: Option<i64>,
 }
 
 impl AccessClaims {

@@ -205,7 +205,8 @@ impl Issuer {
         event.request_id = Some(origin.request_id.clone());
         event.source = Some(origin.source.clone());
 
-        self.writer.commit(lease.clone(), event).await?;
+        let mut lease = lease;
+        lease.seq = self.writer.commit(lease.clone(), event).await?;
 
         let scope = lease.scopes.join(" ");
         let claims = AccessClaims {
@@ -221,6 +222,7 @@ impl Issuer {
             tenant: lease.tenant_id.clone(),
             workflow: lease.workflow.clone(),
             act: lease.actor.clone(),
+            lease_seq: Some(lease.seq),
         };
         let access_token = jws::sign(&signer, &claims);
         metrics::counter!("mayfly_tokens_issued_total").increment(1);
@@ -268,6 +270,8 @@ mod tests {
             disabled: false,
             created_at: now,
             updated_at: now,
+            serves: None,
+            workload_pattern: None,
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();
@@ -275,6 +279,8 @@ mod tests {
             id: "acme".into(),
             name: "Acme".into(),
             created_at: now,
+            max_live_leases: None,
+            max_mints_per_second: None,
         })
         .await
         .unwrap();

@@ -97,6 +97,16 @@ pub fn decide(client: &Client, target: &Target, req: &MintRequest<'_>, ceiling: 
 
     let workload = req.workload.unwrap_or(&client.client_id);
     tenants::validate_workload("workload", workload).map_err(|e| Denial::InvalidRequest(e.to_string()))?;
+    if let Some(pattern) = &client.workload_pattern {
+        // Validated (anchored, compiling) when it was set; a pattern that no
+        // longer compiles matches nothing.
+        let allowed = regex_lite::Regex::new(pattern).is_ok_and(|re| re.is_match(workload));
+        if !allowed {
+            return Err(Denial::UnauthorizedClient(
+                "`workload` does not match this client's workload_pattern".into(),
+            ));
+        }
+    }
 
     // Scopes this client holds on this target, over all grants naming it.
     let mut held: Vec<&str> = Vec::new();
@@ -187,6 +197,8 @@ mod tests {
             disabled: false,
             created_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
+            serves: None,
+            workload_pattern: None,
         }
     }
 
@@ -277,6 +289,26 @@ mod tests {
             "invalid_request"
         );
         assert_eq!(decide(&wild, &target(), &req, 3600).unwrap().workflow, "deploy");
+    }
+
+    #[test]
+    fn a_workload_pattern_confines_the_sub_a_client_may_claim() {
+        let mut c = client();
+        c.workload_pattern = Some("^ci-release/[a-z0-9-]+$".into());
+        let ask = |w: &'static str| MintRequest {
+            workload: Some(w),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&c, &target(), &ask("ci-release/job-7"), 3600).unwrap().workload,
+            "ci-release/job-7"
+        );
+        assert_eq!(
+            decide(&c, &target(), &ask("mayfly-admin"), 3600).unwrap_err().code(),
+            "unauthorized_client"
+        );
+        // Without `workload`, the client id is the workload, and must match too.
+        assert!(decide(&c, &target(), &MintRequest::default(), 3600).is_err());
     }
 
     #[test]

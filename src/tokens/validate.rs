@@ -106,6 +106,7 @@ pub fn judge(claims: Box<AccessClaims>, lease: Lease, revoked_by_rule: bool, now
         || lease.scopes.join(" ") != claims.scope
         || lease.expires_at.timestamp() != claims.exp
         || lease.actor != claims.act
+        || claims.lease_seq.is_some_and(|seq| seq != lease.seq)
     {
         return Validity::Inactive {
             reason: Reason::UnknownLease,
@@ -137,6 +138,8 @@ pub struct Verifier {
     keys: KeyService,
     audit: AuditLog,
     issuer: String,
+    /// The admin API's canonical URI (the issuer's).
+    admin_api: String,
     clock: Arc<dyn Clock>,
 }
 
@@ -145,16 +148,43 @@ pub struct Verifier {
 pub struct Introspecting {
     pub tenant: Option<String>,
     pub client_id: String,
+    /// A resource server: never told about admin-API tokens, and (with
+    /// `serves`) only about tokens for the resources it serves.
+    pub resource_server: bool,
+    /// Canonical URIs it serves; None: every resource of its tenant.
+    pub serves: Option<Vec<String>>,
 }
 
 impl Verifier {
-    pub fn new(store: Store, keys: KeyService, audit: AuditLog, issuer: String, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Store,
+        keys: KeyService,
+        audit: AuditLog,
+        issuer: &crate::tokens::issuer::IssuerId,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             store,
             keys,
             audit,
-            issuer,
+            issuer: issuer.url.clone(),
+            admin_api: issuer.canonical.clone(),
             clock,
+        }
+    }
+
+    /// Why a resource server may not learn about an active token of its own tenant.
+    fn withheld(&self, caller: &Introspecting, claims: &AccessClaims) -> Option<&'static str> {
+        if !caller.resource_server {
+            return None;
+        }
+        let aud = crate::tenants::uri::canonicalize(&claims.aud).unwrap_or_default();
+        if aud == self.admin_api {
+            return Some("admin_token");
+        }
+        match &caller.serves {
+            Some(serves) if !serves.contains(&aud) => Some("not_served"),
+            _ => None,
         }
     }
 
@@ -170,10 +200,13 @@ impl Verifier {
     ) -> Result<Option<Box<AccessClaims>>, StoreError> {
         let theirs = |c: &AccessClaims| caller.tenant.as_ref().is_none_or(|t| *t == c.tenant);
         let (reason, claims) = match self.check(token).await? {
-            Validity::Active { claims, .. } if theirs(&claims) => {
-                metrics::counter!("mayfly_introspections_total", "active" => "true").increment(1);
-                return Ok(Some(claims));
-            }
+            Validity::Active { claims, .. } if theirs(&claims) => match self.withheld(caller, &claims) {
+                None => {
+                    metrics::counter!("mayfly_introspections_total", "active" => "true").increment(1);
+                    return Ok(Some(claims));
+                }
+                Some(why) => (why, Some(claims)),
+            },
             Validity::Active { claims, .. } => ("other_tenant", Some(claims)),
             Validity::Inactive {
                 claims: Some(claims), ..

@@ -34,7 +34,16 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
         )
         .await;
     assert_eq!(s, reqwest::StatusCode::CREATED);
-    let jwks_before: serde_json::Value = app.jwks().await;
+    // The schedule publishes the next key right after start; wait for it, so
+    // the key set compared below is the settled one.
+    let mut jwks_before: serde_json::Value = app.jwks().await;
+    for _ in 0..100 {
+        if jwks_before["keys"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        jwks_before = app.jwks().await;
+    }
     let app_issuer = app.issuer.clone();
     let db: Database = app.stop().await;
 

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod cli;
 mod durability;
+mod hardening;
 mod house;
 mod interop;
 mod openapi;

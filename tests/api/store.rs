@@ -29,6 +29,8 @@ fn tenant(id: &str) -> Tenant {
         id: id.into(),
         name: id.into(),
         created_at: mayfly::clock::Clock::now(&mayfly::clock::SystemClock),
+        max_live_leases: None,
+        max_mints_per_second: None,
     }
 }
 
@@ -61,6 +63,8 @@ fn client(tenant: &str, id: &str) -> Client {
         disabled: false,
         created_at: now,
         updated_at: now,
+        serves: None,
+        workload_pattern: None,
     }
 }
 

@@ -419,6 +419,63 @@ async fn repeated_failed_authentication_is_braked_per_source_address() {
     assert_eq!(app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(), StatusCode::OK);
 }
 
+/// A burst of failed logins from one address (guessing one client, then
+/// rotating made-up ids past the address's budget) never stops a correct
+/// mint by another client from that same address, and the storm leaves a
+/// handful of aggregated audit events, not one per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_storm_from_one_address_does_not_lock_out_other_clients() {
+    let app = crate::harness::TestApp::on(Backend::Sqlite)
+        .config(|c| mayfly::Config {
+            auth_failure_limit: 3,
+            ..c
+        })
+        .start()
+        .await;
+    let f = fixture(&app, "acme").await;
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let id = if i < 20 { f.ci.0.clone() } else { format!("made-up-{i}") };
+        statuses.push(app.token_basic(&id, "mfy_cs_guess", &form).await.status());
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "the guessing is braked"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+    // The guessed client waits; a colleague's correct secret passes.
+    assert_eq!(
+        app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let res = app
+        .token_basic(
+            &f.agent.0,
+            &f.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", f.resource.as_str()),
+                ("workflow", "triage"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "another client from the same address is not locked out"
+    );
+    // Aggregated: at most one event per (address, client id) so far in this minute.
+    let (_, events) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=client.auth_failed&limit=1000")
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 1, "{events}");
+}
+
 /// Behind a trusted proxy the caller's address comes from X-Forwarded-For;
 /// from anyone else the header is ignored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
