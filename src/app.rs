@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::audit::AuditLog;
+use crate::audit::checkpoint::Checkpointer;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Cidr, Config};
@@ -37,6 +38,7 @@ pub struct AppState {
     pub directory: Directory,
     pub ledger: Ledger,
     pub audit: AuditLog,
+    pub checkpoints: Checkpointer,
     pub web: Arc<Web>,
 }
 
@@ -55,7 +57,12 @@ struct Background {
     keys: KeyService,
     sweeper: Sweeper,
     authn: Authenticator,
+    checkpoints: Checkpointer,
+    clock: Arc<dyn Clock>,
 }
+
+/// How often each replica checkpoints the audit chain (when it moved).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -116,6 +123,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let Options { config, clock } = options;
     config.validate()?;
     let masters = Arc::new(master_keys(&config)?);
+    let checkpoint_key = masters.current.checkpoint_key();
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     bootstrap::recanonicalize_resources(&store).await?;
@@ -186,6 +194,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         keys: keys.clone(),
         revocations,
         audit,
+        checkpoints: Checkpointer::new(store.clone(), checkpoint_key),
         web: Arc::new(Web {
             trusted_proxies: config.trusted_proxies.clone(),
             jwks_max_age: config.jwks_max_age,
@@ -196,6 +205,8 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     };
     let background = Background {
         authn: state.authn.clone(),
+        checkpoints: state.checkpoints.clone(),
+        clock: clock.clone(),
         keys,
         sweeper: Sweeper::new(store.clone(), clock, config.lease_retention, sweeper_wake),
     };
@@ -234,6 +245,7 @@ pub async fn serve(
         tokio::spawn(background.keys.run_schedule()),
         tokio::spawn(background.sweeper.run()),
         tokio::spawn(background.authn.run_flush()),
+        tokio::spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY)),
     ];
     let router = crate::http::router(state);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

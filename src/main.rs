@@ -61,8 +61,16 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the audit hash chain and report the first broken event.
-    Verify,
+    /// Recompute the audit hash chain and report the first broken event; its
+    /// length is checked against the recorded count and every checkpoint.
+    Verify {
+        /// A checkpoint exported earlier with `mayfly audit checkpoint`.
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Checkpoint the chain now and print the checkpoint (JSON) to keep
+    /// outside the database; it is MAC'd under the master key.
+    Checkpoint,
 }
 
 fn init_telemetry(format: LogFormat) {
@@ -148,14 +156,44 @@ async fn main() -> anyhow::Result<()> {
             println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify { checkpoint },
         } => {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
-            let report = mayfly::audit::AuditLog::new(store).verify().await?;
+            let exported: Vec<mayfly::audit::checkpoint::Checkpoint> = match checkpoint {
+                Some(path) => vec![
+                    serde_json::from_str(
+                        &std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
+                    )
+                    .with_context(|| format!("{} is not a checkpoint", path.display()))?,
+                ],
+                None => Vec::new(),
+            };
+            // Without the master key the chain and lengths are still checked,
+            // but not whether checkpoints are authentic.
+            let key = mayfly::app::master_keys(&config)
+                .ok()
+                .map(|m| m.current.checkpoint_key());
+            if key.is_none() {
+                eprintln!("no master key: checkpoints are compared but not authenticated");
+            }
+            let report = mayfly::audit::AuditLog::new(store)
+                .verify(key.as_ref(), &exported)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 std::process::exit(1);
             }
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => {
+            let store = mayfly::storage::Store::connect(&config.database_url).await?;
+            let key = mayfly::app::master_keys(&config)?.current.checkpoint_key();
+            let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
+            let checkpoint = mayfly::audit::checkpoint::Checkpointer::new(store, key)
+                .write(now)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&checkpoint)?);
         }
     }
     Ok(())

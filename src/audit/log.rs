@@ -2,6 +2,7 @@
 //! and recompute the whole chain. Appends inside a larger transaction go
 //! through `Conn::append_audit` directly, so they commit with what they record.
 
+use super::checkpoint::Checkpoint;
 use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification};
 use crate::storage::{AuditFilter, Store, StoreError};
 
@@ -39,23 +40,68 @@ impl AuditLog {
     }
 
     /// Walks the chain from the first event to the head recorded when the
-    /// walk began (events appended meanwhile are past it).
-    pub async fn verify(&self) -> Result<Verification, StoreError> {
+    /// walk began (events appended meanwhile are past it), and checks its
+    /// length against the recorded count and against checkpoints: those
+    /// stored in the database and `exported` ones kept elsewhere. With `key`,
+    /// a checkpoint that is not authentic is itself a finding.
+    pub async fn verify(
+        &self,
+        key: Option<&ring::hmac::Key>,
+        exported: &[Checkpoint],
+    ) -> Result<Verification, StoreError> {
         let mut conn = self.store.read().await?;
-        let (head, _) = conn.conn().audit_head().await?;
+        let (head, count) = conn.conn().audit_head().await?;
+        let mut checkpoints = conn.conn().checkpoints().await?;
+        checkpoints.extend_from_slice(exported);
+        if let Some(key) = key
+            && let Some(forged) = checkpoints.iter().find(|c| !c.is_authentic(key))
+        {
+            return Ok(Verification {
+                ok: false,
+                checked: 0,
+                first_broken: None,
+                problem: Some(format!("a checkpoint of {} events is not authentic", forged.count)),
+            });
+        }
         let mut verifier = ChainVerifier::default();
+        let mut mismatch = None;
         let mut after = 0;
-        loop {
+        'walk: loop {
             let page = conn.conn().audit_chain_page(after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for e in &page {
                 verifier.check(e);
+                let n = verifier.checked as i64;
+                if mismatch.is_none() && checkpoints.iter().any(|c| c.count == n && c.head != e.hash) {
+                    mismatch = Some(e.event.id);
+                }
                 if e.hash == head {
-                    return Ok(verifier.finish(&head));
+                    break 'walk;
                 }
             }
         }
-        Ok(verifier.finish(&head))
+        let checked = verifier.checked as i64;
+        let mut v = verifier.finish(&head);
+        if v.ok {
+            let longest = checkpoints.iter().map(|c| c.count).max().unwrap_or(0);
+            let problem = if let Some(id) = mismatch {
+                v.first_broken = Some(id);
+                Some("the chain differs from a checkpoint: events were replaced".to_string())
+            } else if longest > checked {
+                v.first_broken = Some(uuid::Uuid::nil());
+                Some(format!(
+                    "the chain has {checked} events but a checkpoint saw {longest}: its tail was removed"
+                ))
+            } else if checked != count {
+                v.first_broken = Some(uuid::Uuid::nil());
+                Some(format!("the chain has {checked} events but {count} were appended"))
+            } else {
+                None
+            };
+            v.ok = problem.is_none();
+            v.problem = problem;
+        }
+        Ok(v)
     }
 }

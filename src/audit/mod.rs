@@ -2,6 +2,7 @@
 //! hash, so any edit or deletion breaks the chain where it happened. Events
 //! carry who/what/for-whom/outcome, never a secret or a token.
 
+pub mod checkpoint;
 pub mod log;
 
 use chrono::{DateTime, Utc};
@@ -166,7 +167,12 @@ pub struct ChainedEvent {
 pub struct Verification {
     pub ok: bool,
     pub checked: u64,
+    /// The first event whose hash or link is wrong (the nil UUID when the
+    /// chain itself is sound but shorter than it should be).
     pub first_broken: Option<Uuid>,
+    /// What is wrong, when something is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Walks events in chain order, carrying the expected previous hash.
@@ -201,13 +207,16 @@ impl ChainVerifier {
     /// `head` is the hash the chain table says is last: a truncated tail shows here.
     pub fn finish(self, head: &str) -> Verification {
         let mut first_broken = self.first_broken;
+        let mut problem = first_broken.map(|_| "an event's hash or link does not match".to_string());
         if first_broken.is_none() && head != self.expected_prev {
             first_broken = Some(Uuid::nil());
+            problem = Some("the recorded head is not the last event".into());
         }
         Verification {
             ok: first_broken.is_none(),
             checked: self.checked,
             first_broken,
+            problem,
         }
     }
 }
@@ -273,7 +282,8 @@ mod tests {
             Verification {
                 ok: true,
                 checked: 3,
-                first_broken: None
+                first_broken: None,
+                problem: None,
             }
         );
 

@@ -29,6 +29,8 @@ pub enum SealError {
 
 pub struct MasterKey {
     key: LessSafeKey,
+    /// Keys audit checkpoints; derived, so the master key itself signs nothing.
+    checkpoint: ring::hmac::Key,
     /// Short digest naming this key, stored beside what it sealed so a wrong
     /// key is reported as such. Reveals nothing usable about the key.
     pub id: String,
@@ -49,10 +51,18 @@ impl MasterKey {
         ctx.update(b"mayfly master key id v1");
         ctx.update(bytes);
         let id = hex(&ctx.finish().as_ref()[..8]);
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
+        let derived = ring::hmac::sign(&derive, b"mayfly audit checkpoint key v1");
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            checkpoint: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
             id,
         })
+    }
+
+    /// The key audit checkpoints are MAC'd with.
+    pub fn checkpoint_key(&self) -> ring::hmac::Key {
+        self.checkpoint.clone()
     }
 
     /// Accepts base64 (standard or URL-safe, padded or not) or hex.

@@ -91,3 +91,29 @@ impl Conn<'_> {
         )
     }
 }
+
+impl Conn<'_> {
+    pub async fn insert_checkpoint(&mut self, cp: &crate::audit::checkpoint::Checkpoint) -> Result<()> {
+        run!(self, c => sqlx::query("INSERT INTO audit_checkpoints (count, head, at, mac) VALUES ($1, $2, $3, $4)")
+            .bind(cp.count).bind(&cp.head).bind(cp.at).bind(&cp.mac)
+            .execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<crate::audit::checkpoint::Checkpoint>> {
+        Ok(
+            run!(self, c => sqlx::query_as::<_, crate::audit::checkpoint::Checkpoint>(
+            "SELECT count, head, at, mac FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
+            .fetch_optional(c).await)?,
+        )
+    }
+
+    /// Stored checkpoints, oldest first.
+    pub async fn checkpoints(&mut self) -> Result<Vec<crate::audit::checkpoint::Checkpoint>> {
+        Ok(
+            run!(self, c => sqlx::query_as::<_, crate::audit::checkpoint::Checkpoint>(
+            "SELECT count, head, at, mac FROM audit_checkpoints ORDER BY count, id")
+            .fetch_all(c).await)?,
+        )
+    }
+}
