@@ -80,6 +80,7 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     updated_at: now,
                     serves: None,
                     workload_pattern: None,
+                    max_mints_per_second: None,
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -210,6 +211,7 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             updated_at: now,
             serves: None,
             workload_pattern: None,
+            max_mints_per_second: None,
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);

@@ -229,6 +229,7 @@ pub mod actions {
     pub const CLIENT_AUTH_FAILED: &str = "client.auth_failed";
     pub const ADMIN_DENIED: &str = "admin.denied";
     pub const TENANT_CREATED: &str = "tenant.created";
+    pub const TENANT_UPDATED: &str = "tenant.updated";
     pub const TENANT_DELETED: &str = "tenant.deleted";
     pub const RESOURCE_CREATED: &str = "resource.created";
     pub const RESOURCE_UPDATED: &str = "resource.updated";

@@ -46,6 +46,8 @@ pub struct ClientOut {
     /// resource_server only: canonical URIs whose tokens it may introspect (null: all of its tenant's).
     pub serves: Option<Vec<String>>,
     pub workload_pattern: Option<String>,
+    /// Its own mint rate limit (per replica), if any.
+    pub max_mints_per_second: Option<i64>,
 }
 
 impl From<Client> for ClientOut {
@@ -63,6 +65,7 @@ impl From<Client> for ClientOut {
             updated_at: c.updated_at,
             serves: c.serves,
             workload_pattern: c.workload_pattern,
+            max_mints_per_second: c.max_mints_per_second,
         }
     }
 }

@@ -56,7 +56,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
-        .routes(routes!(tenants::get_tenant, tenants::delete_tenant))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
         .routes(routes!(resources::create_resource, resources::list_resources))
         .routes(routes!(
             resources::get_resource,

@@ -150,6 +150,13 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
         Err(MintError::NoSigningKey) => {
             return Err(OAuthError::new("temporarily_unavailable", "no signing key is loaded"));
         }
+        Err(MintError::Limited(l)) => {
+            return Err(OAuthError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: Some(l.retry_after),
+                ..OAuthError::new("temporarily_unavailable", format!("limit reached: {}", l.what))
+            });
+        }
         Err(MintError::Store(e)) => return Err(e.into()),
     };
     let span = tracing::Span::current();

@@ -7,19 +7,23 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::{Admin, GlobalAdmin, GlobalTenantAdmin, TenantAdmin};
+use super::auth::{Admin, AdminScope, GlobalAdmin, GlobalTenantAdmin, TenantAdmin};
 use super::body::{ApiJson, ApiQuery};
 use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unprocessable};
 use super::pagination::{self, Page, PageQuery};
 use crate::app::AppState;
 use crate::tenants::Tenant;
-use crate::tenants::directory::NewTenant;
+use crate::tenants::directory::{NewTenant, TenantPatch};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantOut {
     pub id: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// Past this many live leases, mints answer 429 (null: no limit).
+    pub max_live_leases: Option<i64>,
+    /// Past this many mints per second per replica, mints answer 429 (null: no limit).
+    pub max_mints_per_second: Option<i64>,
 }
 
 impl From<Tenant> for TenantOut {
@@ -28,6 +32,8 @@ impl From<Tenant> for TenantOut {
             id: t.id,
             name: t.name,
             created_at: t.created_at,
+            max_live_leases: t.max_live_leases,
+            max_mints_per_second: t.max_mints_per_second,
         }
     }
 }
@@ -66,6 +72,26 @@ pub async fn list_tenants(
         (status = 403, response = Forbidden), (status = 404, response = NotFound)))]
 pub async fn get_tenant(admin: TenantAdmin) -> Json<TenantOut> {
     Json(admin.tenant.into())
+}
+
+/// Rename a tenant, or (global admins) change its limits.
+#[utoipa::path(patch, path = "/v1/tenants/{tenant}", tag = "tenants", params(("tenant" = String, Path)),
+    request_body = TenantPatch,
+    responses((status = 200, description = "OK.", body = TenantOut), (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
+        (status = 404, response = NotFound), (status = 422, response = Unprocessable)))]
+pub async fn update_tenant(
+    State(AppState { directory, .. }): State<AppState>,
+    at: TenantAdmin,
+    ApiJson(patch): ApiJson<TenantPatch>,
+) -> Result<Json<TenantOut>, ApiError> {
+    let global = at.admin.scope == AdminScope::Global;
+    Ok(Json(
+        directory
+            .update_tenant(at.caller(), at.id(), global, patch)
+            .await?
+            .into(),
+    ))
 }
 
 /// Delete a tenant: every token in it is revoked and its clients deleted (global admins only).

@@ -123,6 +123,13 @@ impl Conn<'_> {
         Ok(seqs)
     }
 
+    /// Unexpired, unmarked leases of `tenant` (its live-lease limit).
+    pub async fn count_live_leases(&mut self, tenant: &str, now: DateTime<Utc>) -> Result<i64> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM leases WHERE tenant_id = $1 AND expires_at > $2 AND revoked_at IS NULL")
+            .bind(tenant).bind(now).fetch_one(c).await)?)
+    }
+
     /// The newest lease number so far (a rule's cutoff).
     pub async fn last_lease_seq(&mut self) -> Result<i64> {
         Ok(

@@ -70,6 +70,9 @@ pub struct NewClient {
     /// An anchored pattern (`^…$`) every `workload` it mints for must match.
     #[schema(max_length = 256)]
     pub workload_pattern: Option<String>,
+    /// Mints per second it may make (per replica); absent: only the tenant's limit.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_mints_per_second: Option<i64>,
 }
 
 /// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
@@ -91,6 +94,9 @@ pub struct ClientPatch {
     /// `""` removes the pattern.
     #[schema(max_length = 256)]
     pub workload_pattern: Option<String>,
+    /// 0 removes the client's own rate limit.
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub max_mints_per_second: Option<i64>,
 }
 
 /// `POST …/clients/{client_id}/secrets`.
@@ -107,6 +113,14 @@ pub struct Rotated {
     pub client: Client,
     pub secret: SecretString,
     pub previous_expires_at: DateTime<Utc>,
+}
+
+/// A rate limit: 1 to a million per second.
+pub fn check_rate(field: &'static str, rate: Option<i64>) -> Result<Option<i64>, Error> {
+    match rate {
+        Some(r) if !(1..=1_000_000).contains(&r) => Err(invalid(field, "must be between 1 and 1000000").into()),
+        r => Ok(r),
+    }
 }
 
 /// What a change took away from a client, if anything: tokens minted under
@@ -319,6 +333,7 @@ impl Directory {
             updated_at: now,
             serves: None,
             workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
+            max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
         };
         let mut client = client;
         let secret = secret::generate();
@@ -408,6 +423,9 @@ impl Directory {
                 Self::check_workload_pattern(&pattern)?;
             }
             c.workload_pattern = Some(pattern).filter(|p| !p.is_empty());
+        }
+        if let Some(rate) = patch.max_mints_per_second {
+            c.max_mints_per_second = check_rate("max_mints_per_second", Some(rate).filter(|r| *r != 0))?;
         }
         if tenant == SYSTEM_TENANT && self.is_global_admin(&before) && !self.is_global_admin(&c) {
             self.keep_a_global_admin(&mut tx, &c.client_id, Some(&c)).await?;

@@ -31,6 +31,39 @@ pub struct NewTenant {
     /// Defaults to the id.
     #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    /// Past this many live leases, mints answer 429 (absent: no limit).
+    #[schema(minimum = 1, maximum = 1000000000)]
+    pub max_live_leases: Option<i64>,
+    /// Past this many mints per second (per replica), mints answer 429.
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub max_mints_per_second: Option<i64>,
+}
+
+/// `PATCH /v1/tenants/{tenant}`: the name (any admin of the tenant) and the
+/// limits (global admins only; `null` removes one).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000000)]
+    pub max_live_leases: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000)]
+    pub max_mints_per_second: Option<Option<i64>>,
+}
+
+/// A field that was sent (`Some`), possibly as `null` (`Some(None)`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn check_limit(field: &'static str, value: Option<i64>, max: i64) -> Result<Option<i64>, Error> {
+    match value {
+        Some(v) if !(1..=max).contains(&v) => Err(invalid(field, format!("must be between 1 and {max}")).into()),
+        v => Ok(v),
+    }
 }
 
 /// `POST /v1/tenants/{tenant}/resources`: an MCP server tokens may be used at.
@@ -131,8 +164,8 @@ impl Directory {
             id: body.id,
             name,
             created_at: now,
-            max_live_leases: None,
-            max_mints_per_second: None,
+            max_live_leases: check_limit("max_live_leases", body.max_live_leases, 1_000_000_000)?,
+            max_mints_per_second: check_limit("max_mints_per_second", body.max_mints_per_second, 1_000_000)?,
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_tenant(&tenant).await.map_err(|e| match e {
@@ -144,6 +177,44 @@ impl Directory {
         tx.conn().append_audit(&[event]).await?;
         tx.commit().await?;
         Ok(tenant)
+    }
+
+    /// Renames a tenant or (`global`) changes its limits.
+    pub async fn update_tenant(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        global: bool,
+        patch: TenantPatch,
+    ) -> Result<Tenant, Error> {
+        if !global && (patch.max_live_leases.is_some() || patch.max_mints_per_second.is_some()) {
+            return Err(Error::Forbidden("only a global admin changes a tenant's limits".into()));
+        }
+        let mut t = self.get_tenant(tenant).await?;
+        if let Some(name) = patch.name {
+            validate_name("name", &name)?;
+            t.name = name;
+        }
+        if let Some(limit) = patch.max_live_leases {
+            t.max_live_leases = check_limit("max_live_leases", limit, 1_000_000_000)?;
+        }
+        if let Some(limit) = patch.max_mints_per_second {
+            t.max_mints_per_second = check_limit("max_mints_per_second", limit, 1_000_000)?;
+        }
+        let mut tx = self.store.begin().await?;
+        tx.conn()
+            .update_tenant(&t)
+            .await
+            .map_err(Error::or_not_found("tenant"))?;
+        let mut event = caller.event(actions::TENANT_UPDATED, self.clock.now());
+        event.tenant = Some(t.id.clone());
+        event.reason = Some(format!(
+            "limits: max_live_leases {:?}, max_mints_per_second {:?}",
+            t.max_live_leases, t.max_mints_per_second
+        ));
+        tx.conn().append_audit(&[event]).await?;
+        tx.commit().await?;
+        Ok(t)
     }
 
     /// Deleting a tenant revokes every token in it, whenever minted, and

@@ -113,6 +113,8 @@ pub struct Client {
     pub serves: Option<Vec<String>>,
     /// An anchored pattern every minted `workload` must match.
     pub workload_pattern: Option<String>,
+    /// Mints per second this client may make (per replica).
+    pub max_mints_per_second: Option<i64>,
 }
 
 impl Client {
@@ -310,6 +312,7 @@ mod tests {
             updated_at: DateTime::UNIX_EPOCH,
             serves: None,
             workload_pattern: None,
+            max_mints_per_second: None,
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));

@@ -32,6 +32,8 @@ pub enum MintError {
     Denied(Denial),
     #[error("no active signing key")]
     NoSigningKey,
+    #[error("limit reached: {}", .0.what)]
+    Limited(super::limits::Limited),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -58,6 +60,7 @@ pub struct Lifetimes {
 #[derive(Clone)]
 pub struct Issuer {
     store: Store,
+    limits: super::limits::Limits,
     keyring: Arc<Keyring>,
     writer: IssueWriter,
     audit: AuditLog,
@@ -81,6 +84,7 @@ impl Issuer {
         lifetimes: Lifetimes,
     ) -> Self {
         Self {
+            limits: super::limits::Limits::new(store.clone(), audit.clone(), clock.clone()),
             store,
             keyring,
             writer,
@@ -171,6 +175,9 @@ impl Issuer {
             Err(e) => return Err(e),
         };
         let resource = resource.unwrap_or_default();
+        if let Err(limited) = self.limits.admit(client, origin).await? {
+            return Err(MintError::Limited(limited));
+        }
 
         let signer = self.keyring.current().active.clone().ok_or(MintError::NoSigningKey)?;
         let now = self.clock.now();
@@ -272,6 +279,7 @@ mod tests {
             updated_at: now,
             serves: None,
             workload_pattern: None,
+            max_mints_per_second: None,
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();

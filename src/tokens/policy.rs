@@ -199,6 +199,7 @@ mod tests {
             updated_at: DateTime::UNIX_EPOCH,
             serves: None,
             workload_pattern: None,
+            max_mints_per_second: None,
         }
     }
 

@@ -14,6 +14,7 @@ on_both_backends!(
     a_resource_server_never_learns_of_admin_tokens_or_resources_it_does_not_serve,
     a_workload_pattern_stops_a_client_from_claiming_any_sub,
     a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint,
+    a_tenant_over_its_limits_gets_429s_and_others_are_untouched,
 );
 
 async fn tenant(app: &TestApp, admin: &str, id: &str) {
@@ -490,4 +491,137 @@ async fn a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint(b: Backend
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("not authentic"));
     let _ = std::fs::remove_file(exported);
+}
+
+/// One tenant's runaway job cannot starve the others: past its live-lease or
+/// rate limit a mint answers 429 with Retry-After (audited once a minute),
+/// other tenants mint on, and only a global admin changes the limits.
+async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let other = fixture(&app, "other").await;
+    let (s, t) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"max_live_leases": 2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["max_live_leases"], 2);
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("resource", f.resource.as_str()),
+        ("expires_in", "60"),
+    ];
+    // The limit is read at most once a second: let the cache see it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.mint(&f.ci.0, &f.ci.1, &form).await;
+    app.mint(&f.ci.0, &f.ci.1, &form).await;
+    for _ in 0..2 {
+        let res = app.token_basic(&f.ci.0, &f.ci.1, &form).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    // Another tenant mints on.
+    let other_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", other.resource.as_str()),
+    ];
+    for _ in 0..3 {
+        app.mint(&other.ci.0, &other.ci.1, &other_form).await;
+    }
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
+    let limited: Vec<_> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"].as_str().unwrap_or("").starts_with("limited"))
+        .collect();
+    assert_eq!(limited.len(), 1, "audited once a minute, not per request");
+    // Once the leases expire, minting resumes.
+    app.advance(120);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.mint(&f.ci.0, &f.ci.1, &form).await;
+
+    // A rate limit, per client.
+    let (s, _) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/acme/clients/{}", f.agent.0),
+            Some(json!({"max_mints_per_second": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"max_live_leases": null})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let agent_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", f.resource.as_str()),
+        ("workflow", "w"),
+    ];
+    let statuses: Vec<StatusCode> = futures_statuses(&app, &f.agent, &agent_form, 3).await;
+    assert!(
+        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // A tenant admin may rename its tenant but not lift its limits.
+    let (s, body) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/clients",
+            json!({"client_id": "acme-admin", "kind": "service",
+            "workflows": ["admin"], "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:acme:admin"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let tenant_admin = app
+        .mint(
+            "acme-admin",
+            body["client_secret"].as_str().unwrap(),
+            &[("grant_type", "client_credentials"), ("resource", app.issuer.as_str())],
+        )
+        .await;
+    let (s, _) = app
+        .admin(
+            &tenant_admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"max_mints_per_second": 1000})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, t) = app
+        .admin(
+            &tenant_admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"name": "Acme Corp"})),
+        )
+        .await;
+    assert_eq!((s, t["name"].clone()), (StatusCode::OK, json!("Acme Corp")));
+}
+
+async fn futures_statuses(
+    app: &TestApp,
+    client: &(String, String),
+    form: &[(&str, &str)],
+    n: usize,
+) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(app.token_basic(&client.0, &client.1, form).await.status());
+    }
+    out
 }

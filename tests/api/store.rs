@@ -65,6 +65,7 @@ fn client(tenant: &str, id: &str) -> Client {
         updated_at: now,
         serves: None,
         workload_pattern: None,
+        max_mints_per_second: None,
     }
 }
 

@@ -1,0 +1,210 @@
+//! Noisy-neighbour limits: a tenant's live leases, and mints per second per
+//! tenant and per client. Rates are token buckets per replica (N replicas
+//! allow up to N times the rate); the live-lease count is read from the
+//! database at most once a second per limited tenant and counted locally in
+//! between, so it may overshoot by what other replicas minted in that second.
+//! Past a limit a mint answers 429 with Retry-After; the refusal is audited
+//! once per minute per client and limit, not per request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::clock::Clock;
+use crate::storage::{Store, StoreError};
+use crate::tenants::Client;
+
+/// How long a tenant's limits and live-lease count are trusted.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// A refused mint: which limit, and when to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub what: &'static str,
+    pub retry_after: i64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one token at `rate` per second (burst: one second's worth).
+    fn take(&mut self, rate: f64, now: Instant) -> bool {
+        let refill = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate.max(1.0));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TenantState {
+    max_live: Option<i64>,
+    max_rate: Option<i64>,
+    live: i64,
+    read_at: Instant,
+}
+
+#[derive(Clone)]
+pub struct Limits {
+    store: Store,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    audited: Arc<Mutex<HashSet<(i64, String, &'static str)>>>,
+}
+
+impl Limits {
+    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            audit,
+            clock,
+            tenants: Arc::default(),
+            buckets: Arc::default(),
+            audited: Arc::default(),
+        }
+    }
+
+    async fn tenant(&self, tenant: &str) -> Result<TenantState, StoreError> {
+        let now = Instant::now();
+        let cached = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .cloned();
+        if let Some(t) = cached.filter(|t| now.duration_since(t.read_at) < FRESH) {
+            return Ok(t);
+        }
+        let mut c = self.store.read().await?;
+        let row = c.conn().get_tenant(tenant).await?;
+        let live = match row.max_live_leases {
+            Some(_) => c.conn().count_live_leases(tenant, self.clock.now()).await?,
+            None => 0,
+        };
+        let state = TenantState {
+            max_live: row.max_live_leases,
+            max_rate: row.max_mints_per_second,
+            live,
+            read_at: now,
+        };
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_string(), state.clone());
+        Ok(state)
+    }
+
+    fn take(&self, key: String, rate: i64) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
+        }
+        let rate = rate as f64;
+        buckets
+            .entry(key)
+            .or_insert(Bucket {
+                tokens: rate.max(1.0),
+                at: now,
+            })
+            .take(rate, now)
+    }
+
+    /// Whether `client` may mint now; counts the mint against the limits if so.
+    pub async fn admit(&self, client: &Client, origin: &Origin) -> Result<Result<(), Limited>, StoreError> {
+        let tenant = self.tenant(&client.tenant_id).await?;
+        let refused = if tenant.max_live.is_some_and(|max| tenant.live >= max) {
+            Some(Limited {
+                what: "max_live_leases",
+                retry_after: 1,
+            })
+        } else if tenant
+            .max_rate
+            .is_some_and(|rate| !self.take(format!("t/{}", client.tenant_id), rate))
+        {
+            Some(Limited {
+                what: "tenant max_mints_per_second",
+                retry_after: 1,
+            })
+        } else if client
+            .max_mints_per_second
+            .is_some_and(|rate| !self.take(format!("c/{}", client.client_id), rate))
+        {
+            Some(Limited {
+                what: "client max_mints_per_second",
+                retry_after: 1,
+            })
+        } else {
+            None
+        };
+        let Some(limited) = refused else {
+            if tenant.max_live.is_some()
+                && let Some(t) = self
+                    .tenants
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&client.tenant_id)
+            {
+                t.live += 1;
+            }
+            return Ok(Ok(()));
+        };
+        metrics::counter!("mayfly_tokens_limited_total", "limit" => limited.what).increment(1);
+        let now = self.clock.now();
+        let minute = now.timestamp().div_euclid(60);
+        let first = self.audited.lock().unwrap_or_else(|e| e.into_inner()).insert((
+            minute,
+            client.client_id.clone(),
+            limited.what,
+        ));
+        if first {
+            let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, now);
+            event.reason = Some(format!(
+                "limited: {} (audited once per minute per client and limit)",
+                limited.what
+            ));
+            event.tenant = Some(client.tenant_id.clone());
+            event.client_id = Some(client.client_id.clone());
+            event.request_id = Some(origin.request_id.clone());
+            event.source = Some(origin.source.clone());
+            self.audit.append(&[event]).await?;
+            let mut audited = self.audited.lock().unwrap_or_else(|e| e.into_inner());
+            audited.retain(|(m, _, _)| *m >= minute);
+        }
+        Ok(Err(limited))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_rate_per_second_and_refills() {
+        let start = Instant::now();
+        let mut b = Bucket { tokens: 5.0, at: start };
+        assert_eq!((0..10).filter(|_| b.take(5.0, start)).count(), 5);
+        assert!(
+            b.take(5.0, start + Duration::from_millis(200)),
+            "a fifth of a second buys one"
+        );
+        assert!(!b.take(5.0, start + Duration::from_millis(200)));
+        // Idle time refills only up to one second's worth.
+        assert_eq!(
+            (0..20).filter(|_| b.take(5.0, start + Duration::from_secs(60))).count(),
+            5
+        );
+    }
+}
