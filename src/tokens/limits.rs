@@ -54,6 +54,9 @@ struct TenantState {
     read_at: Instant,
 }
 
+/// A refusal already audited: (minute, client id, limit).
+type Refusal = (i64, String, &'static str);
+
 #[derive(Clone)]
 pub struct Limits {
     store: Store,
@@ -61,7 +64,7 @@ pub struct Limits {
     clock: Arc<dyn Clock>,
     tenants: Arc<Mutex<HashMap<String, TenantState>>>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
-    audited: Arc<Mutex<HashSet<(i64, String, &'static str)>>>,
+    audited: Arc<Mutex<HashSet<Refusal>>>,
 }
 
 impl Limits {
