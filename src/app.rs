@@ -45,6 +45,9 @@ pub struct AppState {
 /// What only the HTTP edge needs: proxies to believe, cache lifetimes, the
 /// metrics registry, and the store for the readiness probe.
 pub struct Web {
+    /// Where `/metrics` and the detailed `/readyz` are served instead of
+    /// the public listener, when set.
+    pub ops_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<Cidr>,
     pub jwks_max_age: Duration,
     pub metrics: PrometheusHandle,
@@ -196,6 +199,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         audit,
         checkpoints: Checkpointer::new(store.clone(), checkpoint_key),
         web: Arc::new(Web {
+            ops_listen: config.metrics_listen,
             trusted_proxies: config.trusted_proxies.clone(),
             jwks_max_age: config.jwks_max_age,
             metrics: crate::http::ops::metrics_handle(),
@@ -247,11 +251,22 @@ pub async fn serve(
         tokio::spawn(background.authn.run_flush()),
         tokio::spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY)),
     ];
+    let ops = match state.web.ops_listen {
+        Some(addr) => {
+            let ops_listener = TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving /metrics and /readyz on the operations listener");
+            let router = crate::http::ops_router(state.clone());
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(ops_listener, router).await;
+            }))
+        }
+        None => None,
+    };
     let router = crate::http::router(state);
     let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
-    tasks.iter().for_each(|t| t.abort());
+    tasks.iter().chain(ops.iter()).for_each(|t| t.abort());
     store.close().await;
     Ok(result?)
 }

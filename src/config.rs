@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// Seed a `demo` tenant, resource and client and print a command that mints a token.
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
+
+    /// A separate address for `/metrics` and the detailed `/readyz` (then the
+    /// public listener answers `/metrics` 404 and `/readyz` with its status only).
+    #[arg(long, env = "MAYFLY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An address block, such as `10.0.0.0/8`, `fd00::/8` or one address.
@@ -189,6 +194,7 @@ pub struct Config {
     pub master_key_previous: Option<SecretString>,
     pub trusted_proxies: Vec<Cidr>,
     pub dev: bool,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +298,7 @@ impl Config {
             master_key_previous,
             trusted_proxies: args.trusted_proxies,
             dev: args.dev,
+            metrics_listen: args.metrics_listen,
         };
         config.validate()?;
         Ok(config)
@@ -317,6 +324,7 @@ impl Config {
             master_key_previous: None,
             trusted_proxies: Vec::new(),
             dev: false,
+            metrics_listen: None,
         }
     }
 

@@ -9,8 +9,9 @@
   so a revocation bites on the next call instead of at expiry.
 - Logs every tool call with the tenant, workflow and workload of its token.
 
-Environment: MAYFLY_ISSUER (required), MAYFLY_TENANT (the owning tenant;
-recommended), MCP_HOST/MCP_PORT (127.0.0.1:8001),
+Environment: MAYFLY_ISSUER and MAYFLY_TENANT (both required: a token is
+accepted only if its `tenant` is the one that registered this server),
+MCP_HOST/MCP_PORT (127.0.0.1:8001),
 MCP_RESOURCE (http://{host}:{port}/mcp), MAYFLY_STRICT, and for strict mode
 MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a `resource_server` client.
 """
@@ -41,7 +42,8 @@ PORT = int(os.environ.get("MCP_PORT", "8001"))
 RESOURCE = os.environ.get("MCP_RESOURCE", f"http://{HOST}:{PORT}/mcp")  # == the token's `aud`
 STRICT = os.environ.get("MAYFLY_STRICT") == "1"
 # The mayfly tenant that owns this server: tokens of other tenants are refused.
-TENANT = os.environ.get("MAYFLY_TENANT")
+# Mandatory: the `aud` check alone trusts whoever holds the URI at mayfly.
+TENANT = os.environ["MAYFLY_TENANT"]
 BASE_SCOPE = "issues:read"  # needed to connect at all; published in the resource metadata
 TOOL_SCOPES = {"list_issues": {"issues:read"}, "create_issue": {"issues:write"}}
 
@@ -71,7 +73,7 @@ class MayflyVerifier:
         key = self._jwks.get_signing_key_from_jwt(token)
         claims = jwt.decode(token, key, algorithms=["ES256", "EdDSA"], audience=RESOURCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]})
-        if TENANT and claims.get("tenant") != TENANT:
+        if claims.get("tenant") != TENANT:
             return None
         if STRICT and not self._introspect_active(token):
             log_event(event="token_refused", reason="inactive at mayfly", jti=claims["jti"])

@@ -119,8 +119,10 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The authenticated client id is the identity; the token's `sub` is a
+    /// label the client chose when minting, recorded as `workload`.
     pub fn admin(admin: &AdminId, origin: Origin) -> Self {
-        let mut identity = json!({"client_id": admin.client_id, "sub": admin.sub, "jti": admin.jti});
+        let mut identity = json!({"client_id": admin.client_id, "workload": admin.sub, "jti": admin.jti});
         if let Some(act) = &admin.act {
             identity["act"] = act.clone();
         }

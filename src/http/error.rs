@@ -125,6 +125,7 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")
             }
+            StoreError::Busy(m) => ApiError::unavailable(m),
             other => ApiError::internal(other),
         }
     }
@@ -240,6 +241,7 @@ impl OAuthError {
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::Busy(m) => OAuthError::new("temporarily_unavailable", m),
             StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 OAuthError::new("temporarily_unavailable", "the database is unavailable; retry shortly")

@@ -109,6 +109,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The operations listener (MAYFLY_METRICS_LISTEN): metrics and readiness in detail.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(ops::metrics_private))
+        .route("/readyz", axum::routing::get(ops::readyz_private))
+        .route("/healthz", axum::routing::get(ops::healthz))
+        .with_state(state)
+}
+
 fn make_span(req: &Request) -> tracing::Span {
     let path = req
         .extensions()

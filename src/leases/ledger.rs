@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Revocation;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::storage::gate::bounded;
 use crate::storage::{LeaseFilter, LeaseStatus, Store, StoreError};
 
 #[derive(Clone)]
@@ -34,12 +35,8 @@ impl Ledger {
         limit: i64,
     ) -> Result<Vec<LeaseStatus>, StoreError> {
         let now = self.clock.now();
-        self.store
-            .read()
-            .await?
-            .conn()
-            .list_leases(tenant, filter, now, before, limit)
-            .await
+        let mut read = self.store.list_read(tenant).await?;
+        bounded(read.tx.conn().list_leases(tenant, filter, now, before, limit)).await
     }
 
     pub async fn lease(&self, tenant: &str, id: &str) -> Result<LeaseStatus, Error> {

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod gate;
 pub mod keys;
 mod leases;
 mod revocations;
@@ -34,6 +35,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// Too much admin reading at once, or a list query past its time.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
     /// A stored value this build cannot read (a state or kind it does not know).
@@ -64,6 +68,10 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref db) if db.code().is_some_and(|c| sqlstate_is_unavailable(&c)) => {
                 StoreError::Unavailable(e.to_string())
             }
+            // statement_timeout: only admin lists set one.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => {
+                StoreError::Busy("the list query took too long; narrow it".into())
+            }
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
@@ -91,6 +99,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Bounds admin list queries (see `gate`).
+    gate: std::sync::Arc<gate::ReadGate>,
 }
 
 /// One database connection, pooled or inside a transaction. Every query of
@@ -223,7 +233,15 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        Ok(Self { pool })
+        // A quarter of the connections for admin lists; the rest stay for minting.
+        let lists = match &pool {
+            Pool::Postgres(p) => p.options().get_max_connections() as usize / 4,
+            Pool::Sqlite(p) => p.options().get_max_connections() as usize / 2,
+        };
+        Ok(Self {
+            pool,
+            gate: std::sync::Arc::new(gate::ReadGate::new(lists)),
+        })
     }
 
     pub fn backend(&self) -> &'static str {

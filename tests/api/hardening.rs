@@ -625,3 +625,47 @@ async fn futures_statuses(
     }
     out
 }
+
+/// With MAYFLY_METRICS_LISTEN, metrics and readiness details are served on
+/// their own listener; the public one says only whether it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_readiness_details_move_to_their_own_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ops: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let app = TestApp::on(Backend::Sqlite)
+        .config(move |c| mayfly::Config {
+            metrics_listen: Some(ops),
+            ..c
+        })
+        .start()
+        .await;
+    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let ready: serde_json::Value = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready, json!({"status": "ready"}));
+    let metrics = app.http.get(format!("http://{ops}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.unwrap().contains("mayfly_"));
+    let detailed: serde_json::Value = app
+        .http
+        .get(format!("http://{ops}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detailed["database"], true);
+}
