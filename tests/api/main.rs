@@ -4,11 +4,13 @@
 mod harness;
 
 mod admin;
+mod audit_trail;
 mod cli;
 mod durability;
 mod hardening;
 mod house;
 mod interop;
+mod limits;
 mod openapi;
 mod revocation;
 mod rotation;
