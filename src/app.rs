@@ -17,6 +17,8 @@ use crate::audit::checkpoint::Checkpointer;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Cidr, Config};
+use crate::federation::Federation;
+use crate::federation::admin::TrustPolicies;
 use crate::keys::rotation::{MasterKeys, RotationError};
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
@@ -39,6 +41,8 @@ pub struct AppState {
     pub ledger: Ledger,
     pub audit: AuditLog,
     pub checkpoints: Checkpointer,
+    pub federation: Federation,
+    pub trust_policies: TrustPolicies,
     pub web: Arc<Web>,
 }
 
@@ -188,10 +192,25 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         issuer_id.clone(),
         lifetimes,
     );
+    let directory = Directory::new(
+        store.clone(),
+        clock.clone(),
+        revocations.clone(),
+        issuer_id.clone(),
+        lifetimes,
+    );
     let state = AppState {
+        federation: Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone()),
+        trust_policies: TrustPolicies::new(
+            store.clone(),
+            clock.clone(),
+            directory.clone(),
+            lifetimes.default_ttl,
+            lifetimes.max_ttl,
+        ),
         verifier: Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone()),
         authn: Authenticator::new(store.clone(), audit.clone(), clock.clone(), config.auth_failure_limit),
-        directory: Directory::new(store.clone(), clock.clone(), revocations.clone(), issuer_id, lifetimes),
+        directory,
         ledger: Ledger::new(store.clone(), clock.clone()),
         issuer,
         keys: keys.clone(),

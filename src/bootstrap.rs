@@ -81,6 +81,7 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     serves: None,
                     workload_pattern: None,
                     max_mints_per_second: None,
+                    jwks: None,
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -212,6 +213,7 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             serves: None,
             workload_pattern: None,
             max_mints_per_second: None,
+            jwks: None,
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);

@@ -11,6 +11,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod http;
 pub mod keys;
 pub mod leases;

@@ -35,8 +35,9 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
-    /// Fetch a token (for CI jobs and agent start-up): client id in
-    /// MAYFLY_CLIENT_ID or --client-id, secret in MAYFLY_CLIENT_SECRET.
+    /// Fetch a token (for CI jobs, agent start-up and sidecars): with a client
+    /// id and a secret in MAYFLY_CLIENT_SECRET, or by exchanging the job's or
+    /// pod's OIDC token (--github-actions, --gitlab, --subject-token-file).
     Token(Box<mayfly::client::TokenArgs>),
     /// Signing-key tools.
     Keys {
@@ -104,12 +105,17 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// `mayfly token`: the secret comes from the environment only.
+/// `mayfly token`: credentials come from the environment or the platform, never from flags.
 async fn fetch_token(mut args: mayfly::client::TokenArgs) -> anyhow::Result<()> {
     args.client_secret = std::env::var("MAYFLY_CLIENT_SECRET")
         .ok()
         .map(secrecy::SecretString::from);
-    let answer = mayfly::client::fetch(&args).await?;
+    let fetcher = mayfly::client::Fetcher::new(&args, |name| std::env::var(name).ok())?;
+    if let Some(path) = &args.refresh_into {
+        mayfly::client::refresh_into(&fetcher, path).await?;
+        return Ok(());
+    }
+    let answer = fetcher.fetch().await?;
     let out = mayfly::client::deliver(&args, &answer)?;
     if !out.is_empty() {
         println!("{out}");

@@ -46,6 +46,9 @@ pub fn lease(tenant: &str, workflow: &str, now: DateTime<Utc>) -> Lease {
         revocation_id: None,
         source: None,
         request_id: None,
+        federated: None,
+        policy_id: None,
+        parent_id: None,
     }
 }
 

@@ -32,3 +32,48 @@ CREATE TABLE audit_checkpoints (
     at         TIMESTAMPTZ NOT NULL,
     mac        TEXT NOT NULL
 );
+
+-- Federation: trust policies let a tenant accept an external OIDC token (a CI
+-- job's, a pod's, a person's) in place of a stored secret.
+CREATE TABLE trust_policies (
+    id                    UUID PRIMARY KEY,
+    tenant_id             TEXT NOT NULL REFERENCES tenants (id),
+    name                  TEXT NOT NULL,
+    issuer                TEXT NOT NULL,
+    audience              TEXT NOT NULL,
+    subject               TEXT,
+    subject_pattern       TEXT,
+    claims                JSONB NOT NULL,
+    max_token_age_seconds BIGINT,
+    single_use            BOOLEAN NOT NULL,
+    workflow_template     TEXT NOT NULL,
+    workload_template     TEXT NOT NULL,
+    grants                JSONB NOT NULL,
+    max_ttl_seconds       BIGINT NOT NULL,
+    owner                 TEXT,
+    expires_at            TIMESTAMPTZ,
+    client_id             TEXT,
+    actors                JSONB NOT NULL,
+    created_at            TIMESTAMPTZ NOT NULL,
+    updated_at            TIMESTAMPTZ NOT NULL,
+    CONSTRAINT trust_policies_name_key UNIQUE (tenant_id, name)
+);
+CREATE INDEX trust_policies_issuer_idx ON trust_policies (tenant_id, issuer);
+
+-- Assertions seen once (single_use policies, client assertions), across replicas.
+CREATE TABLE used_assertions (
+    issuer     TEXT NOT NULL,
+    jti        TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX used_assertions_expires_idx ON used_assertions (expires_at);
+
+-- Public keys a client authenticates with (private_key_jwt), as a JWK set.
+ALTER TABLE clients ADD COLUMN jwks JSONB;
+-- Who a federated token was issued to: {issuer, subject, jti, policy}.
+ALTER TABLE leases ADD COLUMN federated JSONB;
+ALTER TABLE leases ADD COLUMN policy_id UUID;
+CREATE INDEX leases_policy_idx ON leases (tenant_id, policy_id, seq);
+-- The lease a delegated token was exchanged from.
+ALTER TABLE leases ADD COLUMN parent_id UUID;

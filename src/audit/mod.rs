@@ -241,6 +241,10 @@ pub mod actions {
     pub const CLIENT_DELETED: &str = "client.deleted";
     pub const CLIENT_SECRET_ROTATED: &str = "client.secret_rotated";
     pub const REVOCATION_CREATED: &str = "revocation.created";
+    pub const TRUST_POLICY_CREATED: &str = "trust_policy.created";
+    pub const TRUST_POLICY_UPDATED: &str = "trust_policy.updated";
+    pub const TRUST_POLICY_DELETED: &str = "trust_policy.deleted";
+    pub const TOKEN_EXCHANGED: &str = "token.exchanged";
     pub const KEY_CREATED: &str = "key.created";
     pub const KEY_ROTATED: &str = "key.rotated";
     pub const KEY_REMOVED: &str = "key.removed";

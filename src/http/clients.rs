@@ -48,6 +48,8 @@ pub struct ClientOut {
     pub workload_pattern: Option<String>,
     /// Its own mint rate limit (per replica), if any.
     pub max_mints_per_second: Option<i64>,
+    /// Public keys for private_key_jwt.
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl From<Client> for ClientOut {
@@ -66,16 +68,19 @@ impl From<Client> for ClientOut {
             serves: c.serves,
             workload_pattern: c.workload_pattern,
             max_mints_per_second: c.max_mints_per_second,
+            jwks: c.jwks,
         }
     }
 }
 
-/// A new client and its secret, shown only in this answer.
+/// A new client and its secret, shown only in this answer (none for a
+/// client that registered keys).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClientWithSecret {
     #[serde(flatten)]
     pub client: ClientOut,
-    pub client_secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 /// A rotated secret, shown only in this answer.
@@ -100,7 +105,7 @@ pub async fn create_client(
     let (client, secret) = directory.create_client(at.caller(), at.id(), body).await?;
     let body = ClientWithSecret {
         client: client.into(),
-        client_secret: secret.expose_secret().to_string(),
+        client_secret: secret.map(|s| s.expose_secret().to_string()),
     };
     Ok((StatusCode::CREATED, Json(body)))
 }

@@ -40,6 +40,7 @@ pub struct Jwks {
 
 fn metadata_for(issuer: &str) -> ServerMetadata {
     let secret_methods = vec!["client_secret_basic", "client_secret_post"];
+    let token_methods = vec!["client_secret_basic", "client_secret_post", "private_key_jwt"];
     ServerMetadata {
         issuer: issuer.to_string(),
         authorization_endpoint: format!("{issuer}/oauth2/authorize"),
@@ -47,15 +48,19 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         introspection_endpoint: format!("{issuer}/oauth2/introspect"),
         revocation_endpoint: format!("{issuer}/oauth2/revoke"),
-        grant_types_supported: vec![super::oauth::GRANT_CLIENT_CREDENTIALS],
+        grant_types_supported: vec![
+            super::oauth::GRANT_CLIENT_CREDENTIALS,
+            super::oauth::GRANT_JWT_BEARER_URN,
+            super::oauth::GRANT_TOKEN_EXCHANGE_URN,
+        ],
         response_types_supported: vec!["token"],
-        token_endpoint_auth_methods_supported: secret_methods.clone(),
+        token_endpoint_auth_methods_supported: token_methods,
         introspection_endpoint_auth_methods_supported: secret_methods.clone(),
         revocation_endpoint_auth_methods_supported: secret_methods,
         scopes_supported: vec![GLOBAL_ADMIN_SCOPE],
         subject_types_supported: vec!["public"],
         id_token_signing_alg_values_supported: vec!["ES256"],
-        token_endpoint_auth_signing_alg_values_supported: vec!["ES256"],
+        token_endpoint_auth_signing_alg_values_supported: vec!["RS256", "ES256", "EdDSA"],
         code_challenge_methods_supported: vec!["S256"],
     }
 }

@@ -26,6 +26,8 @@ pub struct LeaseQuery {
     client_id: Option<String>,
     /// true: neither revoked nor expired; false: the others.
     active: Option<bool>,
+    /// Minted under this trust policy.
+    policy_id: Option<Uuid>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     #[param(max_length = 2048)]
@@ -54,6 +56,12 @@ pub struct LeaseOut {
     pub revocation_id: Option<Uuid>,
     pub source: Option<String>,
     pub request_id: Option<String>,
+    /// A federated token's external identity: `{issuer, subject, jti, policy, policy_name}`.
+    pub federated: Option<serde_json::Value>,
+    /// The trust policy that accepted it.
+    pub policy_id: Option<Uuid>,
+    /// The lease a delegated token was exchanged from.
+    pub parent_id: Option<Uuid>,
     /// Exact: false as soon as a rule revokes it, marked or not.
     pub active: bool,
 }
@@ -79,6 +87,9 @@ impl LeaseOut {
             revocation_id: l.revocation_id.or(status.revoked_by),
             source: l.source,
             request_id: l.request_id,
+            federated: l.federated,
+            policy_id: l.policy_id,
+            parent_id: l.parent_id,
             active,
         }
     }
@@ -101,6 +112,7 @@ pub async fn list_leases(
         workload: q.workload,
         client_id: q.client_id,
         active: q.active,
+        policy_id: q.policy_id,
     };
     let leases = ledger.leases(at.id(), &filter, before, limit).await?;
     let now = ledger.now();

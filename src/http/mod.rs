@@ -18,6 +18,7 @@ pub mod pagination;
 pub mod resources;
 pub mod revocations;
 pub mod tenants;
+pub mod trust_policies;
 
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
             clients::delete_client
         ))
         .routes(routes!(clients::rotate_secret))
+        .routes(routes!(trust_policies::create_policy, trust_policies::list_policies))
+        .routes(routes!(
+            trust_policies::get_policy,
+            trust_policies::update_policy,
+            trust_policies::delete_policy
+        ))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::get_lease))
         .routes(routes!(revocations::create_revocation, revocations::list_revocations))

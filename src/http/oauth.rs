@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::auth::{AdminScope, admin_from_token, bearer, client_credentials};
+use super::auth::{self, AdminScope, admin_from_token, bearer, client_credentials};
 use super::body::OAuthParams;
 use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled};
 use crate::app::AppState;
 use crate::audit::Origin;
+use crate::federation::{Federated, Refusal};
 use crate::tenants::{Client, ClientKind};
-use crate::tokens::issuer::MintError;
+use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
 use crate::tokens::validate::Introspecting;
 
@@ -28,8 +29,20 @@ const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-excha
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // documentation only: the form is read by OAuthParams
 pub struct TokenRequest {
+    /// `client_credentials`, `urn:ietf:params:oauth:grant-type:jwt-bearer` or
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
     #[schema(example = "client_credentials")]
     grant_type: String,
+    /// jwt-bearer: the CI job's or workload's OIDC token.
+    assertion: Option<String>,
+    /// Token exchange: the OIDC token (JWT or id_token).
+    subject_token: Option<String>,
+    subject_token_type: Option<String>,
+    /// private_key_jwt: `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    client_assertion_type: Option<String>,
+    /// private_key_jwt: a JWT signed by a key registered on the client, or a
+    /// workload OIDC token a trust policy binds to the client.
+    client_assertion: Option<String>,
     /// The MCP server's URI (RFC 8707); `audience` is a synonym.
     #[schema(max_length = 2048)]
     resource: Option<String>,
@@ -58,6 +71,9 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// What was granted (requested scopes the client lacks are dropped).
     pub scope: String,
+    /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// RFC 7662 answer: `{"active": false}` alone, or the token's claims.
@@ -104,7 +120,57 @@ async fn authenticate(state: &AppState, params: &OAuthParams, origin: &Origin) -
     Ok(client)
 }
 
-/// Mint a token.
+pub const GRANT_JWT_BEARER_URN: &str = GRANT_JWT_BEARER;
+pub const GRANT_TOKEN_EXCHANGE_URN: &str = GRANT_TOKEN_EXCHANGE;
+const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+fn invalid_grant(r: Refusal) -> OAuthError {
+    match r {
+        Refusal::Invalid(why) => OAuthError::new("invalid_grant", why),
+        Refusal::Store(e) => e.into(),
+    }
+}
+
+/// The calling client: by secret (Basic or form), or by private_key_jwt. A
+/// workload token vouched for by a trust policy comes back with the match.
+async fn authenticate_any(
+    state: &AppState,
+    params: &OAuthParams,
+    origin: &Origin,
+    resource: Option<&str>,
+) -> Result<(Client, Option<Federated>), OAuthError> {
+    let Some(assertion) = params.get("client_assertion") else {
+        return Ok((authenticate(state, params, origin).await?, None));
+    };
+    if params.get("client_assertion_type") != Some(CLIENT_ASSERTION_JWT) {
+        return Err(OAuthError::invalid_request(format!(
+            "`client_assertion_type` must be {CLIENT_ASSERTION_JWT}"
+        )));
+    }
+    if params.get("client_secret").is_some() || auth::basic_credentials(&params.headers).is_some() {
+        return Err(OAuthError::invalid_request(
+            "use one client authentication method, not both",
+        ));
+    }
+    let found = state
+        .federation
+        .authenticate_client(params.get("client_id"), assertion, resource, origin)
+        .await;
+    match found {
+        Ok((client, federated)) => {
+            super::record_span(&client.tenant_id, Some(&client.client_id));
+            Ok((client, federated))
+        }
+        Err(Refusal::Invalid(_)) => Err(OAuthError::invalid_client()),
+        Err(Refusal::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Mint a token: client credentials (secret or private_key_jwt), an external
+/// OIDC token (RFC 7523 jwt-bearer), or RFC 8693 token exchange of one.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "OK.", body = TokenResponse, headers(("Cache-Control" = String))),
@@ -114,22 +180,6 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
-    match grant_type {
-        GRANT_CLIENT_CREDENTIALS => {}
-        GRANT_JWT_BEARER | GRANT_TOKEN_EXCHANGE => {
-            return Err(OAuthError::new(
-                "unsupported_grant_type",
-                "federated grants are not enabled on this server",
-            ));
-        }
-        _ => {
-            return Err(OAuthError::new(
-                "unsupported_grant_type",
-                "supported: client_credentials",
-            ));
-        }
-    }
-    let client = authenticate(&state, &params, &origin).await?;
     let resource = match (params.get("resource"), params.get("audience")) {
         (Some(r), Some(a)) if r != a => {
             return Err(OAuthError::invalid_request(
@@ -138,13 +188,75 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
         }
         (r, a) => r.or(a),
     };
-    let request = MintRequest {
+    let mut request = MintRequest {
         scope: params.get("scope"),
         workflow: params.get("workflow"),
         workload: params.get("workload"),
         expires_in: params.get("expires_in"),
     };
-    let issued = match state.issuer.mint(&client, resource, &request, &origin).await {
+    let (client, federated, issued_token_type) = match grant_type {
+        GRANT_CLIENT_CREDENTIALS => {
+            let (client, federated) = authenticate_any(&state, &params, &origin, resource).await?;
+            (client, federated, None)
+        }
+        GRANT_JWT_BEARER | GRANT_TOKEN_EXCHANGE => {
+            let (token, issued) = if grant_type == GRANT_JWT_BEARER {
+                let assertion = params
+                    .get("assertion")
+                    .ok_or_else(|| OAuthError::invalid_request("`assertion` is required"))?;
+                (assertion, None)
+            } else {
+                let subject = params
+                    .get("subject_token")
+                    .ok_or_else(|| OAuthError::invalid_request("`subject_token` is required"))?;
+                match params.get("subject_token_type") {
+                    Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN) => {}
+                    _ => {
+                        return Err(OAuthError::invalid_request(format!(
+                            "`subject_token_type` must be {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}"
+                        )));
+                    }
+                }
+                (subject, Some(TOKEN_TYPE_ACCESS_TOKEN))
+            };
+            if request.workflow.is_some() || request.workload.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "`workflow` and `workload` come from the trust policy, not the request",
+                ));
+            }
+            let resource =
+                resource.ok_or_else(|| OAuthError::invalid_request("`resource` (or `audience`) is required"))?;
+            let federated = state
+                .federation
+                .for_resource(token, resource, &origin)
+                .await
+                .map_err(invalid_grant)?;
+            super::record_span(&federated.policy.tenant_id, None);
+            (federated.as_client(), Some(federated), issued)
+        }
+        _ => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                "supported: client_credentials, jwt-bearer, token-exchange",
+            ));
+        }
+    };
+    // A policy-vouched identity names the workload, and the workflow unless asked.
+    let (workflow, workload);
+    let mut provenance = Provenance::default();
+    if let Some(f) = &federated {
+        workflow = f.matched.workflow.clone();
+        workload = f.matched.workload.clone();
+        request.workflow = request.workflow.or(Some(workflow.as_str()));
+        request.workload = Some(workload.as_str());
+        provenance.federated = Some(f.provenance());
+        provenance.policy_id = Some(f.policy.id);
+    }
+    let issued = match state
+        .issuer
+        .mint(&client, resource, &request, &origin, &provenance)
+        .await
+    {
         Ok(issued) => issued,
         Err(MintError::Denied(d)) => return Err(OAuthError::new(d.code(), d.message())),
         Err(MintError::NoSigningKey) => {
@@ -167,6 +279,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
         token_type: "Bearer",
         expires_in: issued.expires_in,
         scope: issued.scope,
+        issued_token_type,
     })
     .into_response();
     res.headers_mut()

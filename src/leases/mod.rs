@@ -35,6 +35,14 @@ pub struct Lease {
     pub revocation_id: Option<Uuid>,
     pub source: Option<String>,
     pub request_id: Option<String>,
+    /// The external identity a federated token was issued to:
+    /// `{issuer, subject, jti, policy, policy_name}`.
+    #[sqlx(json(nullable))]
+    pub federated: Option<serde_json::Value>,
+    /// The trust policy that accepted it.
+    pub policy_id: Option<Uuid>,
+    /// The lease a delegated token was exchanged from.
+    pub parent_id: Option<Uuid>,
 }
 
 /// What a revocation rule matches within its tenant.

@@ -105,6 +105,8 @@ impl Sweeper {
             }
         }
         let rules = c.conn().prune_revocations(now).await?;
+        // Assertions that have expired can no longer be replayed.
+        c.conn().prune_used_assertions(now).await?;
         Ok((leases, rules))
     }
 }

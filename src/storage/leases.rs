@@ -11,7 +11,8 @@ use crate::leases::Lease;
 macro_rules! lease_columns {
     () => {
         "l.seq, l.id, l.tenant_id, l.workflow, l.workload, l.client_id, l.actor, l.resource, l.scopes, l.kid,
-         l.issued_at, l.expires_at, l.revoked_at, l.revocation_id, l.source, l.request_id"
+         l.issued_at, l.expires_at, l.revoked_at, l.revocation_id, l.source, l.request_id, l.federated, l.policy_id,
+         l.parent_id"
     };
 }
 
@@ -43,6 +44,8 @@ pub struct LeaseFilter {
     pub client_id: Option<String>,
     /// Some(true): neither revoked nor expired at `now`; Some(false): the others.
     pub active: Option<bool>,
+    /// Minted under this trust policy.
+    pub policy_id: Option<Uuid>,
 }
 
 /// A lease with the first rule that revokes it, if any, read in one query.
@@ -97,12 +100,13 @@ impl Conn<'_> {
                   AND ($3 IS NULL OR l.workflow = $3)
                   AND ($4 IS NULL OR l.workload = $4)
                   AND ($5 IS NULL OR l.client_id = $5)
+                  AND ($9 IS NULL OR l.policy_id = $9)
              ) x
              WHERE ($6 IS NULL OR $6 = (x.revoked_at IS NULL AND x.revoked_by IS NULL AND x.expires_at > $7))
              ORDER BY x.seq DESC LIMIT $8"))
             .bind(tenant).bind(before_seq)
             .bind(filter.workflow.as_deref()).bind(filter.workload.as_deref()).bind(filter.client_id.as_deref())
-            .bind(filter.active).bind(now).bind(limit)
+            .bind(filter.active).bind(now).bind(limit).bind(filter.policy_id)
             .fetch_all(c).await)?)
     }
 
@@ -112,11 +116,12 @@ impl Conn<'_> {
         for l in leases {
             let seq = run!(self, c => sqlx::query_scalar::<_, i64>(
                 "INSERT INTO leases (id, tenant_id, workflow, workload, client_id, actor, resource, scopes, kid,
-                                     issued_at, expires_at, source, request_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq")
+                                     issued_at, expires_at, source, request_id, federated, policy_id, parent_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq")
                 .bind(l.id).bind(&l.tenant_id).bind(&l.workflow).bind(&l.workload).bind(&l.client_id)
                 .bind(l.actor.as_ref().map(Json)).bind(&l.resource).bind(Json(&l.scopes)).bind(&l.kid)
                 .bind(l.issued_at).bind(l.expires_at).bind(l.source.as_deref()).bind(l.request_id.as_deref())
+                .bind(l.federated.as_ref().map(Json)).bind(l.policy_id).bind(l.parent_id)
                 .fetch_one(c).await)?;
             seqs.push(seq);
         }

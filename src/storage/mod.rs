@@ -12,6 +12,7 @@ pub mod backend;
 pub mod gate;
 pub mod keys;
 mod leases;
+mod policies;
 mod revocations;
 mod tenants;
 

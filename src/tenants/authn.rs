@@ -34,7 +34,7 @@ impl AuthFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("client authentication failed: {}", .0.as_str())]
-    Failed(AuthFailure, Option<Client>),
+    Failed(AuthFailure, Option<Box<Client>>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,10 +67,10 @@ pub async fn check_secret(
     // Check every live secret (at most two) without stopping at the first match.
     let matched = digests.iter().fold(false, |ok, d| secret::matches(presented, d) | ok);
     if !matched {
-        return Err(AuthError::Failed(AuthFailure::BadSecret, Some(client)));
+        return Err(AuthError::Failed(AuthFailure::BadSecret, Some(Box::new(client))));
     }
     if client.disabled {
-        return Err(AuthError::Failed(AuthFailure::Disabled, Some(client)));
+        return Err(AuthError::Failed(AuthFailure::Disabled, Some(Box::new(client))));
     }
     Ok(client)
 }

@@ -73,6 +73,9 @@ pub struct NewClient {
     /// Mints per second it may make (per replica); absent: only the tenant's limit.
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_mints_per_second: Option<i64>,
+    /// Public keys for private_key_jwt (`{"keys": [...]}`: RSA, P-256 or Ed25519).
+    /// A client registered with keys gets no secret.
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
@@ -97,6 +100,8 @@ pub struct ClientPatch {
     /// 0 removes the client's own rate limit.
     #[schema(minimum = 0, maximum = 1000000)]
     pub max_mints_per_second: Option<i64>,
+    /// Replaces the client's public keys.
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// `POST …/clients/{client_id}/secrets`.
@@ -113,6 +118,27 @@ pub struct Rotated {
     pub client: Client,
     pub secret: SecretString,
     pub previous_expires_at: DateTime<Utc>,
+}
+
+/// A JWK set of public signing keys: 1 to 10 usable keys, nothing private.
+pub fn check_jwks(jwks: serde_json::Value) -> Result<serde_json::Value, Error> {
+    let bad = |why: &str| Error::from(invalid("jwks", why.to_string()));
+    let set: crate::federation::jwt::JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(|_| bad("must be a JWK set {\"keys\": [...]}"))?;
+    if set.keys.is_empty() || set.keys.len() > 10 {
+        return Err(bad("list 1 to 10 keys"));
+    }
+    if set.keys.iter().any(|k| k.get("d").is_some() || k.get("k").is_some()) {
+        return Err(bad(
+            "contains private or symmetric key material; register public keys only",
+        ));
+    }
+    if set.usable().len() != set.keys.len() {
+        return Err(bad(
+            "every key must be RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA) for signing",
+        ));
+    }
+    Ok(jwks)
 }
 
 /// A rate limit: 1 to a million per second.
@@ -171,7 +197,7 @@ impl Directory {
 
     /// Grants must name this tenant's resources and scopes they define; a
     /// grant on the admin API may only carry this tenant's admin scope.
-    async fn validate_grants(&self, tx: &mut Tx, tenant: &str, grants: &[Grant]) -> Result<(), Error> {
+    pub async fn validate_grants(&self, tx: &mut Tx, tenant: &str, grants: &[Grant]) -> Result<(), Error> {
         if grants.len() > 100 {
             return Err(invalid("grants", "at most 100 grants").into());
         }
@@ -298,11 +324,14 @@ impl Directory {
         caller: &Caller,
         tenant: &str,
         body: NewClient,
-    ) -> Result<(Client, SecretString), Error> {
+    ) -> Result<(Client, Option<SecretString>), Error> {
         let client_id = body
             .client_id
             .unwrap_or_else(|| format!("{tenant}-{}", Uuid::new_v4().simple()));
         validate_client_id(&client_id)?;
+        if client_id.starts_with("policy.") {
+            return Err(invalid("client_id", "ids starting with `policy.` name trust policies").into());
+        }
         let name = body.name.unwrap_or_else(|| client_id.clone());
         validate_name("name", &name)?;
         let workflows = match (body.workflows, body.kind) {
@@ -334,6 +363,7 @@ impl Directory {
             serves: None,
             workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
+            jwks: body.jwks.map(check_jwks).transpose()?,
         };
         let mut client = client;
         let secret = secret::generate();
@@ -347,9 +377,13 @@ impl Directory {
             StoreError::Conflict(_) => Error::Conflict("this client_id is not available".into()),
             e => e.into(),
         })?;
-        tx.conn()
-            .insert_secret(&client.client_id, &secret::digest(secret.expose_secret()), now)
-            .await?;
+        // A client that registered keys authenticates with them only: no secret exists.
+        let secret = client.jwks.is_none().then_some(secret);
+        if let Some(secret) = &secret {
+            tx.conn()
+                .insert_secret(&client.client_id, &secret::digest(secret.expose_secret()), now)
+                .await?;
+        }
         tx.conn()
             .append_audit(&[client_event(caller, actions::CLIENT_CREATED, &client, now)])
             .await?;
@@ -423,6 +457,9 @@ impl Directory {
                 Self::check_workload_pattern(&pattern)?;
             }
             c.workload_pattern = Some(pattern).filter(|p| !p.is_empty());
+        }
+        if let Some(jwks) = patch.jwks {
+            c.jwks = Some(check_jwks(jwks)?);
         }
         if let Some(rate) = patch.max_mints_per_second {
             c.max_mints_per_second = check_rate("max_mints_per_second", Some(rate).filter(|r| *r != 0))?;

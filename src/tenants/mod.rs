@@ -115,6 +115,9 @@ pub struct Client {
     pub workload_pattern: Option<String>,
     /// Mints per second this client may make (per replica).
     pub max_mints_per_second: Option<i64>,
+    /// Public keys it authenticates with (private_key_jwt), a JWK set.
+    #[sqlx(json(nullable))]
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl Client {
@@ -313,6 +316,7 @@ mod tests {
             serves: None,
             workload_pattern: None,
             max_mints_per_second: None,
+            jwks: None,
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));

@@ -38,6 +38,17 @@ pub enum MintError {
     Store(#[from] StoreError),
 }
 
+/// Where a token comes from beyond its client: the external identity a
+/// trust policy accepted, and (for delegation) the actor chain and the lease
+/// it was exchanged from.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    pub federated: Option<serde_json::Value>,
+    pub policy_id: Option<Uuid>,
+    pub actor: Option<serde_json::Value>,
+    pub parent_id: Option<Uuid>,
+}
+
 /// This server as an issuer: `iss`, and the admin API's resource URI.
 #[derive(Debug, Clone)]
 pub struct IssuerId {
@@ -146,6 +157,7 @@ impl Issuer {
         resource: Option<&str>,
         req: &MintRequest<'_>,
         origin: &Origin,
+        provenance: &Provenance,
     ) -> Result<Issued, MintError> {
         let decided = match resource {
             None => Err(MintError::Denied(Denial::InvalidRequest(
@@ -190,7 +202,7 @@ impl Issuer {
             workflow: decision.workflow,
             workload: decision.workload,
             client_id: client.client_id.clone(),
-            actor: None,
+            actor: provenance.actor.clone(),
             resource: resource.to_string(),
             scopes: decision.scopes,
             kid: signer.kid.clone(),
@@ -200,8 +212,15 @@ impl Issuer {
             revocation_id: None,
             source: Some(origin.source.clone()),
             request_id: Some(origin.request_id.clone()),
+            federated: provenance.federated.clone(),
+            policy_id: provenance.policy_id,
+            parent_id: provenance.parent_id,
         };
         let mut event = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
+        event.actor = lease.actor.clone();
+        if let Some(f) = &lease.federated {
+            event.reason = Some(format!("federated: {f}"));
+        }
         event.tenant = Some(lease.tenant_id.clone());
         event.workflow = Some(lease.workflow.clone());
         event.workload = Some(lease.workload.clone());
@@ -280,6 +299,7 @@ mod tests {
             serves: None,
             workload_pattern: None,
             max_mints_per_second: None,
+            jwks: None,
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();
@@ -345,6 +365,7 @@ mod tests {
                     ..Default::default()
                 },
                 &Origin::default(),
+                &Provenance::default(),
             )
             .await
             .unwrap();
@@ -380,6 +401,7 @@ mod tests {
                 Some("https://mcp.acme.test/jira"),
                 &MintRequest::default(),
                 &Origin::default(),
+                &Provenance::default(),
             )
             .await
             .unwrap_err();

@@ -200,6 +200,7 @@ mod tests {
             serves: None,
             workload_pattern: None,
             max_mints_per_second: None,
+            jwks: None,
         }
     }
 

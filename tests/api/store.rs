@@ -66,6 +66,7 @@ fn client(tenant: &str, id: &str) -> Client {
         serves: None,
         workload_pattern: None,
         max_mints_per_second: None,
+        jwks: None,
     }
 }
 
@@ -88,6 +89,9 @@ fn lease(tenant: &str) -> Lease {
         revocation_id: None,
         source: None,
         request_id: None,
+        federated: None,
+        policy_id: None,
+        parent_id: None,
     }
 }
 

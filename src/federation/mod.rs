@@ -1,0 +1,340 @@
+//! Federation: tokens with no stored secret. A CI job, a pod or a person
+//! presents an OIDC token its platform signed; a trust policy of the tenant
+//! that owns the requested resource decides what it becomes. Clients may
+//! also authenticate with private_key_jwt, by a key they registered or by a
+//! workload token a policy binds to them. Refusals are `invalid_grant` to the
+//! caller and name the failed condition in the audit trail.
+
+pub mod admin;
+pub mod jwt;
+pub mod keys;
+pub mod policy;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+
+use self::jwt::{JwkSet, Unverified};
+use self::keys::IssuerKeys;
+use self::policy::{Matched, TrustPolicy};
+use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::clock::Clock;
+use crate::storage::{Store, StoreError};
+use crate::tenants::{Client, ClientKind, uri};
+use crate::tokens::issuer::IssuerId;
+
+/// Longest lifetime accepted for a client's own assertion (RFC 7523 §3: short).
+const MAX_CLIENT_ASSERTION: i64 = 600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Safe to show: the condition that failed, never the token.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A token a trust policy accepted.
+#[derive(Debug, Clone)]
+pub struct Federated {
+    pub policy: TrustPolicy,
+    pub matched: Matched,
+}
+
+impl Federated {
+    /// What leases and audit events record of the external identity.
+    pub fn provenance(&self) -> serde_json::Value {
+        json!({
+            "issuer": self.policy.issuer,
+            "subject": self.matched.subject,
+            "jti": self.matched.jti,
+            "policy": self.policy.id,
+            "policy_name": self.policy.name,
+        })
+    }
+
+    /// The terms a token is minted on: the policy's grants and lifetime,
+    /// under the client the policy names or a client id of its own.
+    pub fn as_client(&self) -> Client {
+        let p = &self.policy;
+        Client {
+            client_id: p.client_id.clone().unwrap_or_else(|| format!("policy.{}", p.name)),
+            tenant_id: p.tenant_id.clone(),
+            name: p.name.clone(),
+            kind: ClientKind::Ci,
+            workflows: vec![self.matched.workflow.clone()],
+            grants: p.grants.clone(),
+            max_ttl_seconds: p.max_ttl_seconds,
+            disabled: false,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            serves: None,
+            workload_pattern: None,
+            max_mints_per_second: None,
+            jwks: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Federation {
+    store: Store,
+    keys: IssuerKeys,
+    audit: AuditLog,
+    clock: Arc<dyn Clock>,
+    issuer: IssuerId,
+}
+
+fn refuse(why: impl Into<String>) -> Refusal {
+    Refusal::Invalid(why.into())
+}
+
+impl Federation {
+    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, issuer: IssuerId) -> Self {
+        Self {
+            store,
+            keys: IssuerKeys::new(),
+            audit,
+            clock,
+            issuer,
+        }
+    }
+
+    async fn deny(&self, tenant: &str, client_id: Option<&str>, why: &str, origin: &Origin) -> Refusal {
+        let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+        event.reason = Some(format!("invalid_grant: {why}"));
+        event.tenant = Some(tenant.to_string());
+        event.client_id = client_id.map(str::to_string);
+        event.request_id = Some(origin.request_id.clone());
+        event.source = Some(origin.source.clone());
+        match self.audit.append(&[event]).await {
+            Ok(()) => refuse(why),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Verifies `token` against the policies given (all of one tenant and
+    /// issuer) and returns the first that accepts it.
+    async fn judge(
+        &self,
+        token: &Unverified,
+        policies: Vec<TrustPolicy>,
+        tenant: &str,
+        client_id: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Federated, Refusal> {
+        let issuer = token.claim_str("iss").unwrap_or_default().to_string();
+        if policies.is_empty() {
+            return Err(self
+                .deny(
+                    tenant,
+                    client_id,
+                    &format!("no trust policy for issuer {issuer}"),
+                    origin,
+                )
+                .await);
+        }
+        let keys = match self.keys.keys(&issuer, token.header.kid.as_deref()).await {
+            Ok(keys) => keys,
+            Err(e) => return Err(self.deny(tenant, client_id, &e.to_string(), origin).await),
+        };
+        if let Err(e) = token.verify(&keys) {
+            return Err(self
+                .deny(tenant, client_id, &format!("{e} (issuer {issuer})"), origin)
+                .await);
+        }
+        let now = self.clock.now();
+        let mut why = String::new();
+        for policy in policies {
+            match policy.evaluate(&token.claims, now) {
+                Ok(matched) => {
+                    if policy.single_use {
+                        let Some(jti) = matched.jti.as_deref() else {
+                            let why = format!("jti missing (policy {})", policy.name);
+                            return Err(self.deny(tenant, client_id, &why, origin).await);
+                        };
+                        let until = DateTime::from_timestamp(matched.exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
+                        let fresh = self
+                            .store
+                            .read()
+                            .await?
+                            .conn()
+                            .use_assertion(&issuer, jti, until)
+                            .await?;
+                        if !fresh {
+                            let why = format!("replayed (policy {})", policy.name);
+                            return Err(self.deny(tenant, client_id, &why, origin).await);
+                        }
+                    }
+                    return Ok(Federated { policy, matched });
+                }
+                Err(m) => why = format!("{} (policy {})", m.0, policy.name),
+            }
+        }
+        Err(self.deny(tenant, client_id, &why, origin).await)
+    }
+
+    /// An external token presented for `resource` (the jwt-bearer grant, or
+    /// token exchange with a JWT subject): judged by the trust policies of
+    /// the tenant that owns the resource.
+    pub async fn for_resource(&self, token: &str, resource: &str, origin: &Origin) -> Result<Federated, Refusal> {
+        let token = jwt::parse(token).map_err(|e| refuse(e.to_string()))?;
+        let issuer = token
+            .claim_str("iss")
+            .ok_or_else(|| refuse("the token has no iss"))?
+            .to_string();
+        let canonical = uri::canonicalize(resource).map_err(|e| refuse(format!("invalid resource: {e}")))?;
+        let tenant = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .resource_owner(&canonical)
+            .await?
+            .ok_or_else(|| refuse("unknown resource"))?;
+        let policies = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .policies_for_issuer(&tenant, &issuer)
+            .await?;
+        self.judge(&token, policies, &tenant, None, origin).await
+    }
+
+    /// private_key_jwt (RFC 7523 §2.2): the client's own assertion, signed by
+    /// a key it registered (`iss` = `sub` = its id, `aud` this server, short
+    /// lived, `jti` used once), or a workload token a trust policy binds to
+    /// it. The client is the `client_id` sent, else the assertion's `iss`,
+    /// else (a workload token, as the MCP SDK's static assertion provider
+    /// sends it, with no `client_id`) the client named by the policy of the
+    /// resource's tenant that accepts the token. Returns the client, and the
+    /// policy match when a policy vouched for it.
+    pub async fn authenticate_client(
+        &self,
+        client_id: Option<&str>,
+        assertion: &str,
+        resource: Option<&str>,
+        origin: &Origin,
+    ) -> Result<(Client, Option<Federated>), Refusal> {
+        let failed = || refuse("client authentication failed");
+        let token = jwt::parse(assertion).map_err(|_| failed())?;
+        let iss = token.claim_str("iss").unwrap_or_default().to_string();
+        let now = self.clock.now();
+        let named = client_id.unwrap_or(&iss);
+        let found = self.store.read().await?.conn().client_for_auth(named, now).await;
+        let client = match found {
+            Ok((client, _)) if !client.disabled => Some(client),
+            Ok(_) => return Err(failed()),
+            Err(StoreError::NotFound) if client_id.is_none() => None,
+            Err(StoreError::NotFound) => return Err(failed()),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(client) = client {
+            if iss == client.client_id {
+                self.own_assertion(&client, &token, now, origin).await?;
+                return Ok((client, None));
+            }
+            let policies: Vec<TrustPolicy> = self
+                .store
+                .read()
+                .await?
+                .conn()
+                .policies_for_client(&client.tenant_id, &client.client_id)
+                .await?
+                .into_iter()
+                .filter(|p| p.issuer == iss)
+                .collect();
+            let federated = self
+                .judge(&token, policies, &client.tenant_id, Some(&client.client_id), origin)
+                .await?;
+            return Ok((client, Some(federated)));
+        }
+        // No client named: the resource's tenant's policies that name one.
+        let resource = resource.ok_or_else(failed)?;
+        let canonical = uri::canonicalize(resource).map_err(|_| failed())?;
+        let mut c = self.store.read().await?;
+        let tenant = c.conn().resource_owner(&canonical).await?.ok_or_else(failed)?;
+        let policies: Vec<TrustPolicy> = c
+            .conn()
+            .policies_for_issuer(&tenant, &iss)
+            .await?
+            .into_iter()
+            .filter(|p| p.client_id.is_some())
+            .collect();
+        drop(c);
+        let federated = self.judge(&token, policies, &tenant, None, origin).await?;
+        let bound = federated.policy.client_id.clone().unwrap_or_default();
+        let client = match self.store.read().await?.conn().get_client(&tenant, &bound).await {
+            Ok(client) if !client.disabled => client,
+            Ok(_) | Err(StoreError::NotFound) => return Err(failed()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok((client, Some(federated)))
+    }
+
+    async fn own_assertion(
+        &self,
+        client: &Client,
+        token: &Unverified,
+        now: DateTime<Utc>,
+        origin: &Origin,
+    ) -> Result<(), Refusal> {
+        let tenant = client.tenant_id.as_str();
+        let id = Some(client.client_id.as_str());
+        let keys = client
+            .jwks
+            .as_ref()
+            .and_then(|j| serde_json::from_value::<JwkSet>(j.clone()).ok())
+            .map(|set| set.usable())
+            .unwrap_or_default();
+        if keys.is_empty() {
+            return Err(self.deny(tenant, id, "the client registered no keys", origin).await);
+        }
+        if let Err(e) = token.verify(&keys) {
+            return Err(self.deny(tenant, id, &format!("client assertion: {e}"), origin).await);
+        }
+        let token_endpoint = format!("{}/oauth2/token", self.issuer.url);
+        let aud_ok = match token.claims.get("aud") {
+            Some(serde_json::Value::String(a)) => *a == self.issuer.url || *a == token_endpoint,
+            Some(serde_json::Value::Array(l)) => l
+                .iter()
+                .any(|a| a.as_str() == Some(self.issuer.url.as_str()) || a.as_str() == Some(token_endpoint.as_str())),
+            _ => false,
+        };
+        let t = now.timestamp();
+        let exp = token.claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(0);
+        let why = if token.claim_str("sub") != Some(client.client_id.as_str()) {
+            Some("client assertion: sub is not the client")
+        } else if !aud_ok {
+            Some("client assertion: audience")
+        } else if exp + policy::SKEW_SECONDS <= t {
+            Some("client assertion: expired")
+        } else if exp - t > MAX_CLIENT_ASSERTION {
+            Some("client assertion: lives too long")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(self.deny(tenant, id, why, origin).await);
+        }
+        let Some(jti) = token.claim_str("jti") else {
+            return Err(self.deny(tenant, id, "client assertion: jti missing", origin).await);
+        };
+        let until = DateTime::from_timestamp(exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
+        let issuer = format!("client:{}", client.client_id);
+        if !self
+            .store
+            .read()
+            .await?
+            .conn()
+            .use_assertion(&issuer, jti, until)
+            .await?
+        {
+            return Err(self.deny(tenant, id, "client assertion: replayed", origin).await);
+        }
+        Ok(())
+    }
+}

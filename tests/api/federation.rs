@@ -1,0 +1,674 @@
+//! Federation against a fake OIDC issuer on loopback: GitHub-, GitLab- and
+//! Kubernetes-shaped tokens become scoped mayfly tokens through trust
+//! policies; every bad token is refused with invalid_grant and audited with
+//! the condition it failed; private_key_jwt with registered keys or a
+//! policy-bound workload token.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::oidc::{self, FakeIssuer, now, sign_with};
+use crate::on_both_backends;
+
+on_both_backends!(
+    ci_and_workload_tokens_become_their_policys_workflow_workload_scopes_and_ttl,
+    each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_audited,
+    a_key_rotation_at_the_issuer_is_picked_up,
+    private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token,
+    trust_policies_are_validated_audited_and_tenant_scoped,
+);
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
+    let (s, p) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", body).await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    p
+}
+
+fn github_policy(issuer: &FakeIssuer, app: &TestApp, f: &Fixture) -> Value {
+    json!({
+        "name": "release-main", "issuer": issuer.url, "audience": app.issuer,
+        "subject_pattern": "^repo:acme/app:ref:refs/heads/main$",
+        "claims": {"repository_owner_id": "1342004", "environment": ["prod", "staging"],
+                   "job_workflow_ref": {"pattern": "^acme/app/\\.github/workflows/release\\.yml@.+$"}},
+        "max_token_age_seconds": 600, "single_use": true,
+        "workflow_template": "release", "workload_template": "github:{repository}@{ref}",
+        "grants": [{"resource": f.resource, "scopes": ["issues:read"]}], "max_ttl_seconds": 300,
+        "owner": "platform-team"
+    })
+}
+
+async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+async fn ci_and_workload_tokens_become_their_policys_workflow_workload_scopes_and_ttl(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let gh = policy(&app, &f, github_policy(&idp, &app, &f)).await;
+    policy(
+        &app,
+        &f,
+        json!({
+            "name": "gitlab-deploy", "issuer": idp.url, "audience": app.issuer,
+            "subject_pattern": "^project_path:acme/infra:ref_type:branch:ref:main$",
+            "claims": {"ref_protected": "true"},
+            "workflow_template": "deploy", "workload_template": "{project_path}:{pipeline_id}",
+            "grants": [{"resource": f.resource, "scopes": ["issues:read", "issues:write"]}]
+        }),
+    )
+    .await;
+    policy(&app, &f, json!({
+        "name": "triage-pods", "issuer": idp.url, "audience": "mayfly",
+        "subject": "system:serviceaccount:agents:triage",
+        "workflow_template": "triage", "workload_template": "k8s:{kubernetes.io.namespace}/{kubernetes.io.serviceaccount.name}",
+        "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]
+    })).await;
+
+    // GitHub Actions, RSA-signed, through the jwt-bearer grant.
+    let token = idp.token("rsa-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
+    let (s, body) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &token),
+            ("resource", &f.resource),
+            ("scope", "issues:read issues:write"),
+            ("expires_in", "3600"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "issues:read", "the policy grants read only");
+    assert_eq!(body["expires_in"], 300, "capped by the policy");
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].as_str(), c["workflow"].as_str()),
+        (Some("github:acme/app@refs/heads/main"), Some("release"))
+    );
+    assert_eq!(c["client_id"], "policy.release-main");
+    assert_eq!(c["tenant"], "acme");
+    let (_, lease) = app
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases/{}", c["jti"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(lease["federated"]["issuer"], idp.url.as_str());
+    assert_eq!(lease["federated"]["subject"], "repo:acme/app:ref:refs/heads/main");
+    assert_eq!(lease["policy_id"], gh["id"]);
+    let (_, by_policy) = app
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases?policy_id={}", gh["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(by_policy["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.introspect((&f.rs.0, &f.rs.1), body["access_token"].as_str().unwrap())
+            .await["active"],
+        true
+    );
+
+    // GitLab CI, EC-signed, through token exchange.
+    let token = idp.token("ec-1", oidc::gitlab(&app.issuer, "acme/infra"));
+    let (s, body) = exchange(
+        &app,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:id_token"),
+            ("audience", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["sub"].as_str(), c["workflow"].as_str()),
+        (Some("acme/infra:1094"), Some("deploy"))
+    );
+
+    // A Kubernetes projected service-account token (aud is a list).
+    let token = idp.token("ec-1", oidc::kubernetes("mayfly", "agents", "triage"));
+    let (s, body) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &token),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["sub"],
+        "k8s:agents/triage"
+    );
+
+    // The metadata offers the grants and private_key_jwt.
+    let meta: Value = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        meta["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(JWT_BEARER))
+    );
+    assert!(
+        meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("private_key_jwt"))
+    );
+}
+
+async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_audited(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let stranger = FakeIssuer::start().await;
+    policy(&app, &f, github_policy(&idp, &app, &f)).await;
+    let good = || oidc::github(&app.issuer, "acme/app", "refs/heads/main");
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = good();
+        edit(&mut c);
+        c
+    };
+    let t = now();
+    let replayed = idp.token("ec-1", good());
+    let hs_key = idp.public_jwk("ec-1").to_string();
+    let mut cases: Vec<(&str, String)> = vec![
+        ("no trust policy", stranger.token("ec-1", good())),
+        (
+            "audience",
+            idp.token("ec-1", with(&|c| c["aud"] = json!("https://someone-else.test"))),
+        ),
+        (
+            "subject",
+            idp.token("ec-1", with(&|c| c["sub"] = json!("repo:acme/app:ref:refs/heads/dev"))),
+        ),
+        (
+            "claim repository_owner_id",
+            idp.token("ec-1", with(&|c| c["repository_owner_id"] = json!("666"))),
+        ),
+        (
+            "claim environment",
+            idp.token("ec-1", with(&|c| c["environment"] = json!("dev"))),
+        ),
+        (
+            "expired",
+            idp.token(
+                "ec-1",
+                with(&|c| {
+                    c["iat"] = json!(t - 1000);
+                    c["exp"] = json!(t - 700);
+                }),
+            ),
+        ),
+        (
+            "too old",
+            idp.token(
+                "ec-1",
+                with(&|c| {
+                    c["iat"] = json!(t - 900);
+                    c["exp"] = json!(t + 300);
+                }),
+            ),
+        ),
+        (
+            "no key",
+            idp.token("ec-1", good()).replacen(
+                &base64_url(&json!({"alg": "ES256", "kid": "ec-1", "typ": "JWT"}).to_string()),
+                &base64_url(&json!({"alg": "ES256", "kid": "ec-9", "typ": "JWT"}).to_string()),
+                1,
+            ),
+        ),
+    ];
+    // alg none, and HS256 "signed" with the issuer's public key as the secret.
+    let mut unsigned = good();
+    unsigned["iss"] = json!(idp.url);
+    cases.push((
+        "algorithm",
+        format!(
+            "{}.{}.",
+            base64_url(r#"{"alg":"none","kid":"ec-1"}"#),
+            base64_url(&unsigned.to_string())
+        ),
+    ));
+    let hmac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, hs_key.as_bytes());
+    let signed = format!(
+        "{}.{}",
+        base64_url(r#"{"alg":"HS256","kid":"ec-1"}"#),
+        base64_url(&unsigned.to_string())
+    );
+    let tag = ring::hmac::sign(&hmac_key, signed.as_bytes());
+    cases.push(("algorithm", format!("{signed}.{}", base64_url_bytes(tag.as_ref()))));
+    // A token signed by a key the issuer never published, under a published kid.
+    let forged = sign_with(&oidc::ec_signer(), &json!({"alg": "ES256", "kid": "ec-1"}), &unsigned);
+    cases.push(("signature", forged));
+
+    let (s, _) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &replayed),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    cases.push(("replayed", replayed));
+    for (why, token) in &cases {
+        let (s, body) = exchange(
+            &app,
+            &[
+                ("grant_type", JWT_BEARER),
+                ("assertion", token),
+                ("resource", &f.resource),
+            ],
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{why}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{why}: {body}");
+        assert!(!body.to_string().contains(token.as_str()), "the token is never echoed");
+    }
+    let (_, events) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=100")
+        .await;
+    let reasons: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for (why, _) in &cases {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "no audit event names `{why}`: {reasons:?}"
+        );
+    }
+    // Workflow and workload come from the policy, never the request.
+    let token = idp.token("ec-1", good());
+    let (s, _) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &token),
+            ("resource", &f.resource),
+            ("workload", "mayfly-admin"),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+fn base64_url(s: &str) -> String {
+    base64_url_bytes(s.as_bytes())
+}
+
+fn base64_url_bytes(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+async fn a_key_rotation_at_the_issuer_is_picked_up(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let mut p = github_policy(&idp, &app, &f);
+    p["single_use"] = json!(false);
+    policy(&app, &f, p).await;
+    let good = || oidc::github(&app.issuer, "acme/app", "refs/heads/main");
+    let (s, _) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &idp.token("ec-1", good())),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    idp.add_key("ec-2");
+    // An unknown kid triggers a refetch (after a short cooldown against kid spam).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, body) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &idp.token("ec-2", good())),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
+
+async fn private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    // A client registered with its public key only: no secret exists.
+    let signer = oidc::ec_signer();
+    let jwk = {
+        let mut k = FakeIssuer::jwk_of(&signer, "agent-key");
+        k.as_object_mut().unwrap().remove("kid");
+        k
+    };
+    let (s, client) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/clients",
+            json!({"client_id": "acme-keyed", "kind": "agent",
+            "workflows": ["triage"], "grants": [{"resource": f.resource, "scopes": ["issues:read"]}],
+            "jwks": {"keys": [jwk]}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{client}");
+    assert!(client.get("client_secret").is_none());
+    let assertion = |aud: &str, jti: &str| {
+        let t = now();
+        sign_with(
+            &signer,
+            &json!({"alg": "ES256", "typ": "JWT"}),
+            &json!({"iss": "acme-keyed", "sub": "acme-keyed", "aud": aud, "iat": t, "exp": t + 60, "jti": jti}),
+        )
+    };
+    let cc = |a: String| {
+        let resource = f.resource.clone();
+        let app = &app;
+        async move {
+            // As the MCP SDK's PrivateKeyJWTOAuthProvider sends it: no client_id.
+            exchange(
+                app,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion", &a),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("resource", &resource),
+                    ("scope", "issues:read"),
+                ],
+            )
+            .await
+        }
+    };
+    let first = assertion(&app.issuer, "j-1");
+    let (s, body) = cc(first.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["client_id"],
+        "acme-keyed"
+    );
+    let (s, body) = cc(first).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_client")),
+        "replayed"
+    );
+    let (s, _) = cc(assertion("https://elsewhere.test", "j-2")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "wrong audience");
+    let (s, _) = cc(assertion(&format!("{}/oauth2/token", app.issuer), "j-3")).await;
+    assert_eq!(s, StatusCode::OK, "the token endpoint is an accepted audience too");
+
+    // A workload token that a trust policy binds to a client.
+    policy(
+        &app,
+        &f,
+        json!({
+            "name": "agent-pods", "issuer": idp.url, "audience": app.issuer,
+            "subject": "system:serviceaccount:agents:triage", "client_id": f.agent.0,
+            "workflow_template": "triage", "workload_template": "k8s:{kubernetes.io.serviceaccount.name}",
+            "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]
+        }),
+    )
+    .await;
+    let pod_token = idp.token("rsa-1", oidc::kubernetes(&app.issuer, "agents", "triage"));
+    let (s, body) = cc(pod_token.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["client_id"].as_str(), c["sub"].as_str()),
+        (Some(f.agent.0.as_str()), Some("k8s:triage"))
+    );
+    let other_pod = idp.token("rsa-1", oidc::kubernetes(&app.issuer, "agents", "intruder"));
+    let (s, _) = cc(other_pod).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// single_use is enforced across replicas: a token spent at one is refused at the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_token_is_refused_by_another_replica() {
+    let db = crate::harness::Database::fresh(Backend::Postgres).await;
+    let with_issuer = |c: mayfly::Config| mayfly::Config {
+        issuer: "http://mayfly.test".into(),
+        ..c
+    };
+    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let f = fixture(&a, "acme").await;
+    let idp = FakeIssuer::start().await;
+    policy(&a, &f, github_policy(&idp, &a, &f)).await;
+    let token = idp.token("ec-1", oidc::github(&a.issuer, "acme/app", "refs/heads/main"));
+    let form = [
+        ("grant_type", JWT_BEARER),
+        ("assertion", token.as_str()),
+        ("resource", f.resource.as_str()),
+    ];
+    assert_eq!(exchange(&a, &form).await.0, StatusCode::OK);
+    let (s, body) = exchange(&b, &form).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant"))
+    );
+}
+
+/// An issuer that hangs delays only its own tokens: another tenant's mint
+/// goes through while the first waits on the dead issuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_issuer_does_not_stall_other_tenants_mints() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let f = fixture(&app, "acme").await;
+    let slow = fixture(&app, "slow").await;
+    let (good_idp, dead_idp) = (FakeIssuer::start().await, FakeIssuer::start().await);
+    policy(&app, &f, github_policy(&good_idp, &app, &f)).await;
+    let mut p = github_policy(&dead_idp, &app, &slow);
+    p["name"] = json!("slow-release");
+    let (s, body) = app.post(&slow.admin, "/v1/tenants/slow/trust-policies", p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    dead_idp.hang();
+    let stuck = {
+        let token = dead_idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
+        let (url, resource, http) = (app.url("/oauth2/token"), slow.resource.clone(), app.http.clone());
+        tokio::spawn(async move {
+            let form = [
+                ("grant_type", JWT_BEARER),
+                ("assertion", token.as_str()),
+                ("resource", resource.as_str()),
+            ];
+            http.post(url).form(&form).send().await.unwrap().status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let token = good_idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
+    let (s, _) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &token),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    assert!(!stuck.is_finished(), "the dead issuer's request is still waiting");
+    assert_eq!(
+        stuck.await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "refused once the fetch times out"
+    );
+}
+
+/// Trust policies are the tenant's own: validated, audited, and invisible to
+/// other tenants' admins.
+async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let good = github_policy(&idp, &app, &f);
+    for (field, bad) in [
+        ("subject", json!(null)),
+        ("subject_pattern", json!("^.*$")),
+        ("issuer", json!("http://issuer.example")),
+        ("workload_template", json!("github:{repository")),
+    ] {
+        let mut body = good.clone();
+        if field == "subject" {
+            body.as_object_mut().unwrap().remove("subject_pattern");
+        } else {
+            body[field] = bad;
+        }
+        let (s, out) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {out}");
+    }
+    let created = policy(&app, &f, good.clone()).await;
+    let path = format!("/v1/tenants/acme/trust-policies/{}", created["id"].as_str().unwrap());
+    let mut changed = good.clone();
+    changed["max_ttl_seconds"] = json!(120);
+    let (s, out) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(changed)).await;
+    assert_eq!((s, out["max_ttl_seconds"].clone()), (StatusCode::OK, json!(120)));
+    let (_, list) = app.get(&f.admin, "/v1/tenants/acme/trust-policies").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Another tenant's admin sees nothing of it.
+    let other = fixture(&app, "other").await;
+    let (s, body) = app
+        .post(
+            &other.admin,
+            "/v1/tenants/other/clients",
+            json!({"client_id": "other-admin", "kind": "service",
+            "workflows": ["admin"], "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:other:admin"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let other_admin = app
+        .mint(
+            "other-admin",
+            body["client_secret"].as_str().unwrap(),
+            &[("grant_type", "client_credentials"), ("resource", app.issuer.as_str())],
+        )
+        .await;
+    let (s, _) = app.get(&other_admin, &path).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.get(&other_admin, &path.replace("/acme/", "/other/")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.admin(&f.admin, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=100").await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in ["trust_policy.created", "trust_policy.updated", "trust_policy.deleted"] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    // Deleted: its tokens are refused from now on.
+    let token = idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
+    let (s, _) = exchange(
+        &app,
+        &[
+            ("grant_type", JWT_BEARER),
+            ("assertion", &token),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// The whole chain, with no stored secret: `mayfly token --github-actions`
+/// asks a stand-in of the runner's token service for the job's OIDC token
+/// (signed by the fake issuer) and trades it at the real mayfly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mayfly_token_github_actions_gets_a_token_from_the_real_server() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let f = fixture(&app, "acme").await;
+    let idp = std::sync::Arc::new(FakeIssuer::start().await);
+    policy(&app, &f, github_policy(&idp, &app, &f)).await;
+    let runner = {
+        let idp = idp.clone();
+        let route = axum::routing::get(
+            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let idp = idp.clone();
+                async move {
+                    let aud = q.get("audience").cloned().unwrap_or_default();
+                    axum::Json(json!({"value": idp.token("rsa-1", oidc::github(&aud, "acme/app", "refs/heads/main"))}))
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token?api-version=2.0", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().route("/token", route))
+                .await
+                .unwrap()
+        });
+        url
+    };
+    let (base, resource) = (app.base.clone(), f.resource.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+            .args([
+                "token",
+                "--github-actions",
+                "--from",
+                &base,
+                "--resource",
+                &resource,
+                "--scope",
+                "issues:read",
+            ])
+            .env_clear()
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", runner)
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-bearer")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let c = claims(&token);
+    assert_eq!(
+        (c["sub"].as_str(), c["workflow"].as_str()),
+        (Some("github:acme/app@refs/heads/main"), Some("release"))
+    );
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &token).await["active"], true);
+}
