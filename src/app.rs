@@ -17,6 +17,7 @@ use crate::audit::checkpoint::Checkpointer;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Cidr, Config};
+use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
 use crate::keys::rotation::{MasterKeys, RotationError};
@@ -42,6 +43,7 @@ pub struct AppState {
     pub audit: AuditLog,
     pub checkpoints: Checkpointer,
     pub federation: Federation,
+    pub delegation: Delegation,
     pub trust_policies: TrustPolicies,
     pub web: Arc<Web>,
 }
@@ -199,8 +201,18 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         issuer_id.clone(),
         lifetimes,
     );
+    let federation = Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone());
+    let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());
     let state = AppState {
-        federation: Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone()),
+        delegation: Delegation::new(
+            store.clone(),
+            verifier.clone(),
+            federation.clone(),
+            audit.clone(),
+            clock.clone(),
+            issuer_id.clone(),
+        ),
+        federation,
         trust_policies: TrustPolicies::new(
             store.clone(),
             clock.clone(),
@@ -208,7 +220,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             lifetimes.default_ttl,
             lifetimes.max_ttl,
         ),
-        verifier: Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone()),
+        verifier,
         authn: Authenticator::new(store.clone(), audit.clone(), clock.clone(), config.auth_failure_limit),
         directory,
         ledger: Ledger::new(store.clone(), clock.clone()),

@@ -82,6 +82,7 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     workload_pattern: None,
                     max_mints_per_second: None,
                     jwks: None,
+                    delegates: None,
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -214,6 +215,7 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             workload_pattern: None,
             max_mints_per_second: None,
             jwks: None,
+            delegates: None,
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);

@@ -10,6 +10,7 @@ mod bootstrap;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod delegation;
 pub mod error;
 pub mod federation;
 pub mod http;

@@ -102,10 +102,24 @@ mcp = MCPServer(
 )
 
 
+def actors(act) -> list:
+    """The agents in an RFC 8693 `act` chain, outermost (the current actor) first."""
+    chain = []
+    while isinstance(act, dict):
+        chain.append(act.get("sub"))
+        act = act.get("act")
+    return chain
+
+
 def attributed(tool: str) -> dict:
-    """Who is calling, from the verified token; logged for every call."""
+    """Who is calling, from the verified token; logged for every call. With
+    delegation, `sub` is the person (or workload) the agents act for and
+    `agents` the chain of agents, current one first."""
     claims = (get_access_token().claims or {}) if get_access_token() else {}
     who = {k: claims.get(k) for k in ("tenant", "workflow", "sub", "client_id", "jti")}
+    who["agents"] = actors(claims.get("act"))
+    if who["agents"]:
+        who["on_behalf_of"] = claims.get("sub")
     log_event(event="tool_call", tool=tool, **who)
     return who
 

@@ -77,3 +77,20 @@ ALTER TABLE leases ADD COLUMN policy_id UUID;
 CREATE INDEX leases_policy_idx ON leases (tenant_id, policy_id, seq);
 -- The lease a delegated token was exchanged from.
 ALTER TABLE leases ADD COLUMN parent_id UUID;
+
+-- Delegation: agents allowed to act for this client's tokens.
+ALTER TABLE clients ADD COLUMN delegates JSONB;
+-- The actors and ancestor leases of a delegated token, one row each (a chain
+-- is at most five deep), so revoking an actor's workload or an ancestor lease
+-- reaches it with a few indexed probes.
+CREATE TABLE lease_links (
+    lease_id  UUID NOT NULL,
+    actor     TEXT,
+    ancestor  UUID
+);
+CREATE INDEX lease_links_lease_idx ON lease_links (lease_id);
+CREATE INDEX lease_links_actor_idx ON lease_links (actor);
+CREATE INDEX lease_links_ancestor_idx ON lease_links (ancestor);
+-- A single-lease rule's lease, as a UUID (its `value` holds the text form).
+ALTER TABLE revocations ADD COLUMN lease_ref UUID;
+CREATE INDEX revocations_lease_ref_idx ON revocations (lease_ref);

@@ -74,6 +74,7 @@ impl Federated {
             workload_pattern: None,
             max_mints_per_second: None,
             jwks: None,
+            delegates: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct ClientOut {
     pub max_mints_per_second: Option<i64>,
     /// Public keys for private_key_jwt.
     pub jwks: Option<serde_json::Value>,
+    /// Agents that may act for this client's tokens.
+    pub delegates: Option<Vec<String>>,
 }
 
 impl From<Client> for ClientOut {
@@ -69,6 +71,7 @@ impl From<Client> for ClientOut {
             workload_pattern: c.workload_pattern,
             max_mints_per_second: c.max_mints_per_second,
             jwks: c.jwks,
+            delegates: c.delegates,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct LeaseQuery {
     active: Option<bool>,
     /// Minted under this trust policy.
     policy_id: Option<Uuid>,
+    /// With this workload in the token's actor chain (`act`).
+    #[param(max_length = 256)]
+    actor: Option<String>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     #[param(max_length = 2048)]
@@ -113,6 +116,7 @@ pub async fn list_leases(
         client_id: q.client_id,
         active: q.active,
         policy_id: q.policy_id,
+        actor: q.actor,
     };
     let leases = ledger.leases(at.id(), &filter, before, limit).await?;
     let now = ledger.now();

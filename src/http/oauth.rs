@@ -14,7 +14,8 @@ use super::body::OAuthParams;
 use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled};
 use crate::app::AppState;
 use crate::audit::Origin;
-use crate::federation::{Federated, Refusal};
+use crate::delegation::{Actor, SubjectToken};
+use crate::federation::{Federated, Refusal, jwt};
 use crate::tenants::{Client, ClientKind};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
@@ -126,6 +127,8 @@ const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:
 const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The `typ` of an Identity Assertion JWT Authorization Grant.
+const ID_JAG_TYPE: &str = "oauth-id-jag+jwt";
 
 fn invalid_grant(r: Refusal) -> OAuthError {
     match r {
@@ -194,45 +197,128 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
         workload: params.get("workload"),
         expires_in: params.get("expires_in"),
     };
-    let (client, federated, issued_token_type) = match grant_type {
+    let has_client_auth = params.get("client_secret").is_some()
+        || params.get("client_assertion").is_some()
+        || auth::basic_credentials(&params.headers).is_some();
+    let mut provenance = Provenance::default();
+    let (workflow, workload);
+    let (client, issued_token_type) = match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
             let (client, federated) = authenticate_any(&state, &params, &origin, resource).await?;
-            (client, federated, None)
+            // A policy-vouched identity names the workload, and the workflow unless asked.
+            if let Some(f) = &federated {
+                workflow = f.matched.workflow.clone();
+                workload = f.matched.workload.clone();
+                request.workflow = request.workflow.or(Some(workflow.as_str()));
+                request.workload = Some(workload.as_str());
+                provenance.federated = Some(f.provenance());
+                provenance.policy_id = Some(f.policy.id);
+            }
+            (client, None)
         }
         GRANT_JWT_BEARER | GRANT_TOKEN_EXCHANGE => {
-            let (token, issued) = if grant_type == GRANT_JWT_BEARER {
-                let assertion = params
-                    .get("assertion")
-                    .ok_or_else(|| OAuthError::invalid_request("`assertion` is required"))?;
-                (assertion, None)
-            } else {
+            if request.workflow.is_some() || request.workload.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "`workflow` and `workload` come from the subject, not the request",
+                ));
+            }
+            let exchange = grant_type == GRANT_TOKEN_EXCHANGE;
+            let (token, mayfly_subject) = if exchange {
                 let subject = params
                     .get("subject_token")
                     .ok_or_else(|| OAuthError::invalid_request("`subject_token` is required"))?;
-                match params.get("subject_token_type") {
-                    Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN) => {}
+                let mayfly_subject = match params.get("subject_token_type") {
+                    Some(TOKEN_TYPE_ACCESS_TOKEN) => true,
+                    Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN) => false,
                     _ => {
                         return Err(OAuthError::invalid_request(format!(
-                            "`subject_token_type` must be {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}"
+                            "`subject_token_type` must be {TOKEN_TYPE_ACCESS_TOKEN}, {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ID_TOKEN}"
                         )));
                     }
-                }
-                (subject, Some(TOKEN_TYPE_ACCESS_TOKEN))
+                };
+                (subject, mayfly_subject)
+            } else {
+                let assertion = params
+                    .get("assertion")
+                    .ok_or_else(|| OAuthError::invalid_request("`assertion` is required"))?;
+                (assertion, false)
             };
-            if request.workflow.is_some() || request.workload.is_some() {
-                return Err(OAuthError::invalid_request(
-                    "`workflow` and `workload` come from the trust policy, not the request",
-                ));
+            let id_jag = !exchange && jwt::parse(token).is_ok_and(|t| t.header.typ.as_deref() == Some(ID_JAG_TYPE));
+            // The actor: an actor token's holder, or the authenticated client.
+            let actor = match params.get("actor_token") {
+                Some(actor_token) if exchange => {
+                    if params.get("actor_token_type") != Some(TOKEN_TYPE_ACCESS_TOKEN) {
+                        return Err(OAuthError::invalid_request(format!(
+                            "`actor_token_type` must be {TOKEN_TYPE_ACCESS_TOKEN}"
+                        )));
+                    }
+                    Some(
+                        state
+                            .delegation
+                            .actor_from_token(actor_token)
+                            .await
+                            .map_err(invalid_grant)?,
+                    )
+                }
+                _ if has_client_auth => {
+                    let (client, _) = authenticate_any(&state, &params, &origin, resource).await?;
+                    let workload = client.client_id.clone();
+                    Some(Actor { client, workload })
+                }
+                _ => None,
+            };
+            let issued = exchange.then_some(TOKEN_TYPE_ACCESS_TOKEN);
+            match actor {
+                Some(actor) if exchange || id_jag => {
+                    let d = state
+                        .delegation
+                        .exchange(
+                            if mayfly_subject {
+                                SubjectToken::Mayfly(token)
+                            } else if id_jag {
+                                SubjectToken::IdJag(token)
+                            } else {
+                                SubjectToken::External(token)
+                            },
+                            actor,
+                            resource,
+                            request.expires_in,
+                            &origin,
+                        )
+                        .await
+                        .map_err(invalid_grant)?;
+                    super::record_span(&d.terms.tenant_id, Some(&d.terms.client_id));
+                    workflow = d.workflow;
+                    workload = d.workload;
+                    request.workflow = Some(workflow.as_str());
+                    request.workload = Some(workload.as_str());
+                    provenance = d.provenance;
+                    (d.terms, issued)
+                }
+                _ if id_jag => return Err(OAuthError::invalid_client()),
+                _ if mayfly_subject => {
+                    return Err(OAuthError::invalid_request(
+                        "exchanging a mayfly token needs an actor: authenticate the client or send `actor_token`",
+                    ));
+                }
+                _ => {
+                    let resource = resource
+                        .ok_or_else(|| OAuthError::invalid_request("`resource` (or `audience`) is required"))?;
+                    let f = state
+                        .federation
+                        .for_resource(token, resource, &origin)
+                        .await
+                        .map_err(invalid_grant)?;
+                    super::record_span(&f.policy.tenant_id, None);
+                    workflow = f.matched.workflow.clone();
+                    workload = f.matched.workload.clone();
+                    request.workflow = Some(workflow.as_str());
+                    request.workload = Some(workload.as_str());
+                    provenance.federated = Some(f.provenance());
+                    provenance.policy_id = Some(f.policy.id);
+                    (f.as_client(), issued)
+                }
             }
-            let resource =
-                resource.ok_or_else(|| OAuthError::invalid_request("`resource` (or `audience`) is required"))?;
-            let federated = state
-                .federation
-                .for_resource(token, resource, &origin)
-                .await
-                .map_err(invalid_grant)?;
-            super::record_span(&federated.policy.tenant_id, None);
-            (federated.as_client(), Some(federated), issued)
         }
         _ => {
             return Err(OAuthError::new(
@@ -241,17 +327,13 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
             ));
         }
     };
-    // A policy-vouched identity names the workload, and the workflow unless asked.
-    let (workflow, workload);
-    let mut provenance = Provenance::default();
-    if let Some(f) = &federated {
-        workflow = f.matched.workflow.clone();
-        workload = f.matched.workload.clone();
-        request.workflow = request.workflow.or(Some(workflow.as_str()));
-        request.workload = Some(workload.as_str());
-        provenance.federated = Some(f.provenance());
-        provenance.policy_id = Some(f.policy.id);
-    }
+    // A delegated token's resource defaults to the subject's.
+    let resource = resource.or_else(|| {
+        provenance
+            .actor
+            .as_ref()
+            .and(client.grants.first().map(|g| g.resource.as_str()))
+    });
     let issued = match state
         .issuer
         .mint(&client, resource, &request, &origin, &provenance)

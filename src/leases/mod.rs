@@ -43,6 +43,16 @@ pub struct Lease {
     pub policy_id: Option<Uuid>,
     /// The lease a delegated token was exchanged from.
     pub parent_id: Option<Uuid>,
+    /// Written beside the lease (not a column): what revocation must reach it by.
+    #[sqlx(skip)]
+    pub links: Links,
+}
+
+/// A delegated lease's actors (workloads) and ancestor leases.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Links {
+    pub actors: Vec<String>,
+    pub ancestors: Vec<Uuid>,
 }
 
 /// What a revocation rule matches within its tenant.

@@ -17,23 +17,23 @@ macro_rules! lease_columns {
 }
 
 /// The first rule that revokes lease `l`, if any: one indexed probe per
-/// selector kind, whatever the number of live leases. `$lease_id_text` is
-/// the placeholder holding the lease id as text (or NULL to skip lease rules).
+/// selector kind, plus one per actor and ancestor of a delegated token (a
+/// chain is at most five deep), whatever the number of live leases.
 macro_rules! revoked_by {
-    ($lease_id_text:literal) => {
-        concat!(
-            "(SELECT r.id FROM revocations r
-              WHERE r.cutoff_seq >= l.seq AND (
-                    (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
-                 OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
-                 OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
-                 OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
-                 OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.value = ",
-            $lease_id_text,
-            ")
-                 OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
-              LIMIT 1) AS revoked_by"
-        )
+    () => {
+        "(SELECT r.id FROM revocations r
+          WHERE r.cutoff_seq >= l.seq AND (
+                (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref = l.id)
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value IN
+                    (SELECT k.actor FROM lease_links k WHERE k.lease_id = l.id AND k.actor IS NOT NULL))
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref IN
+                    (SELECT k.ancestor FROM lease_links k WHERE k.lease_id = l.id AND k.ancestor IS NOT NULL))
+             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
+          LIMIT 1) AS revoked_by"
     };
 }
 
@@ -46,6 +46,8 @@ pub struct LeaseFilter {
     pub active: Option<bool>,
     /// Minted under this trust policy.
     pub policy_id: Option<Uuid>,
+    /// With this workload somewhere in its actor chain.
+    pub actor: Option<String>,
 }
 
 /// A lease with the first rule that revokes it, if any, read in one query.
@@ -74,16 +76,14 @@ impl Conn<'_> {
     /// The lease and the first rule revoking it, in one round trip; only in
     /// `tenant` when one is given.
     pub async fn lease_status(&mut self, id: Uuid, tenant: Option<&str>) -> Result<LeaseStatus> {
-        let id_text = id.to_string();
         Ok(run!(self, c => sqlx::query_as::<_, LeaseStatus>(concat!(
-            "SELECT ", lease_columns!(), ", ", revoked_by!("$2"), " FROM leases l
-             WHERE l.id = $1 AND ($3 IS NULL OR l.tenant_id = $3)"))
-            .bind(id).bind(&id_text).bind(tenant).fetch_one(c).await)?)
+            "SELECT ", lease_columns!(), ", ", revoked_by!(), " FROM leases l
+             WHERE l.id = $1 AND ($2 IS NULL OR l.tenant_id = $2)"))
+            .bind(id).bind(tenant).fetch_one(c).await)?)
     }
 
     /// Leases of `tenant` newest first. `active` is exact: a lease a rule
-    /// revokes is inactive even before its row is marked. (Single-lease rules
-    /// mark their row in the same transaction, so they need no probe here.)
+    /// revokes is inactive even before its row is marked.
     pub async fn list_leases(
         &mut self,
         tenant: &str,
@@ -94,19 +94,20 @@ impl Conn<'_> {
     ) -> Result<Vec<LeaseStatus>> {
         Ok(run!(self, c => sqlx::query_as::<_, LeaseStatus>(concat!(
             "SELECT * FROM (
-                SELECT ", lease_columns!(), ", ", revoked_by!("NULL"), "
+                SELECT ", lease_columns!(), ", ", revoked_by!(), "
                 FROM leases l
                 WHERE l.tenant_id = $1 AND l.seq < $2
                   AND ($3 IS NULL OR l.workflow = $3)
                   AND ($4 IS NULL OR l.workload = $4)
                   AND ($5 IS NULL OR l.client_id = $5)
                   AND ($9 IS NULL OR l.policy_id = $9)
+                  AND ($10 IS NULL OR l.id IN (SELECT k.lease_id FROM lease_links k WHERE k.actor = $10))
              ) x
              WHERE ($6 IS NULL OR $6 = (x.revoked_at IS NULL AND x.revoked_by IS NULL AND x.expires_at > $7))
              ORDER BY x.seq DESC LIMIT $8"))
             .bind(tenant).bind(before_seq)
             .bind(filter.workflow.as_deref()).bind(filter.workload.as_deref()).bind(filter.client_id.as_deref())
-            .bind(filter.active).bind(now).bind(limit).bind(filter.policy_id)
+            .bind(filter.active).bind(now).bind(limit).bind(filter.policy_id).bind(filter.actor.as_deref())
             .fetch_all(c).await)?)
     }
 
@@ -124,8 +125,23 @@ impl Conn<'_> {
                 .bind(l.federated.as_ref().map(Json)).bind(l.policy_id).bind(l.parent_id)
                 .fetch_one(c).await)?;
             seqs.push(seq);
+            for actor in &l.links.actors {
+                run!(self, c => sqlx::query("INSERT INTO lease_links (lease_id, actor) VALUES ($1, $2)")
+                    .bind(l.id).bind(actor).execute(c).await.map(|r| r.rows_affected()))?;
+            }
+            for ancestor in &l.links.ancestors {
+                run!(self, c => sqlx::query("INSERT INTO lease_links (lease_id, ancestor) VALUES ($1, $2)")
+                    .bind(l.id).bind(ancestor).execute(c).await.map(|r| r.rows_affected()))?;
+            }
         }
         Ok(seqs)
+    }
+
+    /// The leases a lease was exchanged from, nearest first (its own links).
+    pub async fn ancestors(&mut self, lease: Uuid) -> Result<Vec<Uuid>> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, Uuid>(
+            "SELECT ancestor FROM lease_links WHERE lease_id = $1 AND ancestor IS NOT NULL")
+            .bind(lease).fetch_all(c).await)?)
     }
 
     /// Unexpired, unmarked leases of `tenant` (its live-lease limit).

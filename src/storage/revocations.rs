@@ -74,7 +74,9 @@ pub struct NewRevocation<'a> {
     pub issued_before: DateTime<Utc>,
 }
 
-/// One SQL text per selector kind, sharing the lease-matching prefix.
+/// One SQL text per selector kind, sharing the lease-matching prefix. A
+/// workload rule also reaches tokens with that workload among their actors,
+/// and a lease rule the tokens exchanged from it (both through `lease_links`).
 /// Parameters: `$1` tenant ('' for keys), `$2` cutoff seq, `$3` now, `$4` the
 /// selector value, then whatever the statement adds.
 macro_rules! per_kind {
@@ -92,7 +94,8 @@ macro_rules! per_kind {
             ),
             concat!(
                 $head,
-                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND workload = $4",
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3
+                  AND (workload = $4 OR id IN (SELECT lease_id FROM lease_links WHERE actor = $4))",
                 $tail
             ),
             concat!(
@@ -102,7 +105,8 @@ macro_rules! per_kind {
             ),
             concat!(
                 $head,
-                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND id = $4",
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3
+                  AND (id = $4 OR id IN (SELECT lease_id FROM lease_links WHERE ancestor = $4))",
                 $tail
             ),
             concat!(
@@ -148,29 +152,22 @@ macro_rules! bind_selector {
 }
 
 impl Conn<'_> {
-    /// Records a rule. Constant cost, whatever the number of live leases: a
-    /// single-lease rule marks its one row now; other rules' rows are marked
-    /// afterwards, in batches. The caller holds the chain lock, so rules are
-    /// numbered in commit order and a feed reader never skips a late one.
+    /// Records a rule. Constant cost, whatever the number of live leases:
+    /// the rows it covers (a single lease's and the tokens exchanged from it
+    /// included) are marked afterwards, in batches; validity never waits for
+    /// that. The caller holds the chain lock, so rules are numbered in commit
+    /// order and a feed reader never skips a late one.
     pub async fn insert_revocation(&mut self, r: &NewRevocation<'_>) -> Result<Revocation> {
-        let tenant = r.tenant_id.unwrap_or_default();
-        let (marked, marked_at) = match r.selector {
-            Selector::Lease(_) => {
-                let n = run!(self, c => bind_selector!(sqlx::query(MARK_MATCHING[kind_index(r.selector)]),
-                        tenant, r.cutoff_seq, r.now, r.selector)
-                    .bind(r.id).bind(1i64).bind(0i64).execute(c).await.map(|r| r.rows_affected()))?;
-                (n as i64, Some(r.now))
-            }
-            _ => (0, None),
-        };
+        let (marked, marked_at): (i64, Option<DateTime<Utc>>) = (0, None);
         let row = run!(self, c => sqlx::query_as::<_, RuleRow>(concat!(
             "INSERT INTO revocations (id, tenant_id, kind, value, cutoff_seq, issued_before, prune_after, reason,
-                                      created_by, created_at, leases_revoked, marked_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                      created_by, created_at, leases_revoked, marked_at, lease_ref)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              RETURNING ", rule_columns!()))
             .bind(r.id).bind(r.tenant_id).bind(r.selector.kind()).bind(r.selector.value()).bind(r.cutoff_seq)
             .bind(r.issued_before).bind(r.prune_after).bind(r.reason).bind(r.created_by.as_ref().map(Json))
             .bind(r.now).bind(marked).bind(marked_at)
+            .bind(match r.selector { Selector::Lease(id) => Some(*id), _ => None })
             .fetch_one(c).await)?;
         row.try_into()
     }

@@ -4,11 +4,13 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::directory::{Directory, ScopeName, scope_names};
+pub use super::client_input::{
+    ClientPatch, GrantBody, NewClient, Rotated, SecretRotation, WorkflowName, check_jwks, check_rate,
+};
+use super::client_input::{taken_away, workflow_names};
+use super::directory::Directory;
 use super::{
     Client, ClientKind, GLOBAL_ADMIN_SCOPE, Grant, SYSTEM_TENANT, invalid, secret, tenant_admin_scope, uri,
     validate_client_id, validate_name, validate_workflows,
@@ -17,167 +19,6 @@ use crate::audit::{AuditEvent, Caller, actions};
 use crate::error::Error;
 use crate::leases::{Cover, Selector};
 use crate::storage::{StoreError, Tx};
-
-/// A grant as an admin writes it: a resource URI and scopes it defines.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GrantBody {
-    #[schema(max_length = 2048)]
-    pub resource: String,
-    #[schema(min_items = 1, max_items = 100, inline)]
-    pub scopes: Vec<ScopeName>,
-}
-
-impl From<GrantBody> for Grant {
-    fn from(g: GrantBody) -> Self {
-        Grant {
-            resource: g.resource,
-            scopes: scope_names(g.scopes),
-        }
-    }
-}
-
-/// A workflow name, or `*` for any.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[schema(value_type = String, pattern = r"^(\*|[A-Za-z0-9][A-Za-z0-9._:/-]{0,127})$", max_length = 128)]
-#[serde(transparent)]
-pub struct WorkflowName(pub String);
-
-/// `POST /v1/tenants/{tenant}/clients`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewClient {
-    /// Generated (`{tenant}-…`) if absent.
-    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", max_length = 128)]
-    pub client_id: Option<String>,
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: Option<String>,
-    pub kind: ClientKind,
-    /// The workflows it may mint for, or `["*"]`; required unless the kind is
-    /// `resource_server` (which never mints).
-    #[schema(min_items = 1, max_items = 100, inline)]
-    pub workflows: Option<Vec<WorkflowName>>,
-    #[serde(default)]
-    #[schema(max_items = 100)]
-    pub grants: Vec<GrantBody>,
-    /// Defaults to MAYFLY_DEFAULT_TTL.
-    #[schema(minimum = 1, maximum = 86400)]
-    pub max_ttl_seconds: Option<i64>,
-    /// resource_server only: the resource URIs whose tokens it may introspect
-    /// (default: every resource of its tenant).
-    #[schema(max_items = 100)]
-    pub serves: Option<Vec<String>>,
-    /// An anchored pattern (`^…$`) every `workload` it mints for must match.
-    #[schema(max_length = 256)]
-    pub workload_pattern: Option<String>,
-    /// Mints per second it may make (per replica); absent: only the tenant's limit.
-    #[schema(minimum = 1, maximum = 1000000)]
-    pub max_mints_per_second: Option<i64>,
-    /// Public keys for private_key_jwt (`{"keys": [...]}`: RSA, P-256 or Ed25519).
-    /// A client registered with keys gets no secret.
-    pub jwks: Option<serde_json::Value>,
-}
-
-/// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientPatch {
-    #[schema(min_length = 1, max_length = 200)]
-    pub name: Option<String>,
-    #[schema(min_items = 1, max_items = 100, inline)]
-    pub workflows: Option<Vec<WorkflowName>>,
-    #[schema(max_items = 100)]
-    pub grants: Option<Vec<GrantBody>>,
-    #[schema(minimum = 1, maximum = 86400)]
-    pub max_ttl_seconds: Option<i64>,
-    /// Disabling ends every token the client holds, at once.
-    pub disabled: Option<bool>,
-    #[schema(max_items = 100)]
-    pub serves: Option<Vec<String>>,
-    /// `""` removes the pattern.
-    #[schema(max_length = 256)]
-    pub workload_pattern: Option<String>,
-    /// 0 removes the client's own rate limit.
-    #[schema(minimum = 0, maximum = 1000000)]
-    pub max_mints_per_second: Option<i64>,
-    /// Replaces the client's public keys.
-    pub jwks: Option<serde_json::Value>,
-}
-
-/// `POST …/clients/{client_id}/secrets`.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecretRotation {
-    /// How long the current secret keeps working (default 3600, 0 = at once).
-    #[schema(minimum = 0, maximum = 604800)]
-    pub grace_period_seconds: Option<i64>,
-}
-
-/// A new secret, shown once.
-pub struct Rotated {
-    pub client: Client,
-    pub secret: SecretString,
-    pub previous_expires_at: DateTime<Utc>,
-}
-
-/// A JWK set of public signing keys: 1 to 10 usable keys, nothing private.
-pub fn check_jwks(jwks: serde_json::Value) -> Result<serde_json::Value, Error> {
-    let bad = |why: &str| Error::from(invalid("jwks", why.to_string()));
-    let set: crate::federation::jwt::JwkSet =
-        serde_json::from_value(jwks.clone()).map_err(|_| bad("must be a JWK set {\"keys\": [...]}"))?;
-    if set.keys.is_empty() || set.keys.len() > 10 {
-        return Err(bad("list 1 to 10 keys"));
-    }
-    if set.keys.iter().any(|k| k.get("d").is_some() || k.get("k").is_some()) {
-        return Err(bad(
-            "contains private or symmetric key material; register public keys only",
-        ));
-    }
-    if set.usable().len() != set.keys.len() {
-        return Err(bad(
-            "every key must be RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA) for signing",
-        ));
-    }
-    Ok(jwks)
-}
-
-/// A rate limit: 1 to a million per second.
-pub fn check_rate(field: &'static str, rate: Option<i64>) -> Result<Option<i64>, Error> {
-    match rate {
-        Some(r) if !(1..=1_000_000).contains(&r) => Err(invalid(field, "must be between 1 and 1000000").into()),
-        r => Ok(r),
-    }
-}
-
-/// What a change took away from a client, if anything: tokens minted under
-/// the old terms must not outlive them.
-fn taken_away(before: &Client, after: &Client) -> Option<&'static str> {
-    if after.disabled && !before.disabled {
-        return Some("client disabled");
-    }
-    let still = |w: &String| after.workflows.iter().any(|a| a == "*" || a == w);
-    if before.workflows.iter().any(|w| !still(w)) {
-        return Some("workflow removed");
-    }
-    let holds = |g: &Grant, scope: &String| {
-        let canonical = uri::canonicalize(&g.resource).ok();
-        after
-            .grants
-            .iter()
-            .any(|a| uri::canonicalize(&a.resource).ok() == canonical && a.scopes.contains(scope))
-    };
-    if before.grants.iter().any(|g| g.scopes.iter().any(|s| !holds(g, s))) {
-        return Some("grant or scope removed");
-    }
-    if after.max_ttl_seconds < before.max_ttl_seconds || after.workload_pattern != before.workload_pattern {
-        return Some("client narrowed");
-    }
-    None
-}
-
-fn workflow_names(w: Vec<WorkflowName>) -> Vec<String> {
-    w.into_iter().map(|w| w.0).collect()
-}
 
 fn client_event(caller: &Caller, action: &str, c: &Client, now: DateTime<Utc>) -> AuditEvent {
     let mut event = caller.event(action, now);
@@ -275,6 +116,30 @@ impl Directory {
         ))
     }
 
+    /// Delegates name other clients of this tenant.
+    async fn check_delegates(
+        tx: &mut Tx,
+        tenant: &str,
+        self_id: &str,
+        delegates: Vec<String>,
+    ) -> Result<Vec<String>, Error> {
+        if delegates.len() > 100 {
+            return Err(invalid("delegates", "at most 100").into());
+        }
+        for d in &delegates {
+            if d == self_id {
+                return Err(invalid("delegates", "a client does not delegate to itself").into());
+            }
+            tx.conn().get_client(tenant, d).await.map_err(|e| match e {
+                StoreError::NotFound => {
+                    Error::from(invalid("delegates", format!("`{d}` is not a client of this tenant")))
+                }
+                e => e.into(),
+            })?;
+        }
+        Ok(delegates)
+    }
+
     /// Checks a workload pattern: anchored, compiles, bounded.
     fn check_workload_pattern(pattern: &str) -> Result<(), Error> {
         if pattern.len() > 256 || !pattern.starts_with('^') || !pattern.ends_with('$') {
@@ -364,6 +229,7 @@ impl Directory {
             workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
             jwks: body.jwks.map(check_jwks).transpose()?,
+            delegates: None,
         };
         let mut client = client;
         let secret = secret::generate();
@@ -371,6 +237,9 @@ impl Directory {
         self.validate_grants(&mut tx, tenant, &client.grants).await?;
         if let Some(serves) = body.serves {
             client.serves = Some(self.check_serves(&mut tx, tenant, client.kind, serves).await?);
+        }
+        if let Some(delegates) = body.delegates {
+            client.delegates = Some(Self::check_delegates(&mut tx, tenant, &client.client_id, delegates).await?);
         }
         // Ids are global; say nothing about whose it is.
         tx.conn().insert_client(&client).await.map_err(|e| match e {
@@ -460,6 +329,9 @@ impl Directory {
         }
         if let Some(jwks) = patch.jwks {
             c.jwks = Some(check_jwks(jwks)?);
+        }
+        if let Some(delegates) = patch.delegates {
+            c.delegates = Some(Self::check_delegates(&mut tx, tenant, &c.client_id, delegates).await?);
         }
         if let Some(rate) = patch.max_mints_per_second {
             c.max_mints_per_second = check_rate("max_mints_per_second", Some(rate).filter(|r| *r != 0))?;

@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod brake;
+mod client_input;
 pub mod clients;
 pub mod directory;
 pub mod secret;
@@ -118,6 +119,9 @@ pub struct Client {
     /// Public keys it authenticates with (private_key_jwt), a JWK set.
     #[sqlx(json(nullable))]
     pub jwks: Option<serde_json::Value>,
+    /// Agent clients allowed to act for this client's tokens (token exchange).
+    #[sqlx(json(nullable))]
+    pub delegates: Option<Vec<String>>,
 }
 
 impl Client {
@@ -317,6 +321,7 @@ mod tests {
             workload_pattern: None,
             max_mints_per_second: None,
             jwks: None,
+            delegates: None,
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));

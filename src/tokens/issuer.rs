@@ -47,6 +47,8 @@ pub struct Provenance {
     pub policy_id: Option<Uuid>,
     pub actor: Option<serde_json::Value>,
     pub parent_id: Option<Uuid>,
+    /// The chain's actors and ancestor leases, for revocation.
+    pub links: crate::leases::Links,
 }
 
 /// This server as an issuer: `iss`, and the admin API's resource URI.
@@ -215,11 +217,23 @@ impl Issuer {
             federated: provenance.federated.clone(),
             policy_id: provenance.policy_id,
             parent_id: provenance.parent_id,
+            links: provenance.links.clone(),
         };
-        let mut event = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
+        let action = match lease.actor {
+            Some(_) => actions::TOKEN_EXCHANGED,
+            None => actions::TOKEN_ISSUED,
+        };
+        let mut event = AuditEvent::new(action, Outcome::Success, now);
         event.actor = lease.actor.clone();
+        let mut reason = Vec::new();
+        if let Some(parent) = lease.parent_id {
+            reason.push(format!("exchanged from lease {parent}"));
+        }
         if let Some(f) = &lease.federated {
-            event.reason = Some(format!("federated: {f}"));
+            reason.push(format!("federated: {f}"));
+        }
+        if !reason.is_empty() {
+            event.reason = Some(reason.join("; "));
         }
         event.tenant = Some(lease.tenant_id.clone());
         event.workflow = Some(lease.workflow.clone());
@@ -300,6 +314,7 @@ mod tests {
             workload_pattern: None,
             max_mints_per_second: None,
             jwks: None,
+            delegates: None,
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();

@@ -201,6 +201,7 @@ mod tests {
             workload_pattern: None,
             max_mints_per_second: None,
             jwks: None,
+            delegates: None,
         }
     }
 

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod audit_trail;
 mod cli;
+mod delegation;
 mod durability;
 mod federation;
 mod hardening;

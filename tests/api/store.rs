@@ -67,6 +67,7 @@ fn client(tenant: &str, id: &str) -> Client {
         workload_pattern: None,
         max_mints_per_second: None,
         jwks: None,
+        delegates: None,
     }
 }
 
@@ -92,6 +93,7 @@ fn lease(tenant: &str) -> Lease {
         federated: None,
         policy_id: None,
         parent_id: None,
+        links: Default::default(),
     }
 }
 

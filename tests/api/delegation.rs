@@ -1,0 +1,379 @@
+//! Delegation: a person's identity (a fake IdP's id_token) handed to an
+//! agent and on to a sub-agent through RFC 8693 token exchange, with the
+//! `act` chain visible in tokens, introspection, leases and the audit trail;
+//! only narrowing; declared actors only; at most five deep; and revocation
+//! that follows the chain.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::oidc::{FakeIssuer, now};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_person_to_agent_to_sub_agent_chain_is_named_in_token_introspection_and_audit,
+    widening_undeclared_actors_and_depth_six_are_refused_and_audited,
+    revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_else,
+);
+
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// Registers agents (each delegating to the next), a control agent
+/// `asst-agent-b`, and the people policy; returns the agents' credentials
+/// and the control agent's.
+async fn setup(
+    app: &TestApp,
+    f: &Fixture,
+    idp: &FakeIssuer,
+    agents: &[&str],
+) -> (Vec<(String, String)>, (String, String)) {
+    let (s, body) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/clients",
+            json!({"client_id": "asst-agent-b", "kind": "agent",
+            "workflows": ["*"], "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let other = (
+        "asst-agent-b".to_string(),
+        body["client_secret"].as_str().unwrap().to_string(),
+    );
+    let mut creds = Vec::new();
+    for (i, name) in agents.iter().enumerate().rev() {
+        let delegates: Vec<&str> = agents.get(i + 1).into_iter().copied().collect();
+        let (s, body) = app
+            .post(&f.admin, "/v1/tenants/acme/clients", json!({"client_id": name, "kind": "agent", "workflows": ["*"],
+                "grants": [{"resource": f.resource, "scopes": if i == 0 { json!(["issues:read", "issues:write"]) } else { json!(["issues:read"]) }}],
+                "delegates": delegates}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        creds.insert(
+            0,
+            (name.to_string(), body["client_secret"].as_str().unwrap().to_string()),
+        );
+    }
+    let (s, body) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/trust-policies",
+            json!({
+                "name": "people", "issuer": idp.url, "audience": app.issuer,
+                "subject_pattern": "^[a-z]+@acme\\.test$",
+                "workflow_template": "assist", "workload_template": "{sub}",
+                "grants": [{"resource": f.resource, "scopes": ["issues:read", "issues:write"]}],
+                "max_ttl_seconds": 900, "actors": [agents[0], "asst-agent-b"]
+            }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    (creds, other)
+}
+
+fn id_token(idp: &FakeIssuer, app: &TestApp, person: &str) -> String {
+    let t = now();
+    idp.token(
+        "ec-1",
+        json!({"sub": person, "aud": app.issuer, "email": person, "iat": t, "exp": t + 600}),
+    )
+}
+
+async fn exchange(app: &TestApp, actor: &(String, String), form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let res = app.token_basic(&actor.0, &actor.1, form).await;
+    let status = res.status();
+    (status, res.json().await.unwrap())
+}
+
+/// An agent exchanges a person's id_token; returns its token.
+async fn agent_for(app: &TestApp, f: &Fixture, idp: &FakeIssuer, agent: &(String, String), person: &str) -> String {
+    let t = id_token(idp, app, person);
+    let (s, body) = exchange(
+        app,
+        agent,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &t),
+            ("subject_token_type", ID_TOKEN),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["issued_token_type"], ACCESS_TOKEN);
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn pass_on(app: &TestApp, to: &(String, String), subject: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut form = vec![
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS_TOKEN),
+    ];
+    form.extend_from_slice(extra);
+    exchange(app, to, &form).await
+}
+
+async fn a_person_to_agent_to_sub_agent_chain_is_named_in_token_introspection_and_audit(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (agents, _) = setup(&app, &f, &idp, &["asst-agent", "asst-subagent"]).await;
+    let t1 = agent_for(&app, &f, &idp, &agents[0], "alice@acme.test").await;
+    let c1 = claims(&t1);
+    assert_eq!(
+        (c1["sub"].as_str(), c1["client_id"].as_str()),
+        (Some("alice@acme.test"), Some("asst-agent"))
+    );
+    assert_eq!(c1["act"], json!({"sub": "asst-agent", "client_id": "asst-agent"}));
+    assert_eq!(c1["workflow"], "assist");
+
+    let (s, body) = pass_on(&app, &agents[1], &t1, &[("scope", "issues:read issues:write")]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["scope"], "issues:read", "the sub-agent holds read only");
+    let t2 = body["access_token"].as_str().unwrap().to_string();
+    let c2 = claims(&t2);
+    assert!(
+        c2["exp"].as_i64().unwrap() <= c1["exp"].as_i64().unwrap(),
+        "never outlives its subject"
+    );
+    let chain = json!({"sub": "asst-subagent", "client_id": "asst-subagent",
+                       "act": {"sub": "asst-agent", "client_id": "asst-agent"}});
+    assert_eq!(c2["act"], chain);
+
+    let seen = app.introspect((&f.rs.0, &f.rs.1), &t2).await;
+    assert_eq!(
+        (seen["active"].clone(), seen["sub"].clone(), seen["act"].clone()),
+        (json!(true), json!("alice@acme.test"), chain.clone())
+    );
+
+    let (_, lease) = app
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases/{}", c2["jti"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(lease["parent_id"], c1["jti"]);
+    assert_eq!(lease["actor"], chain);
+    let (_, by_actor) = app.get(&f.admin, "/v1/tenants/acme/leases?actor=asst-agent").await;
+    assert_eq!(
+        by_actor["items"].as_array().unwrap().len(),
+        2,
+        "both tokens the agent is in"
+    );
+
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.exchanged").await;
+    let e = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["lease_id"] == c2["jti"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (e["workload"].clone(), e["actor"].clone()),
+        (json!("alice@acme.test"), chain)
+    );
+    assert!(
+        e["reason"].as_str().unwrap().contains(c1["jti"].as_str().unwrap()),
+        "names the parent lease"
+    );
+}
+
+async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let names = ["a1", "a2", "a3", "a4", "a5", "a6"];
+    let (agents, _) = setup(&app, &f, &idp, &names).await;
+    let jira = "https://mcp.acme.test/jira";
+    let (s, _) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/resources",
+            json!({"uri": jira, "scopes": ["issues:read"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let t1 = agent_for(&app, &f, &idp, &agents[0], "alice@acme.test").await;
+
+    // Widening: a scope beyond what a2 may hold, a resource beyond both, a life beyond the subject's.
+    let (s, body) = pass_on(&app, &agents[1], &t1, &[("scope", "issues:write")]).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_scope"))
+    );
+    let (s, body) = pass_on(&app, &agents[1], &t1, &[("resource", jira)]).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant")),
+        "{body}"
+    );
+    let (s, body) = pass_on(&app, &agents[1], &t1, &[("expires_in", "7200")]).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant")),
+        "{body}"
+    );
+
+    // Undeclared: a3 is not among a1's delegates; a2 is not among the policy's actors.
+    let (s, _) = pass_on(&app, &agents[2], &t1, &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let t = id_token(&idp, &app, "alice@acme.test");
+    let (s, _) = exchange(
+        &app,
+        &agents[1],
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &t),
+            ("subject_token_type", ID_TOKEN),
+            ("resource", &f.resource),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Down the line: five actors deep is the limit.
+    let mut token = t1;
+    for (i, agent) in agents.iter().enumerate().skip(1) {
+        let (s, body) = pass_on(&app, agent, &token, &[]).await;
+        if i < 5 {
+            assert_eq!(s, StatusCode::OK, "depth {}: {body}", i + 1);
+            token = body["access_token"].as_str().unwrap().to_string();
+        } else {
+            assert_eq!(
+                (s, body["error"].clone()),
+                (StatusCode::BAD_REQUEST, json!("invalid_grant")),
+                "depth 6"
+            );
+        }
+    }
+    let (_, events) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=100")
+        .await;
+    let reasons: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for why in [
+        "invalid_scope",
+        "does not reach this resource",
+        "beyond the subject token's exp",
+        "not allowed to act",
+        "deeper than 5",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(why)),
+            "`{why}` not audited: {reasons:?}"
+        );
+    }
+}
+
+async fn revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_else(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (agents, other) = setup(&app, &f, &idp, &["asst-agent", "asst-subagent"]).await;
+    let t1 = agent_for(&app, &f, &idp, &agents[0], "alice@acme.test").await;
+    let (_, body) = pass_on(&app, &agents[1], &t1, &[]).await;
+    let t2 = body["access_token"].as_str().unwrap().to_string();
+    let control = agent_for(&app, &f, &idp, &other, "bob@acme.test").await;
+    let (s, _) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workload": "asst-agent", "reason": "compromised agent"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let active = |t: String| {
+        let (app, rs) = (&app, f.rs.clone());
+        async move { app.introspect((&rs.0, &rs.1), &t).await["active"].clone() }
+    };
+    assert_eq!(active(t1).await, json!(false));
+    assert_eq!(
+        active(t2.clone()).await,
+        json!(false),
+        "the sub-agent's token had asst-agent in its chain"
+    );
+    assert_eq!(active(control).await, json!(true));
+    // The sweeper marks the rows it reached, sub-agent's included.
+    let sweeper = app.sweeper().await;
+    sweeper.mark_revoked().await.unwrap();
+    let (_, lease) = app
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases/{}", claims(&t2)["jti"].as_str().unwrap()),
+        )
+        .await;
+    assert!(lease["revoked_at"].is_string(), "{lease}");
+}
+
+/// Revoking the person's original lease ends every token exchanged from it,
+/// transitively, on another replica as soon as the call returns; a control
+/// chain stays active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_original_lease_ends_the_whole_chain_on_another_replica() {
+    let db = crate::harness::Database::fresh(Backend::Postgres).await;
+    let with_issuer = |c: mayfly::Config| mayfly::Config {
+        issuer: "http://mayfly.test".into(),
+        ..c
+    };
+    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let f = fixture(&a, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (agents, _) = setup(&a, &f, &idp, &["asst-agent", "asst-subagent"]).await;
+    // The person's own mayfly token (jwt-bearer with their id_token), then the chain.
+    let person = |who: &str| {
+        let t = id_token(&idp, &a, who);
+        let (a, resource) = (&a, f.resource.clone());
+        async move {
+            let res = a
+                .http
+                .post(a.url("/oauth2/token"))
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", t.as_str()),
+                    ("resource", resource.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let body: Value = res.json().await.unwrap();
+            body["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    let chain = |t0: String| {
+        let (a, agents) = (&a, agents.clone());
+        async move {
+            let (s, b1) = pass_on(a, &agents[0], &t0, &[]).await;
+            assert_eq!(s, StatusCode::OK, "{b1}");
+            let t1 = b1["access_token"].as_str().unwrap().to_string();
+            let (s, b2) = pass_on(a, &agents[1], &t1, &[]).await;
+            assert_eq!(s, StatusCode::OK, "{b2}");
+            (t1, b2["access_token"].as_str().unwrap().to_string())
+        }
+    };
+    let alice = person("alice@acme.test").await;
+    let (t1, t2) = chain(alice.clone()).await;
+    let bob = person("bob@acme.test").await;
+    let (_, bob_t2) = chain(bob).await;
+    let (s, _) = a
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"lease_id": claims(&alice)["jti"], "reason": "alice's session ended"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    for t in [alice, t1, t2] {
+        assert_eq!(b.introspect((&f.rs.0, &f.rs.1), &t).await["active"], false);
+    }
+    assert_eq!(b.introspect((&f.rs.0, &f.rs.1), &bob_t2).await["active"], true);
+}
