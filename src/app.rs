@@ -314,6 +314,10 @@ pub fn announce(prepared: &Prepared) {
     }
     if let Some(cmd) = &started.dev_command {
         println!("mayfly --dev: a demo tenant is ready. Mint a token for workflow `release`:\n\n{cmd}\n");
+        println!(
+            "The console: {}/console (sign in as mayfly-admin with its secret)\n",
+            prepared.state.issuer.id().url
+        );
     }
     tracing::info!(
         issuer = %prepared.state.issuer.id().url,

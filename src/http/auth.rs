@@ -15,6 +15,7 @@ use secrecy::SecretString;
 
 use super::RequestId;
 use super::body::{OAuthParams, form_decode};
+use super::console;
 use super::error::{ApiError, OAuthError};
 use crate::app::AppState;
 use crate::audit::{AdminId, AuditEvent, Caller, Origin, Outcome, actions};
@@ -189,8 +190,26 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Ok(origin) = Origin::from_request_parts(parts, state).await;
-        let token = bearer(&parts.headers)
-            .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
+        // A bearer token, or the console's session cookie; a cookie rides on
+        // every request the browser makes, so a state-changing one must also
+        // carry the CSRF token only our own pages can read.
+        let token = match bearer(&parts.headers) {
+            Some(token) => token,
+            None => {
+                let cookie = console::cookie(&parts.headers, console::SESSION_COOKIE)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
+                let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
+                if !safe && !console::csrf_ok(&parts.headers) {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "csrf",
+                        "a state-changing request from the console needs its X-CSRF-Token",
+                    ));
+                }
+                cookie
+            }
+        };
         admin_from_token(state, token, origin).await
     }
 }

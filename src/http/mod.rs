@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod clients;
+pub mod console;
 pub mod discovery;
 pub mod error;
 pub mod keys;
@@ -97,7 +98,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    // The console is a client of the API above, not part of its contract.
+    let console = Router::new()
+        .route("/console", axum::routing::get(console::index))
+        .route("/console/app.js", axum::routing::get(console::app_js))
+        .route("/console/app.css", axum::routing::get(console::app_css))
+        .route(
+            "/console/session",
+            axum::routing::post(console::sign_in)
+                .get(console::whoami)
+                .delete(console::sign_out),
+        )
+        .route("/console/tenants", axum::routing::get(console::tenants))
+        .route("/console/stats", axum::routing::get(console::stats));
     router
+        .merge(console)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetSensitiveRequestHeadersLayer::new([

@@ -50,6 +50,12 @@ impl Ledger {
             .map_err(Error::or_not_found("lease"))
     }
 
+    /// Unexpired, unmarked leases of `tenant` (the console's tenant list).
+    pub async fn live_leases(&self, tenant: &str) -> Result<i64, StoreError> {
+        let now = self.clock.now();
+        self.store.read().await?.conn().count_live_leases(tenant, now).await
+    }
+
     /// Rules of `tenant`, newest first.
     pub async fn rules(&self, tenant: &str, before: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
         self.store

@@ -1,0 +1,287 @@
+//! The security admin console: static assets compiled into the binary, and a
+//! session that is an ordinary admin token held only in an HttpOnly,
+//! SameSite=Strict cookie (Secure unless the issuer is loopback). The console
+//! calls the REST API like any client; state-changing calls carry a CSRF
+//! token (double submit). Sign-out revokes the token.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeDelta, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Admin, AdminScope, admin_from_token};
+use super::body::ApiJson;
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::audit::Origin;
+use crate::storage::AuditFilter;
+use crate::tenants::{self, Credentials};
+use crate::tokens::issuer::{MintError, Provenance};
+use crate::tokens::policy::MintRequest;
+
+pub const SESSION_COOKIE: &str = "mayfly_console";
+pub const CSRF_COOKIE: &str = "mayfly_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+const INDEX: &str = include_str!("../../console/index.html");
+const APP_JS: &str = include_str!("../../console/app.js");
+const APP_CSS: &str = include_str!("../../console/app.css");
+
+/// No inline script or style, nothing from elsewhere, never framed.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut res = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    res
+}
+
+pub async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+pub async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// A cookie from the request.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether a cookie-authenticated, state-changing request carries the CSRF
+/// token that only our own pages can read.
+pub fn csrf_ok(headers: &HeaderMap) -> bool {
+    let (Some(cookie), Some(sent)) = (
+        cookie(headers, CSRF_COOKIE),
+        headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    // Compared through an HMAC so the comparison takes the same time wherever they differ.
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"mayfly console csrf");
+    let tag = ring::hmac::sign(&key, cookie.as_bytes());
+    !cookie.is_empty() && ring::hmac::verify(&key, sent.as_bytes(), tag.as_ref()).is_ok()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    client_id: String,
+    client_secret: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Session {
+    client_id: String,
+    /// `global` or `tenant`.
+    scope: &'static str,
+    tenant: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn session_of(admin: &Admin, expires_at: Option<DateTime<Utc>>) -> Session {
+    Session {
+        client_id: admin.id.client_id.clone(),
+        scope: match admin.scope {
+            AdminScope::Global => "global",
+            AdminScope::Tenant(_) => "tenant",
+        },
+        tenant: admin.own_tenant().map(str::to_string),
+        expires_at,
+    }
+}
+
+fn set_cookie(res: &mut Response, name: &str, value: &str, max_age: i64, http_only: bool, secure: bool) {
+    let mut c = format!("{name}={value}; Path=/; Max-Age={max_age}; SameSite=Strict");
+    if http_only {
+        c.push_str("; HttpOnly");
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// `Secure` cookies, except for an issuer on loopback http (development).
+fn secure(state: &AppState) -> bool {
+    let url = &state.issuer.id().url;
+    !(url.starts_with("http://127.") || url.starts_with("http://localhost") || url.starts_with("http://[::1]"))
+}
+
+/// Signs in with an admin client's id and secret: mints its admin token
+/// through the normal issuer (audited, revocable) and keeps it in a cookie.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    origin: Origin,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response, ApiError> {
+    let creds = Credentials {
+        client_id: body.client_id,
+        secret: SecretString::from(body.client_secret),
+    };
+    let client = state.authn.authenticate(&creds, &origin).await?;
+    let scope = if client.tenant_id == tenants::SYSTEM_TENANT {
+        tenants::GLOBAL_ADMIN_SCOPE.to_string()
+    } else {
+        tenants::tenant_admin_scope(&client.tenant_id)
+    };
+    let workflow = match client.implied_workflow() {
+        Some(w) => w.to_string(),
+        None => "console".to_string(),
+    };
+    let request = MintRequest {
+        scope: Some(&scope),
+        workflow: Some(&workflow),
+        workload: None,
+        expires_in: None,
+    };
+    let issuer = state.issuer.id().url.clone();
+    let issued = match state
+        .issuer
+        .mint(&client, Some(&issuer), &request, &origin, &Provenance::default())
+        .await
+    {
+        Ok(issued) => issued,
+        Err(MintError::Store(e)) => return Err(e.into()),
+        Err(_) => return Err(ApiError::forbidden("this client may not administer mayfly")),
+    };
+    let admin = admin_from_token(&state, &issued.access_token, origin).await?;
+    let mut csrf = [0u8; 24];
+    crate::keys::seal::fill_random(&mut csrf);
+    let csrf = crate::keys::seal::hex(&csrf);
+    let mut res = Json(session_of(&admin, Some(issued.lease.expires_at))).into_response();
+    let secure = secure(&state);
+    set_cookie(
+        &mut res,
+        SESSION_COOKIE,
+        &issued.access_token,
+        issued.expires_in,
+        true,
+        secure,
+    );
+    set_cookie(&mut res, CSRF_COOKIE, &csrf, issued.expires_in, false, secure);
+    Ok(res)
+}
+
+pub async fn whoami(admin: Admin) -> Json<Session> {
+    Json(session_of(&admin, None))
+}
+
+/// Signs out: the session's token is revoked (RFC 7009 semantics) and the
+/// cookies cleared.
+pub async fn sign_out(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let tenant = match &admin.scope {
+        AdminScope::Global => tenants::SYSTEM_TENANT.to_string(),
+        AdminScope::Tenant(t) => t.clone(),
+    };
+    if let Ok(lease) = admin.id.jti.parse() {
+        state
+            .revocations
+            .revoke_held(&tenant, &admin.id.client_id, lease, &admin.caller.origin)
+            .await?;
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let secure = secure(&state);
+    set_cookie(&mut res, SESSION_COOKIE, "", 0, true, secure);
+    set_cookie(&mut res, CSRF_COOKIE, "", 0, false, secure);
+    Ok(res)
+}
+
+#[derive(Debug, Serialize)]
+pub struct TenantLive {
+    id: String,
+    name: String,
+    live_leases: i64,
+}
+
+/// Tenants with their live-lease counts (a tenant admin: its own).
+pub async fn tenants(State(state): State<AppState>, admin: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let list = state.directory.list_tenants(admin.own_tenant(), "", 1000).await?;
+    let mut items = Vec::new();
+    for t in list {
+        let live_leases = state.ledger.live_leases(&t.id).await?;
+        items.push(TenantLive {
+            id: t.id,
+            name: t.name,
+            live_leases,
+        });
+    }
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    tenant: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Minute {
+    minute: DateTime<Utc>,
+    minted: u64,
+    denied: u64,
+}
+
+/// Mints and denials per minute over the last 30 minutes, from the audit trail.
+pub async fn stats(
+    State(state): State<AppState>,
+    admin: Admin,
+    super::body::ApiQuery(q): super::body::ApiQuery<StatsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if admin.own_tenant().is_some_and(|own| own != q.tenant) {
+        return Err(ApiError::forbidden("this token administers another tenant"));
+    }
+    let now = state.web.clock.now();
+    let start = now - TimeDelta::minutes(29);
+    let start = DateTime::from_timestamp(start.timestamp() - start.timestamp().rem_euclid(60), 0).unwrap_or(start);
+    let mut minutes: Vec<Minute> = (0..30)
+        .map(|i| Minute {
+            minute: start + TimeDelta::minutes(i),
+            minted: 0,
+            denied: 0,
+        })
+        .collect();
+    for (action, minted) in [
+        ("token.issued", true),
+        ("token.exchanged", true),
+        ("token.denied", false),
+    ] {
+        let filter = AuditFilter {
+            action: Some(action.into()),
+            since: Some(start),
+            ..Default::default()
+        };
+        for e in state.audit.list(&q.tenant, &filter, i64::MAX, 1000).await? {
+            let i = (e.event.at - start).num_minutes();
+            if let Some(m) = usize::try_from(i).ok().and_then(|i| minutes.get_mut(i)) {
+                if minted {
+                    m.minted += 1;
+                } else {
+                    m.denied += 1;
+                }
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({ "minutes": minutes })))
+}
