@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, claims, fixture, spawn_app};
+use crate::harness::{Backend, claims, fixture, spawn_app, tenant_admin};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -95,29 +95,6 @@ async fn global_admins_are_clients_of_the_system_tenant_managed_like_any_other(b
     assert_eq!(s, StatusCode::CONFLICT);
     let (_, list) = app.get(&ops_token, "/v1/tenants").await;
     assert!(!list.to_string().contains("_system"));
-}
-
-async fn tenant_admin(app: &crate::harness::TestApp, global: &str, tenant: &str) -> String {
-    let (s, body) = app
-        .post(
-            global,
-            &format!("/v1/tenants/{tenant}/clients"),
-            json!({"client_id": format!("{tenant}-admin"), "kind": "service", "workflows": ["admin"],
-                   "grants": [{"resource": app.issuer, "scopes": [format!("mayfly:tenant:{tenant}:admin")]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let secret = body["client_secret"].as_str().unwrap();
-    app.mint(
-        &format!("{tenant}-admin"),
-        secret,
-        &[
-            ("grant_type", "client_credentials"),
-            ("resource", &app.issuer),
-            ("scope", &format!("mayfly:tenant:{tenant}:admin")),
-        ],
-    )
-    .await
 }
 
 async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b: Backend) {

@@ -567,22 +567,7 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     // Another tenant's admin sees nothing of it.
     let other = fixture(&app, "other").await;
-    let (s, body) = app
-        .post(
-            &other.admin,
-            "/v1/tenants/other/clients",
-            json!({"client_id": "other-admin", "kind": "service",
-            "workflows": ["admin"], "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:other:admin"]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let other_admin = app
-        .mint(
-            "other-admin",
-            body["client_secret"].as_str().unwrap(),
-            &[("grant_type", "client_credentials"), ("resource", app.issuer.as_str())],
-        )
-        .await;
+    let other_admin = crate::harness::tenant_admin(&app, &other.admin, "other").await;
     let (s, _) = app.get(&other_admin, &path).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app.get(&other_admin, &path.replace("/acme/", "/other/")).await;

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::{Backend, TestApp, claims, fixture, spawn_app};
+use crate::harness::{Backend, TestApp, claims, fixture, spawn_app, tenant_admin};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -89,22 +89,7 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     // A tenant admin whose client is then disabled: its admin token stops working at once.
-    let (s, body) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/clients",
-            json!({"client_id": "acme-admin", "kind": "service", "workflows": ["admin"],
-                   "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:acme:admin"]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let secret = body["client_secret"].as_str().unwrap().to_string();
-    let admin_form = [
-        ("grant_type", "client_credentials"),
-        ("resource", app.issuer.as_str()),
-        ("scope", "mayfly:tenant:acme:admin"),
-    ];
-    let tenant_admin = app.mint("acme-admin", &secret, &admin_form).await;
+    let tenant_admin = tenant_admin(&app, &f.admin, "acme").await;
     let (s, _) = app.get(&tenant_admin, "/v1/tenants/acme/clients").await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
@@ -258,22 +243,7 @@ async fn a_resource_server_never_learns_of_admin_tokens_or_resources_it_does_not
     assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &github_token).await["active"], true);
 
     // A tenant admin token of the same tenant: never active to a resource server.
-    let (s, body) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/clients",
-            json!({"client_id": "acme-admin", "kind": "service", "workflows": ["admin"],
-                   "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:acme:admin"]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let admin_token = app
-        .mint(
-            "acme-admin",
-            body["client_secret"].as_str().unwrap(),
-            &[("grant_type", "client_credentials"), ("resource", app.issuer.as_str())],
-        )
-        .await;
+    let admin_token = tenant_admin(&app, &f.admin, "acme").await;
     let answer = app.introspect((&f.rs.0, &f.rs.1), &admin_token).await;
     assert_eq!(answer, json!({"active": false}));
 }

@@ -437,3 +437,28 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// A tenant admin client `{tenant}-admin` of `tenant`, registered with the
+/// global admin token; returns its admin token.
+pub async fn tenant_admin(app: &TestApp, global: &str, tenant: &str) -> String {
+    let (s, body) = app
+        .post(
+            global,
+            &format!("/v1/tenants/{tenant}/clients"),
+            json!({"client_id": format!("{tenant}-admin"), "kind": "service", "workflows": ["admin"],
+                   "grants": [{"resource": app.issuer, "scopes": [format!("mayfly:tenant:{tenant}:admin")]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let secret = body["client_secret"].as_str().unwrap();
+    app.mint(
+        &format!("{tenant}-admin"),
+        secret,
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", &app.issuer),
+            ("scope", &format!("mayfly:tenant:{tenant}:admin")),
+        ],
+    )
+    .await
+}

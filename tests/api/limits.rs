@@ -93,22 +93,7 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     );
 
     // A tenant admin may rename its tenant but not lift its limits.
-    let (s, body) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/clients",
-            json!({"client_id": "acme-admin", "kind": "service",
-            "workflows": ["admin"], "grants": [{"resource": app.issuer, "scopes": ["mayfly:tenant:acme:admin"]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let tenant_admin = app
-        .mint(
-            "acme-admin",
-            body["client_secret"].as_str().unwrap(),
-            &[("grant_type", "client_credentials"), ("resource", app.issuer.as_str())],
-        )
-        .await;
+    let tenant_admin = crate::harness::tenant_admin(&app, &f.admin, "acme").await;
     let (s, _) = app
         .admin(
             &tenant_admin,
