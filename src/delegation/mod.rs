@@ -50,8 +50,6 @@ pub struct Delegated {
     pub workflow: String,
     pub workload: String,
     pub provenance: Provenance,
-    /// Seconds until the subject token expires: no delegated token outlives it.
-    pub remaining: i64,
 }
 
 fn refuse(why: impl Into<String>) -> Refusal {
@@ -406,7 +404,6 @@ impl Delegation {
             workflow: subject.workflow,
             workload: subject.workload,
             provenance,
-            remaining,
         })
     }
 }
