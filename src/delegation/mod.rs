@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
-use crate::federation::{Federated, Federation, Refusal, jwt};
+use crate::federation::{Federated, Federation, Purpose, Refusal, jwt};
 use crate::leases::Links;
 use crate::storage::{Store, StoreError};
 use crate::tenants::{Client, Grant, uri};
@@ -206,12 +206,16 @@ impl Delegation {
             Validity::Active { claims, lease } => (claims, lease),
             Validity::Inactive { reason, .. } => return Err(refuse(format!("subject_token: {}", reason.as_str()))),
         };
-        // Its allowance: its own scopes on its own resource, and whatever else
-        // the client behind it is granted.
-        let mut grants = vec![Grant {
+        // Its allowance: its own scopes on its own resource and, for a token
+        // its client holds for itself, what that client is granted on other
+        // resources. A delegated token carries nothing beyond itself: its
+        // client's grants belong to the actor, not to the person it acts for.
+        let own = Grant {
             resource: claims.aud.clone(),
             scopes: claims.scopes().map(str::to_string).collect(),
-        }];
+        };
+        let delegated = claims.act.is_some();
+        let mut grants = vec![own];
         let mut permits = Vec::new();
         match self
             .store
@@ -222,7 +226,9 @@ impl Delegation {
             .await
         {
             Ok(c) => {
-                grants.extend(c.grants);
+                if !delegated {
+                    grants.extend(c.grants.into_iter().filter(|g| g.resource != claims.aud));
+                }
                 permits = c.delegates.unwrap_or_default();
             }
             Err(StoreError::NotFound) => {
@@ -276,11 +282,12 @@ impl Delegation {
         &self,
         token: &str,
         resource: &str,
-        id_jag: Option<&Actor>,
+        actor: &Actor,
+        id_jag: bool,
         origin: &Origin,
     ) -> Result<Subject, Refusal> {
         let unverified = jwt::parse(token).map_err(|e| refuse(e.to_string()))?;
-        if let Some(actor) = id_jag {
+        if id_jag {
             // draft-ietf-oauth-identity-assertion-authz-grant: for this server,
             // this client and this resource only.
             let aud_ok = match unverified.claims.get("aud") {
@@ -305,7 +312,8 @@ impl Delegation {
                 return Err(self.deny(&actor.client.tenant_id, actor, why, origin).await);
             }
         }
-        let f = self.federation.for_resource(token, resource, origin).await?;
+        let purpose = Purpose::ActingFor(&actor.client.client_id);
+        let f = self.federation.for_resource(token, resource, purpose, origin).await?;
         let exp = f.matched.exp;
         Ok(Self::external_subject(f, exp))
     }
@@ -325,11 +333,11 @@ impl Delegation {
         let subject = match subject_token {
             SubjectToken::Mayfly(token) => self.mayfly_subject(token).await?,
             SubjectToken::External(token) => {
-                self.external(token, resource.ok_or_else(required)?, None, origin)
+                self.external(token, resource.ok_or_else(required)?, &actor, false, origin)
                     .await?
             }
             SubjectToken::IdJag(token) => {
-                self.external(token, resource.ok_or_else(required)?, Some(&actor), origin)
+                self.external(token, resource.ok_or_else(required)?, &actor, true, origin)
                     .await?
             }
         };
@@ -390,6 +398,10 @@ impl Delegation {
         terms.grants = grants;
         terms.workflows = vec![subject.workflow.clone()];
         terms.max_ttl_seconds = terms.max_ttl_seconds.min(remaining);
+        if let Some(f) = &subject.federated {
+            // The policy's ceiling holds for its subjects, whoever acts for them.
+            terms.max_ttl_seconds = terms.max_ttl_seconds.min(f.policy.max_ttl_seconds);
+        }
         // The workload is the subject's, not one the actor chose.
         terms.workload_pattern = None;
         let provenance = Provenance {

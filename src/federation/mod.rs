@@ -27,6 +27,15 @@ use crate::tokens::issuer::IssuerId;
 /// Longest lifetime accepted for a client's own assertion (RFC 7523 §3: short).
 const MAX_CLIENT_ASSERTION: i64 = 600;
 
+/// What an external token is presented for.
+#[derive(Debug, Clone, Copy)]
+pub enum Purpose<'a> {
+    /// A token of its own (jwt-bearer or token exchange with no actor).
+    Direct,
+    /// A subject the named agent client acts for.
+    ActingFor(&'a str),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// Safe to show: the condition that failed, never the token.
@@ -126,7 +135,7 @@ impl Federation {
         client_id: Option<&str>,
         origin: &Origin,
     ) -> Result<Federated, Refusal> {
-        let issuer = token.claim_str("iss").unwrap_or_default().to_string();
+        let issuer: String = token.claim_str("iss").unwrap_or_default().chars().take(200).collect();
         if policies.is_empty() {
             return Err(self
                 .deny(
@@ -156,7 +165,9 @@ impl Federation {
                             let why = format!("jti missing (policy {})", policy.name);
                             return Err(self.deny(tenant, client_id, &why, origin).await);
                         };
-                        let until = DateTime::from_timestamp(matched.exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
+                        // Bounded: an issuer-signed `exp` far in the future must not overflow.
+                        let exp = matched.exp.min(now.timestamp() + 86_400);
+                        let until = DateTime::from_timestamp(exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
                         let fresh = self
                             .store
                             .read()
@@ -180,7 +191,13 @@ impl Federation {
     /// An external token presented for `resource` (the jwt-bearer grant, or
     /// token exchange with a JWT subject): judged by the trust policies of
     /// the tenant that owns the resource.
-    pub async fn for_resource(&self, token: &str, resource: &str, origin: &Origin) -> Result<Federated, Refusal> {
+    pub async fn for_resource(
+        &self,
+        token: &str,
+        resource: &str,
+        purpose: Purpose<'_>,
+        origin: &Origin,
+    ) -> Result<Federated, Refusal> {
         let token = jwt::parse(token).map_err(|e| refuse(e.to_string()))?;
         let issuer = token
             .claim_str("iss")
@@ -201,7 +218,16 @@ impl Federation {
             .await?
             .conn()
             .policies_for_issuer(&tenant, &issuer)
-            .await?;
+            .await?
+            .into_iter()
+            .filter(|p| match purpose {
+                // A policy that names actors is for delegation only: its
+                // subjects' tokens are minted for an agent, narrowed and
+                // attributed, never handed out bare to whoever holds them.
+                Purpose::Direct => p.actors.is_empty(),
+                Purpose::ActingFor(actor) => p.actors.iter().any(|a| a == actor),
+            })
+            .collect();
         self.judge(&token, policies, &tenant, None, origin).await
     }
 
@@ -324,7 +350,8 @@ impl Federation {
         let Some(jti) = token.claim_str("jti") else {
             return Err(self.deny(tenant, id, "client assertion: jti missing", origin).await);
         };
-        let until = DateTime::from_timestamp(exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
+        let until =
+            DateTime::from_timestamp(exp.min(t + MAX_CLIENT_ASSERTION), 0).unwrap_or(now) + TimeDelta::minutes(2);
         let issuer = format!("client:{}", client.client_id);
         if !self
             .store

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::tenants::{Grant, invalid, validate_workflow, validate_workload};
+use crate::tenants::{Grant, invalid, matches_whole, validate_workflow, validate_workload};
 
 /// Allowance for clocks on `exp`, `nbf` and `iat`.
 pub const SKEW_SECONDS: i64 = 60;
@@ -190,7 +190,7 @@ impl ClaimCondition {
         match self {
             ClaimCondition::Exact(v) => *v == value,
             ClaimCondition::AnyOf(vs) => vs.contains(&value),
-            ClaimCondition::Pattern(p) => regex_lite::Regex::new(&p.pattern).is_ok_and(|re| re.is_match(&value)),
+            ClaimCondition::Pattern(p) => matches_whole(&p.pattern, &value),
         }
     }
 }
@@ -236,7 +236,7 @@ impl TrustPolicy {
             .ok_or_else(|| mismatch("sub missing"))?;
         let subject_ok = match (&self.subject, &self.subject_pattern) {
             (Some(s), _) => s == subject,
-            (None, Some(p)) => regex_lite::Regex::new(p).is_ok_and(|re| re.is_match(subject)),
+            (None, Some(p)) => matches_whole(p, subject),
             (None, None) => false,
         };
         if !subject_ok {

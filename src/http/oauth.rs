@@ -15,7 +15,7 @@ use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottl
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::delegation::{Actor, SubjectToken};
-use crate::federation::{Federated, Refusal, jwt};
+use crate::federation::{Federated, Purpose, Refusal, jwt};
 use crate::tenants::{Client, ClientKind};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
@@ -130,6 +130,13 @@ const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_t
 /// The `typ` of an Identity Assertion JWT Authorization Grant.
 const ID_JAG_TYPE: &str = "oauth-id-jag+jwt";
 
+/// `typ` compared as RFC 7515 §4.1.9 says: case-insensitively, with the
+/// `application/` prefix optional.
+fn is_id_jag_type(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    typ.strip_prefix("application/").unwrap_or(&typ) == ID_JAG_TYPE
+}
+
 fn invalid_grant(r: Refusal) -> OAuthError {
     match r {
         Refusal::Invalid(why) => OAuthError::new("invalid_grant", why),
@@ -243,7 +250,10 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                     .ok_or_else(|| OAuthError::invalid_request("`assertion` is required"))?;
                 (assertion, false)
             };
-            let id_jag = !exchange && jwt::parse(token).is_ok_and(|t| t.header.typ.as_deref() == Some(ID_JAG_TYPE));
+            // An ID-JAG is one whichever grant carries it: it is only ever
+            // honoured for the client it names, never as a bare subject.
+            let id_jag =
+                !mayfly_subject && jwt::parse(token).is_ok_and(|t| t.header.typ.as_deref().is_some_and(is_id_jag_type));
             // The actor: an actor token's holder, or the authenticated client.
             let actor = match params.get("actor_token") {
                 Some(actor_token) if exchange => {
@@ -252,13 +262,23 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                             "`actor_token_type` must be {TOKEN_TYPE_ACCESS_TOKEN}"
                         )));
                     }
-                    Some(
-                        state
-                            .delegation
-                            .actor_from_token(actor_token)
-                            .await
-                            .map_err(invalid_grant)?,
-                    )
+                    let actor = state
+                        .delegation
+                        .actor_from_token(actor_token)
+                        .await
+                        .map_err(invalid_grant)?;
+                    // A bearer actor token alone is not enough: whoever presents
+                    // it must also authenticate as the client it was minted for.
+                    if !has_client_auth {
+                        return Err(OAuthError::invalid_client());
+                    }
+                    let (client, _) = authenticate_any(&state, &params, &origin, resource).await?;
+                    if client.tenant_id != actor.client.tenant_id || client.client_id != actor.client.client_id {
+                        return Err(invalid_grant(Refusal::Invalid(
+                            "actor_token: not minted for the authenticated client".into(),
+                        )));
+                    }
+                    Some(actor)
                 }
                 _ if has_client_auth => {
                     let (client, _) = authenticate_any(&state, &params, &origin, resource).await?;
@@ -306,7 +326,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                         .ok_or_else(|| OAuthError::invalid_request("`resource` (or `audience`) is required"))?;
                     let f = state
                         .federation
-                        .for_resource(token, resource, &origin)
+                        .for_resource(token, resource, Purpose::Direct, &origin)
                         .await
                         .map_err(invalid_grant)?;
                     super::record_span(&f.policy.tenant_id, None);
@@ -483,4 +503,19 @@ pub async fn authorize() -> OAuthError {
         "unsupported_response_type",
         "mayfly issues tokens to machines only: use the token endpoint (client_credentials)",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_id_jag_type;
+
+    #[test]
+    fn id_jag_type_is_compared_as_rfc_7515_says() {
+        for typ in ["oauth-id-jag+jwt", "OAuth-ID-JAG+JWT", "application/oauth-id-jag+jwt"] {
+            assert!(is_id_jag_type(typ), "{typ}");
+        }
+        for typ in ["JWT", "at+jwt", "application/jwt", "xoauth-id-jag+jwt"] {
+            assert!(!is_id_jag_type(typ), "{typ}");
+        }
+    }
 }

@@ -127,8 +127,14 @@ impl Revocations {
                 .await
                 .map_err(Error::or_not_found("lease"))?;
         }
+        // A lease rule also reaches tokens derived from the lease later: an
+        // exchange that checked its subject just before this commit.
+        let cover = match selector {
+            Selector::Lease(_) => Cover::Forever,
+            _ => Cover::UpToNow,
+        };
         let rule = self
-            .record(&mut tx, caller, Some(tenant), selector, reason, Cover::UpToNow)
+            .record(&mut tx, caller, Some(tenant), selector, reason, cover)
             .await?;
         tx.commit().await?;
         self.wake();
@@ -161,7 +167,7 @@ impl Revocations {
         let selector = Selector::Lease(lease_id);
         let reason = "revoked by its holder (RFC 7009)";
         let rule = self
-            .record(&mut tx, &caller, Some(tenant), &selector, reason, Cover::UpToNow)
+            .record(&mut tx, &caller, Some(tenant), &selector, reason, Cover::Forever)
             .await?;
         let mut event = caller.event(actions::TOKEN_REVOKED, self.clock.now());
         event.tenant = Some(lease.tenant_id);

@@ -210,6 +210,13 @@ pub fn validate_workflow(field: &'static str, name: &str) -> Result<(), Invalid>
     )
 }
 
+/// Whether `pattern` matches the whole of `value`. Stored patterns start with
+/// `^` and end with `$`, but `^a$|b` does too: the match is anchored around
+/// the whole pattern as well. A pattern that no longer compiles matches nothing.
+pub fn matches_whole(pattern: &str, value: &str) -> bool {
+    regex_lite::Regex::new(&format!("^(?:{pattern})$")).is_ok_and(|re| re.is_match(value))
+}
+
 pub fn validate_workload(field: &'static str, name: &str) -> Result<(), Invalid> {
     check_chars(
         field,
@@ -284,6 +291,16 @@ pub fn validate_workflows(workflows: &[String]) -> Result<(), Invalid> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn patterns_match_whole_values_even_across_alternation() {
+        assert!(matches_whole("^ci-[0-9]+$", "ci-42"));
+        assert!(!matches_whole("^ci-[0-9]+$", "ci-42x"));
+        // `^a$|b` looks anchored, but its right arm is not.
+        assert!(!matches_whole("^a$|b", "xbx"));
+        assert!(matches_whole("^a$|b", "b"));
+        assert!(!matches_whole("^(", "anything"));
+    }
 
     #[test]
     fn tenant_ids_are_slugs_and_the_system_tenant_is_not_one() {

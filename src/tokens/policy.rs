@@ -100,7 +100,7 @@ pub fn decide(client: &Client, target: &Target, req: &MintRequest<'_>, ceiling: 
     if let Some(pattern) = &client.workload_pattern {
         // Validated (anchored, compiling) when it was set; a pattern that no
         // longer compiles matches nothing.
-        let allowed = regex_lite::Regex::new(pattern).is_ok_and(|re| re.is_match(workload));
+        let allowed = tenants::matches_whole(pattern, workload);
         if !allowed {
             return Err(Denial::UnauthorizedClient(
                 "`workload` does not match this client's workload_pattern".into(),

@@ -236,6 +236,43 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
+    // An actor token is no credential on its own: presented without its
+    // client's authentication, or under another client's, it is refused.
+    let a2_own = app
+        .mint(
+            &agents[1].0,
+            &agents[1].1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "assist"),
+            ],
+        )
+        .await;
+    let with_actor = [
+        ("grant_type", EXCHANGE),
+        ("subject_token", t1.as_str()),
+        ("subject_token_type", ACCESS_TOKEN),
+        ("actor_token", a2_own.as_str()),
+        ("actor_token_type", ACCESS_TOKEN),
+    ];
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .form(&with_actor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let (s, body) = exchange(&app, &agents[2], &with_actor).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant")),
+        "{body}"
+    );
+    let (s, body) = exchange(&app, &agents[1], &with_actor).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
     // Down the line: five actors deep is the limit.
     let mut token = t1;
     for (i, agent) in agents.iter().enumerate().skip(1) {
@@ -314,9 +351,9 @@ async fn revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_e
     assert!(lease["revoked_at"].is_string(), "{lease}");
 }
 
-/// Revoking the person's original lease ends every token exchanged from it,
-/// transitively, on another replica as soon as the call returns; a control
-/// chain stays active.
+/// Revoking the first lease of a chain (an agent acting for a person) ends
+/// every token exchanged from it, transitively, on another replica as soon
+/// as the call returns; a control chain stays active.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_original_lease_ends_the_whole_chain_on_another_replica() {
     let db = crate::harness::Database::fresh(Backend::Postgres).await;
@@ -328,42 +365,37 @@ async fn revoking_the_original_lease_ends_the_whole_chain_on_another_replica() {
     let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
     let f = fixture(&a, "acme").await;
     let idp = FakeIssuer::start().await;
-    let (agents, _) = setup(&a, &f, &idp, &["asst-agent", "asst-subagent"]).await;
-    // The person's own mayfly token (jwt-bearer with their id_token), then the chain.
-    let person = |who: &str| {
-        let t = id_token(&idp, &a, who);
-        let (a, resource) = (&a, f.resource.clone());
+    let (agents, _) = setup(&a, &f, &idp, &["asst-agent", "asst-subagent", "asst-subsubagent"]).await;
+    // A policy that names actors is for delegation only: the person's id_token
+    // alone, with no agent, gets no bare token of its own.
+    let res = a
+        .http
+        .post(a.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", id_token(&idp, &a, "alice@acme.test").as_str()),
+            ("resource", f.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // person → agent → sub-agent → sub-sub-agent.
+    let chain = |who: &'static str| {
+        let (a, f, idp, agents) = (&a, &f, &idp, agents.clone());
         async move {
-            let res = a
-                .http
-                .post(a.url("/oauth2/token"))
-                .form(&[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                    ("assertion", t.as_str()),
-                    ("resource", resource.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let body: Value = res.json().await.unwrap();
-            body["access_token"].as_str().unwrap().to_string()
-        }
-    };
-    let chain = |t0: String| {
-        let (a, agents) = (&a, agents.clone());
-        async move {
-            let (s, b1) = pass_on(a, &agents[0], &t0, &[]).await;
+            let t0 = agent_for(a, f, idp, &agents[0], who).await;
+            let (s, b1) = pass_on(a, &agents[1], &t0, &[]).await;
             assert_eq!(s, StatusCode::OK, "{b1}");
             let t1 = b1["access_token"].as_str().unwrap().to_string();
-            let (s, b2) = pass_on(a, &agents[1], &t1, &[]).await;
+            let (s, b2) = pass_on(a, &agents[2], &t1, &[]).await;
             assert_eq!(s, StatusCode::OK, "{b2}");
-            (t1, b2["access_token"].as_str().unwrap().to_string())
+            (t0, t1, b2["access_token"].as_str().unwrap().to_string())
         }
     };
-    let alice = person("alice@acme.test").await;
-    let (t1, t2) = chain(alice.clone()).await;
-    let bob = person("bob@acme.test").await;
-    let (_, bob_t2) = chain(bob).await;
+    let (alice, t1, t2) = chain("alice@acme.test").await;
+    let (_, _, bob_t2) = chain("bob@acme.test").await;
     let (s, _) = a
         .post(
             &f.admin,
