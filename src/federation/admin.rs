@@ -66,6 +66,8 @@ pub struct NewTrustPolicy {
     #[schema(max_length = 128)]
     pub client_id: Option<String>,
     /// Agent clients allowed to act for the subjects it matches.
+    /// Naming any makes the policy delegation-only: its subjects' tokens are
+    /// honoured for these agents, never exchanged for a bare token.
     #[serde(default)]
     #[schema(max_items = 100)]
     pub actors: Vec<String>,

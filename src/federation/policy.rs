@@ -54,6 +54,8 @@ pub struct TrustPolicy {
     /// The client this policy authenticates through private_key_jwt.
     pub client_id: Option<String>,
     /// Agent clients allowed to act for the subjects this policy matches.
+    /// Naming any makes the policy delegation-only: its subjects' tokens are
+    /// honoured for these agents, never exchanged for a bare token.
     #[sqlx(json)]
     pub actors: Vec<String>,
     pub created_at: DateTime<Utc>,
