@@ -25,26 +25,27 @@ use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
 use crate::leases::{Ledger, Revocations, Sweeper};
 use crate::storage::Store;
-use crate::tenants::{self, Authenticator, Directory};
-use crate::tokens::commit::IssueWriter;
+use crate::tenants::{self, Authenticator, Catalog, Directory};
 use crate::tokens::issuer::{Issuer, IssuerId, Lifetimes};
 use crate::tokens::validate::Verifier;
 
-/// The services the HTTP layer calls. Each is cheap to clone.
+/// The services the HTTP layer calls. axum clones the state for every
+/// request, so each service sits behind its own `Arc`: a clone is a dozen
+/// reference counts, not every service's parts.
 #[derive(Clone)]
 pub struct AppState {
-    pub issuer: Issuer,
-    pub verifier: Verifier,
-    pub keys: KeyService,
-    pub revocations: Revocations,
-    pub authn: Authenticator,
-    pub directory: Directory,
-    pub ledger: Ledger,
-    pub audit: AuditLog,
-    pub checkpoints: Checkpointer,
-    pub federation: Federation,
-    pub delegation: Delegation,
-    pub trust_policies: TrustPolicies,
+    pub issuer: Arc<Issuer>,
+    pub verifier: Arc<Verifier>,
+    pub keys: Arc<KeyService>,
+    pub revocations: Arc<Revocations>,
+    pub authn: Arc<Authenticator>,
+    pub directory: Arc<Directory>,
+    pub ledger: Arc<Ledger>,
+    pub audit: Arc<AuditLog>,
+    pub checkpoints: Arc<Checkpointer>,
+    pub federation: Arc<Federation>,
+    pub delegation: Arc<Delegation>,
+    pub trust_policies: Arc<TrustPolicies>,
     pub web: Arc<Web>,
 }
 
@@ -63,6 +64,7 @@ pub struct Web {
 
 /// Background work that runs beside the router.
 struct Background {
+    catalog: Arc<Catalog>,
     keys: KeyService,
     sweeper: Sweeper,
     authn: Authenticator,
@@ -185,10 +187,12 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         },
     };
 
+    // After bootstrap, so the admin and demo clients are in it from the start.
+    let catalog = Catalog::load(store.clone(), clock.clone()).await?;
     let issuer = Issuer::new(
         store.clone(),
+        catalog.clone(),
         keys.keyring().clone(),
-        IssueWriter::spawn(store.clone()),
         audit.clone(),
         clock.clone(),
         issuer_id.clone(),
@@ -200,35 +204,41 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         revocations.clone(),
         issuer_id.clone(),
         lifetimes,
+        catalog.clone(),
     );
     let federation = Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone());
     let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());
     let state = AppState {
-        delegation: Delegation::new(
+        delegation: Arc::new(Delegation::new(
             store.clone(),
             verifier.clone(),
             federation.clone(),
             audit.clone(),
             clock.clone(),
             issuer_id.clone(),
-        ),
-        federation,
-        trust_policies: TrustPolicies::new(
+        )),
+        federation: Arc::new(federation),
+        trust_policies: Arc::new(TrustPolicies::new(
             store.clone(),
             clock.clone(),
             directory.clone(),
             lifetimes.default_ttl,
             lifetimes.max_ttl,
-        ),
-        verifier,
-        authn: Authenticator::new(store.clone(), audit.clone(), clock.clone(), config.auth_failure_limit),
-        directory,
-        ledger: Ledger::new(store.clone(), clock.clone()),
-        issuer,
-        keys: keys.clone(),
-        revocations,
-        audit,
-        checkpoints: Checkpointer::new(store.clone(), checkpoint_key),
+        )),
+        verifier: Arc::new(verifier),
+        authn: Arc::new(Authenticator::new(
+            catalog.clone(),
+            audit.clone(),
+            clock.clone(),
+            config.auth_failure_limit,
+        )),
+        directory: Arc::new(directory),
+        ledger: Arc::new(Ledger::new(store.clone(), clock.clone())),
+        issuer: Arc::new(issuer),
+        keys: Arc::new(keys.clone()),
+        revocations: Arc::new(revocations),
+        audit: Arc::new(audit),
+        checkpoints: Arc::new(Checkpointer::new(store.clone(), checkpoint_key)),
         web: Arc::new(Web {
             ops_listen: config.metrics_listen,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -239,8 +249,9 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         }),
     };
     let background = Background {
-        authn: state.authn.clone(),
-        checkpoints: state.checkpoints.clone(),
+        catalog,
+        authn: (*state.authn).clone(),
+        checkpoints: (*state.checkpoints).clone(),
         clock: clock.clone(),
         keys,
         sweeper: Sweeper::new(store.clone(), clock, config.lease_retention, sweeper_wake),
@@ -276,6 +287,7 @@ pub async fn serve(
         ..
     } = prepared;
     let tasks = [
+        tokio::spawn(background.catalog.run()),
         tokio::spawn(background.keys.clone().run_refresh()),
         tokio::spawn(background.keys.run_schedule()),
         tokio::spawn(background.sweeper.run()),

@@ -83,6 +83,7 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     max_mints_per_second: None,
                     jwks: None,
                     delegates: None,
+                    catalog_version: None,
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -216,6 +217,7 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            catalog_version: None,
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);

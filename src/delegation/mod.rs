@@ -450,6 +450,7 @@ mod tests {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            catalog_version: None,
         }
     }
 

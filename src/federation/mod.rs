@@ -84,6 +84,7 @@ impl Federated {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            catalog_version: None,
         }
     }
 }

@@ -164,6 +164,7 @@ pub async fn sign_in(
     {
         Ok(issued) => issued,
         Err(MintError::Store(e)) => return Err(e.into()),
+        Err(MintError::Stale) => return Err(crate::storage::StoreError::Stale.into()),
         Err(_) => return Err(ApiError::forbidden("this client may not administer mayfly")),
     };
     let admin = admin_from_token(&state, &issued.access_token, origin).await?;

@@ -126,6 +126,7 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("the database is unavailable; retry shortly")
             }
             StoreError::Busy(m) => ApiError::unavailable(m),
+            StoreError::Stale => ApiError::unavailable(e.to_string()),
             other => ApiError::internal(other),
         }
     }
@@ -242,6 +243,7 @@ impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Busy(m) => OAuthError::new("temporarily_unavailable", m),
+            StoreError::Stale => OAuthError::new("temporarily_unavailable", e.to_string()),
             StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 OAuthError::new("temporarily_unavailable", "the database is unavailable; retry shortly")

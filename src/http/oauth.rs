@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::audit::Origin;
 use crate::delegation::{Actor, SubjectToken};
 use crate::federation::{Federated, Purpose, Refusal, jwt};
+use crate::storage::StoreError;
 use crate::tenants::{Client, ClientKind};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
@@ -187,6 +188,23 @@ async fn authenticate_any(
         (status = 400, response = OAuthBadRequest), (status = 401, response = OAuthInvalidClient),
         (status = 429, response = OAuthThrottled)))]
 pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthParams) -> Result<Response, OAuthError> {
+    // A mint decided on a catalog entry that changed underneath it is decided
+    // again from authentication on (the catalog has caught up by then). Only
+    // client credentials are replayed: other grants may spend single-use
+    // assertions, so their caller retries.
+    let replayable = params.get("grant_type") == Some(GRANT_CLIENT_CREDENTIALS);
+    for _ in 0..3 {
+        match mint(&state, &origin, &params).await? {
+            Some(res) => return Ok(res),
+            None if replayable => continue,
+            None => break,
+        }
+    }
+    Err(StoreError::Stale.into())
+}
+
+/// One attempt at `token`; None when the decision went stale.
+async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result<Option<Response>, OAuthError> {
     let grant_type = params
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
@@ -211,7 +229,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
     let (workflow, workload);
     let (client, issued_token_type) = match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
-            let (client, federated) = authenticate_any(&state, &params, &origin, resource).await?;
+            let (client, federated) = authenticate_any(state, params, origin, resource).await?;
             // A policy-vouched identity names the workload, and the workflow unless asked.
             if let Some(f) = &federated {
                 workflow = f.matched.workflow.clone();
@@ -272,7 +290,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                     if !has_client_auth {
                         return Err(OAuthError::invalid_client());
                     }
-                    let (client, _) = authenticate_any(&state, &params, &origin, resource).await?;
+                    let (client, _) = authenticate_any(state, params, origin, resource).await?;
                     if client.tenant_id != actor.client.tenant_id || client.client_id != actor.client.client_id {
                         return Err(invalid_grant(Refusal::Invalid(
                             "actor_token: not minted for the authenticated client".into(),
@@ -281,7 +299,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                     Some(actor)
                 }
                 _ if has_client_auth => {
-                    let (client, _) = authenticate_any(&state, &params, &origin, resource).await?;
+                    let (client, _) = authenticate_any(state, params, origin, resource).await?;
                     let workload = client.client_id.clone();
                     Some(Actor { client, workload })
                 }
@@ -303,7 +321,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                             actor,
                             resource,
                             request.expires_in,
-                            &origin,
+                            origin,
                         )
                         .await
                         .map_err(invalid_grant)?;
@@ -326,7 +344,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
                         .ok_or_else(|| OAuthError::invalid_request("`resource` (or `audience`) is required"))?;
                     let f = state
                         .federation
-                        .for_resource(token, resource, Purpose::Direct, &origin)
+                        .for_resource(token, resource, Purpose::Direct, origin)
                         .await
                         .map_err(invalid_grant)?;
                     super::record_span(&f.policy.tenant_id, None);
@@ -356,7 +374,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
     });
     let issued = match state
         .issuer
-        .mint(&client, resource, &request, &origin, &provenance)
+        .mint(&client, resource, &request, origin, &provenance)
         .await
     {
         Ok(issued) => issued,
@@ -372,6 +390,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
             });
         }
         Err(MintError::Store(e)) => return Err(e.into()),
+        Err(MintError::Stale) => return Ok(None),
     };
     let span = tracing::Span::current();
     span.record("workflow", issued.lease.workflow.as_str());
@@ -388,7 +407,7 @@ pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthP
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(res)
+    Ok(Some(res))
 }
 
 /// Is this token active? For `resource_server` clients of the token's

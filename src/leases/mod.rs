@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub mod ledger;
+pub mod probe;
 pub mod revocations;
 pub mod sweeper;
 
 pub use ledger::Ledger;
+pub use probe::LeaseProbe;
 pub use revocations::{Cover, Revocations};
 pub use sweeper::Sweeper;
 

@@ -31,24 +31,32 @@ impl Conn<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut prev = run!(self, c => sqlx::query_scalar::<_, String>(
+        let prev = run!(self, c => sqlx::query_scalar::<_, String>(
             "UPDATE audit_chain SET count = count + $1 WHERE id = 1 RETURNING head")
             .bind(events.len() as i64).fetch_one(c).await)?;
+        let mut links = Vec::with_capacity(events.len());
+        let mut head = prev;
         for e in events {
-            let hash = e.chain_hash(&prev);
-            run!(self, c => sqlx::query(concat!(
-                "INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"))
-                .bind(e.id).bind(e.at).bind(&e.action).bind(&e.outcome).bind(e.reason.as_deref())
-                .bind(e.tenant.as_deref()).bind(e.workflow.as_deref()).bind(e.workload.as_deref())
-                .bind(e.client_id.as_deref()).bind(e.actor.as_ref().map(Json)).bind(e.admin.as_ref().map(Json))
-                .bind(e.resource.as_deref()).bind(e.scopes.as_ref().map(Json)).bind(e.lease_id)
-                .bind(e.request_id.as_deref()).bind(e.source.as_deref()).bind(&prev).bind(&hash)
-                .execute(c).await.map(|r| r.rows_affected()))?;
-            prev = hash;
+            let hash = e.chain_hash(&head);
+            links.push((std::mem::replace(&mut head, hash.clone()), hash));
+        }
+        // 18 parameters a row: chunks stay under either backend's limit.
+        for (events, links) in events.chunks(1000).zip(links.chunks(1000)) {
+            run!(self, c => {
+                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
+                q.push_values(events.iter().zip(links), |mut row, (e, (prev, hash))| {
+                    row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
+                        .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
+                        .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())
+                        .push_bind(e.actor.as_ref().map(Json)).push_bind(e.admin.as_ref().map(Json))
+                        .push_bind(e.resource.as_deref()).push_bind(e.scopes.as_ref().map(Json)).push_bind(e.lease_id)
+                        .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(prev).push_bind(hash);
+                });
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
         run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1 WHERE id = 1")
-            .bind(&prev).execute(c).await.map(|r| r.rows_affected()))?;
+            .bind(&head).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 

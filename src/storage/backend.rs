@@ -8,6 +8,9 @@ use super::{Conn, ConnRef, Pool, Result, Store};
 
 /// The Postgres channel on which key changes are announced.
 const KEYS_CHANNEL: &str = "mayfly_keys";
+/// The channel on which the catalog triggers announce a tenant's new version
+/// (migrations/postgres/0003_catalog.sql).
+const CATALOG_CHANNEL: &str = "mayfly_catalog";
 
 impl Conn<'_> {
     /// The database's clock on Postgres (shared by every replica); on the
@@ -46,7 +49,7 @@ impl Conn<'_> {
     }
 }
 
-/// Notifications that the signing keys changed (Postgres only).
+/// Change notifications on one channel (Postgres only).
 pub struct KeyChanges(sqlx::postgres::PgListener);
 
 impl KeyChanges {
@@ -60,10 +63,20 @@ impl KeyChanges {
 impl Store {
     /// A listener for key changes on Postgres; None on SQLite.
     pub async fn key_changes(&self) -> Result<Option<KeyChanges>> {
+        self.listen(KEYS_CHANNEL).await
+    }
+
+    /// A listener for catalog changes (clients, secrets, resources) on
+    /// Postgres; None on SQLite, where this process makes every change.
+    pub async fn catalog_changes(&self) -> Result<Option<KeyChanges>> {
+        self.listen(CATALOG_CHANNEL).await
+    }
+
+    async fn listen(&self, channel: &str) -> Result<Option<KeyChanges>> {
         match &self.pool {
             Pool::Postgres(p) => {
                 let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
-                listener.listen(KEYS_CHANNEL).await?;
+                listener.listen(channel).await?;
                 Ok(Some(KeyChanges(listener)))
             }
             Pool::Sqlite(_) => Ok(None),

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Conn, Result, run};
+use super::{Conn, Result, StoreError, run};
 use crate::leases::Lease;
 
 /// The lease columns, as read (with the `l` alias).
@@ -51,7 +51,7 @@ pub struct LeaseFilter {
 }
 
 /// A lease with the first rule that revokes it, if any, read in one query.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LeaseStatus {
     #[sqlx(flatten)]
     pub lease: Lease,
@@ -80,6 +80,24 @@ impl Conn<'_> {
             "SELECT ", lease_columns!(), ", ", revoked_by!(), " FROM leases l
              WHERE l.id = $1 AND ($2 IS NULL OR l.tenant_id = $2)"))
             .bind(id).bind(tenant).fetch_one(c).await)?)
+    }
+
+    /// Several leases, each with the first rule revoking it, in one round
+    /// trip (the ones that exist; in no particular order).
+    pub async fn lease_statuses(&mut self, ids: &[Uuid]) -> Result<Vec<LeaseStatus>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(run!(self, c => {
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ", lease_columns!(), ", ", revoked_by!(), " FROM leases l WHERE l.id IN ("));
+            let mut list = q.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            q.build_query_as::<LeaseStatus>().fetch_all(c).await
+        })?)
     }
 
     /// Leases of `tenant` newest first. `active` is exact: a lease a rule
@@ -112,27 +130,49 @@ impl Conn<'_> {
     }
 
     /// Inserts leases and returns their database-assigned sequence numbers.
+    /// Inserts leases in one statement (and their links in one more) and
+    /// returns each lease's sequence number, in the order given.
     pub async fn insert_leases(&mut self, leases: &[Lease]) -> Result<Vec<i64>> {
-        let mut seqs = Vec::with_capacity(leases.len());
-        for l in leases {
-            let seq = run!(self, c => sqlx::query_scalar::<_, i64>(
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let numbered = run!(self, c => {
+            let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO leases (id, tenant_id, workflow, workload, client_id, actor, resource, scopes, kid,
-                                     issued_at, expires_at, source, request_id, federated, policy_id, parent_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq")
-                .bind(l.id).bind(&l.tenant_id).bind(&l.workflow).bind(&l.workload).bind(&l.client_id)
-                .bind(l.actor.as_ref().map(Json)).bind(&l.resource).bind(Json(&l.scopes)).bind(&l.kid)
-                .bind(l.issued_at).bind(l.expires_at).bind(l.source.as_deref()).bind(l.request_id.as_deref())
-                .bind(l.federated.as_ref().map(Json)).bind(l.policy_id).bind(l.parent_id)
-                .fetch_one(c).await)?;
-            seqs.push(seq);
-            for actor in &l.links.actors {
-                run!(self, c => sqlx::query("INSERT INTO lease_links (lease_id, actor) VALUES ($1, $2)")
-                    .bind(l.id).bind(actor).execute(c).await.map(|r| r.rows_affected()))?;
-            }
-            for ancestor in &l.links.ancestors {
-                run!(self, c => sqlx::query("INSERT INTO lease_links (lease_id, ancestor) VALUES ($1, $2)")
-                    .bind(l.id).bind(ancestor).execute(c).await.map(|r| r.rows_affected()))?;
-            }
+                                     issued_at, expires_at, source, request_id, federated, policy_id, parent_id) ");
+            q.push_values(leases, |mut row, l| {
+                row.push_bind(l.id).push_bind(&l.tenant_id).push_bind(&l.workflow).push_bind(&l.workload)
+                    .push_bind(&l.client_id).push_bind(l.actor.as_ref().map(Json)).push_bind(&l.resource)
+                    .push_bind(Json(&l.scopes)).push_bind(&l.kid).push_bind(l.issued_at).push_bind(l.expires_at)
+                    .push_bind(l.source.as_deref()).push_bind(l.request_id.as_deref())
+                    .push_bind(l.federated.as_ref().map(Json)).push_bind(l.policy_id).push_bind(l.parent_id);
+            });
+            q.push(" RETURNING id, seq");
+            q.build_query_as::<(Uuid, i64)>().fetch_all(c).await
+        })?;
+        // RETURNING promises no row order: match by id.
+        let by_id: std::collections::HashMap<Uuid, i64> = numbered.into_iter().collect();
+        let seqs = leases
+            .iter()
+            .map(|l| by_id.get(&l.id).copied())
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| StoreError::Corrupt("a lease insert returned no sequence number".into()))?;
+        let links: Vec<(Uuid, Option<&str>, Option<Uuid>)> = leases
+            .iter()
+            .flat_map(|l| {
+                let actors = l.links.actors.iter().map(|a| (l.id, Some(a.as_str()), None));
+                let ancestors = l.links.ancestors.iter().map(|a| (l.id, None, Some(*a)));
+                actors.chain(ancestors)
+            })
+            .collect();
+        if !links.is_empty() {
+            run!(self, c => {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO lease_links (lease_id, actor, ancestor) ");
+                q.push_values(&links, |mut row, (lease, actor, ancestor)| {
+                    row.push_bind(*lease).push_bind(*actor).push_bind(*ancestor);
+                });
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
         Ok(seqs)
     }

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// Too much admin reading at once, or a list query past its time.
     #[error("busy: {0}")]
     Busy(String),
+    /// A catalog version a decision was made on is no longer the stored one.
+    #[error("the clients or resources changed while the request was decided; retry")]
+    Stale,
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
     /// A stored value this build cannot read (a state or kind it does not know).

@@ -37,6 +37,15 @@ struct ClientSecretRow {
     secret_hash: Option<Vec<u8>>,
 }
 
+/// A client with one of its live secrets and when that secret expires.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CatalogClientRow {
+    #[sqlx(flatten)]
+    pub client: Client,
+    pub secret_hash: Option<Vec<u8>>,
+    pub secret_expires_at: Option<DateTime<Utc>>,
+}
+
 impl Conn<'_> {
     pub async fn get_tenant(&mut self, id: &str) -> Result<Tenant> {
         Ok(run!(self, c => sqlx::query_as::<_, Tenant>(concat!(
@@ -274,5 +283,56 @@ impl Conn<'_> {
         let digests = rows.iter().filter_map(|r| r.secret_hash.clone()).collect();
         let client = rows.into_iter().next().ok_or(StoreError::NotFound)?.client;
         Ok((client, digests))
+    }
+
+    /// Every tenant's catalog version (see migrations/*/0003_catalog.sql).
+    pub async fn catalog_versions(&mut self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            run!(self, c => sqlx::query_as::<_, (String, i64)>("SELECT tenant_id, version FROM catalog_versions")
+            .fetch_all(c).await)?,
+        )
+    }
+
+    /// One tenant's catalog version; 0 before anything of it was stored.
+    pub async fn catalog_version(&mut self, tenant: &str) -> Result<i64> {
+        Ok(
+            run!(self, c => sqlx::query_scalar::<_, i64>("SELECT version FROM catalog_versions WHERE tenant_id = $1")
+            .bind(tenant).fetch_optional(c).await)?
+            .unwrap_or(0),
+        )
+    }
+
+    /// A tenant's live clients, one row per live secret (or one with none).
+    pub async fn catalog_clients(&mut self, tenant: &str, now: DateTime<Utc>) -> Result<Vec<CatalogClientRow>> {
+        Ok(run!(self, c => sqlx::query_as::<_, CatalogClientRow>(concat!(
+            "SELECT ", client_columns!(), ", s.secret_hash, s.expires_at AS secret_expires_at
+             FROM clients c
+             LEFT JOIN client_secrets s ON s.client_id = c.client_id AND (s.expires_at IS NULL OR s.expires_at > $2)
+             WHERE c.tenant_id = $1 AND c.deleted_at IS NULL"))
+            .bind(tenant).bind(now).fetch_all(c).await)?)
+    }
+
+    /// Every resource of a tenant.
+    pub async fn catalog_resources(&mut self, tenant: &str) -> Result<Vec<Resource>> {
+        Ok(run!(self, c => sqlx::query_as::<_, Resource>(concat!(
+            "SELECT ", resource_columns!(), " FROM resources WHERE tenant_id = $1"))
+            .bind(tenant).fetch_all(c).await)?)
+    }
+
+    /// The catalog versions of some tenants (absent: 0).
+    pub async fn catalog_versions_of(&mut self, tenants: &[&str]) -> Result<std::collections::HashMap<String, i64>> {
+        if tenants.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows = run!(self, c => {
+            let mut q = sqlx::QueryBuilder::new("SELECT tenant_id, version FROM catalog_versions WHERE tenant_id IN (");
+            let mut list = q.separated(", ");
+            for t in tenants {
+                list.push_bind(*t);
+            }
+            q.push(")");
+            q.build_query_as::<(String, i64)>().fetch_all(c).await
+        })?;
+        Ok(rows.into_iter().collect())
     }
 }

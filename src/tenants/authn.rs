@@ -5,14 +5,14 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
 use super::brake::{Brake, FailureLog};
+use super::catalog::{Catalog, Checked};
 use super::{Client, secret};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
-use crate::storage::{Store, StoreError};
+use crate::storage::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -45,34 +45,15 @@ pub struct Credentials {
     pub secret: SecretString,
 }
 
-/// Checks one client's secret against its stored digests. Unknown, wrong
-/// and disabled all fail; the reason is for the audit log only.
-pub async fn check_secret(
-    store: &Store,
-    now: DateTime<Utc>,
-    client_id: &str,
-    presented: &SecretString,
-) -> Result<Client, AuthError> {
-    let found = store.read().await?.conn().client_for_auth(client_id, now).await;
-    let (client, digests) = match found {
-        Ok(found) => found,
-        Err(StoreError::NotFound) => {
-            // The same query ran; spend the same comparison, so timing does
-            // not reveal which ids exist.
-            let _ = secret::matches(presented, &[0u8; 32]);
-            return Err(AuthError::Failed(AuthFailure::UnknownClient, None));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // Check every live secret (at most two) without stopping at the first match.
-    let matched = digests.iter().fold(false, |ok, d| secret::matches(presented, d) | ok);
-    if !matched {
-        return Err(AuthError::Failed(AuthFailure::BadSecret, Some(Box::new(client))));
+/// Checks one client's secret against the catalog. Unknown, wrong and
+/// disabled all fail; the reason is for the audit log only.
+pub async fn check_secret(catalog: &Catalog, client_id: &str, presented: &SecretString) -> Result<Client, AuthError> {
+    match catalog.check_secret(client_id, presented).await? {
+        Checked::Valid(client) => Ok(client),
+        Checked::Unknown => Err(AuthError::Failed(AuthFailure::UnknownClient, None)),
+        Checked::BadSecret(client) => Err(AuthError::Failed(AuthFailure::BadSecret, Some(Box::new(client)))),
+        Checked::Disabled(client) => Err(AuthError::Failed(AuthFailure::Disabled, Some(Box::new(client)))),
     }
-    if client.disabled {
-        return Err(AuthError::Failed(AuthFailure::Disabled, Some(Box::new(client))));
-    }
-    Ok(client)
 }
 
 /// Why a caller is refused, in a form each error shape can take.
@@ -90,7 +71,7 @@ pub enum Refused {
 /// check, and aggregated audit events for failures (never the secret).
 #[derive(Clone)]
 pub struct Authenticator {
-    store: Store,
+    catalog: Arc<Catalog>,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     brake: Arc<Brake>,
@@ -98,9 +79,9 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, failure_limit: u32) -> Self {
+    pub fn new(catalog: Arc<Catalog>, audit: AuditLog, clock: Arc<dyn Clock>, failure_limit: u32) -> Self {
         Self {
-            store,
+            catalog,
             audit,
             clock,
             brake: Arc::new(Brake::new(failure_limit)),
@@ -115,7 +96,7 @@ impl Authenticator {
         if let Some(wait) = source.and_then(|ip| self.brake.braked(ip, &client_key, now)) {
             return Err(Refused::Throttled(wait));
         }
-        match check_secret(&self.store, now, &creds.client_id, &creds.secret).await {
+        match check_secret(&self.catalog, &creds.client_id, &creds.secret).await {
             Ok(client) => Ok(client),
             Err(AuthError::Failed(why, client)) => {
                 let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);

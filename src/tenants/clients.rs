@@ -230,6 +230,7 @@ impl Directory {
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
             jwks: body.jwks.map(check_jwks).transpose()?,
             delegates: None,
+            catalog_version: None,
         };
         let mut client = client;
         let secret = secret::generate();
@@ -256,7 +257,7 @@ impl Directory {
         tx.conn()
             .append_audit(&[client_event(caller, actions::CLIENT_CREATED, &client, now)])
             .await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         Ok((client, secret))
     }
 
@@ -356,7 +357,7 @@ impl Directory {
             event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
         }
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         if narrowed.is_some() {
             self.revocations.wake();
         }
@@ -394,7 +395,7 @@ impl Directory {
         let mut event = client_event(caller, actions::CLIENT_DELETED, &c, now);
         event.reason = Some(format!("revocation {}", rule.id));
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         self.revocations.wake();
         Ok(())
     }
@@ -438,7 +439,7 @@ impl Directory {
             event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
         }
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         if grace == 0 {
             self.revocations.wake();
         }

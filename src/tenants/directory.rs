@@ -10,6 +10,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::{
     Resource, SYSTEM_TENANT, Tenant, invalid, uri, validate_name, validate_resource_scopes, validate_tenant_id,
     validate_ttls,
@@ -18,7 +19,7 @@ use crate::audit::{AuditEvent, Caller, actions};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::leases::{Cover, Revocations, Selector};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, Tx};
 use crate::tokens::issuer::{IssuerId, Lifetimes};
 
 /// `POST /v1/tenants`.
@@ -117,6 +118,7 @@ pub struct Directory {
     pub(super) revocations: Revocations,
     pub(super) issuer: IssuerId,
     pub(super) lifetimes: Lifetimes,
+    pub(super) catalog: Arc<Catalog>,
 }
 
 impl Directory {
@@ -126,6 +128,7 @@ impl Directory {
         revocations: Revocations,
         issuer: IssuerId,
         lifetimes: Lifetimes,
+        catalog: Arc<Catalog>,
     ) -> Self {
         Self {
             store,
@@ -133,7 +136,19 @@ impl Directory {
             revocations,
             issuer,
             lifetimes,
+            catalog,
         }
+    }
+
+    /// Commits a change to a tenant's clients or resources, then brings this
+    /// replica's catalog up to it before the caller hears back (the others
+    /// hear of it by notification, and mint only on what the database holds).
+    pub(super) async fn commit(&self, tx: Tx, tenant: &str) -> Result<(), Error> {
+        tx.commit().await?;
+        if let Err(e) = self.catalog.catch_up(tenant).await {
+            tracing::warn!(error = %e, tenant, "committed, but cannot reload the catalog yet; polling will");
+        }
+        Ok(())
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Tenant, Error> {
@@ -246,7 +261,7 @@ impl Directory {
         event.tenant = Some(tenant.to_string());
         event.reason = Some(format!("revocation {}", rule.id));
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         self.revocations.wake();
         Ok(())
     }
@@ -294,7 +309,7 @@ impl Directory {
         })?;
         let event = Self::resource_event(caller, actions::RESOURCE_CREATED, &resource, now);
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         Ok(resource)
     }
 
@@ -348,7 +363,7 @@ impl Directory {
             .map_err(Error::or_not_found("resource"))?;
         let event = Self::resource_event(caller, actions::RESOURCE_UPDATED, &r, now);
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         Ok(r)
     }
 
@@ -364,7 +379,7 @@ impl Directory {
             .map_err(Error::or_not_found("resource"))?;
         let event = Self::resource_event(caller, actions::RESOURCE_DELETED, &r, now);
         tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
+        self.commit(tx, tenant).await?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod authn;
 pub mod brake;
+pub mod catalog;
 mod client_input;
 pub mod clients;
 pub mod directory;
@@ -11,6 +12,7 @@ pub mod secret;
 pub mod uri;
 
 pub use authn::{Authenticator, Credentials};
+pub use catalog::Catalog;
 pub use directory::Directory;
 
 use chrono::{DateTime, Utc};
@@ -122,6 +124,10 @@ pub struct Client {
     /// Agent clients allowed to act for this client's tokens (token exchange).
     #[sqlx(json(nullable))]
     pub delegates: Option<Vec<String>>,
+    /// The tenant's catalog version this client was read at, if it came
+    /// from the catalog: minting with it commits only while that holds.
+    #[sqlx(skip)]
+    pub catalog_version: Option<i64>,
 }
 
 impl Client {
@@ -339,6 +345,7 @@ mod tests {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            catalog_version: None,
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));

@@ -1,8 +1,16 @@
 //! Group commit for minting: concurrent mints hand their lease and audit
 //! event to one writer task, which commits whatever has queued up in one
-//! transaction and then answers each of them. A token is still returned only
-//! after its own lease is durable; under load many leases share one commit
-//! (and one turn of the audit-chain lock) instead of queueing for their own.
+//! transaction (one multi-row insert each for leases and events) and then
+//! answers each of them. A token is still returned only after its own lease
+//! is durable; under load many leases share one commit (and one turn of the
+//! audit-chain lock) instead of queueing for their own.
+//!
+//! A lease decided on the in-memory catalog carries the tenant's catalog
+//! version; inside the batch's transaction, after the chain lock (which every
+//! catalog change takes first), a lease whose version moved is left out and
+//! its request alone is told `Stale`. A batch that fails for any other reason
+//! than the database going away is split: each lease is tried on its own, so
+//! one bad lease fails only its own request.
 
 use std::sync::Arc;
 
@@ -15,27 +23,67 @@ use crate::storage::{Store, StoreError};
 /// Most leases committed in one transaction.
 pub const MAX_BATCH: usize = 256;
 
-/// Each request gets its lease's sequence number, or the batch's error.
-type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
+/// Each request gets its lease's sequence number, or its own or the batch's error.
+type Answer = Result<i64, Arc<StoreError>>;
+type Reply = oneshot::Sender<Answer>;
 
-/// Commits leases with their audit events, atomically. If the connection
+/// A lease to commit, its audit event, and the catalog version it was
+/// decided on (None: not decided on the catalog).
+struct Pending {
+    lease: Lease,
+    event: AuditEvent,
+    check: Option<i64>,
+}
+
+/// Commits the leases whose catalog versions still hold, with their audit
+/// events, atomically; the others are answered `Stale`. If the connection
 /// fails before the commit is sent (nothing can have been written), the
 /// batch is retried once on a fresh connection; a failed commit is not
 /// retried, since its outcome is unknown.
-async fn record(store: &Store, items: &[(Lease, AuditEvent)]) -> Result<Vec<i64>, StoreError> {
-    let leases: Vec<Lease> = items.iter().map(|(l, _)| l.clone()).collect();
-    let events: Vec<AuditEvent> = items.iter().map(|(_, e)| e.clone()).collect();
+async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreError> {
     let mut retried = false;
     loop {
         let staged = async {
             let mut tx = store.begin().await?;
-            let seqs = tx.conn().insert_leases(&leases).await?;
+            let mut tenants: Vec<&str> = items
+                .iter()
+                .filter(|p| p.check.is_some())
+                .map(|p| p.lease.tenant_id.as_str())
+                .collect();
+            tenants.sort_unstable();
+            tenants.dedup();
+            let current = match tenants.is_empty() {
+                true => Default::default(),
+                false => {
+                    tx.conn().lock_chain().await?;
+                    tx.conn().catalog_versions_of(&tenants).await?
+                }
+            };
+            let holds = |p: &Pending| {
+                p.check
+                    .is_none_or(|v| current.get(&p.lease.tenant_id).copied().unwrap_or(0) == v)
+            };
+            let (leases, events): (Vec<Lease>, Vec<AuditEvent>) = items
+                .iter()
+                .filter(|p| holds(p))
+                .map(|p| (p.lease.clone(), p.event.clone()))
+                .unzip();
+            let mut seqs = tx.conn().insert_leases(&leases).await?.into_iter();
             tx.conn().append_audit(&events).await?;
-            Ok::<_, StoreError>((tx, seqs))
+            let answers: Vec<Answer> = items
+                .iter()
+                .map(|p| match holds(p) {
+                    true => seqs
+                        .next()
+                        .ok_or_else(|| Arc::new(StoreError::Corrupt("lease batch lost a row".into()))),
+                    false => Err(Arc::new(StoreError::Stale)),
+                })
+                .collect();
+            Ok::<_, StoreError>((tx, answers))
         }
         .await;
         match staged {
-            Ok((tx, seqs)) => return tx.commit().await.map(|()| seqs),
+            Ok((tx, answers)) => return tx.commit().await.map(|()| answers),
             Err(e) if e.is_unavailable() && !retried => {
                 tracing::warn!(error = %e, "lease batch failed before commit; retrying once");
                 retried = true;
@@ -45,41 +93,66 @@ async fn record(store: &Store, items: &[(Lease, AuditEvent)]) -> Result<Vec<i64>
     }
 }
 
+/// Answers for a whole batch: if it failed for a reason of its own (not the
+/// database going away), each lease is tried alone so only the bad ones fail.
+async fn record_batch(store: &Store, items: &[Pending]) -> Vec<Answer> {
+    match record(store, items).await {
+        Ok(answers) => answers,
+        Err(e) if items.len() > 1 && !e.is_unavailable() => {
+            tracing::warn!(error = %e, size = items.len(), "lease batch failed; committing its leases one by one");
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                answers.push(match record(store, std::slice::from_ref(item)).await {
+                    Ok(mut one) => one.pop().unwrap_or_else(|| Err(Arc::new(StoreError::Stale))),
+                    Err(e) => Err(Arc::new(e)),
+                });
+            }
+            answers
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            items.iter().map(|_| Err(e.clone())).collect()
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IssueWriter {
-    queue: mpsc::Sender<(Lease, AuditEvent, Reply)>,
+    queue: mpsc::Sender<(Pending, Reply)>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("lease", &self.lease.id).finish()
+    }
 }
 
 impl IssueWriter {
     /// Starts the writer task; it ends when the last `IssueWriter` is dropped.
     pub fn spawn(store: Store) -> Self {
-        let (queue, mut rx) = mpsc::channel::<(Lease, AuditEvent, Reply)>(4 * MAX_BATCH);
+        let (queue, mut rx) = mpsc::channel::<(Pending, Reply)>(4 * MAX_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|(l, e, r)| ((l, e), r)).unzip();
-                let result = record(&store, &items).await.map_err(Arc::new);
+                let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                let answers = record_batch(&store, &items).await;
                 metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let _ = reply.send(match &result {
-                        Ok(seqs) => seqs
-                            .get(i)
-                            .copied()
-                            .ok_or_else(|| Arc::new(StoreError::Corrupt("lease batch lost a row".into()))),
-                        Err(e) => Err(e.clone()),
-                    });
+                for (answer, reply) in answers.into_iter().zip(replies) {
+                    let _ = reply.send(answer);
                 }
             }
         });
         Self { queue }
     }
 
-    /// Commits one lease with its audit event; returns, once it is durable,
+    /// Commits one lease with its audit event if the tenant's catalog
+    /// version is still `check` (when given); returns, once it is durable,
     /// the lease's sequence number.
-    pub async fn commit(&self, lease: Lease, event: AuditEvent) -> Result<i64, StoreError> {
+    pub async fn commit(&self, lease: Lease, event: AuditEvent, check: Option<i64>) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
-        self.queue.send((lease, event, tx)).await.map_err(|_| gone())?;
+        let pending = Pending { lease, event, check };
+        self.queue.send((pending, tx)).await.map_err(|_| gone())?;
         match rx.await.map_err(|_| gone())? {
             Ok(seq) => Ok(seq),
             // Shared by the whole batch: each request keeps the batch error's class.
@@ -87,6 +160,7 @@ impl IssueWriter {
                 StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
                 StoreError::NotFound => StoreError::NotFound,
                 StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
+                StoreError::Stale => StoreError::Stale,
                 other => StoreError::Corrupt(other.to_string()),
             })),
         }

@@ -16,7 +16,8 @@ use crate::clock::Clock;
 use crate::keys::Keyring;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
-use crate::tenants::{Client, uri};
+use crate::tenants::catalog::Found;
+use crate::tenants::{Catalog, Client, uri};
 
 #[derive(Debug)]
 pub struct Issued {
@@ -34,6 +35,10 @@ pub enum MintError {
     NoSigningKey,
     #[error("limit reached: {}", .0.what)]
     Limited(super::limits::Limited),
+    /// The client or resource changed while this mint was decided (another
+    /// request or replica changed it); the catalog has caught up: decide again.
+    #[error("the client or resource changed; decide again")]
+    Stale,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,7 +77,7 @@ pub struct Lifetimes {
 /// Mints tokens: the decision, the durable lease and audit event, the signature.
 #[derive(Clone)]
 pub struct Issuer {
-    store: Store,
+    catalog: Arc<Catalog>,
     limits: super::limits::Limits,
     keyring: Arc<Keyring>,
     writer: IssueWriter,
@@ -89,8 +94,8 @@ fn truncate(s: &str, max: usize) -> String {
 impl Issuer {
     pub fn new(
         store: Store,
+        catalog: Arc<Catalog>,
         keyring: Arc<Keyring>,
-        writer: IssueWriter,
         audit: AuditLog,
         clock: Arc<dyn Clock>,
         id: IssuerId,
@@ -98,9 +103,9 @@ impl Issuer {
     ) -> Self {
         Self {
             limits: super::limits::Limits::new(store.clone(), audit.clone(), clock.clone()),
-            store,
+            writer: IssueWriter::spawn(store),
+            catalog,
             keyring,
-            writer,
             audit,
             clock,
             id,
@@ -121,33 +126,31 @@ impl Issuer {
         self.writer.is_running()
     }
 
-    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<Target, MintError> {
+    /// The resource to mint for, and the catalog version it was read at
+    /// (None for the admin API, which is no catalog entry).
+    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<(Target, Option<i64>), MintError> {
         let canonical = uri::canonicalize(resource)
             .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
         if canonical == self.id.canonical {
-            return Ok(Target {
+            let target = Target {
                 canonical_uri: canonical,
                 scopes: TargetScopes::AdminApi,
                 default_ttl: self.lifetimes.default_ttl,
                 max_ttl: self.lifetimes.max_ttl,
-            });
+            };
+            return Ok((target, None));
         }
-        let found = self
-            .store
-            .read()
-            .await?
-            .conn()
-            .find_resource_by_uri(&client.tenant_id, &canonical)
-            .await;
-        match found {
-            Ok(r) => Ok(Target {
-                canonical_uri: canonical,
-                scopes: TargetScopes::Listed(r.scopes),
-                default_ttl: r.default_ttl_seconds,
-                max_ttl: r.max_ttl_seconds,
-            }),
-            Err(StoreError::NotFound) => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
-            Err(e) => Err(e.into()),
+        match self.catalog.resource(&client.tenant_id, &canonical).await? {
+            Some(Found { resource: r, version }) => Ok((
+                Target {
+                    canonical_uri: canonical,
+                    scopes: TargetScopes::Listed(r.scopes),
+                    default_ttl: r.default_ttl_seconds,
+                    max_ttl: r.max_ttl_seconds,
+                },
+                Some(version),
+            )),
+            None => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
         }
     }
 
@@ -161,18 +164,30 @@ impl Issuer {
         origin: &Origin,
         provenance: &Provenance,
     ) -> Result<Issued, MintError> {
+        let mut read_at = None;
         let decided = match resource {
             None => Err(MintError::Denied(Denial::InvalidRequest(
                 "`resource` (or `audience`) is required".into(),
             ))),
             Some(resource) => match self.resolve_target(client, resource).await {
-                Ok(target) => policy::decide(client, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied),
+                Ok((target, version)) => {
+                    read_at = version;
+                    policy::decide(client, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied)
+                }
                 Err(e) => Err(e),
             },
         };
         let decision = match decided {
             Ok(d) => d,
             Err(MintError::Denied(denial)) => {
+                // A denial read off a catalog entry that has since changed
+                // (a grant added through another replica) is decided again.
+                if let Some(read_at) = client.catalog_version {
+                    self.catalog.catch_up(&client.tenant_id).await?;
+                    if self.catalog.version(&client.tenant_id) != read_at {
+                        return Err(MintError::Stale);
+                    }
+                }
                 let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
                 event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
                 event.tenant = Some(client.tenant_id.clone());
@@ -245,8 +260,18 @@ impl Issuer {
         event.request_id = Some(origin.request_id.clone());
         event.source = Some(origin.source.clone());
 
+        // A client read from the catalog is committed only while the
+        // tenant's version is still the older of the two it was decided on.
+        let check = client.catalog_version.map(|v| read_at.map_or(v, |r| r.min(v)));
         let mut lease = lease;
-        lease.seq = self.writer.commit(lease.clone(), event).await?;
+        lease.seq = match self.writer.commit(lease.clone(), event, check).await {
+            Ok(seq) => seq,
+            Err(StoreError::Stale) => {
+                self.catalog.catch_up(&lease.tenant_id).await?;
+                return Err(MintError::Stale);
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         let scope = lease.scopes.join(" ");
         let claims = AccessClaims {
@@ -288,6 +313,7 @@ mod tests {
         store: Store,
         keys: KeyService,
         client: Client,
+        catalog: Arc<Catalog>,
         _dir: crate::testing::TempDir,
     }
 
@@ -315,6 +341,7 @@ mod tests {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            catalog_version: None,
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();
@@ -343,10 +370,11 @@ mod tests {
         .unwrap();
         c.insert_client(&client).await.unwrap();
         tx.commit().await.unwrap();
+        let catalog = Catalog::load(store.clone(), clock.clone()).await.unwrap();
         let issuer = Issuer::new(
             store.clone(),
+            catalog.clone(),
             keys.keyring().clone(),
-            IssueWriter::spawn(store.clone()),
             AuditLog::new(store.clone()),
             clock,
             IssuerId {
@@ -363,6 +391,7 @@ mod tests {
             store,
             keys,
             client,
+            catalog,
             _dir: dir,
         }
     }
@@ -430,5 +459,52 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event.action, actions::TOKEN_DENIED);
         assert_eq!(c.conn().last_lease_seq().await.unwrap(), 0);
+    }
+
+    /// The client is read from the catalog, then deleted in the database
+    /// before the mint commits (as through another replica whose notice has
+    /// not arrived): the lease writer leaves the lease out and the mint goes
+    /// back as stale; decided again, it is refused.
+    #[tokio::test]
+    async fn a_mint_decided_on_a_catalog_entry_changed_since_commits_nothing() {
+        let s = setup().await;
+        let mut client = s.client.clone();
+        client.catalog_version = Some(s.catalog.version("acme"));
+        assert!(client.catalog_version > Some(0));
+        let mut tx = s.store.begin().await.unwrap();
+        tx.conn()
+            .delete_client("acme", "acme-ci", s.client.created_at)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            s.catalog.version("acme"),
+            client.catalog_version.unwrap(),
+            "not caught up yet"
+        );
+
+        let mint = |client: Client| {
+            let issuer = s.issuer.clone();
+            async move {
+                let req = MintRequest {
+                    scope: Some("issues:read"),
+                    ..Default::default()
+                };
+                let resource = Some("https://mcp.acme.test/github");
+                issuer
+                    .mint(&client, resource, &req, &Origin::default(), &Provenance::default())
+                    .await
+            }
+        };
+        assert!(matches!(mint(client.clone()).await, Err(MintError::Stale)));
+        let mut c = s.store.read().await.unwrap();
+        assert_eq!(c.conn().last_lease_seq().await.unwrap(), 0, "no lease committed");
+        assert!(s.catalog.version("acme") > client.catalog_version.unwrap(), "caught up");
+        let fresh = s
+            .catalog
+            .check_secret("acme-ci", &secrecy::SecretString::from("x"))
+            .await
+            .unwrap();
+        assert!(matches!(fresh, crate::tenants::catalog::Checked::Unknown), "{fresh:?}");
     }
 }

@@ -11,7 +11,7 @@ use super::jws::{self, JwsError};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::keys::{KeyService, KeySet};
-use crate::leases::Lease;
+use crate::leases::{Lease, LeaseProbe};
 use crate::storage::{Store, StoreError};
 
 /// Allowance for verifiers' clocks on `nbf`.
@@ -134,7 +134,7 @@ pub fn judge(claims: Box<AccessClaims>, lease: Lease, revoked_by_rule: bool, now
 /// Checks mayfly's own tokens: offline, then against the lease and rules.
 #[derive(Clone)]
 pub struct Verifier {
-    store: Store,
+    leases: LeaseProbe,
     keys: KeyService,
     audit: AuditLog,
     issuer: String,
@@ -164,7 +164,7 @@ impl Verifier {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            store,
+            leases: LeaseProbe::spawn(store),
             keys,
             audit,
             issuer: issuer.url.clone(),
@@ -248,13 +248,12 @@ impl Verifier {
                 claims: Some(claims),
             });
         };
-        match self.store.read().await?.conn().lease_status(lease_id, None).await {
-            Ok(status) => Ok(judge(claims, status.lease, status.revoked_by.is_some(), now)),
-            Err(StoreError::NotFound) => Ok(Validity::Inactive {
+        match self.leases.status(lease_id).await? {
+            Some(status) => Ok(judge(claims, status.lease, status.revoked_by.is_some(), now)),
+            None => Ok(Validity::Inactive {
                 reason: Reason::UnknownLease,
                 claims: Some(claims),
             }),
-            Err(e) => Err(e),
         }
     }
 

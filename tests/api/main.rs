@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod audit_trail;
+mod catalog;
 mod cli;
 mod delegation;
 mod durability;

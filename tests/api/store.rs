@@ -68,6 +68,7 @@ fn client(tenant: &str, id: &str) -> Client {
         max_mints_per_second: None,
         jwks: None,
         delegates: None,
+        catalog_version: None,
     }
 }
 
