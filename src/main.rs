@@ -5,6 +5,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mayfly::config::{Config, ServeArgs};
 
+/// glibc's allocator spent a tenth of a mint's CPU under load (perf, see
+/// BENCHMARKS.md); mimalloc's per-thread heaps do not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mayfly",

@@ -31,11 +31,25 @@ impl Conn<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        let prev = run!(self, c => sqlx::query_scalar::<_, String>(
-            "UPDATE audit_chain SET count = count + $1 WHERE id = 1 RETURNING head")
-            .bind(events.len() as i64).fetch_one(c).await)?;
+        let head = self.lock_chain_head().await?;
+        self.append_audit_locked(head, events).await
+    }
+
+    /// Takes the chain-head row lock and returns the head hash: the first
+    /// step of every append (and the lock that orders catalog changes).
+    pub async fn lock_chain_head(&mut self) -> Result<String> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, String>(
+            "UPDATE audit_chain SET count = count WHERE id = 1 RETURNING head")
+            .fetch_one(c).await)?)
+    }
+
+    /// Appends events after `lock_chain_head` returned `head`, in this transaction.
+    pub async fn append_audit_locked(&mut self, head: String, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let mut links = Vec::with_capacity(events.len());
-        let mut head = prev;
+        let mut head = head;
         for e in events {
             let hash = e.chain_hash(&head);
             links.push((std::mem::replace(&mut head, hash.clone()), hash));
@@ -55,8 +69,8 @@ impl Conn<'_> {
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?;
         }
-        run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1 WHERE id = 1")
-            .bind(&head).execute(c).await.map(|r| r.rows_affected()))?;
+        run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = count + $2 WHERE id = 1")
+            .bind(&head).bind(events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 

@@ -177,6 +177,17 @@ impl Conn<'_> {
         Ok(seqs)
     }
 
+    /// Removes leases inserted earlier in this transaction (and their links).
+    pub async fn delete_uncommitted_leases(&mut self, ids: &[Uuid]) -> Result<()> {
+        for id in ids {
+            run!(self, c => sqlx::query("DELETE FROM lease_links WHERE lease_id = $1")
+                .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+            run!(self, c => sqlx::query("DELETE FROM leases WHERE id = $1")
+                .bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+        }
+        Ok(())
+    }
+
     /// The leases a lease was exchanged from, nearest first (its own links).
     pub async fn ancestors(&mut self, lease: Uuid) -> Result<Vec<Uuid>> {
         Ok(run!(self, c => sqlx::query_scalar::<_, Uuid>(

@@ -7,14 +7,14 @@
 //!
 //! A lease decided on the in-memory catalog carries the tenant's catalog
 //! version; inside the batch's transaction, after the chain lock (which every
-//! catalog change takes first), a lease whose version moved is left out and
-//! its request alone is told `Stale`. A batch that fails for any other reason
+//! catalog change takes first), a lease whose version moved is taken out
+//! again and its request alone is told `Stale`. A batch that fails for any other reason
 //! than the database going away is split: each lease is tried on its own, so
 //! one bad lease fails only its own request.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::audit::AuditEvent;
 use crate::leases::Lease;
@@ -22,6 +22,9 @@ use crate::storage::{Store, StoreError};
 
 /// Most leases committed in one transaction.
 pub const MAX_BATCH: usize = 256;
+/// Batches in flight at once: one commits while the next inserts its leases
+/// (they take the chain lock in turn).
+const IN_FLIGHT: usize = 2;
 
 /// Each request gets its lease's sequence number, or its own or the batch's error.
 type Answer = Result<i64, Arc<StoreError>>;
@@ -45,6 +48,11 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
     loop {
         let staged = async {
             let mut tx = store.begin().await?;
+            // Leases go in before the chain lock, so this batch's insert
+            // overlaps the commit of the batch ahead of it.
+            let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
+            let seqs = tx.conn().insert_leases(&leases).await?;
+            let head = tx.conn().lock_chain_head().await?;
             let mut tenants: Vec<&str> = items
                 .iter()
                 .filter(|p| p.check.is_some())
@@ -52,30 +60,21 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                 .collect();
             tenants.sort_unstable();
             tenants.dedup();
-            let current = match tenants.is_empty() {
-                true => Default::default(),
-                false => {
-                    tx.conn().lock_chain().await?;
-                    tx.conn().catalog_versions_of(&tenants).await?
-                }
-            };
+            // Read under the lock every catalog change takes first: exact.
+            let current = tx.conn().catalog_versions_of(&tenants).await?;
             let holds = |p: &Pending| {
                 p.check
                     .is_none_or(|v| current.get(&p.lease.tenant_id).copied().unwrap_or(0) == v)
             };
-            let (leases, events): (Vec<Lease>, Vec<AuditEvent>) = items
-                .iter()
-                .filter(|p| holds(p))
-                .map(|p| (p.lease.clone(), p.event.clone()))
-                .unzip();
-            let mut seqs = tx.conn().insert_leases(&leases).await?.into_iter();
-            tx.conn().append_audit(&events).await?;
+            let stale: Vec<uuid::Uuid> = items.iter().filter(|p| !holds(p)).map(|p| p.lease.id).collect();
+            tx.conn().delete_uncommitted_leases(&stale).await?;
+            let events: Vec<AuditEvent> = items.iter().filter(|p| holds(p)).map(|p| p.event.clone()).collect();
+            tx.conn().append_audit_locked(head, &events).await?;
             let answers: Vec<Answer> = items
                 .iter()
-                .map(|p| match holds(p) {
-                    true => seqs
-                        .next()
-                        .ok_or_else(|| Arc::new(StoreError::Corrupt("lease batch lost a row".into()))),
+                .zip(seqs)
+                .map(|(p, seq)| match holds(p) {
+                    true => Ok(seq),
                     false => Err(Arc::new(StoreError::Stale)),
                 })
                 .collect();
@@ -132,14 +131,23 @@ impl IssueWriter {
     pub fn spawn(store: Store) -> Self {
         let (queue, mut rx) = mpsc::channel::<(Pending, Reply)>(4 * MAX_BATCH);
         tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // While both slots are busy, more mints gather for the next batch.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                let answers = record_batch(&store, &items).await;
-                metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
-                for (answer, reply) in answers.into_iter().zip(replies) {
-                    let _ = reply.send(answer);
-                }
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let answers = record_batch(&store, &items).await;
+                    drop(slot);
+                    metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
+                    for (answer, reply) in answers.into_iter().zip(replies) {
+                        let _ = reply.send(answer);
+                    }
+                });
             }
         });
         Self { queue }
