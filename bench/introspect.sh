@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Introspection over many distinct tokens: 20,000 minted first, then a
+# resource_server client introspects them line by line (oha -Z), so every
+# request asks about a different lease.
+source "$(dirname "$0")/lib.sh"
+bench_setup
+TOKENS=${BENCH_TOKENS:-20000}
+echo "## introspection of $TOKENS distinct tokens (oha -c $CONNECTIONS -z $DURATION)"
+table_header
+for backend in $BACKENDS; do
+  mayfly_start "$backend"
+  resource_server
+  mint_tokens "$TOKENS" "$WORK/tokens"
+  check_active "$WORK/tokens"
+  load "introspect, $backend" -m POST -H "Authorization: $RS_AUTH" \
+    -H 'content-type: application/x-www-form-urlencoded' -Z "$WORK/tokens" "$BASE/oauth2/introspect"
+  mayfly_stop
+done
