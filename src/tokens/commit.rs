@@ -179,3 +179,68 @@ impl IssueWriter {
         !self.queue.is_closed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::audit::{Outcome, actions};
+    use crate::testing::temp_store;
+
+    fn lease(id: Uuid) -> Lease {
+        let now = crate::clock::truncate_micros(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));
+        Lease {
+            seq: 0,
+            id,
+            tenant_id: "acme".into(),
+            workflow: "release".into(),
+            workload: "ci".into(),
+            client_id: "acme-ci".into(),
+            actor: None,
+            resource: "https://mcp.acme.test/github".into(),
+            scopes: vec!["issues:read".into()],
+            kid: "k1".into(),
+            issued_at: now,
+            expires_at: now,
+            revoked_at: None,
+            revocation_id: None,
+            source: None,
+            request_id: None,
+            federated: None,
+            policy_id: None,
+            parent_id: None,
+            links: Default::default(),
+        }
+    }
+
+    fn event(at: chrono::DateTime<Utc>) -> AuditEvent {
+        AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, at)
+    }
+
+    /// Three leases reach the writer together; one reuses an id already
+    /// committed. Only that request fails; the other two commit, with their
+    /// audit events, in the batch's order.
+    #[tokio::test]
+    async fn one_bad_lease_fails_only_its_own_request() {
+        let (store, _dir) = temp_store().await;
+        let writer = IssueWriter::spawn(store.clone());
+        let taken = Uuid::now_v7();
+        let at = lease(taken).issued_at;
+        writer.commit(lease(taken), event(at), None).await.unwrap();
+
+        let (a, bad, b) = tokio::join!(
+            writer.commit(lease(Uuid::now_v7()), event(at), None),
+            writer.commit(lease(taken), event(at), None),
+            writer.commit(lease(Uuid::now_v7()), event(at), None),
+        );
+        assert!(matches!(bad, Err(StoreError::Conflict(_))), "{bad:?}");
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a > 1 && b > 1 && a != b);
+        let mut c = store.read().await.unwrap();
+        let (_, count) = c.conn().audit_head().await.unwrap();
+        assert_eq!(count, 3, "one event per committed lease");
+        assert_eq!(c.conn().last_lease_seq().await.unwrap(), a.max(b));
+    }
+}
