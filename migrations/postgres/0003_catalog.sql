@@ -7,6 +7,10 @@ CREATE TABLE catalog_versions (
     version   BIGINT NOT NULL
 );
 INSERT INTO catalog_versions (tenant_id, version) SELECT id, 1 FROM tenants;
+-- Bumped by every statement that changes the catalog, on the chain row a
+-- lease batch locks anyway: when it still equals what a replica's catalog
+-- was loaded at, no per-tenant check is needed.
+ALTER TABLE audit_chain ADD COLUMN catalog_seq BIGINT NOT NULL DEFAULT 0;
 
 -- Before any row changes, take the audit-chain row lock: a lease batch takes
 -- it first and then reads the versions, so a change is either committed
@@ -14,7 +18,7 @@ INSERT INTO catalog_versions (tenant_id, version) SELECT id, 1 FROM tenants;
 -- it before the row locks keeps one lock order (chain, then rows).
 CREATE FUNCTION catalog_lock() RETURNS trigger AS $$
 BEGIN
-    UPDATE audit_chain SET count = count WHERE id = 1;
+    UPDATE audit_chain SET catalog_seq = catalog_seq + 1 WHERE id = 1;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;

@@ -31,16 +31,25 @@ impl Conn<'_> {
         if events.is_empty() {
             return Ok(());
         }
-        let head = self.lock_chain_head().await?;
+        let (head, _) = self.lock_chain_head().await?;
         self.append_audit_locked(head, events).await
     }
 
-    /// Takes the chain-head row lock and returns the head hash: the first
-    /// step of every append (and the lock that orders catalog changes).
-    pub async fn lock_chain_head(&mut self) -> Result<String> {
-        Ok(run!(self, c => sqlx::query_scalar::<_, String>(
-            "UPDATE audit_chain SET count = count WHERE id = 1 RETURNING head")
+    /// Takes the chain-head row lock and returns the head hash and the
+    /// catalog sequence: the first step of every append (and the lock every
+    /// catalog change takes, so the sequence read here is current).
+    pub async fn lock_chain_head(&mut self) -> Result<(String, i64)> {
+        Ok(run!(self, c => sqlx::query_as::<_, (String, i64)>(
+            "UPDATE audit_chain SET count = count WHERE id = 1 RETURNING head, catalog_seq")
             .fetch_one(c).await)?)
+    }
+
+    /// The catalog sequence now (read before a tenant's catalog rows).
+    pub async fn catalog_seq(&mut self) -> Result<i64> {
+        Ok(
+            run!(self, c => sqlx::query_scalar::<_, i64>("SELECT catalog_seq FROM audit_chain WHERE id = 1")
+            .fetch_one(c).await)?,
+        )
     }
 
     /// Appends events after `lock_chain_head` returned `head`, in this transaction.
@@ -54,10 +63,19 @@ impl Conn<'_> {
             let hash = e.chain_hash(&head);
             links.push((std::mem::replace(&mut head, hash.clone()), hash));
         }
-        // 18 parameters a row: chunks stay under either backend's limit.
+        // On Postgres a batch (up to 1,000 events: 18 parameters a row stay
+        // under the limit) and the new head go in one statement, one round
+        // trip under the chain lock. SQLite allows no UPDATE inside WITH; it
+        // runs in-process, so the extra statement costs no round trip there.
+        let one_statement = matches!(self.0, super::ConnRef::Postgres(_)) && events.len() <= 1000;
         for (events, links) in events.chunks(1000).zip(links.chunks(1000)) {
             run!(self, c => {
-                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
+                let mut q = sqlx::QueryBuilder::new("");
+                if one_statement {
+                    q.push("WITH chain AS (UPDATE audit_chain SET head = ").push_bind(head.as_str())
+                        .push(", count = count + ").push_bind(events.len() as i64).push(" WHERE id = 1) ");
+                }
+                q.push(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
                 q.push_values(events.iter().zip(links), |mut row, (e, (prev, hash))| {
                     row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
                         .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
@@ -69,8 +87,10 @@ impl Conn<'_> {
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?;
         }
-        run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = count + $2 WHERE id = 1")
-            .bind(&head).bind(events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
+        if !one_statement {
+            run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = count + $2 WHERE id = 1")
+                .bind(&head).bind(events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
+        }
         Ok(())
     }
 

@@ -31,12 +31,41 @@ struct Entry {
     secrets: Vec<Secret>,
 }
 
-/// One tenant's clients and resources, as of `version`.
+/// What a catalog answer was read at: the tenant's version and the global
+/// catalog sequence (see migrations/*/0003_catalog.sql).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub tenant: i64,
+    pub global: i64,
+}
+
+impl Stamp {
+    /// The older of two readings, so a check against it holds only if both do.
+    pub fn older(self, other: Stamp) -> Stamp {
+        Stamp {
+            tenant: self.tenant.min(other.tenant),
+            global: self.global.min(other.global),
+        }
+    }
+}
+
+/// One tenant's clients and resources, as of `version` (and of the global
+/// sequence `global`, read before them).
 struct Part {
     version: i64,
+    global: i64,
     clients: HashMap<String, Entry>,
     /// By canonical URI.
     resources: HashMap<String, Resource>,
+}
+
+impl Part {
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            tenant: self.version,
+            global: self.global,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -65,7 +94,7 @@ impl Checked {
 /// A resource with the catalog version it was read at.
 pub struct Found {
     pub resource: Resource,
-    pub version: i64,
+    pub stamp: Stamp,
 }
 
 pub struct Catalog {
@@ -99,8 +128,8 @@ impl Catalog {
             .owners
             .get(client_id)
             .and_then(|t| snap.parts.get(t))
-            .and_then(|p| p.clients.get(client_id).map(|e| (p.version, e)));
-        let Some((version, entry)) = found else {
+            .and_then(|p| p.clients.get(client_id).map(|e| (p.stamp(), e)));
+        let Some((stamp, entry)) = found else {
             // Spend the same comparison, so timing does not tell which ids exist.
             let _ = secret::matches(presented, &[0u8; 32]);
             return Checked::Unknown;
@@ -113,7 +142,7 @@ impl Catalog {
             .filter(|s| s.expires_at.is_none_or(|at| at > now))
             .fold(false, |ok, s| secret::matches(presented, &s.digest) | ok);
         let mut client = entry.client.clone();
-        client.catalog_version = Some(version);
+        client.catalog_version = Some(stamp);
         if !matched {
             Checked::BadSecret(client)
         } else if client.disabled {
@@ -144,7 +173,7 @@ impl Catalog {
         let part = snap.parts.get(tenant)?;
         part.resources.get(canonical_uri).map(|r| Found {
             resource: r.clone(),
-            version: part.version,
+            stamp: part.stamp(),
         })
     }
 
@@ -160,7 +189,15 @@ impl Catalog {
 
     /// The version of `tenant`'s part held now (0: none).
     pub fn version(&self, tenant: &str) -> i64 {
-        self.snapshot().parts.get(tenant).map_or(0, |p| p.version)
+        self.stamp(tenant).tenant
+    }
+
+    /// What `tenant`'s part held now was read at (zeros: none).
+    pub fn stamp(&self, tenant: &str) -> Stamp {
+        self.snapshot()
+            .parts
+            .get(tenant)
+            .map_or(Stamp { tenant: 0, global: 0 }, |p| p.stamp())
     }
 
     /// Reloads `tenant` if the database holds a newer version of it.
@@ -190,8 +227,9 @@ impl Catalog {
 
     async fn load_part(&self, tenant: &str) -> Result<Part, StoreError> {
         let mut conn = self.store.read().await?;
-        // The version first: rows read after it are at least that new, so a
-        // part is never newer in name than in content.
+        // The sequence and version first: rows read after them are at least
+        // that new, so a part is never newer in name than in content.
+        let global = conn.conn().catalog_seq().await?;
         let version = conn.conn().catalog_version(tenant).await?;
         let rows = conn.conn().catalog_clients(tenant, self.clock.now()).await?;
         let resources = conn.conn().catalog_resources(tenant).await?;
@@ -210,6 +248,7 @@ impl Catalog {
         }
         Ok(Part {
             version,
+            global,
             clients,
             resources: resources.into_iter().map(|r| (r.canonical_uri.clone(), r)).collect(),
         })
@@ -227,7 +266,11 @@ impl Catalog {
             owners: state.owners.clone(),
         };
         for (tenant, part) in loaded {
-            if next.parts.get(&tenant).is_some_and(|p| p.version >= part.version) {
+            if next
+                .parts
+                .get(&tenant)
+                .is_some_and(|p| (p.version, p.global) >= (part.version, part.global))
+            {
                 continue;
             }
             if let Some(old) = next.parts.get(&tenant) {

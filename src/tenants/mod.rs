@@ -127,7 +127,7 @@ pub struct Client {
     /// The tenant's catalog version this client was read at, if it came
     /// from the catalog: minting with it commits only while that holds.
     #[sqlx(skip)]
-    pub catalog_version: Option<i64>,
+    pub catalog_version: Option<catalog::Stamp>,
 }
 
 impl Client {

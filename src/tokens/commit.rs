@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::audit::AuditEvent;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
+use crate::tenants::catalog::Stamp;
 
 /// Most leases committed in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -35,7 +36,7 @@ type Reply = oneshot::Sender<Answer>;
 struct Pending {
     lease: Lease,
     event: AuditEvent,
-    check: Option<i64>,
+    check: Option<Stamp>,
 }
 
 /// Commits the leases whose catalog versions still hold, with their audit
@@ -52,19 +53,22 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
             // overlaps the commit of the batch ahead of it.
             let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
             let seqs = tx.conn().insert_leases(&leases).await?;
-            let head = tx.conn().lock_chain_head().await?;
+            // Under the lock every catalog change takes first, the sequence
+            // read here is exact: if a decision's is still current, nothing
+            // in the catalog changed since; otherwise its tenant's version says.
+            let (head, global) = tx.conn().lock_chain_head().await?;
             let mut tenants: Vec<&str> = items
                 .iter()
-                .filter(|p| p.check.is_some())
+                .filter(|p| p.check.is_some_and(|s| s.global != global))
                 .map(|p| p.lease.tenant_id.as_str())
                 .collect();
             tenants.sort_unstable();
             tenants.dedup();
-            // Read under the lock every catalog change takes first: exact.
             let current = tx.conn().catalog_versions_of(&tenants).await?;
             let holds = |p: &Pending| {
-                p.check
-                    .is_none_or(|v| current.get(&p.lease.tenant_id).copied().unwrap_or(0) == v)
+                p.check.is_none_or(|s| {
+                    s.global == global || current.get(&p.lease.tenant_id).copied().unwrap_or(0) == s.tenant
+                })
             };
             let stale: Vec<uuid::Uuid> = items.iter().filter(|p| !holds(p)).map(|p| p.lease.id).collect();
             tx.conn().delete_uncommitted_leases(&stale).await?;
@@ -156,7 +160,7 @@ impl IssueWriter {
     /// Commits one lease with its audit event if the tenant's catalog
     /// version is still `check` (when given); returns, once it is durable,
     /// the lease's sequence number.
-    pub async fn commit(&self, lease: Lease, event: AuditEvent, check: Option<i64>) -> Result<i64, StoreError> {
+    pub async fn commit(&self, lease: Lease, event: AuditEvent, check: Option<Stamp>) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
         let pending = Pending { lease, event, check };

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::keys::Keyring;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
-use crate::tenants::catalog::Found;
+use crate::tenants::catalog::{Found, Stamp};
 use crate::tenants::{Catalog, Client, uri};
 
 #[derive(Debug)]
@@ -128,7 +128,7 @@ impl Issuer {
 
     /// The resource to mint for, and the catalog version it was read at
     /// (None for the admin API, which is no catalog entry).
-    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<(Target, Option<i64>), MintError> {
+    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<(Target, Option<Stamp>), MintError> {
         let canonical = uri::canonicalize(resource)
             .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
         if canonical == self.id.canonical {
@@ -141,14 +141,14 @@ impl Issuer {
             return Ok((target, None));
         }
         match self.catalog.resource(&client.tenant_id, &canonical).await? {
-            Some(Found { resource: r, version }) => Ok((
+            Some(Found { resource: r, stamp }) => Ok((
                 Target {
                     canonical_uri: canonical,
                     scopes: TargetScopes::Listed(r.scopes),
                     default_ttl: r.default_ttl_seconds,
                     max_ttl: r.max_ttl_seconds,
                 },
-                Some(version),
+                Some(stamp),
             )),
             None => Err(MintError::Denied(Denial::InvalidTarget("unknown resource".into()))),
         }
@@ -170,8 +170,8 @@ impl Issuer {
                 "`resource` (or `audience`) is required".into(),
             ))),
             Some(resource) => match self.resolve_target(client, resource).await {
-                Ok((target, version)) => {
-                    read_at = version;
+                Ok((target, stamp)) => {
+                    read_at = stamp;
                     policy::decide(client, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied)
                 }
                 Err(e) => Err(e),
@@ -184,7 +184,7 @@ impl Issuer {
                 // (a grant added through another replica) is decided again.
                 if let Some(read_at) = client.catalog_version {
                     self.catalog.catch_up(&client.tenant_id).await?;
-                    if self.catalog.version(&client.tenant_id) != read_at {
+                    if self.catalog.version(&client.tenant_id) != read_at.tenant {
                         return Err(MintError::Stale);
                     }
                 }
@@ -262,7 +262,7 @@ impl Issuer {
 
         // A client read from the catalog is committed only while the
         // tenant's version is still the older of the two it was decided on.
-        let check = client.catalog_version.map(|v| read_at.map_or(v, |r| r.min(v)));
+        let check = client.catalog_version.map(|v| read_at.map_or(v, |r| r.older(v)));
         let mut lease = lease;
         lease.seq = match self.writer.commit(lease.clone(), event, check).await {
             Ok(seq) => seq,
@@ -469,19 +469,16 @@ mod tests {
     async fn a_mint_decided_on_a_catalog_entry_changed_since_commits_nothing() {
         let s = setup().await;
         let mut client = s.client.clone();
-        client.catalog_version = Some(s.catalog.version("acme"));
-        assert!(client.catalog_version > Some(0));
+        let read_at = s.catalog.stamp("acme");
+        client.catalog_version = Some(read_at);
+        assert!(read_at.tenant > 0 && read_at.global > 0);
         let mut tx = s.store.begin().await.unwrap();
         tx.conn()
             .delete_client("acme", "acme-ci", s.client.created_at)
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        assert_eq!(
-            s.catalog.version("acme"),
-            client.catalog_version.unwrap(),
-            "not caught up yet"
-        );
+        assert_eq!(s.catalog.stamp("acme"), read_at, "not caught up yet");
 
         let mint = |client: Client| {
             let issuer = s.issuer.clone();
@@ -499,7 +496,7 @@ mod tests {
         assert!(matches!(mint(client.clone()).await, Err(MintError::Stale)));
         let mut c = s.store.read().await.unwrap();
         assert_eq!(c.conn().last_lease_seq().await.unwrap(), 0, "no lease committed");
-        assert!(s.catalog.version("acme") > client.catalog_version.unwrap(), "caught up");
+        assert!(s.catalog.version("acme") > read_at.tenant, "caught up");
         let fresh = s
             .catalog
             .check_secret("acme-ci", &secrecy::SecretString::from("x"))
