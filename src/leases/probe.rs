@@ -73,12 +73,6 @@ impl LeaseProbe {
         let (tx, rx) = oneshot::channel();
         let gone = || StoreError::Unavailable("the lease probe has stopped".into());
         self.queue.send((id, tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(|shared| {
-            Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
-                StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
-                StoreError::Busy(m) => StoreError::Busy(m.clone()),
-                other => StoreError::Corrupt(other.to_string()),
-            })
-        })
+        rx.await.map_err(|_| gone())?.map_err(StoreError::unshare)
     }
 }

@@ -90,6 +90,19 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// An error shared by every request of a batch, back as one request's
+    /// own: the same class (and so the same answer), the detail as text.
+    pub fn unshare(shared: std::sync::Arc<StoreError>) -> StoreError {
+        std::sync::Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
+            StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
+            StoreError::Busy(m) => StoreError::Busy(m.clone()),
+            StoreError::NotFound => StoreError::NotFound,
+            StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
+            StoreError::Stale => StoreError::Stale,
+            other => StoreError::Corrupt(other.to_string()),
+        })
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -165,17 +165,8 @@ impl IssueWriter {
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
         let pending = Pending { lease, event, check };
         self.queue.send((pending, tx)).await.map_err(|_| gone())?;
-        match rx.await.map_err(|_| gone())? {
-            Ok(seq) => Ok(seq),
-            // Shared by the whole batch: each request keeps the batch error's class.
-            Err(shared) => Err(Arc::try_unwrap(shared).unwrap_or_else(|e| match &*e {
-                StoreError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
-                StoreError::NotFound => StoreError::NotFound,
-                StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
-                StoreError::Stale => StoreError::Stale,
-                other => StoreError::Corrupt(other.to_string()),
-            })),
-        }
+        // Shared by the whole batch: each request keeps the batch error's class.
+        rx.await.map_err(|_| gone())?.map_err(StoreError::unshare)
     }
 
     /// False once the writer task has stopped (it would only on a panic).
@@ -194,28 +185,10 @@ mod tests {
     use crate::testing::temp_store;
 
     fn lease(id: Uuid) -> Lease {
-        let now = crate::clock::truncate_micros(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));
+        let at = crate::clock::truncate_micros(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000));
         Lease {
-            seq: 0,
             id,
-            tenant_id: "acme".into(),
-            workflow: "release".into(),
-            workload: "ci".into(),
-            client_id: "acme-ci".into(),
-            actor: None,
-            resource: "https://mcp.acme.test/github".into(),
-            scopes: vec!["issues:read".into()],
-            kid: "k1".into(),
-            issued_at: now,
-            expires_at: now,
-            revoked_at: None,
-            revocation_id: None,
-            source: None,
-            request_id: None,
-            federated: None,
-            policy_id: None,
-            parent_id: None,
-            links: Default::default(),
+            ..crate::testing::lease("acme", "release", at)
         }
     }
 
