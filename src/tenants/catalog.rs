@@ -204,7 +204,7 @@ impl Catalog {
     pub async fn catch_up(&self, tenant: &str) -> Result<(), StoreError> {
         let stored = self.store.read().await?.conn().catalog_version(tenant).await?;
         if stored != self.version(tenant) {
-            self.reload(&[tenant.to_string()]).await?;
+            self.reload(vec![(tenant.to_string(), stored)]).await?;
         }
         Ok(())
     }
@@ -214,13 +214,12 @@ impl Catalog {
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let stored = self.store.read().await?.conn().catalog_versions().await?;
         let snap = self.snapshot();
-        let moved: Vec<String> = stored
+        let moved: Vec<(String, i64)> = stored
             .into_iter()
             .filter(|(t, v)| snap.parts.get(t).is_none_or(|p| p.version != *v))
-            .map(|(t, _)| t)
             .collect();
         if !moved.is_empty() {
-            self.reload(&moved).await?;
+            self.reload(moved).await?;
         }
         Ok(())
     }
@@ -254,11 +253,18 @@ impl Catalog {
         })
     }
 
-    async fn reload(&self, tenants: &[String]) -> Result<(), StoreError> {
+    /// Loads the parts of tenants seen at a version; one reload at a time,
+    /// and a tenant some earlier reload already brought that far is skipped
+    /// (a change seen by many requests at once is loaded once).
+    async fn reload(&self, seen: Vec<(String, i64)>) -> Result<(), StoreError> {
         let _one = self.reloading.lock().await;
-        let mut loaded = Vec::with_capacity(tenants.len());
-        for tenant in tenants {
-            loaded.push((tenant.clone(), self.load_part(tenant).await?));
+        let mut loaded = Vec::with_capacity(seen.len());
+        for (tenant, version) in seen {
+            if self.version(&tenant) == version {
+                continue;
+            }
+            let part = self.load_part(&tenant).await?;
+            loaded.push((tenant, part));
         }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         let mut next = Snapshot {
