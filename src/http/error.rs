@@ -66,6 +66,12 @@ pub struct OAuthInvalidClient(#[to_schema] OAuthErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse
 pub struct OAuthThrottled(#[to_schema] OAuthErrorBody);
+/// `temporarily_unavailable`, with Retry-After: the database is going away,
+/// or (jwt-bearer, token exchange) the client or resource changed while the
+/// request was decided. Retry.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct OAuthUnavailable(#[to_schema] OAuthErrorBody);
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::{self, AdminScope, admin_from_token, bearer, client_credentials};
 use super::body::OAuthParams;
-use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled};
+use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable};
 use crate::app::AppState;
 use crate::audit::Origin;
 use crate::delegation::{Actor, SubjectToken};
@@ -186,7 +186,7 @@ async fn authenticate_any(
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "OK.", body = TokenResponse, headers(("Cache-Control" = String))),
         (status = 400, response = OAuthBadRequest), (status = 401, response = OAuthInvalidClient),
-        (status = 429, response = OAuthThrottled)))]
+        (status = 429, response = OAuthThrottled), (status = 503, response = OAuthUnavailable)))]
 pub async fn token(State(state): State<AppState>, origin: Origin, params: OAuthParams) -> Result<Response, OAuthError> {
     // A mint decided on a catalog entry that changed underneath it is decided
     // again from authentication on (the catalog has caught up by then). Only

@@ -7,8 +7,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{
-    BadRequest, Conflict, Forbidden, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, Unauthorized,
-    Unprocessable,
+    BadRequest, Conflict, Forbidden, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable,
+    Unauthorized, Unprocessable,
 };
 
 #[derive(OpenApi)]
@@ -35,7 +35,7 @@ whose scope is `mayfly:admin` or `mayfly:tenant:{tenant}:admin`.",
         (name = "operations"),
     ),
     components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
-        OAuthBadRequest, OAuthInvalidClient, OAuthThrottled)),
+        OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable)),
     modifiers(&AdminBearer),
 )]
 pub struct ApiDoc;
