@@ -25,6 +25,7 @@ use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
 use crate::leases::{Ledger, Revocations, Sweeper};
 use crate::storage::Store;
+use crate::tenants::brake::{Brake, FailureLog};
 use crate::tenants::{self, Authenticator, Catalog, Directory};
 use crate::tokens::issuer::{Issuer, IssuerId, Lifetimes};
 use crate::tokens::validate::Verifier;
@@ -206,11 +207,23 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         lifetimes,
         catalog.clone(),
     );
-    let federation = Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone());
+    // One brake and one failure log for every unauthenticated refusal:
+    // secrets, assertions and external tokens alike.
+    let brake = Arc::new(Brake::new(config.auth_failure_limit));
+    let failures = Arc::new(FailureLog::default());
+    let federation = Federation::new(
+        store.clone(),
+        catalog.clone(),
+        audit.clone(),
+        clock.clone(),
+        issuer_id.clone(),
+        (brake.clone(), failures.clone()),
+    );
     let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());
     let state = AppState {
         delegation: Arc::new(Delegation::new(
             store.clone(),
+            catalog.clone(),
             verifier.clone(),
             federation.clone(),
             audit.clone(),
@@ -230,7 +243,8 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             catalog.clone(),
             audit.clone(),
             clock.clone(),
-            config.auth_failure_limit,
+            brake,
+            failures,
         )),
         directory: Arc::new(directory),
         ledger: Arc::new(Ledger::new(store.clone(), clock.clone())),

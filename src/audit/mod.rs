@@ -15,6 +15,21 @@ pub use log::AuditLog;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Text an unauthenticated caller had a hand in, made fit for an event: at
+/// most `max` characters (an ellipsis marks the cut), control characters
+/// (terminal escapes, newlines that forge log lines) replaced.
+pub fn sanitize(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

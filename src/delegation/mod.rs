@@ -3,22 +3,24 @@
 //! `sub` is the subject, its `act` chain names the agent(s), outermost = the
 //! current actor. Who may act for whom is declared (a client's `delegates`, a
 //! trust policy's `actors`); along a chain, resource, scopes and lifetime only
-//! ever narrow; a chain is at most five deep and never loops. The decision is
-//! pure (`narrow`); this service gathers its inputs and audits refusals.
+//! ever narrow: an exchanged token never exceeds the subject token's own
+//! resource and scopes. A chain is at most five deep and never loops (the
+//! subject cannot come back as an actor). The decision is pure (`narrow`);
+//! this service gathers its inputs and audits refusals.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::federation::{Federated, Federation, Purpose, Refusal, jwt};
-use crate::leases::Links;
-use crate::storage::{Store, StoreError};
-use crate::tenants::{Client, Grant, uri};
+use crate::leases::{Lease, Links};
+use crate::storage::Store;
+use crate::tenants::{Catalog, Client, Grant, uri};
 use crate::tokens::claims::AccessClaims;
 use crate::tokens::issuer::{IssuerId, Provenance};
+use crate::tokens::terms::MintTerms;
 use crate::tokens::validate::{Validity, Verifier};
 
 /// The deepest actor chain allowed.
@@ -27,8 +29,13 @@ pub const MAX_DEPTH: usize = 5;
 /// Who acts: the authenticated client, or the holder of an actor token.
 #[derive(Debug, Clone)]
 pub struct Actor {
+    /// From the catalog, stamped: the delegated lease commits only while
+    /// the actor's client is as it was read.
     pub client: Client,
     pub workload: String,
+    /// The actor token's lease, when the actor presented one: the new token
+    /// descends from it too.
+    pub lease: Option<Box<Lease>>,
 }
 
 /// What the actor presents as the subject.
@@ -46,7 +53,7 @@ pub enum SubjectToken<'a> {
 #[derive(Debug, Clone)]
 pub struct Delegated {
     /// The actor as the minting client, with the narrowed grants and lifetime.
-    pub terms: Client,
+    pub terms: MintTerms,
     pub workflow: String,
     pub workload: String,
     pub provenance: Provenance,
@@ -121,6 +128,7 @@ pub fn narrow(subject_allows: &[Grant], actor: &Client, resource: &str) -> Resul
 #[derive(Clone)]
 pub struct Delegation {
     store: Store,
+    catalog: Arc<Catalog>,
     verifier: Verifier,
     federation: Federation,
     audit: AuditLog,
@@ -140,13 +148,15 @@ struct Subject {
     permits: Vec<String>,
     /// The subject's own client (a loop back to it is refused).
     client_id: Option<String>,
-    parent: Option<Uuid>,
+    /// The subject's lease, and what it is linked to.
+    parent: Option<(Box<Lease>, Links)>,
     federated: Option<Federated>,
 }
 
 impl Delegation {
     pub fn new(
         store: Store,
+        catalog: Arc<Catalog>,
         verifier: Verifier,
         federation: Federation,
         audit: AuditLog,
@@ -155,6 +165,7 @@ impl Delegation {
     ) -> Self {
         Self {
             store,
+            catalog,
             verifier,
             federation,
             audit,
@@ -179,8 +190,8 @@ impl Delegation {
 
     /// The actor of an `actor_token`: an active, undelegated mayfly token.
     pub async fn actor_from_token(&self, token: &str) -> Result<Actor, Refusal> {
-        let claims = match self.verifier.check(token).await? {
-            Validity::Active { claims, .. } => claims,
+        let (claims, lease) = match self.verifier.check(token).await? {
+            Validity::Active { claims, lease } => (claims, lease),
             Validity::Inactive { reason, .. } => return Err(refuse(format!("actor_token: {}", reason.as_str()))),
         };
         if claims.act.is_some() {
@@ -190,14 +201,14 @@ impl Delegation {
         Ok(Actor {
             client,
             workload: claims.sub,
+            lease: Some(lease),
         })
     }
 
     async fn client(&self, tenant: &str, client_id: &str) -> Result<Client, Refusal> {
-        match self.store.read().await?.conn().get_client(tenant, client_id).await {
-            Ok(c) if !c.disabled => Ok(c),
-            Ok(_) | Err(StoreError::NotFound) => Err(refuse("the actor is not an enabled client")),
-            Err(e) => Err(e.into()),
+        match self.catalog.client(Some(tenant), client_id).await? {
+            Some(c) if !c.disabled => Ok(c),
+            _ => Err(refuse("the actor is not an enabled client")),
         }
     }
 
@@ -206,33 +217,17 @@ impl Delegation {
             Validity::Active { claims, lease } => (claims, lease),
             Validity::Inactive { reason, .. } => return Err(refuse(format!("subject_token: {}", reason.as_str()))),
         };
-        // Its allowance: its own scopes on its own resource and, for a token
-        // its client holds for itself, what that client is granted on other
-        // resources. A delegated token carries nothing beyond itself: its
-        // client's grants belong to the actor, not to the person it acts for.
-        let own = Grant {
+        // Its allowance: its own scopes on its own resource, nothing more.
+        // Whatever else its client is granted belongs to that client, not to
+        // the token: a `jira` read token never becomes a `github` write one.
+        let grants = vec![Grant {
             resource: claims.aud.clone(),
             scopes: claims.scopes().map(str::to_string).collect(),
-        };
-        let delegated = claims.act.is_some();
-        let mut grants = vec![own];
-        let mut permits = Vec::new();
-        match self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_client(&claims.tenant, &claims.client_id)
-            .await
-        {
-            Ok(c) => {
-                if !delegated {
-                    grants.extend(c.grants.into_iter().filter(|g| g.resource != claims.aud));
-                }
-                permits = c.delegates.unwrap_or_default();
-            }
-            Err(StoreError::NotFound) => {
-                if let Some(policy_id) = lease.policy_id {
+        }];
+        let permits = match self.catalog.client(Some(&claims.tenant), &claims.client_id).await? {
+            Some(c) => c.delegates.unwrap_or_default(),
+            None => match lease.policy_id {
+                Some(policy_id) => {
                     let found = self
                         .store
                         .read()
@@ -240,13 +235,12 @@ impl Delegation {
                         .conn()
                         .get_policy(&claims.tenant, policy_id)
                         .await;
-                    if let Ok(p) = found {
-                        permits = p.actors;
-                    }
+                    found.map(|p| p.actors).unwrap_or_default()
                 }
-            }
-            Err(e) => return Err(e.into()),
-        }
+                None => Vec::new(),
+            },
+        };
+        let links = self.store.read().await?.conn().links(lease.id).await?;
         Ok(Subject {
             tenant: claims.tenant.clone(),
             workflow: claims.workflow.clone(),
@@ -256,7 +250,7 @@ impl Delegation {
             act: claims.act.clone(),
             permits,
             client_id: Some(claims.client_id.clone()),
-            parent: Some(lease.id),
+            parent: Some((lease, links)),
             federated: None,
         })
     }
@@ -358,10 +352,16 @@ impl Delegation {
             let why = "the actor is not allowed to act for this subject (delegates / actors)";
             return Err(self.deny(&tenant, &actor, why, origin).await);
         }
-        let (subs, clients) = chain_members(subject.act.as_ref());
+        // Everyone already in the chain: its actors, the subject itself, and
+        // the clients of every lease it descends from.
+        let (subs, mut clients) = chain_members(subject.act.as_ref());
+        clients.extend(subject.client_id.clone());
+        if let Some((_, links)) = &subject.parent {
+            clients.extend(links.clients.iter().cloned());
+        }
         if clients.contains(&actor.client.client_id)
             || subs.contains(&actor.workload)
-            || subject.client_id.as_deref() == Some(actor.client.client_id.as_str())
+            || actor.workload == subject.workload
         {
             return Err(self
                 .deny(&tenant, &actor, "the actor is already in the chain (a loop)", origin)
@@ -387,29 +387,43 @@ impl Delegation {
             Err(why) => return Err(self.deny(&tenant, &actor, &why, origin).await),
         };
         let act = extend_chain(&actor, subject.act.as_ref());
-        let (mut actors, _) = chain_members(Some(&act));
+        let (mut actors, actor_clients) = chain_members(Some(&act));
         actors.dedup();
-        let mut ancestors = Vec::new();
-        if let Some(parent) = subject.parent {
-            ancestors.push(parent);
-            ancestors.extend(self.store.read().await?.conn().ancestors(parent).await?);
+        let mut links = Links {
+            actors,
+            ..Links::default()
+        };
+        if let Some((lease, inherited)) = subject.parent.clone() {
+            links.inherit(&lease, inherited);
         }
-        let mut terms = actor.client.clone();
-        terms.grants = grants;
-        terms.workflows = vec![subject.workflow.clone()];
-        terms.max_ttl_seconds = terms.max_ttl_seconds.min(remaining);
+        if let Some(lease) = &actor.lease {
+            links.inherit(lease, Links::default());
+        }
+        for client in actor_clients {
+            if !links.clients.contains(&client) {
+                links.clients.push(client);
+            }
+        }
+        let mut max_ttl = actor.client.max_ttl_seconds.min(remaining);
         if let Some(f) = &subject.federated {
             // The policy's ceiling holds for its subjects, whoever acts for them.
-            terms.max_ttl_seconds = terms.max_ttl_seconds.min(f.policy.max_ttl_seconds);
+            max_ttl = max_ttl.min(f.policy.max_ttl_seconds);
         }
-        // The workload is the subject's, not one the actor chose.
-        terms.workload_pattern = None;
+        let terms = MintTerms {
+            workflows: vec![subject.workflow.clone()],
+            grants,
+            max_ttl_seconds: max_ttl,
+            // The workload is the subject's, not one the actor chose.
+            workload_pattern: None,
+            workload_verified: true,
+            ..MintTerms::of_client(&actor.client)
+        };
         let provenance = Provenance {
             federated: subject.federated.as_ref().map(Federated::provenance),
             policy_id: subject.federated.as_ref().map(|f| f.policy.id),
             actor: Some(act),
-            parent_id: subject.parent,
-            links: Links { actors, ancestors },
+            parent_id: subject.parent.as_ref().map(|(l, _)| l.id),
+            links,
         };
         Ok(Delegated {
             terms,
@@ -477,10 +491,12 @@ mod tests {
         let agent = Actor {
             client: client("agent", vec![]),
             workload: "agent/pod-1".into(),
+            lease: None,
         };
         let sub = Actor {
             client: client("sub-agent", vec![]),
             workload: "sub-agent".into(),
+            lease: None,
         };
         let first = extend_chain(&agent, None);
         let second = extend_chain(&sub, Some(&first));

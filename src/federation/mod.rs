@@ -21,8 +21,10 @@ use self::policy::{Matched, TrustPolicy};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::storage::{Store, StoreError};
-use crate::tenants::{Client, ClientKind, uri};
+use crate::tenants::brake::{Brake, FailureLog};
+use crate::tenants::{Catalog, Client, uri};
 use crate::tokens::issuer::IssuerId;
+use crate::tokens::terms::MintTerms;
 
 /// Longest lifetime accepted for a client's own assertion (RFC 7523 §3: short).
 const MAX_CLIENT_ASSERTION: i64 = 600;
@@ -41,6 +43,9 @@ pub enum Refusal {
     /// Safe to show: the condition that failed, never the token.
     #[error("{0}")]
     Invalid(String),
+    /// Failures from this source are over its budget: retry in this many seconds.
+    #[error("too many failed requests; retry in {0} s")]
+    Throttled(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,27 +69,22 @@ impl Federated {
         })
     }
 
-    /// The terms a token is minted on: the policy's grants and lifetime,
-    /// under the client the policy names or a client id of its own.
-    pub fn as_client(&self) -> Client {
+    /// The terms a token is minted on: the policy's grants, workflow and
+    /// lifetime, recorded under the client the policy is bound to (loaded
+    /// from the catalog: its stamp, state and rate limit hold) or, for a
+    /// policy bound to none, under a client id of the policy's own.
+    fn terms(&self, bound: Option<&Client>) -> MintTerms {
         let p = &self.policy;
-        Client {
-            client_id: p.client_id.clone().unwrap_or_else(|| format!("policy.{}", p.name)),
+        MintTerms {
             tenant_id: p.tenant_id.clone(),
-            name: p.name.clone(),
-            kind: ClientKind::Ci,
+            client_id: bound.map_or_else(|| format!("policy.{}", p.name), |c| c.client_id.clone()),
             workflows: vec![self.matched.workflow.clone()],
             grants: p.grants.clone(),
-            max_ttl_seconds: p.max_ttl_seconds,
-            disabled: false,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-            serves: None,
+            max_ttl_seconds: bound.map_or(p.max_ttl_seconds, |c| c.max_ttl_seconds.min(p.max_ttl_seconds)),
             workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            workload_verified: true,
+            max_mints_per_second: bound.and_then(|c| c.max_mints_per_second),
+            stamp: bound.and_then(|c| c.catalog_version),
         }
     }
 }
@@ -92,8 +92,11 @@ impl Federated {
 #[derive(Clone)]
 pub struct Federation {
     store: Store,
+    catalog: Arc<Catalog>,
     keys: IssuerKeys,
     audit: AuditLog,
+    brake: Arc<Brake>,
+    failures: Arc<FailureLog>,
     clock: Arc<dyn Clock>,
     issuer: IssuerId,
 }
@@ -103,26 +106,70 @@ fn refuse(why: impl Into<String>) -> Refusal {
 }
 
 impl Federation {
-    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, issuer: IssuerId) -> Self {
+    pub fn new(
+        store: Store,
+        catalog: Arc<Catalog>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        issuer: IssuerId,
+        failures: (Arc<Brake>, Arc<FailureLog>),
+    ) -> Self {
         Self {
             store,
+            catalog,
             keys: IssuerKeys::new(),
             audit,
+            brake: failures.0,
+            failures: failures.1,
             clock,
             issuer,
         }
     }
 
+    /// A refusal, audited. These callers are not authenticated: their
+    /// events are aggregated per source and tenant (the first written at
+    /// once, the rest counted), and a source over its failure budget is
+    /// answered 429 rather than given another verdict to learn from.
     async fn deny(&self, tenant: &str, client_id: Option<&str>, why: &str, origin: &Origin) -> Refusal {
-        let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+        let now = self.clock.now();
+        let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, now);
         event.reason = Some(format!("invalid_grant: {why}"));
         event.tenant = Some(tenant.to_string());
         event.client_id = client_id.map(str::to_string);
         event.request_id = Some(origin.request_id.clone());
         event.source = Some(origin.source.clone());
-        match self.audit.append(&[event]).await {
-            Ok(()) => refuse(why),
-            Err(e) => e.into(),
+        let Ok(ip) = origin.source.parse::<std::net::IpAddr>() else {
+            event.reason = event.reason.map(|r| crate::audit::sanitize(&r, 300));
+            return match self.audit.append(&[event]).await {
+                Ok(()) => refuse(why),
+                Err(e) => e.into(),
+            };
+        };
+        if let Some(first) = self.failures.note(ip, event)
+            && let Err(e) = self.audit.append(&[first]).await
+        {
+            return e.into();
+        }
+        metrics::counter!("mayfly_federation_refusals_total").increment(1);
+        match self.brake.record_failure(ip, &format!("federation:{tenant}"), now) {
+            Some(wait) => Refusal::Throttled(wait),
+            None => refuse(why),
+        }
+    }
+
+    /// The terms a federated token is minted on. A policy bound to a client
+    /// mints as that client only while it is enabled, under its catalog
+    /// stamp and its rate limit.
+    pub async fn terms(&self, f: &Federated, origin: &Origin) -> Result<MintTerms, Refusal> {
+        let Some(bound) = f.policy.client_id.as_deref() else {
+            return Ok(f.terms(None));
+        };
+        match self.catalog.client(Some(&f.policy.tenant_id), bound).await? {
+            Some(client) if !client.disabled => Ok(f.terms(Some(&client))),
+            _ => {
+                let why = format!("the client bound to policy {} is disabled or deleted", f.policy.name);
+                Err(self.deny(&f.policy.tenant_id, Some(bound), &why, origin).await)
+            }
         }
     }
 
@@ -252,13 +299,13 @@ impl Federation {
         let iss = token.claim_str("iss").unwrap_or_default().to_string();
         let now = self.clock.now();
         let named = client_id.unwrap_or(&iss);
-        let found = self.store.read().await?.conn().client_for_auth(named, now).await;
-        let client = match found {
-            Ok((client, _)) if !client.disabled => Some(client),
-            Ok(_) => return Err(failed()),
-            Err(StoreError::NotFound) if client_id.is_none() => None,
-            Err(StoreError::NotFound) => return Err(failed()),
-            Err(e) => return Err(e.into()),
+        // From the catalog, stamped: a lease minted on it commits only while
+        // the client is as it was read (a disable wins, on every replica).
+        let client = match self.catalog.client(None, named).await? {
+            Some(client) if !client.disabled => Some(client),
+            Some(_) => return Err(failed()),
+            None if client_id.is_none() => None,
+            None => return Err(failed()),
         };
         if let Some(client) = client {
             if iss == client.client_id {
@@ -295,10 +342,9 @@ impl Federation {
         drop(c);
         let federated = self.judge(&token, policies, &tenant, None, origin).await?;
         let bound = federated.policy.client_id.clone().unwrap_or_default();
-        let client = match self.store.read().await?.conn().get_client(&tenant, &bound).await {
-            Ok(client) if !client.disabled => client,
-            Ok(_) | Err(StoreError::NotFound) => return Err(failed()),
-            Err(e) => return Err(e.into()),
+        let client = match self.catalog.client(Some(&tenant), &bound).await? {
+            Some(client) if !client.disabled => client,
+            _ => return Err(failed()),
         };
         Ok((client, Some(federated)))
     }

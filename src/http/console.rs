@@ -159,7 +159,13 @@ pub async fn sign_in(
     let issuer = state.issuer.id().url.clone();
     let issued = match state
         .issuer
-        .mint(&client, Some(&issuer), &request, &origin, &Provenance::default())
+        .mint(
+            &crate::tokens::terms::MintTerms::of_client(&client),
+            Some(&issuer),
+            &request,
+            &origin,
+            &Provenance::default(),
+        )
         .await
     {
         Ok(issued) => issued,

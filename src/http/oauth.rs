@@ -20,6 +20,7 @@ use crate::storage::StoreError;
 use crate::tenants::{Client, ClientKind};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
+use crate::tokens::terms::MintTerms;
 use crate::tokens::validate::Introspecting;
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -141,6 +142,7 @@ fn is_id_jag_type(typ: &str) -> bool {
 fn invalid_grant(r: Refusal) -> OAuthError {
     match r {
         Refusal::Invalid(why) => OAuthError::new("invalid_grant", why),
+        Refusal::Throttled(wait) => OAuthError::throttled(wait),
         Refusal::Store(e) => e.into(),
     }
 }
@@ -176,6 +178,7 @@ async fn authenticate_any(
             Ok((client, federated))
         }
         Err(Refusal::Invalid(_)) => Err(OAuthError::invalid_client()),
+        Err(Refusal::Throttled(wait)) => Err(OAuthError::throttled(wait)),
         Err(Refusal::Store(e)) => Err(e.into()),
     }
 }
@@ -227,9 +230,10 @@ async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result
         || auth::basic_credentials(&params.headers).is_some();
     let mut provenance = Provenance::default();
     let (workflow, workload);
-    let (client, issued_token_type) = match grant_type {
+    let (terms, issued_token_type) = match grant_type {
         GRANT_CLIENT_CREDENTIALS => {
             let (client, federated) = authenticate_any(state, params, origin, resource).await?;
+            let mut terms = MintTerms::of_client(&client);
             // A policy-vouched identity names the workload, and the workflow unless asked.
             if let Some(f) = &federated {
                 workflow = f.matched.workflow.clone();
@@ -238,8 +242,9 @@ async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result
                 request.workload = Some(workload.as_str());
                 provenance.federated = Some(f.provenance());
                 provenance.policy_id = Some(f.policy.id);
+                terms.workload_verified = true;
             }
-            (client, None)
+            (terms, None)
         }
         GRANT_JWT_BEARER | GRANT_TOKEN_EXCHANGE => {
             if request.workflow.is_some() || request.workload.is_some() {
@@ -301,7 +306,11 @@ async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result
                 _ if has_client_auth => {
                     let (client, _) = authenticate_any(state, params, origin, resource).await?;
                     let workload = client.client_id.clone();
-                    Some(Actor { client, workload })
+                    Some(Actor {
+                        client,
+                        workload,
+                        lease: None,
+                    })
                 }
                 _ => None,
             };
@@ -354,7 +363,8 @@ async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result
                     request.workload = Some(workload.as_str());
                     provenance.federated = Some(f.provenance());
                     provenance.policy_id = Some(f.policy.id);
-                    (f.as_client(), issued)
+                    let terms = state.federation.terms(&f, origin).await.map_err(invalid_grant)?;
+                    (terms, issued)
                 }
             }
         }
@@ -370,13 +380,9 @@ async fn mint(state: &AppState, origin: &Origin, params: &OAuthParams) -> Result
         provenance
             .actor
             .as_ref()
-            .and(client.grants.first().map(|g| g.resource.as_str()))
+            .and(terms.grants.first().map(|g| g.resource.as_str()))
     });
-    let issued = match state
-        .issuer
-        .mint(&client, resource, &request, origin, &provenance)
-        .await
-    {
+    let issued = match state.issuer.mint(&terms, resource, &request, origin, &provenance).await {
         Ok(issued) => issued,
         Err(MintError::Denied(d)) => return Err(OAuthError::new(d.code(), d.message())),
         Err(MintError::NoSigningKey) => {

@@ -50,11 +50,37 @@ pub struct Lease {
     pub links: Links,
 }
 
-/// A delegated lease's actors (workloads) and ancestor leases.
+/// What a delegated lease is linked to, so that a rule reaching any of its
+/// chain reaches it: its actors (workloads), the leases it was exchanged
+/// from (the subject's and the actor token's, with theirs), the clients of
+/// those leases and of the actors, and the keys that signed those leases.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Links {
     pub actors: Vec<String>,
     pub ancestors: Vec<Uuid>,
+    pub clients: Vec<String>,
+    pub kids: Vec<String>,
+}
+
+impl Links {
+    /// Adds `other`'s links and `lease` itself (as an ancestor, with its
+    /// client and key), keeping each link once.
+    pub fn inherit(&mut self, lease: &Lease, other: Links) {
+        fn add<T: PartialEq>(to: &mut Vec<T>, items: impl IntoIterator<Item = T>) {
+            for item in items {
+                if !to.contains(&item) {
+                    to.push(item);
+                }
+            }
+        }
+        add(&mut self.ancestors, [lease.id]);
+        add(&mut self.clients, [lease.client_id.clone()]);
+        add(&mut self.kids, [lease.kid.clone()]);
+        add(&mut self.actors, other.actors);
+        add(&mut self.ancestors, other.ancestors);
+        add(&mut self.clients, other.clients);
+        add(&mut self.kids, other.kids);
+    }
 }
 
 /// What a revocation rule matches within its tenant.

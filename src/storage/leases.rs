@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Conn, Result, StoreError, run};
-use crate::leases::Lease;
+use crate::leases::{Lease, Links};
 
 /// The lease columns, as read (with the `l` alias).
 macro_rules! lease_columns {
@@ -17,8 +17,11 @@ macro_rules! lease_columns {
 }
 
 /// The first rule that revokes lease `l`, if any: one indexed probe per
-/// selector kind, plus one per actor and ancestor of a delegated token (a
-/// chain is at most five deep), whatever the number of live leases.
+/// selector kind, plus one per actor, ancestor, chain client and ancestor
+/// key of a delegated token (a chain is at most five deep), whatever the
+/// number of live leases. Whatever revokes an ancestor revokes its
+/// descendants: they share tenant, workflow and subject, and the ancestors'
+/// actors, clients and keys are linked.
 macro_rules! revoked_by {
     () => {
         "(SELECT r.id FROM revocations r
@@ -32,7 +35,11 @@ macro_rules! revoked_by {
                     (SELECT k.actor FROM lease_links k WHERE k.lease_id = l.id AND k.actor IS NOT NULL))
              OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref IN
                     (SELECT k.ancestor FROM lease_links k WHERE k.lease_id = l.id AND k.ancestor IS NOT NULL))
-             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
+             OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value IN
+                    (SELECT k.client FROM lease_links k WHERE k.lease_id = l.id AND k.client IS NOT NULL))
+             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid)
+             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value IN
+                    (SELECT k.kid FROM lease_links k WHERE k.lease_id = l.id AND k.kid IS NOT NULL)))
           LIMIT 1) AS revoked_by"
     };
 }
@@ -157,19 +164,24 @@ impl Conn<'_> {
             .map(|l| by_id.get(&l.id).copied())
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| StoreError::Corrupt("a lease insert returned no sequence number".into()))?;
-        let links: Vec<(Uuid, Option<&str>, Option<Uuid>)> = leases
+        // (lease, actor, ancestor, client, kid): one link a row.
+        type Row<'a> = (Uuid, Option<&'a str>, Option<Uuid>, Option<&'a str>, Option<&'a str>);
+        let links: Vec<Row<'_>> = leases
             .iter()
             .flat_map(|l| {
-                let actors = l.links.actors.iter().map(|a| (l.id, Some(a.as_str()), None));
-                let ancestors = l.links.ancestors.iter().map(|a| (l.id, None, Some(*a)));
-                actors.chain(ancestors)
+                let k = &l.links;
+                let actors = k.actors.iter().map(|a| (l.id, Some(a.as_str()), None, None, None));
+                let ancestors = k.ancestors.iter().map(|a| (l.id, None, Some(*a), None, None));
+                let clients = k.clients.iter().map(|c| (l.id, None, None, Some(c.as_str()), None));
+                let kids = k.kids.iter().map(|kid| (l.id, None, None, None, Some(kid.as_str())));
+                actors.chain(ancestors).chain(clients).chain(kids)
             })
             .collect();
         if !links.is_empty() {
             run!(self, c => {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO lease_links (lease_id, actor, ancestor) ");
-                q.push_values(&links, |mut row, (lease, actor, ancestor)| {
-                    row.push_bind(*lease).push_bind(*actor).push_bind(*ancestor);
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO lease_links (lease_id, actor, ancestor, client, kid) ");
+                q.push_values(&links, |mut row, (lease, actor, ancestor, client, kid)| {
+                    row.push_bind(*lease).push_bind(*actor).push_bind(*ancestor).push_bind(*client).push_bind(*kid);
                 });
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?;
@@ -188,11 +200,21 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// The leases a lease was exchanged from, nearest first (its own links).
-    pub async fn ancestors(&mut self, lease: Uuid) -> Result<Vec<Uuid>> {
-        Ok(run!(self, c => sqlx::query_scalar::<_, Uuid>(
-            "SELECT ancestor FROM lease_links WHERE lease_id = $1 AND ancestor IS NOT NULL")
-            .bind(lease).fetch_all(c).await)?)
+    /// A lease's links: the actors, ancestor leases, chain clients and
+    /// ancestor keys it was recorded with.
+    pub async fn links(&mut self, lease: Uuid) -> Result<Links> {
+        type Row = (Option<String>, Option<Uuid>, Option<String>, Option<String>);
+        let rows = run!(self, c => sqlx::query_as::<_, Row>(
+            "SELECT actor, ancestor, client, kid FROM lease_links WHERE lease_id = $1")
+            .bind(lease).fetch_all(c).await)?;
+        let mut links = Links::default();
+        for (actor, ancestor, client, kid) in rows {
+            links.actors.extend(actor);
+            links.ancestors.extend(ancestor);
+            links.clients.extend(client);
+            links.kids.extend(kid);
+        }
+        Ok(links)
     }
 
     /// Unexpired, unmarked leases of `tenant` (its live-lease limit).

@@ -76,7 +76,9 @@ pub struct NewRevocation<'a> {
 
 /// One SQL text per selector kind, sharing the lease-matching prefix. A
 /// workload rule also reaches tokens with that workload among their actors,
-/// and a lease rule the tokens exchanged from it (both through `lease_links`).
+/// a client or key rule the tokens with that client or key along their
+/// chain, and a lease rule the tokens exchanged from it (all through
+/// `lease_links`).
 /// Parameters: `$1` tenant ('' for keys), `$2` cutoff seq, `$3` now, `$4` the
 /// selector value, then whatever the statement adds.
 macro_rules! per_kind {
@@ -100,7 +102,8 @@ macro_rules! per_kind {
             ),
             concat!(
                 $head,
-                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND client_id = $4",
+                " tenant_id = $1 AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3
+                  AND (client_id = $4 OR id IN (SELECT lease_id FROM lease_links WHERE client = $4))",
                 $tail
             ),
             concat!(
@@ -111,7 +114,8 @@ macro_rules! per_kind {
             ),
             concat!(
                 $head,
-                " $1 = '' AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3 AND kid = $4",
+                " $1 = '' AND seq <= $2 AND revoked_at IS NULL AND expires_at > $3
+                  AND (kid = $4 OR id IN (SELECT lease_id FROM lease_links WHERE kid = $4))",
                 $tail
             ),
         ]

@@ -1,6 +1,7 @@
 //! Client authentication by secret. Unknown clients, wrong secrets and
 //! disabled clients all fail alike to the caller; the reason goes only to
-//! the audit log. Repeated failures are braked per source and client id.
+//! the audit log. A correct secret always passes; repeated failures are
+//! braked per source and client id, and their events aggregated.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -79,13 +80,19 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(catalog: Arc<Catalog>, audit: AuditLog, clock: Arc<dyn Clock>, failure_limit: u32) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        audit: AuditLog,
+        clock: Arc<dyn Clock>,
+        brake: Arc<Brake>,
+        failures: Arc<FailureLog>,
+    ) -> Self {
         Self {
             catalog,
             audit,
             clock,
-            brake: Arc::new(Brake::new(failure_limit)),
-            failures: Arc::new(FailureLog::default()),
+            brake,
+            failures,
         }
     }
 
@@ -93,10 +100,8 @@ impl Authenticator {
         let source: Option<IpAddr> = origin.source.parse().ok();
         let client_key: String = creds.client_id.chars().take(128).collect();
         let now = self.clock.now();
-        if let Some(wait) = source.and_then(|ip| self.brake.braked(ip, &client_key, now)) {
-            return Err(Refused::Throttled(wait));
-        }
         match check_secret(&self.catalog, &creds.client_id, &creds.secret).await {
+            // A correct secret passes whatever storm its client is under.
             Ok(client) => Ok(client),
             Err(AuthError::Failed(why, client)) => {
                 let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
@@ -116,7 +121,10 @@ impl Authenticator {
                 if let Some(first) = self.failures.note(ip, event) {
                     self.audit.append(&[first]).await?;
                 }
-                match self.brake.record_failure(ip, &client_key, now) {
+                // Guessed at already (this failure is past the limit), or the
+                // source past its budget across ids: answered 429.
+                let guessed = self.brake.braked(ip, &client_key, now);
+                match self.brake.record_failure(ip, &client_key, now).or(guessed) {
                     Some(wait) => Err(Refused::Throttled(wait)),
                     None => Err(Refused::Invalid),
                 }

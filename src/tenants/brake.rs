@@ -1,13 +1,14 @@
-//! The brake on guessing client secrets, and the aggregation of failure
-//! events. Both are in memory, per replica.
+//! The brake on failed authentications (client secrets, assertions, external
+//! tokens), and the aggregation of their audit events. Both are in memory,
+//! per replica.
 //!
-//! A client being guessed at from a source is refused even with its correct
-//! secret until the minute is over (so guessing cannot continue under cover
-//! of a valid secret). Nobody else is: a correct secret of a client that is
-//! not itself being guessed at always passes, so one noisy caller behind a
-//! shared NAT or proxy cannot lock out an office. An address over its
-//! budget across client ids gets its failures answered 429 instead of 401.
-//! IPv6 sources count per /64, the block one host typically controls.
+//! A correct credential always passes: secrets are 256-bit random, so a
+//! guess is hopeless, and refusing the right secret during a storm would let
+//! anyone behind the same NAT (a CI provider's runners) lock a known client
+//! out. Only failures are slowed: once a client is being guessed at from a
+//! source, or the source is over its budget across client ids, its failures
+//! are answered 429 instead of 401 until the minute is over. IPv6 sources
+//! count per /64, the block one host typically controls.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -87,52 +88,128 @@ impl Brake {
     }
 }
 
-/// One source and client id in one minute.
-type FailureKey = (i64, IpAddr, Option<String>);
+/// Distinct failure events one source may have written at once per minute;
+/// past it, its failures are only counted.
+pub const SOURCE_BUDGET: u32 = 20;
+/// Most (source, tenant, minute) entries held; past it failures are only
+/// counted in one total.
+const MAX_PENDING: usize = 10_000;
 
-/// Failure events, aggregated: the first per (source, client id, minute) is
-/// written at once; the rest of that minute are counted and written as one
-/// event when the minute is over. A storm costs a few events, not one per
-/// request under the audit-chain lock.
+/// What a failure is aggregated under within a source's minute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    /// The tenant the failure concerned (None: no tenant known, such as an
+    /// unknown client id) and its reason: written at once the first time in
+    /// the minute, within the source's budget.
+    Tenant(Option<String>, Option<String>),
+    /// Past the source's budget: counted, written when the minute closes.
+    OverBudget,
+}
+
+type FailureKey = (i64, IpAddr, Scope);
+
+#[derive(Debug, Default)]
+struct Pending {
+    entries: HashMap<FailureKey, (u32, AuditEvent)>,
+    /// (minute, source) → entries written at once.
+    written: HashMap<(i64, IpAddr), u32>,
+    /// Failures past `MAX_PENDING`, per minute.
+    untracked: HashMap<i64, u64>,
+}
+
+/// Failure events, aggregated: the first per (source, tenant, reason,
+/// minute) is written at once, up to `SOURCE_BUDGET` per source; the rest of
+/// that minute are counted and written as one event when the minute is
+/// over. A storm costs a bounded number of events, not one per request,
+/// however many client ids, issuers or tenants it names (a client id is not
+/// part of the key: an unknown one has no tenant); the attacker-chosen parts
+/// of an event's reason are bounded and stripped of control characters.
 #[derive(Debug, Default)]
 pub struct FailureLog {
-    pending: Mutex<HashMap<FailureKey, (u32, AuditEvent)>>,
+    pending: Mutex<Pending>,
 }
 
 impl FailureLog {
-    /// Notes a failure; returns the event to write now if it is the first of its minute.
-    pub fn note(&self, source: IpAddr, event: AuditEvent) -> Option<AuditEvent> {
-        let key = (minute(event.at), source_key(source), event.client_id.clone());
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get_mut(&key) {
-            Some((count, latest)) => {
-                *count += 1;
-                *latest = event;
-                None
-            }
-            None => {
-                pending.insert(key, (0, event.clone()));
-                Some(event)
-            }
+    /// Notes a failure; returns the event to write now if it is the first of
+    /// its kind this minute and the source is within its budget.
+    pub fn note(&self, source: IpAddr, mut event: AuditEvent) -> Option<AuditEvent> {
+        event.reason = event.reason.map(|r| crate::audit::sanitize(&r, 300));
+        let m = minute(event.at);
+        let ip = source_key(source);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (m, ip, Scope::Tenant(event.tenant.clone(), event.reason.clone()));
+        if let Some((count, latest)) = p.entries.get_mut(&key) {
+            *count += 1;
+            *latest = event;
+            return None;
         }
+        let over = p.written.get(&(m, ip)).copied().unwrap_or(0) >= SOURCE_BUDGET;
+        let key = if over { (m, ip, Scope::OverBudget) } else { key };
+        if let Some((count, latest)) = p.entries.get_mut(&key) {
+            *count += 1;
+            *latest = event;
+            return None;
+        }
+        if p.entries.len() >= MAX_PENDING {
+            *p.untracked.entry(m).or_default() += 1;
+            return None;
+        }
+        if over {
+            // Counted from one: the first is not written now either.
+            p.entries.insert(key, (1, event));
+            return None;
+        }
+        *p.written.entry((m, ip)).or_default() += 1;
+        p.entries.insert(key, (0, event.clone()));
+        Some(event)
     }
 
-    /// One event per (source, client id) for minutes before `now`'s that saw
-    /// more failures than the one already written.
+    /// One event per (source, tenant) for minutes before `now`'s that saw
+    /// more failures than the one already written, one per source over its
+    /// budget, and one for failures past the table's bound.
     pub fn drain_closed(&self, now: DateTime<Utc>) -> Vec<AuditEvent> {
         let current = minute(now);
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let closed: Vec<FailureKey> = pending.keys().filter(|(m, _, _)| *m < current).cloned().collect();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let closed: Vec<FailureKey> = p.entries.keys().filter(|(m, _, _)| *m < current).cloned().collect();
         let mut out = Vec::new();
         for key in closed {
-            if let Some((more, mut event)) = pending.remove(&key)
+            if let Some((more, mut event)) = p.entries.remove(&key)
                 && more > 0
             {
                 let why = event.reason.take().unwrap_or_default();
-                event.reason = Some(format!("{why}: {more} more failed authentications in this minute"));
+                event.reason = Some(match key.2 {
+                    Scope::Tenant(..) => format!("{why}: {more} more failed authentications in this minute"),
+                    Scope::OverBudget => format!(
+                        "{more} failed authentications in this minute past this source's budget of {SOURCE_BUDGET} events; last: {why}"
+                    ),
+                });
+                if key.2 == Scope::OverBudget {
+                    event.tenant = None;
+                    event.client_id = None;
+                }
                 event.id = uuid::Uuid::now_v7();
                 out.push(event);
             }
+        }
+        p.written.retain(|(m, _), _| *m >= current);
+        let untracked: Vec<(i64, u64)> = p
+            .untracked
+            .iter()
+            .filter(|(m, _)| **m < current)
+            .map(|(m, n)| (*m, *n))
+            .collect();
+        for (m, n) in untracked {
+            p.untracked.remove(&m);
+            let at = DateTime::from_timestamp(m * 60 + 59, 0).unwrap_or(now);
+            let mut event = AuditEvent::new(
+                crate::audit::actions::CLIENT_AUTH_FAILED,
+                crate::audit::Outcome::Denied,
+                at,
+            );
+            event.reason = Some(format!(
+                "{n} more failed authentications in this minute, from too many sources to itemise"
+            ));
+            out.push(event);
         }
         out
     }
@@ -192,6 +269,7 @@ mod tests {
         let event = |s| {
             let mut e = AuditEvent::new("client.auth_failed", Outcome::Denied, at(s));
             e.client_id = Some("ci".into());
+            e.tenant = Some("acme".into());
             e.reason = Some("bad_secret".into());
             e
         };
@@ -204,5 +282,46 @@ mod tests {
         assert_eq!(summary.len(), 1);
         assert!(summary[0].reason.as_deref().unwrap().contains("48 more failed"));
         assert!(log.drain_closed(at(200)).is_empty());
+    }
+
+    #[test]
+    fn rotating_client_ids_or_tenants_from_one_source_writes_a_bounded_number_of_events() {
+        let log = FailureLog::default();
+        let source: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut written = 0;
+        for i in 0..300 {
+            let mut e = AuditEvent::new("token.denied", Outcome::Denied, at(1));
+            // Unknown client ids carry no tenant: all one entry.
+            e.client_id = Some(format!("made-up-{i}"));
+            e.reason = Some("unknown_client\u{1b}[31m".into());
+            written += usize::from(log.note(source, e).is_some());
+            // Each of 300 tenants named once.
+            let mut e = AuditEvent::new("token.denied", Outcome::Denied, at(1));
+            e.tenant = Some(format!("t{i}"));
+            e.reason = Some("x".repeat(5000));
+            if let Some(e) = log.note(source, e) {
+                written += 1;
+                assert!(e.reason.unwrap().chars().count() <= 301, "bounded");
+            }
+        }
+        assert_eq!(written, SOURCE_BUDGET as usize, "the source's budget, then counts");
+        let summary = log.drain_closed(at(61));
+        let over: Vec<_> = summary
+            .iter()
+            .filter(|e| {
+                e.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("past this source's budget"))
+            })
+            .collect();
+        assert_eq!(over.len(), 1);
+        let counted = format!("{} failed", 300 - (SOURCE_BUDGET - 1));
+        assert!(
+            over[0].reason.as_deref().unwrap().starts_with(&counted),
+            "{:?}",
+            over[0].reason
+        );
+        assert!(summary.len() <= 2, "{summary:?}");
+        assert!(summary.iter().all(|e| !e.reason.as_deref().unwrap().contains('\u{1b}')));
     }
 }

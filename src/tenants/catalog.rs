@@ -168,6 +168,35 @@ impl Catalog {
         Ok(self.check_now(client_id, presented))
     }
 
+    fn client_now(&self, tenant: Option<&str>, client_id: &str) -> Option<Client> {
+        let snap = self.snapshot();
+        let owner = snap.owners.get(client_id)?;
+        if tenant.is_some_and(|t| t != owner) {
+            return None;
+        }
+        let part = snap.parts.get(owner)?;
+        let mut client = part.clients.get(client_id)?.client.clone();
+        client.catalog_version = Some(part.stamp());
+        Some(client)
+    }
+
+    /// A client by id (within `tenant` if given), stamped with the version
+    /// it was read at, disabled or not: the caller decides. A miss is
+    /// checked again after catching up with the database. A lease minted
+    /// under it commits only while that version holds (`tokens::commit`),
+    /// so a disable made through any replica stops it even when this
+    /// replica has not heard of the change yet.
+    pub async fn client(&self, tenant: Option<&str>, client_id: &str) -> Result<Option<Client>, StoreError> {
+        if let Some(found) = self.client_now(tenant, client_id) {
+            return Ok(Some(found));
+        }
+        match tenant {
+            Some(t) => self.catch_up(t).await?,
+            None => self.refresh().await?,
+        }
+        Ok(self.client_now(tenant, client_id))
+    }
+
     fn resource_now(&self, tenant: &str, canonical_uri: &str) -> Option<Found> {
         let snap = self.snapshot();
         let part = snap.parts.get(tenant)?;

@@ -11,13 +11,14 @@ use super::claims::AccessClaims;
 use super::commit::IssueWriter;
 use super::jws;
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
+use super::terms::MintTerms;
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::keys::Keyring;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
 use crate::tenants::catalog::{Found, Stamp};
-use crate::tenants::{Catalog, Client, uri};
+use crate::tenants::{Catalog, uri};
 
 #[derive(Debug)]
 pub struct Issued {
@@ -128,7 +129,7 @@ impl Issuer {
 
     /// The resource to mint for, and the catalog version it was read at
     /// (None for the admin API, which is no catalog entry).
-    async fn resolve_target(&self, client: &Client, resource: &str) -> Result<(Target, Option<Stamp>), MintError> {
+    async fn resolve_target(&self, tenant: &str, resource: &str) -> Result<(Target, Option<Stamp>), MintError> {
         let canonical = uri::canonicalize(resource)
             .map_err(|e| MintError::Denied(Denial::InvalidTarget(format!("invalid resource: {e}"))))?;
         if canonical == self.id.canonical {
@@ -140,7 +141,7 @@ impl Issuer {
             };
             return Ok((target, None));
         }
-        match self.catalog.resource(&client.tenant_id, &canonical).await? {
+        match self.catalog.resource(tenant, &canonical).await? {
             Some(Found { resource: r, stamp }) => Ok((
                 Target {
                     canonical_uri: canonical,
@@ -158,7 +159,7 @@ impl Issuer {
     /// audited before it is returned.
     pub async fn mint(
         &self,
-        client: &Client,
+        terms: &MintTerms,
         resource: Option<&str>,
         req: &MintRequest<'_>,
         origin: &Origin,
@@ -169,10 +170,10 @@ impl Issuer {
             None => Err(MintError::Denied(Denial::InvalidRequest(
                 "`resource` (or `audience`) is required".into(),
             ))),
-            Some(resource) => match self.resolve_target(client, resource).await {
+            Some(resource) => match self.resolve_target(&terms.tenant_id, resource).await {
                 Ok((target, stamp)) => {
                     read_at = stamp;
-                    policy::decide(client, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied)
+                    policy::decide(terms, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied)
                 }
                 Err(e) => Err(e),
             },
@@ -182,16 +183,16 @@ impl Issuer {
             Err(MintError::Denied(denial)) => {
                 // A denial read off a catalog entry that has since changed
                 // (a grant added through another replica) is decided again.
-                if let Some(read_at) = client.catalog_version {
-                    self.catalog.catch_up(&client.tenant_id).await?;
-                    if self.catalog.version(&client.tenant_id) != read_at.tenant {
+                if let Some(read_at) = terms.stamp {
+                    self.catalog.catch_up(&terms.tenant_id).await?;
+                    if self.catalog.version(&terms.tenant_id) != read_at.tenant {
                         return Err(MintError::Stale);
                     }
                 }
                 let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
                 event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
-                event.tenant = Some(client.tenant_id.clone());
-                event.client_id = Some(client.client_id.clone());
+                event.tenant = Some(terms.tenant_id.clone());
+                event.client_id = Some(terms.client_id.clone());
                 event.workflow = req.workflow.map(|w| truncate(w, 128));
                 event.workload = req.workload.map(|w| truncate(w, 256));
                 event.resource = resource.map(|r| truncate(r, 2048));
@@ -204,7 +205,7 @@ impl Issuer {
             Err(e) => return Err(e),
         };
         let resource = resource.unwrap_or_default();
-        if let Err(limited) = self.limits.admit(client, origin).await? {
+        if let Err(limited) = self.limits.admit(terms, origin).await? {
             return Err(MintError::Limited(limited));
         }
 
@@ -215,10 +216,10 @@ impl Issuer {
         let lease = Lease {
             seq: 0,
             id: Uuid::now_v7(),
-            tenant_id: client.tenant_id.clone(),
+            tenant_id: terms.tenant_id.clone(),
             workflow: decision.workflow,
             workload: decision.workload,
-            client_id: client.client_id.clone(),
+            client_id: terms.client_id.clone(),
             actor: provenance.actor.clone(),
             resource: resource.to_string(),
             scopes: decision.scopes,
@@ -260,9 +261,12 @@ impl Issuer {
         event.request_id = Some(origin.request_id.clone());
         event.source = Some(origin.source.clone());
 
-        // A client read from the catalog is committed only while the
-        // tenant's version is still the older of the two it was decided on.
-        let check = client.catalog_version.map(|v| read_at.map_or(v, |r| r.older(v)));
+        // Terms and resource read from the catalog commit only while the
+        // tenant's version is still the older of those they were decided on.
+        let check = match (terms.stamp, read_at) {
+            (Some(a), Some(b)) => Some(a.older(b)),
+            (a, b) => a.or(b),
+        };
         let mut lease = lease;
         lease.seq = match self.writer.commit(lease.clone(), event, check).await {
             Ok(seq) => seq,
@@ -305,7 +309,7 @@ mod tests {
 
     use super::*;
     use crate::keys::KeyService;
-    use crate::tenants::{ClientKind, Grant, Resource, Tenant};
+    use crate::tenants::{Client, ClientKind, Grant, Resource, Tenant};
     use crate::testing::temp_store;
 
     struct Setup {
@@ -402,7 +406,7 @@ mod tests {
         let issued = s
             .issuer
             .mint(
-                &s.client,
+                &MintTerms::of_client(&s.client),
                 Some("https://MCP.acme.test/github/"),
                 &MintRequest {
                     scope: Some("issues:read issues:write"),
@@ -441,7 +445,7 @@ mod tests {
         let err = s
             .issuer
             .mint(
-                &s.client,
+                &MintTerms::of_client(&s.client),
                 Some("https://mcp.acme.test/jira"),
                 &MintRequest::default(),
                 &Origin::default(),
@@ -489,7 +493,13 @@ mod tests {
                 };
                 let resource = Some("https://mcp.acme.test/github");
                 issuer
-                    .mint(&client, resource, &req, &Origin::default(), &Provenance::default())
+                    .mint(
+                        &MintTerms::of_client(&client),
+                        resource,
+                        &req,
+                        &Origin::default(),
+                        &Provenance::default(),
+                    )
                     .await
             }
         };
@@ -503,5 +513,39 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(fresh, crate::tenants::catalog::Checked::Unknown), "{fresh:?}");
+    }
+
+    /// Terms no catalog client stands behind (a trust policy bound to none)
+    /// still commit only while the resource they were decided on holds.
+    #[tokio::test]
+    async fn a_mint_without_a_client_stamp_still_checks_the_resource_it_read() {
+        let s = setup().await;
+        let terms = MintTerms {
+            client_id: "policy.pods".into(),
+            stamp: None,
+            workload_verified: true,
+            ..MintTerms::of_client(&s.client)
+        };
+        let found = s
+            .catalog
+            .resource("acme", "https://mcp.acme.test/github")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut tx = s.store.begin().await.unwrap();
+        tx.conn().delete_resource("acme", found.resource.id).await.unwrap();
+        tx.commit().await.unwrap();
+        let req = MintRequest {
+            workload: Some("k8s:triage"),
+            ..Default::default()
+        };
+        let resource = Some("https://mcp.acme.test/github");
+        let minted = s
+            .issuer
+            .mint(&terms, resource, &req, &Origin::default(), &Provenance::default())
+            .await;
+        assert!(matches!(minted, Err(MintError::Stale)), "{minted:?}");
+        let mut c = s.store.read().await.unwrap();
+        assert_eq!(c.conn().last_lease_seq().await.unwrap(), 0, "no lease committed");
     }
 }

@@ -1,8 +1,10 @@
 //! Noisy-neighbour limits: a tenant's live leases, and mints per second per
 //! tenant and per client. Rates are token buckets per replica (N replicas
 //! allow up to N times the rate); the live-lease count is read from the
-//! database at most once a second per limited tenant and counted locally in
-//! between, so it may overshoot by what other replicas minted in that second.
+//! database at most once a second per limited tenant (by one request while
+//! the others wait) and counted locally in between, a slot taken before any
+//! await, so one replica never overshoots; several may by what the others
+//! minted in that second.
 //! Past a limit a mint answers 429 with Retry-After; the refusal is audited
 //! once per minute per client and limit, not per request.
 
@@ -10,10 +12,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::terms::MintTerms;
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::storage::{Store, StoreError};
-use crate::tenants::Client;
 
 /// How long a tenant's limits and live-lease count are trusted.
 const FRESH: Duration = Duration::from_secs(1);
@@ -63,6 +65,8 @@ pub struct Limits {
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    /// One read of a tenant's limits at a time (a burst reads once).
+    reading: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
     audited: Arc<Mutex<HashSet<Refusal>>>,
 }
@@ -74,20 +78,38 @@ impl Limits {
             audit,
             clock,
             tenants: Arc::default(),
+            reading: Arc::default(),
             buckets: Arc::default(),
             audited: Arc::default(),
         }
     }
 
-    async fn tenant(&self, tenant: &str) -> Result<TenantState, StoreError> {
+    fn cached(&self, tenant: &str) -> Option<TenantState> {
         let now = Instant::now();
-        let cached = self
-            .tenants
+        self.tenants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(tenant)
-            .cloned();
-        if let Some(t) = cached.filter(|t| now.duration_since(t.read_at) < FRESH) {
+            .filter(|t| now.duration_since(t.read_at) < FRESH)
+            .cloned()
+    }
+
+    /// The tenant's limits, read from the database at most once per
+    /// `FRESH` and by one request at a time: the others wait for that read
+    /// instead of each resetting the local count to what is committed.
+    async fn tenant(&self, tenant: &str) -> Result<TenantState, StoreError> {
+        if let Some(t) = self.cached(tenant) {
+            return Ok(t);
+        }
+        let gate = self
+            .reading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant.to_string())
+            .or_default()
+            .clone();
+        let _one = gate.lock().await;
+        if let Some(t) = self.cached(tenant) {
             return Ok(t);
         }
         let mut c = self.store.read().await?;
@@ -100,13 +122,38 @@ impl Limits {
             max_live: row.max_live_leases,
             max_rate: row.max_mints_per_second,
             live,
-            read_at: now,
+            read_at: Instant::now(),
         };
         self.tenants
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(tenant.to_string(), state.clone());
         Ok(state)
+    }
+
+    /// Takes one live-lease slot of `tenant` if it has one left; the check
+    /// and the count are one step, so concurrent mints cannot both take the last.
+    fn reserve_live(&self, tenant: &str) -> bool {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        match tenants.get_mut(tenant) {
+            Some(t) => match t.max_live {
+                Some(max) if t.live >= max => false,
+                Some(_) => {
+                    t.live += 1;
+                    true
+                }
+                None => true,
+            },
+            None => true,
+        }
+    }
+
+    fn release_live(&self, tenant: &str) {
+        if let Some(t) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get_mut(tenant)
+            && t.max_live.is_some()
+        {
+            t.live -= 1;
+        }
     }
 
     fn take(&self, key: String, rate: i64) -> bool {
@@ -126,9 +173,9 @@ impl Limits {
     }
 
     /// Whether `client` may mint now; counts the mint against the limits if so.
-    pub async fn admit(&self, client: &Client, origin: &Origin) -> Result<Result<(), Limited>, StoreError> {
+    pub async fn admit(&self, client: &MintTerms, origin: &Origin) -> Result<Result<(), Limited>, StoreError> {
         let tenant = self.tenant(&client.tenant_id).await?;
-        let refused = if tenant.max_live.is_some_and(|max| tenant.live >= max) {
+        let refused = if !self.reserve_live(&client.tenant_id) {
             Some(Limited {
                 what: "max_live_leases",
                 retry_after: 1,
@@ -137,6 +184,7 @@ impl Limits {
             .max_rate
             .is_some_and(|rate| !self.take(format!("t/{}", client.tenant_id), rate))
         {
+            self.release_live(&client.tenant_id);
             Some(Limited {
                 what: "tenant max_mints_per_second",
                 retry_after: 1,
@@ -145,6 +193,7 @@ impl Limits {
             .max_mints_per_second
             .is_some_and(|rate| !self.take(format!("c/{}", client.client_id), rate))
         {
+            self.release_live(&client.tenant_id);
             Some(Limited {
                 what: "client max_mints_per_second",
                 retry_after: 1,
@@ -153,15 +202,6 @@ impl Limits {
             None
         };
         let Some(limited) = refused else {
-            if tenant.max_live.is_some()
-                && let Some(t) = self
-                    .tenants
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(&client.tenant_id)
-            {
-                t.live += 1;
-            }
             return Ok(Ok(()));
         };
         metrics::counter!("mayfly_tokens_limited_total", "limit" => limited.what).increment(1);

@@ -7,4 +7,5 @@ pub mod issuer;
 pub mod jws;
 pub mod limits;
 pub mod policy;
+pub mod terms;
 pub mod validate;

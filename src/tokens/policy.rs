@@ -1,8 +1,9 @@
-//! The pure decision at the heart of minting: given an authenticated client,
-//! the resource it asked for and its request, which workflow, workload, scopes
+//! The pure decision at the heart of minting: given the terms a grant
+//! verified (`MintTerms`), the resource asked for and the request, which workflow, workload, scopes
 //! and lifetime does the token get, or why is it refused. No I/O here.
 
-use crate::tenants::{self, Client, uri};
+use super::terms::{MintTerms, looks_like_person};
+use crate::tenants::{self, uri};
 
 /// What a token can be minted for: a registered resource, or the admin API.
 #[derive(Debug, Clone)]
@@ -81,37 +82,43 @@ pub struct Decision {
     pub ttl_seconds: i64,
 }
 
-pub fn decide(client: &Client, target: &Target, req: &MintRequest<'_>, ceiling: i64) -> Result<Decision, Denial> {
+pub fn decide(terms: &MintTerms, target: &Target, req: &MintRequest<'_>, ceiling: i64) -> Result<Decision, Denial> {
     let workflow = match req.workflow {
         Some(w) => w,
-        None => client.implied_workflow().ok_or_else(|| {
+        None => terms.implied_workflow().ok_or_else(|| {
             Denial::InvalidRequest("`workflow` is required: this client may mint for more than one workflow".into())
         })?,
     };
     tenants::validate_workflow("workflow", workflow).map_err(|e| Denial::InvalidRequest(e.to_string()))?;
-    if !client.may_mint_for(workflow) {
+    if !terms.may_mint_for(workflow) {
         return Err(Denial::UnauthorizedClient(format!(
             "this client may not mint for workflow `{workflow}`"
         )));
     }
 
-    let workload = req.workload.unwrap_or(&client.client_id);
+    let workload = req.workload.unwrap_or(&terms.client_id);
     tenants::validate_workload("workload", workload).map_err(|e| Denial::InvalidRequest(e.to_string()))?;
-    if let Some(pattern) = &client.workload_pattern {
+    match &terms.workload_pattern {
         // Validated (anchored, compiling) when it was set; a pattern that no
         // longer compiles matches nothing.
-        let allowed = tenants::matches_whole(pattern, workload);
-        if !allowed {
+        Some(pattern) if !tenants::matches_whole(pattern, workload) => {
             return Err(Denial::UnauthorizedClient(
                 "`workload` does not match this client's workload_pattern".into(),
             ));
         }
+        None if !terms.workload_verified && looks_like_person(workload) => {
+            return Err(Denial::UnauthorizedClient(
+                "a `workload` that names a person (`person:…` or an address) needs a workload_pattern that allows it"
+                    .into(),
+            ));
+        }
+        _ => {}
     }
 
     // Scopes this client holds on this target, over all grants naming it.
     let mut held: Vec<&str> = Vec::new();
     let mut has_grant = false;
-    for grant in &client.grants {
+    for grant in &terms.grants {
         if uri::canonicalize(&grant.resource).is_ok_and(|c| c == target.canonical_uri) {
             has_grant = true;
             for s in &grant.scopes {
@@ -155,7 +162,7 @@ pub fn decide(client: &Client, target: &Target, req: &MintRequest<'_>, ceiling: 
         ));
     }
 
-    let cap = client.max_ttl_seconds.min(target.max_ttl).min(ceiling);
+    let cap = terms.max_ttl_seconds.min(target.max_ttl).min(ceiling);
     let requested_ttl = match req.expires_in {
         None => target.default_ttl,
         Some(text) => match text.parse::<i64>() {
@@ -180,10 +187,10 @@ mod tests {
     use chrono::DateTime;
 
     use super::*;
-    use crate::tenants::{ClientKind, Grant};
+    use crate::tenants::{Client, ClientKind, Grant};
 
-    fn client() -> Client {
-        Client {
+    fn client() -> MintTerms {
+        MintTerms::of_client(&Client {
             client_id: "ci-release".into(),
             tenant_id: "acme".into(),
             name: "CI".into(),
@@ -203,7 +210,7 @@ mod tests {
             jwks: None,
             delegates: None,
             catalog_version: None,
-        }
+        })
     }
 
     fn target() -> Target {
@@ -313,6 +320,30 @@ mod tests {
         );
         // Without `workload`, the client id is the workload, and must match too.
         assert!(decide(&c, &target(), &MintRequest::default(), 3600).is_err());
+    }
+
+    #[test]
+    fn a_caller_chosen_workload_that_names_a_person_needs_a_pattern_that_allows_it() {
+        let ask = |w: &'static str| MintRequest {
+            workload: Some(w),
+            ..Default::default()
+        };
+        for person in ["person:alice", "alice@acme.test"] {
+            let err = decide(&client(), &target(), &ask(person), 3600).unwrap_err();
+            assert_eq!(err.code(), "unauthorized_client", "{person}");
+        }
+        assert!(decide(&client(), &target(), &ask("ci-release/job-7"), 3600).is_ok());
+        // An explicit pattern may allow addresses ...
+        let mut c = client();
+        c.workload_pattern = Some("^[a-z]+@acme\\.test$".into());
+        assert_eq!(
+            decide(&c, &target(), &ask("alice@acme.test"), 3600).unwrap().workload,
+            "alice@acme.test"
+        );
+        // ... and a verified identity (federation, delegation) names people freely.
+        let mut v = client();
+        v.workload_verified = true;
+        assert!(decide(&v, &target(), &ask("person:alice"), 3600).is_ok());
     }
 
     #[test]

@@ -18,5 +18,6 @@ mod oidc;
 mod openapi;
 mod revocation;
 mod rotation;
+mod security;
 mod store;
 mod tokens;
