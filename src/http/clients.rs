@@ -48,7 +48,7 @@ pub struct ClientOut {
     pub workload_pattern: Option<String>,
     /// Its own mint rate limit (per replica), if any.
     pub max_mints_per_second: Option<i64>,
-    /// Public keys for private_key_jwt.
+    /// Public keys for private_key_jwt, as stored: their public members only.
     pub jwks: Option<serde_json::Value>,
     /// Agents that may act for this client's tokens.
     pub delegates: Option<Vec<String>>,

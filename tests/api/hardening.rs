@@ -2,9 +2,10 @@
 //! before its fix.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestApp, claims, fixture, spawn_app, tenant_admin};
+use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -14,6 +15,7 @@ on_both_backends!(
     a_resource_server_never_learns_of_admin_tokens_or_resources_it_does_not_serve,
     a_workload_pattern_stops_a_client_from_claiming_any_sub,
     conflicts_and_the_feed_do_not_leak_other_tenants_or_the_global_admin,
+    a_clients_keys_are_stored_as_their_public_members_only_and_private_ones_are_refused,
 );
 
 async fn tenant(app: &TestApp, admin: &str, id: &str) {
@@ -397,4 +399,128 @@ async fn conflicts_and_the_feed_do_not_leak_other_tenants_or_the_global_admin(b:
         .unwrap();
     let theirs: serde_json::Value = res.json().await.unwrap();
     assert!(key_rule(&theirs)["created_by"].is_null(), "{theirs}");
+}
+
+/// Finding 9: a client's `jwks` was stored raw, junk and all, and every
+/// replica's catalog held it. Only the public members a verifier reads are
+/// kept (the answer and a later GET show exactly that), and the keys still
+/// authenticate; private members and oversized or malformed keys are refused
+/// with 422 and change nothing.
+async fn a_clients_keys_are_stored_as_their_public_members_only_and_private_ones_are_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let signer = oidc::ec_signer();
+    let (ec, rsa) = (FakeIssuer::jwk_of(&signer, "ec-key"), idp.public_jwk("rsa-1"));
+    let junk = "j".repeat(10_000);
+    let with_junk = |k: &Value| {
+        let mut k = k.clone();
+        k["x5c"] = json!([junk]);
+        k["note"] = json!(junk);
+        k["key_ops"] = json!(["verify"]);
+        k
+    };
+    let mut ec_junk = with_junk(&ec);
+    ec_junk["n"] = json!("an-rsa-member-on-an-ec-key");
+    let path = "/v1/tenants/acme/clients";
+    let body = |id: &str, jwks: Value| {
+        json!({"client_id": id, "kind": "agent", "workflows": ["triage"],
+               "grants": [{"resource": f.resource, "scopes": ["issues:read"]}], "jwks": jwks})
+    };
+    let (s, created) = app
+        .post(
+            &f.admin,
+            path,
+            body("acme-keyed", json!({"keys": [ec_junk, with_junk(&rsa)], "junk": junk})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let stored = json!({"keys": [ec, rsa]});
+    // (Compared without printing: a failure would dump the junk.)
+    let members = |jwks: &Value| -> Vec<Vec<String>> {
+        let keys = jwks["keys"].as_array().cloned().unwrap_or_default();
+        keys.iter()
+            .map(|k| k.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default())
+            .collect()
+    };
+    assert!(created["jwks"] == stored, "kept {:?}", members(&created["jwks"]));
+    let one = format!("{path}/acme-keyed");
+    let read_back = app.get(&f.admin, &one).await.1["jwks"].clone();
+    assert!(read_back == stored, "stored {:?}", members(&read_back));
+    // What is kept still authenticates (private_key_jwt with the EC key).
+    let t = now();
+    let assertion = sign_with(
+        &signer,
+        &json!({"alg": "ES256", "kid": "ec-key"}),
+        &json!({"iss": "acme-keyed", "sub": "acme-keyed", "aud": app.issuer, "iat": t, "exp": t + 60, "jti": "j-1"}),
+    );
+    let type_ = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", type_),
+        ("client_assertion", &assertion),
+        ("resource", &f.resource),
+    ];
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    // A change is reduced the same way.
+    let patch = |jwks: Value| app.admin(&f.admin, reqwest::Method::PATCH, &one, Some(json!({"jwks": jwks})));
+    let (s, changed) = patch(json!({"keys": [with_junk(&ec)]})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        changed["jwks"] == json!({"keys": [ec]}),
+        "kept {:?}",
+        members(&changed["jwks"])
+    );
+
+    let mut refused = Vec::new();
+    for member in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
+        let mut leaky = if member == "k" { ec.clone() } else { rsa.clone() };
+        leaky[member] = json!("c2VjcmV0");
+        refused.push((json!({"keys": [leaky]}), member));
+    }
+    let mut long_kid = ec.clone();
+    long_kid["kid"] = json!("k".repeat(257));
+    let mut short_x = ec.clone();
+    short_x["x"] = json!("AAAA");
+    let mut number_kid = ec.clone();
+    number_kid["kid"] = json!(7);
+    let mut enc = ec.clone();
+    enc["use"] = json!("enc");
+    let eleven: Vec<Value> = (0..11).map(|_| ec.clone()).collect();
+    for (jwks, why) in [
+        (json!({"keys": [long_kid]}), "kid"),
+        (json!({"keys": [short_x]}), "`x`"),
+        (json!({"keys": [number_kid]}), "kid"),
+        (json!({"keys": [enc]}), "signing key"),
+        (json!({"keys": eleven}), "1 to 10"),
+        (json!({"keys": []}), "1 to 10"),
+        (json!([ec]), "JWK set"),
+    ] {
+        refused.push((jwks, why));
+    }
+    for (jwks, why) in refused {
+        let (s, err) = app.post(&f.admin, path, body("acme-leaky", jwks.clone())).await;
+        assert_eq!(
+            (s, &err["error"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("validation_failed"))
+        );
+        assert!(err["message"].as_str().unwrap().contains(why), "{why}: {err}");
+        let (s, err) = patch(jwks).await;
+        assert_eq!(
+            (s, &err["error"]),
+            (StatusCode::UNPROCESSABLE_ENTITY, &json!("validation_failed"))
+        );
+    }
+    assert_eq!(
+        app.get(&f.admin, &format!("{path}/acme-leaky")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.get(&f.admin, &one).await.1["jwks"], json!({"keys": [ec]}));
 }
