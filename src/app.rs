@@ -205,6 +205,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         issuer_id.clone(),
         lifetimes,
         catalog.clone(),
+        config.max_clients_per_tenant,
     );
     let federation = Federation::new(store.clone(), audit.clone(), clock.clone(), issuer_id.clone());
     let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());

@@ -95,6 +95,8 @@ pub struct RotatedSecret {
 }
 
 /// Register a client; its secret is in this answer only (only a digest is stored).
+///
+/// A tenant already holding MAYFLY_MAX_CLIENTS_PER_TENANT live clients gets 409 `conflict`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/clients", tag = "clients", params(("tenant" = String, Path)),
     request_body = NewClient,
     responses((status = 201, description = "Created.", body = ClientWithSecret), (status = 400, response = BadRequest),

@@ -16,6 +16,7 @@ on_both_backends!(
     a_workload_pattern_stops_a_client_from_claiming_any_sub,
     conflicts_and_the_feed_do_not_leak_other_tenants_or_the_global_admin,
     a_clients_keys_are_stored_as_their_public_members_only_and_private_ones_are_refused,
+    a_tenant_holds_at_most_max_clients_per_tenant_and_a_refusal_changes_nothing,
 );
 
 async fn tenant(app: &TestApp, admin: &str, id: &str) {
@@ -523,4 +524,77 @@ async fn a_clients_keys_are_stored_as_their_public_members_only_and_private_ones
         StatusCode::NOT_FOUND
     );
     assert_eq!(app.get(&f.admin, &one).await.1["jwks"], json!({"keys": [ec]}));
+}
+
+/// Finding 9: no cap on clients per tenant, each held in every replica's
+/// catalog. Past MAYFLY_MAX_CLIENTS_PER_TENANT live clients a creation is a
+/// 409 that creates and audits nothing; other tenants count on their own,
+/// a deletion makes room, and concurrent creations never overshoot.
+async fn a_tenant_holds_at_most_max_clients_per_tenant_and_a_refusal_changes_nothing(b: Backend) {
+    let app = TestApp::on(b)
+        .config(|c| mayfly::Config {
+            max_clients_per_tenant: 4,
+            ..c
+        })
+        .start()
+        .await;
+    let f = fixture(&app, "acme").await; // three clients
+    let create = |tenant: &str, id: &str| {
+        let (path, body) = (
+            format!("/v1/tenants/{tenant}/clients"),
+            json!({"client_id": id, "kind": "ci", "workflows": ["x"]}),
+        );
+        let (app, admin) = (&app, f.admin.clone());
+        async move { app.post(&admin, &path, body).await }
+    };
+    assert_eq!(create("acme", "acme-fourth").await.0, StatusCode::CREATED);
+    let (s, err) = create("acme", "acme-fifth").await;
+    assert_eq!((s, &err["error"]), (StatusCode::CONFLICT, &json!("conflict")), "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("MAYFLY_MAX_CLIENTS_PER_TENANT")
+    );
+    assert_eq!(
+        app.get(&f.admin, "/v1/tenants/acme/clients/acme-fifth").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, list) = app.get(&f.admin, "/v1/tenants/acme/clients").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?client_id=acme-fifth").await;
+    assert_eq!(events["items"], json!([]), "nothing audited as created");
+
+    tenant(&app, &f.admin, "globex").await;
+    assert_eq!(create("globex", "globex-first").await.0, StatusCode::CREATED);
+    let (s, _) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::DELETE,
+            "/v1/tenants/acme/clients/acme-fourth",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // One place left, four racing for it: exactly one gets it.
+    let racers = tokio::join!(
+        create("acme", "acme-r1"),
+        create("acme", "acme-r2"),
+        create("acme", "acme-r3"),
+        create("acme", "acme-r4")
+    );
+    let statuses = [racers.0.0, racers.1.0, racers.2.0, racers.3.0];
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::CREATED).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| [StatusCode::CREATED, StatusCode::CONFLICT].contains(s)),
+        "{statuses:?}"
+    );
+    let (_, list) = app.get(&f.admin, "/v1/tenants/acme/clients").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 4);
 }
