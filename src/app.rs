@@ -206,6 +206,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         issuer_id.clone(),
         lifetimes,
         catalog.clone(),
+        config.max_clients_per_tenant,
     );
     // One brake and one failure log for every unauthenticated refusal:
     // secrets, assertions and external tokens alike.

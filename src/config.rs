@@ -86,6 +86,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_AUTH_FAILURE_LIMIT", default_value_t = 20)]
     pub auth_failure_limit: u32,
 
+    /// Live clients a tenant may have; creating one more answers 409.
+    #[arg(long, env = "MAYFLY_MAX_CLIENTS_PER_TENANT", default_value_t = 10_000)]
+    pub max_clients_per_tenant: u32,
+
     /// Seed a `demo` tenant, resource and client and print a command that mints a token.
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
@@ -189,6 +193,7 @@ pub struct Config {
     pub max_ttl: Duration,
     pub bootstrap_admin_secret: Option<SecretString>,
     pub auth_failure_limit: u32,
+    pub max_clients_per_tenant: u32,
     pub lease_retention: Duration,
     pub signing_alg: crate::keys::Alg,
     pub master_key_previous: Option<SecretString>,
@@ -293,6 +298,7 @@ impl Config {
             max_ttl: args.max_ttl,
             bootstrap_admin_secret,
             auth_failure_limit: args.auth_failure_limit,
+            max_clients_per_tenant: args.max_clients_per_tenant,
             lease_retention: args.lease_retention,
             signing_alg: args.signing_alg,
             master_key_previous,
@@ -319,6 +325,7 @@ impl Config {
             max_ttl: Duration::from_secs(3600),
             bootstrap_admin_secret: None,
             auth_failure_limit: 20,
+            max_clients_per_tenant: 10_000,
             lease_retention: Duration::from_secs(7 * 24 * 3600),
             signing_alg: crate::keys::Alg::Es256,
             master_key_previous: None,
@@ -370,6 +377,9 @@ impl Config {
             return err(
                 "MAYFLY_KEY_ROTATION_PERIOD must be at least 1s and MAYFLY_KEY_PUBLISH_LEAD at least 100ms".into(),
             );
+        }
+        if self.max_clients_per_tenant == 0 {
+            return err("MAYFLY_MAX_CLIENTS_PER_TENANT must be at least 1".into());
         }
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return err("give MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE, not both".into());

@@ -2,18 +2,24 @@
 
 - Verifies each bearer token offline against mayfly's JWKS: signature, `typ`
   at+jwt, `iss`, `aud` (this server's resource URI), `exp`.
+- A delegated token (one with an `act` claim: an agent acting for someone)
+  is also checked at mayfly's introspection endpoint, always: revoking an
+  agent's workload, or a lease earlier in the chain, ends such tokens, and
+  only mayfly can see that (the token's own claims do not name them). With
+  no `resource_server` credentials configured, delegated tokens are refused.
 - Publishes RFC 9728 protected-resource metadata naming mayfly, so SDK
   clients discover where to get tokens.
 - Per-tool scopes with a real `403 insufficient_scope` challenge.
-- Strict mode (MAYFLY_STRICT=1) also asks mayfly's introspection endpoint,
-  so a revocation bites on the next call instead of at expiry.
+- Strict mode (MAYFLY_STRICT=1) asks mayfly's introspection endpoint for
+  every token, so any revocation bites on the next call instead of at expiry.
 - Logs every tool call with the tenant, workflow and workload of its token.
 
 Environment: MAYFLY_ISSUER and MAYFLY_TENANT (both required: a token is
 accepted only if its `tenant` is the one that registered this server),
 MCP_HOST/MCP_PORT (127.0.0.1:8001),
-MCP_RESOURCE (http://{host}:{port}/mcp), MAYFLY_STRICT, and for strict mode
-MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a `resource_server` client.
+MCP_RESOURCE (http://{host}:{port}/mcp), MAYFLY_STRICT, and, for strict mode
+and delegated tokens, MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a
+`resource_server` client.
 """
 
 import base64
@@ -41,6 +47,8 @@ HOST = os.environ.get("MCP_HOST", "127.0.0.1")
 PORT = int(os.environ.get("MCP_PORT", "8001"))
 RESOURCE = os.environ.get("MCP_RESOURCE", f"http://{HOST}:{PORT}/mcp")  # == the token's `aud`
 STRICT = os.environ.get("MAYFLY_STRICT") == "1"
+# A `resource_server` client of TENANT, for introspection (strict mode, delegated tokens).
+INTROSPECTION_CREDS = (os.environ.get("MAYFLY_CLIENT_ID"), os.environ.get("MAYFLY_CLIENT_SECRET"))
 # The mayfly tenant that owns this server: tokens of other tenants are refused.
 # Mandatory: the `aud` check alone trusts whoever holds the URI at mayfly.
 TENANT = os.environ["MAYFLY_TENANT"]
@@ -75,15 +83,23 @@ class MayflyVerifier:
                             options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]})
         if claims.get("tenant") != TENANT:
             return None
-        if STRICT and not self._introspect_active(token):
-            log_event(event="token_refused", reason="inactive at mayfly", jti=claims["jti"])
+        # Offline checks match revocations against the token's own claims; a
+        # delegated token can be ended by a rule on an actor or an ancestor
+        # lease that those claims do not show, so ask mayfly about it.
+        delegated = "act" in claims
+        if (STRICT or delegated) and not self._introspect_active(token, claims["jti"]):
+            reason = "inactive at mayfly" if all(INTROSPECTION_CREDS) else "cannot introspect (no credentials)"
+            log_event(event="token_refused", reason=reason, jti=claims["jti"], delegated=delegated)
             return None
         return AccessToken(token=token, client_id=claims["client_id"], scopes=claims.get("scope", "").split(),
                            expires_at=claims["exp"], resource=RESOURCE, subject=claims["sub"], claims=claims)
 
     @staticmethod
-    def _introspect_active(token: str) -> bool:
-        creds = f"{os.environ['MAYFLY_CLIENT_ID']}:{os.environ['MAYFLY_CLIENT_SECRET']}"
+    def _introspect_active(token: str, jti: str) -> bool:
+        """Whether mayfly says the token is active; False when it cannot be asked."""
+        if not all(INTROSPECTION_CREDS):
+            return False
+        creds = ":".join(INTROSPECTION_CREDS)
         req = urllib.request.Request(
             f"{ISSUER}/oauth2/introspect",
             data=urllib.parse.urlencode({"token": token}).encode(),
@@ -91,7 +107,9 @@ class MayflyVerifier:
                      "Content-Type": "application/x-www-form-urlencoded"},
         )
         with urllib.request.urlopen(req, timeout=5) as res:
-            return json.load(res).get("active") is True
+            active = json.load(res).get("active") is True
+        log_event(event="token_introspected", jti=jti, active=active)
+        return active
 
 
 mcp = MCPServer(
@@ -191,4 +209,8 @@ app.user_middleware.append(Middleware(ToolScopeGate))  # innermost: after the SD
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    if not all(INTROSPECTION_CREDS):
+        if STRICT:
+            sys.exit("MAYFLY_STRICT=1 needs MAYFLY_CLIENT_ID and MAYFLY_CLIENT_SECRET (a resource_server client)")
+        log.warning("no MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET: delegated tokens (with `act`) will be refused")
     uvicorn.run(app, host=HOST, port=PORT, log_level="warning")

@@ -48,7 +48,7 @@ pub struct ClientOut {
     pub workload_pattern: Option<String>,
     /// Its own mint rate limit (per replica), if any.
     pub max_mints_per_second: Option<i64>,
-    /// Public keys for private_key_jwt.
+    /// Public keys for private_key_jwt, as stored: their public members only.
     pub jwks: Option<serde_json::Value>,
     /// Agents that may act for this client's tokens.
     pub delegates: Option<Vec<String>>,
@@ -95,6 +95,8 @@ pub struct RotatedSecret {
 }
 
 /// Register a client; its secret is in this answer only (only a digest is stored).
+///
+/// A tenant already holding MAYFLY_MAX_CLIENTS_PER_TENANT live clients gets 409 `conflict`.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/clients", tag = "clients", params(("tenant" = String, Path)),
     request_body = NewClient,
     responses((status = 201, description = "Created.", body = ClientWithSecret), (status = 400, response = BadRequest),

@@ -206,6 +206,13 @@ impl Conn<'_> {
             .bind(tenant).fetch_all(c).await)?)
     }
 
+    /// How many live clients `tenant` has.
+    pub async fn count_clients(&mut self, tenant: &str) -> Result<i64> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM clients WHERE tenant_id = $1 AND deleted_at IS NULL")
+            .bind(tenant).fetch_one(c).await)?)
+    }
+
     pub async fn insert_client(&mut self, cl: &Client) -> Result<()> {
         run!(self, c => sqlx::query(
             "INSERT INTO clients (client_id, tenant_id, name, kind, workflows, grants, max_ttl_seconds, disabled, created_at,

@@ -66,7 +66,10 @@ pub struct NewClient {
     /// Mints per second it may make (per replica); absent: only the tenant's limit.
     #[schema(minimum = 1, maximum = 1000000)]
     pub max_mints_per_second: Option<i64>,
-    /// Public keys for private_key_jwt (`{"keys": [...]}`: RSA, P-256 or Ed25519).
+    /// Public keys for private_key_jwt (`{"keys": [...]}`: 1 to 10 RSA, P-256 or
+    /// Ed25519 signing keys). Only `kty`, `kid`, `alg`, `use`, `crv`, `x`, `y`,
+    /// `n` and `e` are kept (other members are dropped; the answer shows what
+    /// is stored); a key with private members (`d`, `p`, `q`, …) is refused.
     /// A client registered with keys gets no secret.
     pub jwks: Option<serde_json::Value>,
     /// Agent clients of this tenant that may act for this client's tokens.
@@ -96,7 +99,7 @@ pub struct ClientPatch {
     /// 0 removes the client's own rate limit.
     #[schema(minimum = 0, maximum = 1000000)]
     pub max_mints_per_second: Option<i64>,
-    /// Replaces the client's public keys.
+    /// Replaces the client's public keys (kept and refused as on creation).
     pub jwks: Option<serde_json::Value>,
     /// Replaces the agents that may act for its tokens (`[]`: none).
     #[schema(max_items = 100)]
@@ -119,25 +122,86 @@ pub struct Rotated {
     pub previous_expires_at: DateTime<Utc>,
 }
 
+/// At most this many keys in a client's JWK set.
+const MAX_CLIENT_KEYS: usize = 10;
+
+/// Members that carry private or symmetric key material (RFC 7518 §6).
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
 /// A JWK set of public signing keys: 1 to 10 usable keys, nothing private.
+/// What is kept is only the public members a verifier reads (`kty`, `kid`,
+/// `alg`, `use`, `crv`, `x`, `y`, `n`, `e`), each bounded: the catalog holds
+/// every client of a tenant in memory on every replica, so nothing an admin
+/// sends may ride along unbounded.
 pub fn check_jwks(jwks: serde_json::Value) -> Result<serde_json::Value, Error> {
-    let bad = |why: &str| Error::from(invalid("jwks", why.to_string()));
-    let set: crate::federation::jwt::JwkSet =
-        serde_json::from_value(jwks.clone()).map_err(|_| bad("must be a JWK set {\"keys\": [...]}"))?;
-    if set.keys.is_empty() || set.keys.len() > 10 {
-        return Err(bad("list 1 to 10 keys"));
+    let bad = |why: String| Error::from(invalid("jwks", why));
+    let Some(serde_json::Value::Array(keys)) = jwks.get("keys") else {
+        return Err(bad("must be a JWK set {\"keys\": [...]}".into()));
+    };
+    if keys.is_empty() || keys.len() > MAX_CLIENT_KEYS {
+        return Err(bad(format!("list 1 to {MAX_CLIENT_KEYS} keys")));
     }
-    if set.keys.iter().any(|k| k.get("d").is_some() || k.get("k").is_some()) {
-        return Err(bad(
-            "contains private or symmetric key material; register public keys only",
+    let mut kept = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        kept.push(public_jwk(key).map_err(|why| bad(format!("key {i}: {why}")))?);
+    }
+    Ok(serde_json::json!({ "keys": kept }))
+}
+
+/// One key reduced to its public members, or why it cannot be registered.
+fn public_jwk(key: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use crate::federation::jwt::Jwk;
+
+    let Some(members) = key.as_object() else {
+        return Err("must be a JWK object".into());
+    };
+    if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| members.contains_key(**m)) {
+        return Err(format!(
+            "contains private or symmetric key material (`{m}`); register public keys only"
         ));
     }
-    if set.usable().len() != set.keys.len() {
-        return Err(bad(
-            "every key must be RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA) for signing",
-        ));
+    let text = |name: &str, max: usize| -> Result<Option<String>, String> {
+        match members.get(name) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= max => Ok(Some(s.clone())),
+            Some(_) => Err(format!("`{name}` must be a string of 1 to {max} characters")),
+        }
+    };
+    // Decoded sizes: P-256 and Ed25519 coordinates are 32 bytes; RSA moduli
+    // 2048 to 8192 bits (what ring verifies), exponents a few bytes.
+    let bytes = |name: &str, value: &Option<String>, range: std::ops::RangeInclusive<usize>| match value {
+        Some(v) => match URL_SAFE_NO_PAD.decode(v) {
+            Ok(b) if range.contains(&b.len()) => Ok(()),
+            _ => Err(format!("`{name}` is not a base64url value of the right size")),
+        },
+        None => Ok(()),
+    };
+    // Only the members of the key's own type: an RSA key keeps no `x`.
+    let kty = text("kty", 8)?.ok_or("`kty` is required")?;
+    let (rsa, ec, okp) = (kty == "RSA", kty == "EC", kty == "OKP");
+    let of = |wanted: bool, name: &str, max: usize| if wanted { text(name, max) } else { Ok(None) };
+    let jwk = Jwk {
+        kid: text("kid", 256)?,
+        alg: text("alg", 16)?,
+        use_: text("use", 16)?,
+        crv: of(ec || okp, "crv", 16)?,
+        n: of(rsa, "n", 1400)?,
+        e: of(rsa, "e", 16)?,
+        x: of(ec || okp, "x", 64)?,
+        y: of(ec, "y", 64)?,
+        kty,
+    };
+    if jwk.algorithm().is_none() || jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err("must be an RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA) signing key".into());
     }
-    Ok(jwks)
+    bytes("n", &jwk.n, 256..=1025)?;
+    bytes("e", &jwk.e, 1..=8)?;
+    bytes("x", &jwk.x, 32..=32)?;
+    bytes("y", &jwk.y, 32..=32)?;
+    serde_json::to_value(&jwk).map_err(|_| "cannot be encoded".into())
 }
 
 /// A rate limit: 1 to a million per second.

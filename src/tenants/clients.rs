@@ -184,6 +184,22 @@ impl Directory {
         Ok(out)
     }
 
+    /// Refuses a client past MAYFLY_MAX_CLIENTS_PER_TENANT. Counted under
+    /// the chain lock (which inserting a client takes anyway, first), so
+    /// concurrent creations on any replica cannot both take the last place.
+    async fn room_for_a_client(&self, tx: &mut Tx, tenant: &str) -> Result<(), Error> {
+        let mut conn = tx.conn();
+        conn.lock_chain().await?;
+        let live = conn.count_clients(tenant).await?;
+        if live >= self.max_clients_per_tenant {
+            let limit = self.max_clients_per_tenant;
+            return Err(Error::Conflict(format!(
+                "this tenant has reached its limit of {limit} clients (MAYFLY_MAX_CLIENTS_PER_TENANT); delete one first"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn create_client(
         &self,
         caller: &Caller,
@@ -242,6 +258,7 @@ impl Directory {
         if let Some(delegates) = body.delegates {
             client.delegates = Some(Self::check_delegates(&mut tx, tenant, &client.client_id, delegates).await?);
         }
+        self.room_for_a_client(&mut tx, tenant).await?;
         // Ids are global; say nothing about whose it is.
         tx.conn().insert_client(&client).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::Conflict("this client_id is not available".into()),

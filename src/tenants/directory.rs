@@ -119,6 +119,9 @@ pub struct Directory {
     pub(super) issuer: IssuerId,
     pub(super) lifetimes: Lifetimes,
     pub(super) catalog: Arc<Catalog>,
+    /// Live clients a tenant may have (MAYFLY_MAX_CLIENTS_PER_TENANT): each
+    /// one sits in every replica's catalog.
+    pub(super) max_clients_per_tenant: i64,
 }
 
 impl Directory {
@@ -129,6 +132,7 @@ impl Directory {
         issuer: IssuerId,
         lifetimes: Lifetimes,
         catalog: Arc<Catalog>,
+        max_clients_per_tenant: u32,
     ) -> Self {
         Self {
             store,
@@ -137,6 +141,7 @@ impl Directory {
             issuer,
             lifetimes,
             catalog,
+            max_clients_per_tenant: i64::from(max_clients_per_tenant),
         }
     }
 

@@ -78,11 +78,11 @@ def wait_for(url, proc, what, timeout=30):
 
 
 class Stack:
-    """mayfly + the example MCP server (strict mode) + a tenant with clients."""
+    """mayfly + the example MCP server (strict mode unless told) + a tenant with clients."""
 
-    def __init__(self, backend, tmp_path):
+    def __init__(self, backend, tmp_path, strict=True):
         self.tmp = tmp_path
-        self.procs = []
+        self.procs, self.logs = [], []
         port = free_port()
         self.issuer = f"http://127.0.0.1:{port}"
         if backend == "sqlite":
@@ -111,14 +111,25 @@ class Stack:
         self.nightly = self.client("nightly", "ci", ["nightly"], {self.mcp_url: ["issues:read"]})
         self.rs = self.client("example-rs", "resource_server", ["*"], {})
 
-        env = dict(os.environ, MAYFLY_ISSUER=self.issuer, MCP_PORT=str(mcp_port), MAYFLY_STRICT="1", MAYFLY_TENANT="acme",
-                   MAYFLY_CLIENT_ID=self.rs[0], MAYFLY_CLIENT_SECRET=self.rs[1])
-        self.mcp_log_path = tmp_path / "mcp.log"
-        self.mcp_log = open(self.mcp_log_path, "w")
+        self.mcp_log_path = self.example_server(mcp_port, "mcp.log", strict=strict, creds=self.rs)
+
+    def example_server(self, port, log_name, *, strict, creds):
+        """Starts examples/mcp-server-python as the resource `self.mcp_url` on `port`; returns its log's path."""
+        env = dict(os.environ, MAYFLY_ISSUER=self.issuer, MCP_PORT=str(port), MCP_RESOURCE=self.mcp_url,
+                   MAYFLY_TENANT="acme")
+        for name in ("MAYFLY_STRICT", "MAYFLY_CLIENT_ID", "MAYFLY_CLIENT_SECRET"):
+            env.pop(name, None)
+        if strict:
+            env["MAYFLY_STRICT"] = "1"
+        if creds:
+            env["MAYFLY_CLIENT_ID"], env["MAYFLY_CLIENT_SECRET"] = creds
+        log_path = self.tmp / log_name
+        log = open(log_path, "w")
+        self.logs.append(log)
         server = ROOT / "examples" / "mcp-server-python" / "server.py"
-        self.procs.append(subprocess.Popen([sys.executable, str(server)], env=env, stdout=self.mcp_log,
-                                           stderr=subprocess.STDOUT))
-        wait_for(f"http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp", self.procs[-1], "MCP server")
+        self.procs.append(subprocess.Popen([sys.executable, str(server)], env=env, stdout=log, stderr=subprocess.STDOUT))
+        wait_for(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp", self.procs[-1], "MCP server")
+        return log_path
 
     def api(self, method, path, body=None):
         status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
@@ -147,8 +158,9 @@ class Stack:
         assert run.returncode == 0, run.stderr
         return run.stdout.strip()
 
-    def server_log(self):
-        return [json.loads(line) for line in self.mcp_log_path.read_text().splitlines() if line.startswith("{")]
+    def server_log(self, path=None):
+        text = (path or self.mcp_log_path).read_text()
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     def close(self):
         for p in self.procs:
@@ -158,6 +170,8 @@ class Stack:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for log in [self.mayfly_log, *self.logs]:
+            log.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
