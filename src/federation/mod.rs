@@ -27,6 +27,9 @@ use crate::tokens::issuer::IssuerId;
 /// Longest lifetime accepted for a client's own assertion (RFC 7523 §3: short).
 const MAX_CLIENT_ASSERTION: i64 = 600;
 
+/// Longest remaining lifetime of an assertion under a `single_use` policy.
+const MAX_SINGLE_USE_SECONDS: i64 = 86_400;
+
 /// What an external token is presented for.
 #[derive(Debug, Clone, Copy)]
 pub enum Purpose<'a> {
@@ -166,8 +169,16 @@ impl Federation {
                             let why = format!("jti missing (policy {})", policy.name);
                             return Err(self.deny(tenant, client_id, &why, origin).await);
                         };
-                        // Bounded: an issuer-signed `exp` far in the future must not overflow.
-                        let exp = matched.exp.min(now.timestamp() + 86_400);
+                        // The replay row lives until `exp`, bounded to a day: an
+                        // assertion living longer is refused, not remembered too briefly.
+                        if matched.exp.saturating_sub(now.timestamp()) > MAX_SINGLE_USE_SECONDS {
+                            let why = format!(
+                                "lives longer than 24 h, too long for single_use (policy {})",
+                                policy.name
+                            );
+                            return Err(self.deny(tenant, client_id, &why, origin).await);
+                        }
+                        let exp = matched.exp;
                         let until = DateTime::from_timestamp(exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
                         let fresh = self
                             .store
