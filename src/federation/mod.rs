@@ -9,6 +9,7 @@ pub mod admin;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
+pub mod reach;
 
 use std::sync::Arc;
 
@@ -106,10 +107,10 @@ fn refuse(why: impl Into<String>) -> Refusal {
 }
 
 impl Federation {
-    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, issuer: IssuerId) -> Self {
+    pub fn new(store: Store, audit: AuditLog, clock: Arc<dyn Clock>, issuer: IssuerId, keys: IssuerKeys) -> Self {
         Self {
             store,
-            keys: IssuerKeys::new(),
+            keys,
             audit,
             clock,
             issuer,
@@ -152,7 +153,14 @@ impl Federation {
         }
         let keys = match self.keys.keys(&issuer, token.header.kid.as_deref()).await {
             Ok(keys) => keys,
-            Err(e) => return Err(self.deny(tenant, client_id, &e.to_string(), origin).await),
+            // The audit trail gets the detail; the caller the same words for
+            // every cause (a closed port must not look unlike a 404).
+            Err(e) => {
+                return Err(match self.deny(tenant, client_id, &e.detail(), origin).await {
+                    Refusal::Invalid(_) => refuse(e.to_string()),
+                    other => other,
+                });
+            }
         };
         if let Err(e) = token.verify(&keys) {
             return Err(self

@@ -20,10 +20,10 @@ on_both_backends!(
     a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_record,
 );
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
+pub(crate) async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
     let (s, p) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", body).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     p
@@ -42,7 +42,7 @@ fn github_policy(issuer: &FakeIssuer, app: &TestApp, f: &Fixture) -> Value {
     })
 }
 
-async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
+pub(crate) async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
     let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
     let status = res.status();
     (status, res.json().await.unwrap())
