@@ -20,6 +20,7 @@ use crate::config::{Cidr, Config};
 use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
+use crate::federation::keys::IssuerKeys;
 use crate::keys::rotation::{MasterKeys, RotationError};
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
@@ -212,12 +213,19 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     // secrets, assertions and external tokens alike.
     let brake = Arc::new(Brake::new(config.auth_failure_limit));
     let failures = Arc::new(FailureLog::default());
+    let reach = crate::federation::reach::Reach::of(&config);
+    if reach.allows_loopback() {
+        tracing::warn!(
+            "plain-http loopback issuers are allowed (MAYFLY_FEDERATION_ALLOW_LOOPBACK or --dev): tests and development only"
+        );
+    }
     let federation = Federation::new(
         store.clone(),
         catalog.clone(),
         audit.clone(),
         clock.clone(),
         issuer_id.clone(),
+        IssuerKeys::new(reach.clone()),
         (brake.clone(), failures.clone()),
     );
     let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());
@@ -238,6 +246,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             directory.clone(),
             lifetimes.default_ttl,
             lifetimes.max_ttl,
+            reach,
         )),
         verifier: Arc::new(verifier),
         authn: Arc::new(Authenticator::new(

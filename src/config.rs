@@ -98,6 +98,17 @@ pub struct ServeArgs {
     /// public listener answers `/metrics` 404 and `/readyz` with its status only).
     #[arg(long, env = "MAYFLY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// The issuers trust policies may name (issuer URLs or hosts,
+    /// comma-separated); unset: any https issuer on a public address.
+    #[arg(long, env = "MAYFLY_FEDERATION_ISSUERS", value_delimiter = ',',
+          value_parser = crate::federation::reach::AllowedIssuer::parse)]
+    pub federation_issuers: Vec<crate::federation::reach::AllowedIssuer>,
+
+    /// Allow plain-http issuers on loopback (tests, local development);
+    /// implied by --dev.
+    #[arg(long, env = "MAYFLY_FEDERATION_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub federation_allow_loopback: bool,
 }
 
 /// An address block, such as `10.0.0.0/8`, `fd00::/8` or one address.
@@ -200,6 +211,9 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     pub dev: bool,
     pub metrics_listen: Option<SocketAddr>,
+    /// Empty: no allowlist (see `federation::reach::Reach::of`).
+    pub federation_issuers: Vec<crate::federation::reach::AllowedIssuer>,
+    pub federation_allow_loopback: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +319,8 @@ impl Config {
             trusted_proxies: args.trusted_proxies,
             dev: args.dev,
             metrics_listen: args.metrics_listen,
+            federation_issuers: args.federation_issuers,
+            federation_allow_loopback: args.federation_allow_loopback,
         };
         config.validate()?;
         Ok(config)
@@ -332,6 +348,8 @@ impl Config {
             trusted_proxies: Vec::new(),
             dev: false,
             metrics_listen: None,
+            federation_issuers: Vec::new(),
+            federation_allow_loopback: false,
         }
     }
 

@@ -15,6 +15,9 @@ pub enum Error {
     Invalid(#[from] Invalid),
     #[error("{0}")]
     Forbidden(String),
+    /// A trust policy names an issuer the operator's federation settings refuse.
+    #[error("{0}")]
+    IssuerNotAllowed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::keys::allowed;
 use super::policy::{ClaimCondition, TrustPolicy, anchored, template_claims};
+use super::reach::{Reach, Refused};
 use crate::audit::{Caller, actions};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -26,7 +26,9 @@ pub struct NewTrustPolicy {
     /// unless `client_id` is set.
     #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", max_length = 64)]
     pub name: String,
-    /// The token's exact `iss` (https; http only for loopback issuers).
+    /// The token's exact `iss`: https on a public address (http only for a
+    /// loopback issuer, when the operator allows those), and one the
+    /// operator's allowlist names when it is set (`issuer_not_allowed`).
     #[schema(max_length = 512, example = "https://token.actions.githubusercontent.com")]
     pub issuer: String,
     /// Must be in the token's `aud`.
@@ -83,16 +85,25 @@ pub struct TrustPolicies {
     directory: Directory,
     default_ttl: i64,
     max_ttl: i64,
+    reach: Reach,
 }
 
 impl TrustPolicies {
-    pub fn new(store: Store, clock: Arc<dyn Clock>, directory: Directory, default_ttl: i64, max_ttl: i64) -> Self {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        directory: Directory,
+        default_ttl: i64,
+        max_ttl: i64,
+        reach: Reach,
+    ) -> Self {
         Self {
             store,
             clock,
             directory,
             default_ttl,
             max_ttl,
+            reach,
         }
     }
 
@@ -109,9 +120,14 @@ impl TrustPolicies {
         if b.name.len() > 64 {
             return Err(invalid("name", "at most 64 characters").into());
         }
-        if b.issuer.len() > 512 || !allowed(&b.issuer) {
-            return Err(invalid("issuer", "must be an https URL (http only for a loopback issuer)").into());
+        if b.issuer.len() > 512 {
+            return Err(invalid("issuer", "at most 512 characters").into());
         }
+        // Refused here so a tenant admin learns at once; never contacted in any case.
+        self.reach.issuer(&b.issuer).map_err(|e| match e {
+            Refused::Invalid(m) => Error::from(invalid("issuer", m)),
+            Refused::NotAllowed(m) => Error::IssuerNotAllowed(format!("issuer: {m}")),
+        })?;
         if b.audience.trim().is_empty() || b.audience.len() > 512 {
             return Err(invalid("audience", "1 to 512 characters").into());
         }

@@ -1,28 +1,61 @@
 //! The signing keys of external issuers, fetched from their OIDC discovery
 //! document and JWKS, only for issuers some trust policy names (a token
-//! never chooses where mayfly connects). HTTPS only, plain HTTP for loopback
-//! issuers (tests); timeouts and a size cap on every fetch; keys cached per
+//! never chooses where mayfly connects) and `Reach` allows: the JWKS on the
+//! issuer's own origin, no redirects, internal addresses dropped after DNS
+//! resolution; timeouts and a size cap on every fetch; keys cached per
 //! issuer and refetched when an unknown `kid` appears, at most every
 //! `REFETCH_COOLDOWN`. One slow issuer only ever delays its own tokens.
+//! Why a fetch failed goes to the audit trail, never to the caller.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::jwt::{Jwk, JwkSet};
+use super::reach::Reach;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 512 * 1024;
 const KEEP: Duration = Duration::from_secs(600);
 const REFETCH_COOLDOWN: Duration = Duration::from_secs(2);
 
+/// Why an issuer's keys could not be had. Every cause reads the same to the
+/// caller (a closed port, a 404 and a refused address must not be told
+/// apart: that would make mayfly a port scanner); [`FetchError::detail`] is
+/// for the audit trail and the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
-    #[error("issuer URL not allowed: {0}")]
+    #[error("cannot verify the token's issuer")]
     NotAllowed(String),
-    #[error("cannot fetch the issuer's keys: {0}")]
+    #[error("cannot verify the token's issuer")]
     Unreachable(String),
+}
+
+impl FetchError {
+    /// What went wrong, for the audit trail: never shown to the caller.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::NotAllowed(why) => format!("issuer not allowed: {why}"),
+            Self::Unreachable(why) => format!("cannot fetch the issuer's keys: {why}"),
+        }
+    }
+}
+
+/// An error and its causes, one line (reqwest's own text omits the cause:
+/// "connection refused", the resolver's refusal).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(300).collect()
 }
 
 #[derive(Debug, Clone)]
@@ -39,59 +72,53 @@ type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
 #[derive(Clone)]
 pub struct IssuerKeys {
     http: reqwest::Client,
+    reach: Reach,
     entries: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
-/// Whether mayfly may connect to `url`: https, or http to a loopback host.
-pub fn allowed(url: &str) -> bool {
-    let Ok(u) = reqwest::Url::parse(url) else { return false };
-    match u.scheme() {
-        "https" => u.host_str().is_some(),
-        "http" => match u.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
-}
-
 impl IssuerKeys {
-    pub fn new() -> Self {
+    pub fn new(reach: Reach) -> Self {
         // ring is the only crypto provider in this binary; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No proxy: the addresses checked must be the ones connected to.
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(reach.resolver())
             .build()
             .unwrap_or_default();
         Self {
             http,
+            reach,
             entries: Arc::default(),
         }
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
-        if !allowed(url) {
-            return Err(FetchError::NotAllowed(url.chars().take(200).collect()));
-        }
-        let unreachable = |e: &dyn std::fmt::Display| FetchError::Unreachable(e.to_string());
-        let mut res = self.http.get(url).send().await.map_err(|e| unreachable(&e))?;
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, FetchError> {
+        self.reach
+            .target(&url)
+            .map_err(|e| FetchError::NotAllowed(shorten(&format!("{url}: {e}"))))?;
+        let unreachable = |e: &dyn std::error::Error| FetchError::Unreachable(shorten(&chain(e)));
+        let mut res = self.http.get(url.clone()).send().await.map_err(|e| unreachable(&e))?;
         if !res.status().is_success() {
-            return Err(FetchError::Unreachable(format!("{url} answered {}", res.status())));
+            return Err(FetchError::Unreachable(shorten(&format!(
+                "{url} answered {}",
+                res.status()
+            ))));
         }
         let mut body = Vec::new();
         while let Some(chunk) = res.chunk().await.map_err(|e| unreachable(&e))? {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_BODY {
-                return Err(FetchError::Unreachable(format!(
+                return Err(FetchError::Unreachable(shorten(&format!(
                     "{url} sent more than {MAX_BODY} bytes"
-                )));
+                ))));
             }
         }
-        serde_json::from_slice(&body).map_err(|e| unreachable(&e))
+        serde_json::from_slice(&body)
+            .map_err(|e| FetchError::Unreachable(shorten(&format!("{url} sent no usable JSON: {e}"))))
     }
 
     async fn fetch(&self, issuer: &str) -> Result<Vec<Jwk>, FetchError> {
@@ -99,13 +126,24 @@ impl IssuerKeys {
         struct Discovery {
             jwks_uri: String,
         }
-        let discovery: Discovery = self
-            .get_json(&format!(
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            ))
-            .await?;
-        let set: JwkSet = self.get_json(&discovery.jwks_uri).await?;
+        let not_allowed = |why: String| FetchError::NotAllowed(shorten(&why));
+        let origin = self
+            .reach
+            .issuer(issuer)
+            .map_err(|e| not_allowed(format!("{issuer}: {e}")))?;
+        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let discovery_url =
+            reqwest::Url::parse(&discovery_url).map_err(|_| not_allowed(format!("{issuer}: not a URL")))?;
+        let discovery: Discovery = self.get_json(discovery_url).await?;
+        // The issuer's document must not send mayfly elsewhere.
+        let jwks_uri = reqwest::Url::parse(&discovery.jwks_uri)
+            .map_err(|_| not_allowed(format!("{issuer}: its jwks_uri is not a URL")))?;
+        if jwks_uri.origin() != origin.origin() {
+            return Err(not_allowed(format!(
+                "{issuer}: its jwks_uri {jwks_uri} is not on the issuer's origin"
+            )));
+        }
+        let set: JwkSet = self.get_json(jwks_uri).await?;
         Ok(set.usable())
     }
 
@@ -140,37 +178,68 @@ impl IssuerKeys {
             // Keep serving what we had while the issuer is down.
             Err(e) => match entry.as_ref() {
                 Some(old) => {
-                    tracing::warn!(issuer, error = %e, "cannot refresh an issuer's keys; using the cached ones");
+                    tracing::warn!(issuer, error = %e.detail(), "cannot refresh an issuer's keys; using the cached ones");
                     Ok(old.keys.clone())
                 }
-                None => Err(e),
+                None => {
+                    tracing::warn!(issuer, error = %e.detail(), "cannot fetch an issuer's keys");
+                    Err(e)
+                }
             },
         }
     }
 }
 
-impl Default for IssuerKeys {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use std::time::Duration;
 
-    #[test]
-    fn only_https_or_loopback_http_issuers_are_contacted() {
-        assert!(allowed("https://token.actions.githubusercontent.com"));
-        assert!(allowed("http://127.0.0.1:9000/x") && allowed("http://localhost/x") && allowed("http://[::1]/"));
-        for bad in [
-            "http://issuer.example",
-            "http://10.0.0.1/",
-            "file:///etc/passwd",
-            "ftp://x",
-            "not a url",
+    use super::{FetchError, IssuerKeys};
+    use crate::federation::reach::{AllowedIssuer, Reach};
+
+    /// Fetches `issuer`'s keys and returns the error, asserting that nothing
+    /// connected to `listener` meanwhile.
+    async fn refused_without_connecting(
+        keys: &IssuerKeys,
+        issuer: &str,
+        listener: &tokio::net::TcpListener,
+    ) -> FetchError {
+        let e = keys.keys(issuer, None).await.unwrap_err();
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "{issuer}: mayfly connected");
+        assert_eq!(e.to_string(), "cannot verify the token's issuer");
+        e
+    }
+
+    #[tokio::test]
+    async fn refused_issuers_are_never_contacted() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let strict = IssuerKeys::new(Reach::default());
+        for issuer in [
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+            format!("https://127.0.0.1:{port}"),
+            format!("https://localhost.:{port}"),
+            format!("https://[::ffff:127.0.0.1]:{port}"),
         ] {
-            assert!(!allowed(bad), "{bad}");
+            let e = refused_without_connecting(&strict, &issuer, &listener).await;
+            assert!(e.detail().contains("loopback"), "{issuer}: {}", e.detail());
         }
+        // Past the URL checks, the client's resolver drops what a name resolves to.
+        let e = strict
+            .http
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(super::chain(&e).contains("refused (loopback)"), "{}", super::chain(&e));
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "the resolver let mayfly connect");
+        // Loopback allowed, but the operator's allowlist names another issuer.
+        let other = AllowedIssuer::parse("https://token.actions.githubusercontent.com").unwrap();
+        let listed = IssuerKeys::new(Reach::new(true, vec![other]));
+        let e = refused_without_connecting(&listed, &format!("http://127.0.0.1:{port}"), &listener).await;
+        assert!(e.detail().contains("MAYFLY_FEDERATION_ISSUERS"), "{}", e.detail());
     }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod jwt;
 pub mod keys;
 pub mod policy;
+pub mod reach;
 
 use std::sync::Arc;
 
@@ -28,6 +29,9 @@ use crate::tokens::terms::MintTerms;
 
 /// Longest lifetime accepted for a client's own assertion (RFC 7523 §3: short).
 const MAX_CLIENT_ASSERTION: i64 = 600;
+
+/// Longest remaining lifetime of an assertion under a `single_use` policy.
+const MAX_SINGLE_USE_SECONDS: i64 = 86_400;
 
 /// What an external token is presented for.
 #[derive(Debug, Clone, Copy)]
@@ -112,12 +116,13 @@ impl Federation {
         audit: AuditLog,
         clock: Arc<dyn Clock>,
         issuer: IssuerId,
+        keys: IssuerKeys,
         failures: (Arc<Brake>, Arc<FailureLog>),
     ) -> Self {
         Self {
             store,
             catalog,
-            keys: IssuerKeys::new(),
+            keys,
             audit,
             brake: failures.0,
             failures: failures.1,
@@ -196,7 +201,14 @@ impl Federation {
         }
         let keys = match self.keys.keys(&issuer, token.header.kid.as_deref()).await {
             Ok(keys) => keys,
-            Err(e) => return Err(self.deny(tenant, client_id, &e.to_string(), origin).await),
+            // The audit trail gets the detail; the caller the same words for
+            // every cause (a closed port must not look unlike a 404).
+            Err(e) => {
+                return Err(match self.deny(tenant, client_id, &e.detail(), origin).await {
+                    Refusal::Invalid(_) => refuse(e.to_string()),
+                    other => other,
+                });
+            }
         };
         if let Err(e) = token.verify(&keys) {
             return Err(self
@@ -213,8 +225,16 @@ impl Federation {
                             let why = format!("jti missing (policy {})", policy.name);
                             return Err(self.deny(tenant, client_id, &why, origin).await);
                         };
-                        // Bounded: an issuer-signed `exp` far in the future must not overflow.
-                        let exp = matched.exp.min(now.timestamp() + 86_400);
+                        // The replay row lives until `exp`, bounded to a day: an
+                        // assertion living longer is refused, not remembered too briefly.
+                        if matched.exp.saturating_sub(now.timestamp()) > MAX_SINGLE_USE_SECONDS {
+                            let why = format!(
+                                "lives longer than 24 h, too long for single_use (policy {})",
+                                policy.name
+                            );
+                            return Err(self.deny(tenant, client_id, &why, origin).await);
+                        }
+                        let exp = matched.exp;
                         let until = DateTime::from_timestamp(exp, 0).unwrap_or(now) + TimeDelta::minutes(2);
                         let fresh = self
                             .store
@@ -384,7 +404,7 @@ impl Federation {
             Some("client assertion: sub is not the client")
         } else if !aud_ok {
             Some("client assertion: audience")
-        } else if exp + policy::SKEW_SECONDS <= t {
+        } else if exp.saturating_add(policy::SKEW_SECONDS) <= t {
             Some("client assertion: expired")
         } else if exp - t > MAX_CLIENT_ASSERTION {
             Some("client assertion: lives too long")

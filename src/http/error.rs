@@ -54,6 +54,12 @@ pub struct Conflict(#[to_schema] ErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse
 pub struct Unprocessable(#[to_schema] ErrorBody);
+/// Well-formed but invalid (`validation_failed`), or an issuer the operator's
+/// federation settings refuse (`issuer_not_allowed`: not in
+/// MAYFLY_FEDERATION_ISSUERS, loopback, or an internal address); nothing changed.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct UnprocessableIssuer(#[to_schema] ErrorBody);
 /// An OAuth error (`invalid_request`, `invalid_scope`, `invalid_target`, `unauthorized_client`, …).
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse
@@ -151,6 +157,7 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::conflict(m),
             Error::Invalid(i) => i.into(),
             Error::Forbidden(m) => ApiError::forbidden(m),
+            Error::IssuerNotAllowed(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "issuer_not_allowed", m),
             Error::Store(e) => e.into(),
         }
     }

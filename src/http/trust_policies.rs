@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::auth::TenantAdmin;
 use super::body::{ApiJson, ApiPath, ApiQuery};
 use super::clients::GrantOut;
-use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unprocessable};
+use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, UnprocessableIssuer};
 use super::pagination::{self, Page, PageQuery};
 use crate::app::AppState;
 use crate::federation::admin::{NewTrustPolicy, TrustPolicyPatch};
@@ -76,7 +76,7 @@ impl From<TrustPolicy> for TrustPolicyOut {
     params(("tenant" = String, Path)), request_body = NewTrustPolicy,
     responses((status = 201, description = "Created.", body = TrustPolicyOut), (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
-        (status = 409, response = Conflict), (status = 422, response = Unprocessable)))]
+        (status = 409, response = Conflict), (status = 422, response = UnprocessableIssuer)))]
 pub async fn create_policy(
     State(AppState { trust_policies, .. }): State<AppState>,
     at: TenantAdmin,
@@ -119,7 +119,7 @@ pub async fn get_policy(
     params(("tenant" = String, Path), ("id" = String, Path)), request_body = NewTrustPolicy,
     responses((status = 200, description = "OK.", body = TrustPolicyOut), (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized), (status = 403, response = Forbidden),
-        (status = 404, response = NotFound), (status = 409, response = Conflict), (status = 422, response = Unprocessable)))]
+        (status = 404, response = NotFound), (status = 409, response = Conflict), (status = 422, response = UnprocessableIssuer)))]
 pub async fn update_policy(
     State(AppState { trust_policies, .. }): State<AppState>,
     at: TenantAdmin,

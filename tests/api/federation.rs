@@ -17,12 +17,13 @@ on_both_backends!(
     a_key_rotation_at_the_issuer_is_picked_up,
     private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token,
     trust_policies_are_validated_audited_and_tenant_scoped,
+    a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_record,
 );
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
+pub(crate) async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
     let (s, p) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", body).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     p
@@ -41,7 +42,7 @@ fn github_policy(issuer: &FakeIssuer, app: &TestApp, f: &Fixture) -> Value {
     })
 }
 
-async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
+pub(crate) async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
     let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
     let status = res.status();
     (status, res.json().await.unwrap())
@@ -454,6 +455,51 @@ async fn private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token(b
     let other_pod = idp.token("rsa-1", oidc::kubernetes(&app.issuer, "agents", "intruder"));
     let (s, _) = cc(other_pod).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// A `single_use` policy remembers a `jti` for at most a day, so it refuses an
+/// assertion valid for longer (it could be replayed once forgotten); the
+/// audit trail says why.
+async fn a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_record(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    policy(&app, &f, github_policy(&idp, &app, &f)).await;
+    let lasting = |seconds: i64| {
+        let mut c = oidc::github(&app.issuer, "acme/app", "refs/heads/main");
+        c["exp"] = json!(now() + seconds);
+        idp.token("ec-1", c)
+    };
+    let mint = |token: String| {
+        let (app, resource) = (&app, f.resource.clone());
+        async move {
+            exchange(
+                app,
+                &[
+                    ("grant_type", JWT_BEARER),
+                    ("assertion", &token),
+                    ("resource", &resource),
+                ],
+            )
+            .await
+        }
+    };
+    let (s, body) = mint(lasting(86_400 + 600)).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
+    let (s, body) = mint(lasting(86_400 - 600)).await;
+    assert_eq!(s, StatusCode::OK, "a day's validity is fine: {body}");
+    let (_, events) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=100")
+        .await;
+    let reasons = events["items"].to_string();
+    assert!(
+        reasons.contains("too long for single_use (policy release-main)"),
+        "{reasons}"
+    );
 }
 
 /// single_use is enforced across replicas: a token spent at one is refused at the other.

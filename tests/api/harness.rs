@@ -118,6 +118,8 @@ pub fn config(db: &Database, issuer: &str) -> Config {
     let mut config = Config::new(db.url.clone(), issuer);
     config.master_key = Some(SecretString::from(MASTER_KEY));
     config.bootstrap_admin_secret = Some(SecretString::from(ADMIN_SECRET));
+    // The fake OIDC issuers listen on loopback (tests that check the refusal turn this off).
+    config.federation_allow_loopback = true;
     config
 }
 

@@ -13,6 +13,7 @@ mod federation;
 mod hardening;
 mod house;
 mod interop;
+mod issuers;
 mod limits;
 mod oidc;
 mod openapi;

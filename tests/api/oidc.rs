@@ -75,6 +75,8 @@ struct Shared {
     keys: Keys,
     hang: Arc<AtomicBool>,
     url: String,
+    /// Where discovery points for the JWKS, when not at `{url}/jwks`.
+    jwks_uri: Arc<Mutex<Option<String>>>,
 }
 
 pub struct FakeIssuer {
@@ -90,7 +92,8 @@ impl Drop for FakeIssuer {
 }
 
 async fn discovery(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({"issuer": s.url, "jwks_uri": format!("{}/jwks", s.url)}))
+    let jwks_uri = s.jwks_uri.lock().unwrap().clone();
+    Json(json!({"issuer": s.url, "jwks_uri": jwks_uri.unwrap_or_else(|| format!("{}/jwks", s.url))}))
 }
 
 async fn jwks(State(s): State<Shared>) -> Json<Value> {
@@ -127,6 +130,7 @@ impl FakeIssuer {
             ])),
             hang: Arc::default(),
             url: url.clone(),
+            jwks_uri: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -146,12 +150,18 @@ impl FakeIssuer {
     /// A token signed by key `kid`, with `iss` set to this issuer.
     pub fn token(&self, kid: &str, mut claims: Value) -> String {
         claims["iss"] = json!(self.url);
+        self.sign(kid, &claims)
+    }
+
+    /// A token signed by key `kid` with the claims as given (`iss` too).
+    pub fn sign(&self, kid: &str, claims: &Value) -> String {
         let signer = self.signer(kid);
-        sign_with(
-            &signer,
-            &json!({"alg": signer.alg(), "kid": kid, "typ": "JWT"}),
-            &claims,
-        )
+        sign_with(&signer, &json!({"alg": signer.alg(), "kid": kid, "typ": "JWT"}), claims)
+    }
+
+    /// From now on discovery names `uri` as the JWKS.
+    pub fn point_jwks_to(&self, uri: &str) {
+        *self.shared.jwks_uri.lock().unwrap() = Some(uri.to_string());
     }
 
     /// Publishes a new EC key (the issuer rotated).

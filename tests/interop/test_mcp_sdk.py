@@ -94,7 +94,9 @@ class Stack:
             db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
         binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db, MAYFLY_MASTER_KEY=MASTER_KEY,
-                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="warn")
+                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="warn",
+                   # The stand-in OIDC issuers of the federation tests listen on loopback.
+                   MAYFLY_FEDERATION_ALLOW_LOOPBACK="1")
         self.mayfly_log = open(tmp_path / "mayfly.log", "w")
         self.procs.append(subprocess.Popen([binary], env=env, stdout=self.mayfly_log, stderr=subprocess.STDOUT))
         wait_for(f"{self.issuer}/readyz", self.procs[-1], "mayfly")
