@@ -216,10 +216,10 @@ impl TrustPolicy {
         let t = now.timestamp();
         let time = |name: &str| claims.get(name).and_then(|v| v.as_i64());
         let exp = time("exp").ok_or_else(|| mismatch("exp missing"))?;
-        if exp + SKEW_SECONDS <= t {
+        if exp.saturating_add(SKEW_SECONDS) <= t {
             return Err(mismatch("expired"));
         }
-        if time("nbf").is_some_and(|nbf| nbf > t + SKEW_SECONDS) {
+        if time("nbf").is_some_and(|nbf| nbf > t.saturating_add(SKEW_SECONDS)) {
             return Err(mismatch("not yet valid"));
         }
         let iat = time("iat");
@@ -228,7 +228,7 @@ impl TrustPolicy {
         }
         if let Some(max_age) = self.max_token_age_seconds {
             let iat = iat.ok_or_else(|| mismatch("iat missing"))?;
-            if t - iat > max_age {
+            if t.saturating_sub(iat) > max_age {
                 return Err(mismatch("too old"));
             }
         }
@@ -318,6 +318,21 @@ mod tests {
         let m = github_policy().evaluate(&github_token(1000), at(1010)).unwrap();
         assert_eq!(m.workload, "github:acme/app@refs/heads/main");
         assert_eq!((m.workflow.as_str(), m.jti.as_deref()), ("release", Some("j1")));
+    }
+
+    /// An issuer signs whatever numbers it likes: extremes are judged, not
+    /// overflowed (a panic in a debug build, a wrapped verdict in release).
+    #[test]
+    fn extreme_time_claims_are_judged_without_overflow() {
+        let p = github_policy();
+        for (name, value) in [("exp", i64::MAX), ("exp", i64::MIN), ("iat", i64::MIN), ("nbf", i64::MAX)] {
+            let mut c = github_token(1000);
+            c.insert(name.into(), json!(value));
+            let _ = p.evaluate(&c, at(1010));
+        }
+        let mut c = github_token(1000);
+        c.insert("iat".into(), json!(i64::MIN));
+        assert_eq!(p.evaluate(&c, at(1010)).unwrap_err().0, "too old");
     }
 
     #[test]
