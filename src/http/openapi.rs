@@ -7,8 +7,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{
-    BadRequest, Conflict, Forbidden, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable,
-    Unauthorized, Unprocessable,
+    BadRequest, Conflict, Forbidden, ListBusy, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled,
+    OAuthUnavailable, Unauthorized, Unprocessable,
 };
 
 #[derive(OpenApi)]
@@ -34,7 +34,7 @@ whose scope is `mayfly:admin` or `mayfly:tenant:{tenant}:admin`.",
         (name = "keys", description = "Signing keys (global admins)."),
         (name = "operations"),
     ),
-    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
+    components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable, ListBusy,
         OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable)),
     modifiers(&AdminBearer),
 )]
