@@ -2,12 +2,15 @@
 //! session that is an ordinary admin token held only in an HttpOnly,
 //! SameSite=Strict cookie (Secure unless the issuer is loopback). The console
 //! calls the REST API like any client; state-changing calls carry a CSRF
-//! token (double submit). Sign-out revokes the token.
+//! token bound to the session (a MAC of its token's `jti`). Sign-out revokes
+//! the token.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,15 @@ use crate::tenants::{self, Credentials};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
 
+/// Cookie names when the cookies are `Secure` (an https issuer): the
+/// `__Host-` prefix makes the browser refuse them unless Secure, `Path=/` and
+/// without `Domain`, so a sibling subdomain or a plain-http answer cannot
+/// plant or shadow a session.
+pub const SESSION_COOKIE_HOST: &str = "__Host-mayfly_console";
+pub const CSRF_COOKIE_HOST: &str = "__Host-mayfly_csrf";
+/// Cookie names on a loopback http issuer (development), where cookies are
+/// not Secure and a `__Host-` name would be refused (Firefox and Safari take
+/// no Secure cookie over http, even from localhost).
 pub const SESSION_COOKIE: &str = "mayfly_console";
 pub const CSRF_COOKIE: &str = "mayfly_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -67,19 +79,41 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
+/// The session and CSRF cookie names this issuer uses (see `SESSION_COOKIE_HOST`).
+pub fn cookie_names(state: &AppState) -> (&'static str, &'static str) {
+    if secure(state) {
+        (SESSION_COOKIE_HOST, CSRF_COOKIE_HOST)
+    } else {
+        (SESSION_COOKIE, CSRF_COOKIE)
+    }
+}
+
+/// The session token of a console request, if it carries one. Only this
+/// issuer's cookie name counts: under https an unprefixed `mayfly_console`
+/// (which anyone able to set a cookie for the host could plant) is ignored.
+pub fn session_token<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
+    cookie(headers, cookie_names(state).0).filter(|t| !t.is_empty())
+}
+
+/// The CSRF token of the session whose token has `jti`: only a holder of the
+/// session (the page that signed in, which reads it from its cookie) and
+/// this issuer know it, and it is worth nothing with another session.
+pub fn csrf_token(state: &AppState, jti: &str) -> String {
+    let tag = ring::hmac::sign(&state.web.console_csrf, jti.as_bytes());
+    URL_SAFE_NO_PAD.encode(tag.as_ref())
+}
+
 /// Whether a cookie-authenticated, state-changing request carries the CSRF
-/// token that only our own pages can read.
-pub fn csrf_ok(headers: &HeaderMap) -> bool {
-    let (Some(cookie), Some(sent)) = (
-        cookie(headers, CSRF_COOKIE),
-        headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()),
-    ) else {
+/// token of its own session (`jti`), compared in constant time.
+pub fn csrf_ok(state: &AppState, headers: &HeaderMap, jti: &str) -> bool {
+    let Some(sent) = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim()).ok())
+    else {
         return false;
     };
-    // Compared through an HMAC so the comparison takes the same time wherever they differ.
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"mayfly console csrf");
-    let tag = ring::hmac::sign(&key, cookie.as_bytes());
-    !cookie.is_empty() && ring::hmac::verify(&key, sent.as_bytes(), tag.as_ref()).is_ok()
+    ring::hmac::verify(&state.web.console_csrf, jti.as_bytes(), &sent).is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +158,7 @@ fn set_cookie(res: &mut Response, name: &str, value: &str, max_age: i64, http_on
 }
 
 /// `Secure` cookies, except for an issuer on loopback http (development).
-fn secure(state: &AppState) -> bool {
+pub fn secure(state: &AppState) -> bool {
     let url = &state.issuer.id().url;
     !(url.starts_with("http://127.") || url.starts_with("http://localhost") || url.starts_with("http://[::1]"))
 }
@@ -168,20 +202,19 @@ pub async fn sign_in(
         Err(_) => return Err(ApiError::forbidden("this client may not administer mayfly")),
     };
     let admin = admin_from_token(&state, &issued.access_token, origin).await?;
-    let mut csrf = [0u8; 24];
-    crate::keys::seal::fill_random(&mut csrf);
-    let csrf = crate::keys::seal::hex(&csrf);
+    let csrf = csrf_token(&state, &admin.id.jti);
     let mut res = Json(session_of(&admin, Some(issued.lease.expires_at))).into_response();
     let secure = secure(&state);
+    let (session_name, csrf_name) = cookie_names(&state);
     set_cookie(
         &mut res,
-        SESSION_COOKIE,
+        session_name,
         &issued.access_token,
         issued.expires_in,
         true,
         secure,
     );
-    set_cookie(&mut res, CSRF_COOKIE, &csrf, issued.expires_in, false, secure);
+    set_cookie(&mut res, csrf_name, &csrf, issued.expires_in, false, secure);
     Ok(res)
 }
 
@@ -204,8 +237,9 @@ pub async fn sign_out(State(state): State<AppState>, admin: Admin) -> Result<Res
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     let secure = secure(&state);
-    set_cookie(&mut res, SESSION_COOKIE, "", 0, true, secure);
-    set_cookie(&mut res, CSRF_COOKIE, "", 0, false, secure);
+    let (session_name, csrf_name) = cookie_names(&state);
+    set_cookie(&mut res, session_name, "", 0, true, secure);
+    set_cookie(&mut res, csrf_name, "", 0, false, secure);
     Ok(res)
 }
 
