@@ -2,7 +2,8 @@
 // CSP-strict by design: no inline code, no eval, and every piece of server
 // data reaches the DOM through textContent (never innerHTML). The session is
 // an HttpOnly cookie this script never sees; non-GET requests echo the
-// readable `mayfly_csrf` cookie in X-CSRF-Token (double submit).
+// readable CSRF cookie (`__Host-mayfly_csrf`, or `mayfly_csrf` on loopback
+// http) in X-CSRF-Token; the server checks it is the one of this session.
 'use strict';
 
 (() => {
@@ -157,7 +158,8 @@
   async function api(method, path, body) {
     const headers = { Accept: 'application/json' };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
-    const csrf = method === 'GET' ? null : cookie('mayfly_csrf');
+    // `__Host-` names under an https issuer, plain ones on loopback http (see console.rs).
+    const csrf = method === 'GET' ? null : (cookie('__Host-mayfly_csrf') || cookie('mayfly_csrf'));
     if (csrf) headers['X-CSRF-Token'] = csrf;
     let res;
     try {

@@ -62,6 +62,8 @@ pub struct Web {
     pub metrics: PrometheusHandle,
     pub clock: Arc<dyn Clock>,
     pub store: Store,
+    /// Binds the console's CSRF token to its session (derived from the master key).
+    pub console_csrf: ring::hmac::Key,
 }
 
 /// Background work that runs beside the router.
@@ -137,6 +139,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     config.validate()?;
     let masters = Arc::new(master_keys(&config)?);
     let checkpoint_key = masters.current.checkpoint_key();
+    let console_csrf = masters.current.console_csrf_key();
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     bootstrap::recanonicalize_resources(&store).await?;
@@ -270,6 +273,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             metrics: crate::http::ops::metrics_handle(),
             clock: clock.clone(),
             store: store.clone(),
+            console_csrf,
         }),
     };
     let background = Background {

@@ -2,9 +2,15 @@
 //! and recompute the whole chain. Appends inside a larger transaction go
 //! through `Conn::append_audit` directly, so they commit with what they record.
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::checkpoint::Checkpoint;
-use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification};
+use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification, actions};
+use crate::storage::gate::bounded;
 use crate::storage::{AuditFilter, Store, StoreError};
+
+/// The longest window the per-minute counts read.
+pub const STATS_MAX_MINUTES: usize = 60;
 
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -23,7 +29,9 @@ impl AuditLog {
         tx.commit().await
     }
 
-    /// A tenant's events, newest first, before sequence `before`.
+    /// A tenant's events, newest first, before sequence `before`. An admin
+    /// list: it takes a slot of the list gate (busy past the tenant's or the
+    /// process's share) and runs under the list statement timeout.
     pub async fn list(
         &self,
         tenant: &str,
@@ -31,12 +39,36 @@ impl AuditLog {
         before: i64,
         limit: i64,
     ) -> Result<Vec<ChainedEvent>, StoreError> {
-        self.store
-            .read()
-            .await?
-            .conn()
-            .list_audit(tenant, filter, before, limit)
-            .await
+        let mut read = self.store.list_read(tenant).await?;
+        bounded(read.tx.conn().list_audit(tenant, filter, before, limit)).await
+    }
+
+    /// Mints and denials of `tenant` per minute, for `minutes` minutes from
+    /// `from` (minute-aligned; at most an hour): `(minted, denied)` per
+    /// minute. Gated and timed like a list.
+    pub async fn minutes(
+        &self,
+        tenant: &str,
+        from: DateTime<Utc>,
+        minutes: usize,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let minutes = minutes.min(STATS_MAX_MINUTES);
+        let to = from + TimeDelta::minutes(minutes as i64);
+        let mut read = self.store.list_read(tenant).await?;
+        let rows = bounded(read.tx.conn().audit_minutes(tenant, from, to)).await?;
+        let mut out = vec![(0, 0); minutes];
+        for (action, minute, count) in rows {
+            let Some(m) = usize::try_from(minute).ok().and_then(|i| out.get_mut(i)) else {
+                continue;
+            };
+            let count = u64::try_from(count).unwrap_or(0);
+            if action == actions::TOKEN_DENIED {
+                m.1 += count;
+            } else {
+                m.0 += count;
+            }
+        }
+        Ok(out)
     }
 
     /// Walks the chain from the first event to the head recorded when the

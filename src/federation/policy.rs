@@ -325,7 +325,12 @@ mod tests {
     #[test]
     fn extreme_time_claims_are_judged_without_overflow() {
         let p = github_policy();
-        for (name, value) in [("exp", i64::MAX), ("exp", i64::MIN), ("iat", i64::MIN), ("nbf", i64::MAX)] {
+        for (name, value) in [
+            ("exp", i64::MAX),
+            ("exp", i64::MIN),
+            ("iat", i64::MIN),
+            ("nbf", i64::MAX),
+        ] {
             let mut c = github_token(1000);
             c.insert(name.into(), json!(value));
             let _ = p.evaluate(&c, at(1010));

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{GlobalAdmin, TenantAdmin};
 use super::body::ApiQuery;
-use super::error::{ApiError, BadRequest, Forbidden, NotFound, Unauthorized};
+use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, ChainedEvent, Verification};
@@ -58,7 +58,8 @@ impl From<ChainedEvent> for AuditEventOut {
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/audit", tag = "records",
     params(("tenant" = String, Path), AuditQuery),
     responses((status = 200, description = "OK.", body = Page<AuditEventOut>), (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)))]
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 503, response = ListBusy)))]
 pub async fn list_audit(
     State(AppState { audit, .. }): State<AppState>,
     at: TenantAdmin,

@@ -192,25 +192,22 @@ impl FromRequestParts<AppState> for Admin {
         let Ok(origin) = Origin::from_request_parts(parts, state).await;
         // A bearer token, or the console's session cookie; a cookie rides on
         // every request the browser makes, so a state-changing one must also
-        // carry the CSRF token only our own pages can read.
-        let token = match bearer(&parts.headers) {
-            Some(token) => token,
-            None => {
-                let cookie = console::cookie(&parts.headers, console::SESSION_COOKIE)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
-                let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
-                if !safe && !console::csrf_ok(&parts.headers) {
-                    return Err(ApiError::new(
-                        axum::http::StatusCode::FORBIDDEN,
-                        "csrf",
-                        "a state-changing request from the console needs its X-CSRF-Token",
-                    ));
-                }
-                cookie
-            }
-        };
-        admin_from_token(state, token, origin).await
+        // carry its session's CSRF token, which only our own pages can read.
+        if let Some(token) = bearer(&parts.headers) {
+            return admin_from_token(state, token, origin).await;
+        }
+        let token = console::session_token(state, &parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
+        let admin = admin_from_token(state, token, origin).await?;
+        let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
+        if !safe && !console::csrf_ok(state, &parts.headers, &admin.id.jti) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "csrf",
+                "a state-changing request from the console needs its session's X-CSRF-Token",
+            ));
+        }
+        Ok(admin)
     }
 }
 

@@ -2,12 +2,15 @@
 //! session that is an ordinary admin token held only in an HttpOnly,
 //! SameSite=Strict cookie (Secure unless the issuer is loopback). The console
 //! calls the REST API like any client; state-changing calls carry a CSRF
-//! token (double submit). Sign-out revokes the token.
+//! token bound to the session (a MAC of its token's `jti`). Sign-out revokes
+//! the token.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -15,13 +18,22 @@ use serde::{Deserialize, Serialize};
 use super::auth::{Admin, AdminScope, admin_from_token};
 use super::body::ApiJson;
 use super::error::ApiError;
+use super::pagination::{self, Page};
 use crate::app::AppState;
 use crate::audit::Origin;
-use crate::storage::AuditFilter;
 use crate::tenants::{self, Credentials};
 use crate::tokens::issuer::{MintError, Provenance};
 use crate::tokens::policy::MintRequest;
 
+/// Cookie names when the cookies are `Secure` (an https issuer): the
+/// `__Host-` prefix makes the browser refuse them unless Secure, `Path=/` and
+/// without `Domain`, so a sibling subdomain or a plain-http answer cannot
+/// plant or shadow a session.
+pub const SESSION_COOKIE_HOST: &str = "__Host-mayfly_console";
+pub const CSRF_COOKIE_HOST: &str = "__Host-mayfly_csrf";
+/// Cookie names on a loopback http issuer (development), where cookies are
+/// not Secure and a `__Host-` name would be refused (Firefox and Safari take
+/// no Secure cookie over http, even from localhost).
 pub const SESSION_COOKIE: &str = "mayfly_console";
 pub const CSRF_COOKIE: &str = "mayfly_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -67,19 +79,41 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
+/// The session and CSRF cookie names this issuer uses (see `SESSION_COOKIE_HOST`).
+pub fn cookie_names(state: &AppState) -> (&'static str, &'static str) {
+    if secure(state) {
+        (SESSION_COOKIE_HOST, CSRF_COOKIE_HOST)
+    } else {
+        (SESSION_COOKIE, CSRF_COOKIE)
+    }
+}
+
+/// The session token of a console request, if it carries one. Only this
+/// issuer's cookie name counts: under https an unprefixed `mayfly_console`
+/// (which anyone able to set a cookie for the host could plant) is ignored.
+pub fn session_token<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
+    cookie(headers, cookie_names(state).0).filter(|t| !t.is_empty())
+}
+
+/// The CSRF token of the session whose token has `jti`: only a holder of the
+/// session (the page that signed in, which reads it from its cookie) and
+/// this issuer know it, and it is worth nothing with another session.
+pub fn csrf_token(state: &AppState, jti: &str) -> String {
+    let tag = ring::hmac::sign(&state.web.console_csrf, jti.as_bytes());
+    URL_SAFE_NO_PAD.encode(tag.as_ref())
+}
+
 /// Whether a cookie-authenticated, state-changing request carries the CSRF
-/// token that only our own pages can read.
-pub fn csrf_ok(headers: &HeaderMap) -> bool {
-    let (Some(cookie), Some(sent)) = (
-        cookie(headers, CSRF_COOKIE),
-        headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()),
-    ) else {
+/// token of its own session (`jti`), compared in constant time.
+pub fn csrf_ok(state: &AppState, headers: &HeaderMap, jti: &str) -> bool {
+    let Some(sent) = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| URL_SAFE_NO_PAD.decode(v.trim()).ok())
+    else {
         return false;
     };
-    // Compared through an HMAC so the comparison takes the same time wherever they differ.
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"mayfly console csrf");
-    let tag = ring::hmac::sign(&key, cookie.as_bytes());
-    !cookie.is_empty() && ring::hmac::verify(&key, sent.as_bytes(), tag.as_ref()).is_ok()
+    ring::hmac::verify(&state.web.console_csrf, jti.as_bytes(), &sent).is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +158,7 @@ fn set_cookie(res: &mut Response, name: &str, value: &str, max_age: i64, http_on
 }
 
 /// `Secure` cookies, except for an issuer on loopback http (development).
-fn secure(state: &AppState) -> bool {
+pub fn secure(state: &AppState) -> bool {
     let url = &state.issuer.id().url;
     !(url.starts_with("http://127.") || url.starts_with("http://localhost") || url.starts_with("http://[::1]"))
 }
@@ -174,20 +208,19 @@ pub async fn sign_in(
         Err(_) => return Err(ApiError::forbidden("this client may not administer mayfly")),
     };
     let admin = admin_from_token(&state, &issued.access_token, origin).await?;
-    let mut csrf = [0u8; 24];
-    crate::keys::seal::fill_random(&mut csrf);
-    let csrf = crate::keys::seal::hex(&csrf);
+    let csrf = csrf_token(&state, &admin.id.jti);
     let mut res = Json(session_of(&admin, Some(issued.lease.expires_at))).into_response();
     let secure = secure(&state);
+    let (session_name, csrf_name) = cookie_names(&state);
     set_cookie(
         &mut res,
-        SESSION_COOKIE,
+        session_name,
         &issued.access_token,
         issued.expires_in,
         true,
         secure,
     );
-    set_cookie(&mut res, CSRF_COOKIE, &csrf, issued.expires_in, false, secure);
+    set_cookie(&mut res, csrf_name, &csrf, issued.expires_in, false, secure);
     Ok(res)
 }
 
@@ -210,8 +243,9 @@ pub async fn sign_out(State(state): State<AppState>, admin: Admin) -> Result<Res
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
     let secure = secure(&state);
-    set_cookie(&mut res, SESSION_COOKIE, "", 0, true, secure);
-    set_cookie(&mut res, CSRF_COOKIE, "", 0, false, secure);
+    let (session_name, csrf_name) = cookie_names(&state);
+    set_cookie(&mut res, session_name, "", 0, true, secure);
+    set_cookie(&mut res, csrf_name, "", 0, false, secure);
     Ok(res)
 }
 
@@ -222,19 +256,48 @@ pub struct TenantLive {
     live_leases: i64,
 }
 
-/// Tenants with their live-lease counts (a tenant admin: its own).
-pub async fn tenants(State(state): State<AppState>, admin: Admin) -> Result<Json<serde_json::Value>, ApiError> {
-    let list = state.directory.list_tenants(admin.own_tenant(), "", 1000).await?;
-    let mut items = Vec::new();
-    for t in list {
-        let live_leases = state.ledger.live_leases(&t.id).await?;
-        items.push(TenantLive {
+/// The most tenants one `/console/tenants` answer counts leases for.
+pub const TENANTS_MAX: i64 = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantsQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Tenants with their live-lease counts (a tenant admin: its own), at most
+/// `TENANTS_MAX` a page; the counts run as one admin list (gated, timed).
+pub async fn tenants(
+    State(state): State<AppState>,
+    admin: Admin,
+    super::body::ApiQuery(q): super::body::ApiQuery<TenantsQuery>,
+) -> Result<Json<Page<TenantLive>>, ApiError> {
+    let limit = match q.limit {
+        None => TENANTS_MAX,
+        Some(n) if (1..=TENANTS_MAX).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be between 1 and {TENANTS_MAX}"),
+            ));
+        }
+    };
+    let after = pagination::text_cursor(q.cursor.as_deref())?;
+    let list = state.directory.list_tenants(admin.own_tenant(), &after, limit).await?;
+    let caller = admin.own_tenant().unwrap_or(tenants::SYSTEM_TENANT);
+    let ids: Vec<&str> = list.iter().map(|t| t.id.as_str()).collect();
+    let counts = state.ledger.live_leases(caller, &ids).await?;
+    let rows: Vec<TenantLive> = list
+        .into_iter()
+        .zip(counts)
+        .map(|(t, live_leases)| TenantLive {
             id: t.id,
             name: t.name,
             live_leases,
-        });
-    }
-    Ok(Json(serde_json::json!({ "items": items })))
+        })
+        .collect();
+    Ok(Json(Page::of(rows, limit, |t| t.id.clone(), |t| t)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,7 +313,12 @@ struct Minute {
     denied: u64,
 }
 
-/// Mints and denials per minute over the last 30 minutes, from the audit trail.
+/// How many minutes `/console/stats` covers, ending with the current one.
+pub const STATS_MINUTES: usize = 30;
+
+/// Mints and denials per minute over the last 30 minutes, from the audit
+/// trail: one indexed time range of one tenant, run as an admin list (gated,
+/// timed), whatever the size of the trail.
 pub async fn stats(
     State(state): State<AppState>,
     admin: Admin,
@@ -260,35 +328,21 @@ pub async fn stats(
         return Err(ApiError::forbidden("this token administers another tenant"));
     }
     let now = state.web.clock.now();
-    let start = now - TimeDelta::minutes(29);
+    let start = now - TimeDelta::minutes(STATS_MINUTES as i64 - 1);
     let start = DateTime::from_timestamp(start.timestamp() - start.timestamp().rem_euclid(60), 0).unwrap_or(start);
-    let mut minutes: Vec<Minute> = (0..30)
-        .map(|i| Minute {
-            minute: start + TimeDelta::minutes(i),
-            minted: 0,
-            denied: 0,
+    let counts = state.audit.minutes(&q.tenant, start, STATS_MINUTES).await?;
+    let minutes: Vec<Minute> = counts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (minted, denied))| Minute {
+            minute: start + TimeDelta::minutes(i as i64),
+            minted,
+            denied,
         })
         .collect();
-    for (action, minted) in [
-        ("token.issued", true),
-        ("token.exchanged", true),
-        ("token.denied", false),
-    ] {
-        let filter = AuditFilter {
-            action: Some(action.into()),
-            since: Some(start),
-            ..Default::default()
-        };
-        for e in state.audit.list(&q.tenant, &filter, i64::MAX, 1000).await? {
-            let i = (e.event.at - start).num_minutes();
-            if let Some(m) = usize::try_from(i).ok().and_then(|i| minutes.get_mut(i)) {
-                if minted {
-                    m.minted += 1;
-                } else {
-                    m.denied += 1;
-                }
-            }
-        }
-    }
-    Ok(Json(serde_json::json!({ "minutes": minutes })))
+    Ok(Json(serde_json::json!({
+        "from": start,
+        "to": start + TimeDelta::minutes(STATS_MINUTES as i64),
+        "minutes": minutes,
+    })))
 }

@@ -60,6 +60,12 @@ pub struct Unprocessable(#[to_schema] ErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse
 pub struct UnprocessableIssuer(#[to_schema] ErrorBody);
+/// An admin list is refused for now (`unavailable`, with `Retry-After: 1`):
+/// the tenant's list slots (two) or the process's share of the pool are all
+/// in use, or the list ran past its 5 s statement timeout (narrow it).
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct ListBusy(#[to_schema] ErrorBody);
 /// An OAuth error (`invalid_request`, `invalid_scope`, `invalid_target`, `unauthorized_client`, …).
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::auth::TenantAdmin;
 use super::body::{ApiPath, ApiQuery};
-use super::error::{ApiError, BadRequest, Forbidden, NotFound, Unauthorized};
+use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
 use crate::app::AppState;
 use crate::storage::{LeaseFilter, LeaseStatus};
@@ -102,7 +102,8 @@ impl LeaseOut {
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/leases", tag = "records",
     params(("tenant" = String, Path), LeaseQuery),
     responses((status = 200, description = "OK.", body = Page<LeaseOut>), (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)))]
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 503, response = ListBusy)))]
 pub async fn list_leases(
     State(AppState { ledger, .. }): State<AppState>,
     at: TenantAdmin,

@@ -7,8 +7,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{
-    BadRequest, Conflict, Forbidden, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable,
-    Unauthorized, Unprocessable, UnprocessableIssuer,
+    BadRequest, Conflict, Forbidden, ListBusy, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled,
+    OAuthUnavailable, Unauthorized, Unprocessable, UnprocessableIssuer,
 };
 
 #[derive(OpenApi)]
@@ -35,7 +35,7 @@ whose scope is `mayfly:admin` or `mayfly:tenant:{tenant}:admin`.",
         (name = "operations"),
     ),
     components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
-        UnprocessableIssuer, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable)),
+        UnprocessableIssuer, ListBusy, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable)),
     modifiers(&AdminBearer),
 )]
 pub struct ApiDoc;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::auth::{AdminScope, TenantAdmin, admin_from_token, basic_credentials, bearer};
 use super::body::{ApiJson, ApiQuery};
-use super::error::{ApiError, BadRequest, Forbidden, NotFound, Unauthorized, Unprocessable};
+use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized, Unprocessable};
 use super::pagination::{self, Page, PageQuery, encode_cursor};
 use crate::app::AppState;
 use crate::audit::Origin;
@@ -162,7 +162,8 @@ pub async fn create_revocation(
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/revocations", tag = "records",
     params(("tenant" = String, Path), PageQuery),
     responses((status = 200, description = "OK.", body = Page<RevocationOut>), (status = 400, response = BadRequest),
-        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound)))]
+        (status = 401, response = Unauthorized), (status = 403, response = Forbidden), (status = 404, response = NotFound),
+        (status = 503, response = ListBusy)))]
 pub async fn list_revocations(
     State(AppState { ledger, .. }): State<AppState>,
     at: TenantAdmin,

@@ -31,6 +31,9 @@ pub struct MasterKey {
     key: LessSafeKey,
     /// Keys audit checkpoints; derived, so the master key itself signs nothing.
     checkpoint: ring::hmac::Key,
+    /// Keys the console's CSRF tokens (HKDF from the master key, so every
+    /// replica sharing the master key derives the same one).
+    console_csrf: ring::hmac::Key,
     /// Short digest naming this key, stored beside what it sealed so a wrong
     /// key is reported as such. Reveals nothing usable about the key.
     pub id: String,
@@ -53,11 +56,22 @@ impl MasterKey {
         let id = hex(&ctx.finish().as_ref()[..8]);
         let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
         let derived = ring::hmac::sign(&derive, b"mayfly audit checkpoint key v1");
+        let console_csrf = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"mayfly")
+            .extract(bytes)
+            .expand(&[b"mayfly console csrf key v1"], ring::hmac::HMAC_SHA256)
+            .map_err(|_| SealError::BadMasterKey)?
+            .into();
         Ok(Self {
             key: LessSafeKey::new(unbound),
             checkpoint: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+            console_csrf,
             id,
         })
+    }
+
+    /// The key the console's CSRF tokens are MAC'd with.
+    pub fn console_csrf_key(&self) -> ring::hmac::Key {
+        self.console_csrf.clone()
     }
 
     /// The key audit checkpoints are MAC'd with.

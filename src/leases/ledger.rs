@@ -50,20 +50,26 @@ impl Ledger {
             .map_err(Error::or_not_found("lease"))
     }
 
-    /// Unexpired, unmarked leases of `tenant` (the console's tenant list).
-    pub async fn live_leases(&self, tenant: &str) -> Result<i64, StoreError> {
+    /// Unexpired, unmarked leases of each of `tenants` (the console's tenant
+    /// list): one slot of `caller`'s in the list gate and one statement
+    /// timeout for all the counts.
+    pub async fn live_leases(&self, caller: &str, tenants: &[&str]) -> Result<Vec<i64>, StoreError> {
         let now = self.clock.now();
-        self.store.read().await?.conn().count_live_leases(tenant, now).await
+        let mut read = self.store.list_read(caller).await?;
+        bounded(async {
+            let mut counts = Vec::with_capacity(tenants.len());
+            for t in tenants {
+                counts.push(read.tx.conn().count_live_leases(t, now).await?);
+            }
+            Ok(counts)
+        })
+        .await
     }
 
-    /// Rules of `tenant`, newest first.
+    /// Rules of `tenant`, newest first (an admin list: gated and timed).
     pub async fn rules(&self, tenant: &str, before: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
-        self.store
-            .read()
-            .await?
-            .conn()
-            .list_revocations(tenant, before, limit)
-            .await
+        let mut read = self.store.list_read(tenant).await?;
+        bounded(read.tx.conn().list_revocations(tenant, before, limit)).await
     }
 
     /// Rules oldest first after `after`: one tenant's plus key rules, or all.

@@ -13,6 +13,21 @@ macro_rules! event_columns {
     };
 }
 
+/// The console's per-minute counts: the minute bucket is the one expression
+/// the backends spell differently (SQLite stores `at` as RFC 3339 text).
+pub const AUDIT_MINUTES_POSTGRES: &str =
+    "SELECT action, CAST(floor(extract(epoch FROM (at - $2)) / 60) AS BIGINT), COUNT(*)
+     FROM audit_events
+     WHERE tenant_id = $1 AND at >= $2 AND at < $3
+       AND action IN ('token.issued', 'token.exchanged', 'token.denied')
+     GROUP BY 1, 2";
+pub const AUDIT_MINUTES_SQLITE: &str =
+    "SELECT action, (CAST(strftime('%s', at) AS INTEGER) - CAST(strftime('%s', $2) AS INTEGER)) / 60, COUNT(*)
+     FROM audit_events
+     WHERE tenant_id = $1 AND at >= $2 AND at < $3
+       AND action IN ('token.issued', 'token.exchanged', 'token.denied')
+     GROUP BY 1, 2";
+
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
     pub workflow: Option<String>,
@@ -21,6 +36,34 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+}
+
+/// The SQL of an audit list. Only the filters given become conditions, so
+/// each combination plans on its own and a filter by action walks the
+/// `(tenant_id, action, seq)` index (a `$n IS NULL OR …` condition hides
+/// indexes from the planner). Binds: tenant, before, then the filters given
+/// in the order below, then the limit.
+fn list_audit_sql(f: &AuditFilter) -> String {
+    let mut sql = String::from(concat!(
+        "SELECT seq, ",
+        event_columns!(),
+        ", prev_hash, hash FROM audit_events WHERE tenant_id = $1 AND seq < $2"
+    ));
+    let mut n = 2;
+    let given = [
+        ("workflow =", f.workflow.is_some()),
+        ("workload =", f.workload.is_some()),
+        ("client_id =", f.client_id.is_some()),
+        ("action =", f.action.is_some()),
+        ("at >=", f.since.is_some()),
+        ("at <", f.until.is_some()),
+    ];
+    for (condition, _) in given.iter().filter(|(_, on)| *on) {
+        n += 1;
+        sql.push_str(&format!(" AND {condition} ${n}"));
+    }
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", n + 1));
+    sql
 }
 
 impl Conn<'_> {
@@ -94,6 +137,7 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// A tenant's events newest first (see `list_audit_sql`).
     pub async fn list_audit(
         &mut self,
         tenant: &str,
@@ -101,21 +145,35 @@ impl Conn<'_> {
         before_seq: i64,
         limit: i64,
     ) -> Result<Vec<ChainedEvent>> {
-        Ok(run!(self, c => sqlx::query_as::<_, ChainedEvent>(concat!(
-            "SELECT seq, ", event_columns!(), ", prev_hash, hash
-             FROM audit_events
-             WHERE tenant_id = $1 AND seq < $2
-               AND ($3 IS NULL OR workflow = $3)
-               AND ($4 IS NULL OR workload = $4)
-               AND ($5 IS NULL OR client_id = $5)
-               AND ($6 IS NULL OR action = $6)
-               AND ($7 IS NULL OR at >= $7)
-               AND ($8 IS NULL OR at < $8)
-             ORDER BY seq DESC LIMIT $9"))
-            .bind(tenant).bind(before_seq)
-            .bind(f.workflow.as_deref()).bind(f.workload.as_deref()).bind(f.client_id.as_deref())
-            .bind(f.action.as_deref()).bind(f.since).bind(f.until).bind(limit)
-            .fetch_all(c).await)?)
+        let sql = list_audit_sql(f);
+        Ok(run!(self, c => {
+            let mut q = sqlx::query_as::<_, ChainedEvent>(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(before_seq);
+            for v in [&f.workflow, &f.workload, &f.client_id, &f.action].into_iter().flatten() {
+                q = q.bind(v.as_str());
+            }
+            for t in [f.since, f.until].into_iter().flatten() {
+                q = q.bind(t);
+            }
+            q.bind(limit).fetch_all(c).await
+        })?)
+    }
+
+    /// Mints (`token.issued`, `token.exchanged`) and denials (`token.denied`)
+    /// of `tenant` per minute since `from` (minute-aligned) and before `to`:
+    /// `(action, minute index, count)`. One range of the `(tenant_id, at,
+    /// action)` index, however long the trail; the window is the caller's bound.
+    pub async fn audit_minutes(
+        &mut self,
+        tenant: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64, i64)>> {
+        let sql = match self.0 {
+            super::ConnRef::Postgres(_) => AUDIT_MINUTES_POSTGRES,
+            super::ConnRef::Sqlite(_) => AUDIT_MINUTES_SQLITE,
+        };
+        Ok(run!(self, c => sqlx::query_as::<_, (String, i64, i64)>(sql)
+            .bind(tenant).bind(from).bind(to).fetch_all(c).await)?)
     }
 
     /// Events in chain order after `after_seq`, for verification.
@@ -157,5 +215,60 @@ impl Conn<'_> {
             "SELECT count, head, at, mac FROM audit_checkpoints ORDER BY count, id")
             .fetch_all(c).await)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Pooled;
+
+    /// SQLite's plan of `sql` with `binds` (text), one detail line per step.
+    async fn plan(store: &crate::storage::Store, sql: &str, binds: &[&str]) -> String {
+        let Pooled::Sqlite(mut c) = store.read().await.unwrap() else {
+            unreachable!("a SQLite test store")
+        };
+        let mut q =
+            sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for b in binds {
+            q = q.bind(*b);
+        }
+        let rows = q.fetch_all(&mut *c).await.unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn an_audit_list_names_only_the_filters_given() {
+        let none = list_audit_sql(&AuditFilter::default());
+        assert!(
+            none.ends_with("WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"),
+            "{none}"
+        );
+        let f = AuditFilter {
+            action: Some("token.issued".into()),
+            until: Some(DateTime::<Utc>::UNIX_EPOCH),
+            ..Default::default()
+        };
+        let sql = list_audit_sql(&f);
+        assert!(
+            sql.ends_with("AND action = $3 AND at < $4 ORDER BY seq DESC LIMIT $5"),
+            "{sql}"
+        );
+        assert!(!sql.contains("IS NULL"), "{sql}");
+    }
+
+    #[tokio::test]
+    async fn audit_lists_by_action_and_the_minute_counts_read_their_indexes() {
+        let (store, _dir) = crate::testing::temp_store().await;
+        let by_action = list_audit_sql(&AuditFilter {
+            action: Some("token.issued".into()),
+            ..Default::default()
+        });
+        let p = plan(&store, &by_action, &["acme", "9", "token.issued", "10"]).await;
+        assert!(p.contains("audit_events_action_idx"), "{p}");
+        let (from, to) = ("2026-01-01T00:00:00+00:00", "2026-01-01T00:30:00+00:00");
+        let p = plan(&store, AUDIT_MINUTES_SQLITE, &["acme", from, to]).await;
+        assert!(p.contains("audit_events_at_idx"), "{p}");
+        assert!(!p.contains("SCAN audit_events"), "{p}");
     }
 }

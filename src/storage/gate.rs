@@ -1,7 +1,9 @@
-//! Bounds on admin list queries, so a tenant admin scanning its whole
+//! Bounds on admin list queries (leases, audit events, the console's tenant
+//! counts and per-minute stats), so a tenant admin scanning its whole
 //! history cannot starve minting: each runs in a read transaction with a
 //! statement timeout, at most two at a time per tenant and a quarter of the
-//! pool across tenants; past that a list answers "busy" at once.
+//! pool across tenants; past that a list answers "busy" (503 `unavailable`,
+//! `Retry-After: 1`) at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,8 @@ use super::{Pool, Result, Store, StoreError, Tx, TxInner};
 
 /// How long one admin list statement may run.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(5);
-const PER_TENANT: usize = 2;
+/// List slots one tenant may hold at once.
+pub const PER_TENANT: usize = 2;
 
 #[derive(Debug)]
 pub struct ReadGate {
@@ -62,10 +65,15 @@ impl Store {
         let tx = match &self.pool {
             Pool::Postgres(p) => {
                 let mut t = p.begin().await?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SET LOCAL statement_timeout = {}",
-                    LIST_TIMEOUT.as_millis()
-                )))
+                // Custom plans too: a list's statement is prepared once per
+                // connection, and a generic plan cannot know a filter is
+                // selective (an audit list by a rare action would walk the
+                // whole trail by `seq` instead of the action index).
+                sqlx::query(
+                    "SELECT set_config('statement_timeout', $1, true), \
+                            set_config('plan_cache_mode', 'force_custom_plan', true)",
+                )
+                .bind(LIST_TIMEOUT.as_millis().to_string())
                 .execute(&mut *t)
                 .await?;
                 Tx(TxInner::Postgres(t))

@@ -104,6 +104,9 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub db: Database,
+    /// The app's own store (its list gate included), for tests that hold a
+    /// slot of the gate.
+    pub store: mayfly::storage::Store,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -188,6 +191,7 @@ impl Spawn {
             clock: app_clock,
         };
         let prepared = mayfly::prepare(options).await.expect("mayfly starts");
+        let store = prepared.state.web.store.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             mayfly::serve(prepared, listener, async {
@@ -202,6 +206,7 @@ impl Spawn {
             http: http_client(),
             clock,
             db,
+            store,
             shutdown: Some(tx),
             task: Some(task),
         }

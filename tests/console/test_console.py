@@ -264,12 +264,15 @@ def rows_of(page, workflow, state=None):
 
 
 def page_fetch(page, path, method="GET", body=None, csrf=False):
-    """An API call made by the page itself (its cookies ride along); returns the status."""
+    """An API call made by the page itself (its cookies ride along); returns the status.
+    `csrf`: True sends the page's own CSRF cookie as X-CSRF-Token, a string sends that."""
     return page.evaluate(
         """async ([path, method, body, csrf]) => {
             const headers = {};
             if (body !== null) headers['Content-Type'] = 'application/json';
-            if (csrf) {
+            if (typeof csrf === 'string') {
+                headers['X-CSRF-Token'] = csrf;
+            } else if (csrf) {
                 const m = document.cookie.match(/(?:^|;\\s*)mayfly_csrf=([^;]*)/);
                 headers['X-CSRF-Token'] = m ? decodeURIComponent(m[1]) : '';
             }
@@ -530,3 +533,31 @@ def test_security_headers_and_csrf(stack, new_page):
     assert page_fetch(page, "/v1/tenants/acme/revocations", "POST", body, csrf=True) == 201
     assert stack.active(token) is False
     no_js_errors(page)
+
+
+# 8 ---------------------------------------------------------------------------------------------
+
+
+def test_a_csrf_token_works_only_with_its_own_session(stack, new_page):
+    """The CSRF token is bound to the session: one taken from another signed-in
+    browser, or one made up, is refused even when the attacker also plants it
+    as the CSRF cookie (as a sibling subdomain or a plain-http answer can)."""
+    context_a, page_a = new_page()
+    sign_in(page_a, ADMIN_ID, ADMIN_SECRET)
+    context_b, page_b = new_page()
+    sign_in(page_b, ADMIN_ID, ADMIN_SECRET)
+    csrf_a = {c["name"]: c for c in context_a.cookies()}["mayfly_csrf"]["value"]
+    csrf_b = {c["name"]: c for c in context_b.cookies()}["mayfly_csrf"]["value"]
+    assert csrf_a != csrf_b
+
+    token = stack.mint_ci("nightly")
+    body = {"lease_id": jti(token), "reason": "csrf from another session"}
+    for planted in [csrf_a, "0123456789abcdef0123456789abcdef0123456789abcdef"]:
+        context_b.add_cookies([{"name": "mayfly_csrf", "value": planted, "url": stack.issuer, "sameSite": "Strict"}])
+        assert page_fetch(page_b, "/v1/tenants/acme/revocations", "POST", body, csrf=True) == 403, planted
+    assert page_fetch(page_b, "/v1/tenants/acme/revocations", "POST", body, csrf="") == 403
+    assert stack.active(token) is True, "a POST with a CSRF token not of its session took effect"
+    assert page_fetch(page_b, "/v1/tenants/acme/revocations", "POST", body, csrf=csrf_b) == 201
+    assert stack.active(token) is False
+    no_js_errors(page_a)
+    no_js_errors(page_b)
