@@ -21,6 +21,7 @@ use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
 use crate::federation::keys::IssuerKeys;
+use crate::grants::TokenEndpoint;
 use crate::keys::rotation::{MasterKeys, RotationError};
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
@@ -36,6 +37,8 @@ use crate::tokens::validate::Verifier;
 /// reference counts, not every service's parts.
 #[derive(Clone)]
 pub struct AppState {
+    /// The token endpoint's pipeline.
+    pub tokens: Arc<TokenEndpoint>,
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<Verifier>,
     pub keys: Arc<KeyService>,
@@ -232,17 +235,33 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         (brake.clone(), failures.clone()),
     );
     let verifier = Verifier::new(store.clone(), keys.clone(), audit.clone(), &issuer_id, clock.clone());
+    let delegation = Arc::new(Delegation::new(
+        store.clone(),
+        catalog.clone(),
+        verifier.clone(),
+        federation.clone(),
+        audit.clone(),
+        clock.clone(),
+        issuer_id.clone(),
+    ));
+    let federation = Arc::new(federation);
+    let authn = Arc::new(Authenticator::new(
+        catalog.clone(),
+        audit.clone(),
+        clock.clone(),
+        brake,
+        failures,
+    ));
+    let issuer = Arc::new(issuer);
     let state = AppState {
-        delegation: Arc::new(Delegation::new(
-            store.clone(),
-            catalog.clone(),
-            verifier.clone(),
+        tokens: Arc::new(TokenEndpoint::new(
+            authn.clone(),
             federation.clone(),
-            audit.clone(),
-            clock.clone(),
-            issuer_id.clone(),
+            delegation.clone(),
+            issuer.clone(),
         )),
-        federation: Arc::new(federation),
+        delegation,
+        federation,
         trust_policies: Arc::new(TrustPolicies::new(
             store.clone(),
             clock.clone(),
@@ -252,16 +271,10 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             reach,
         )),
         verifier: Arc::new(verifier),
-        authn: Arc::new(Authenticator::new(
-            catalog.clone(),
-            audit.clone(),
-            clock.clone(),
-            brake,
-            failures,
-        )),
+        authn,
         directory: Arc::new(directory),
         ledger: Arc::new(Ledger::new(store.clone(), clock.clone())),
-        issuer: Arc::new(issuer),
+        issuer,
         keys: Arc::new(keys.clone()),
         revocations: Arc::new(revocations),
         audit: Arc::new(audit),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod delegation;
 pub mod error;
 pub mod federation;
+pub mod grants;
 pub mod http;
 pub mod keys;
 pub mod leases;

@@ -49,9 +49,9 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
         introspection_endpoint: format!("{issuer}/oauth2/introspect"),
         revocation_endpoint: format!("{issuer}/oauth2/revoke"),
         grant_types_supported: vec![
-            super::oauth::GRANT_CLIENT_CREDENTIALS,
-            super::oauth::GRANT_JWT_BEARER_URN,
-            super::oauth::GRANT_TOKEN_EXCHANGE_URN,
+            crate::grants::request::GRANT_CLIENT_CREDENTIALS,
+            crate::grants::request::GRANT_JWT_BEARER,
+            crate::grants::request::GRANT_TOKEN_EXCHANGE,
         ],
         response_types_supported: vec!["token"],
         token_endpoint_auth_methods_supported: token_methods,

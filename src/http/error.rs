@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::{ToResponse, ToSchema};
 
 use crate::error::Error;
+use crate::grants::GrantError;
 use crate::storage::StoreError;
 use crate::tenants::Invalid;
 use crate::tenants::authn::Refused;
@@ -179,6 +180,23 @@ impl From<Refused> for ApiError {
             ),
             Refused::Invalid => ApiError::unauthorized("client authentication failed"),
             Refused::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<GrantError> for OAuthError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::Refused { code, description } => OAuthError::new(code, description),
+            GrantError::InvalidClient => OAuthError::invalid_client(),
+            GrantError::Throttled(wait) => OAuthError::throttled(wait),
+            GrantError::Limited(l) => OAuthError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: Some(l.retry_after),
+                ..OAuthError::new("temporarily_unavailable", format!("limit reached: {}", l.what))
+            },
+            GrantError::Unavailable(why) => OAuthError::new("temporarily_unavailable", why),
+            GrantError::Store(e) => e.into(),
         }
     }
 }
