@@ -5,9 +5,10 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::checkpoint::Checkpoint;
+use super::sql::AuditFilter;
 use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification, actions};
 use crate::storage::gate::bounded;
-use crate::storage::{AuditFilter, Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 /// The longest window the per-minute counts read.
 pub const STATS_MAX_MINUTES: usize = 60;

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod log;
+pub mod sql;
 
 use chrono::{DateTime, Utc};
 use ring::digest;

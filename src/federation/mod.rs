@@ -10,6 +10,7 @@ pub mod jwt;
 pub mod keys;
 pub mod policy;
 pub mod reach;
+pub mod sql;
 
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@ use super::body::ApiQuery;
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
 use crate::app::AppState;
+use crate::audit::sql::AuditFilter;
 use crate::audit::{AuditEvent, ChainedEvent, Verification};
-use crate::storage::AuditFilter;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

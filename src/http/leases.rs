@@ -12,7 +12,7 @@ use super::body::{ApiPath, ApiQuery};
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
 use crate::app::AppState;
-use crate::storage::{LeaseFilter, LeaseStatus};
+use crate::leases::sql::{LeaseFilter, LeaseStatus};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -4,6 +4,7 @@
 
 pub mod rotation;
 pub mod seal;
+pub mod sql;
 
 pub use rotation::{KeyService, Schedule};
 

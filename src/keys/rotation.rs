@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::sql::NewKey;
 use super::{Alg, KeyError, KeySet, KeyState, Keyring, MasterKey, StoredKey, generate};
 use crate::audit::{AuditEvent, Caller, actions};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::leases::{Cover, Revocation, Revocations, Selector};
-use crate::storage::keys::NewKey;
 use crate::storage::{Store, StoreError, Tx};
 
 #[derive(Debug, thiserror::Error)]

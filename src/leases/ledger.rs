@@ -6,10 +6,11 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Revocation;
+use super::sql::{LeaseFilter, LeaseStatus};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::storage::gate::bounded;
-use crate::storage::{LeaseFilter, LeaseStatus, Store, StoreError};
+use crate::storage::{Store, StoreError};
 
 #[derive(Clone)]
 pub struct Ledger {

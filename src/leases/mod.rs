@@ -10,6 +10,8 @@ use uuid::Uuid;
 pub mod ledger;
 pub mod probe;
 pub mod revocations;
+pub mod rules_sql;
+pub mod sql;
 pub mod sweeper;
 
 pub use ledger::Ledger;

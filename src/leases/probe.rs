@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::storage::{LeaseStatus, Store, StoreError};
+use super::sql::LeaseStatus;
+use crate::storage::{Store, StoreError};
 
 /// Most leases read by one query.
 const MAX_BATCH: usize = 256;

@@ -10,11 +10,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::rules_sql::NewRevocation;
 use super::{Revocation, Selector};
 use crate::audit::{Caller, Origin, actions};
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::storage::{NewRevocation, Store, StoreError, Tx};
+use crate::storage::{Store, StoreError, Tx};
 
 /// Which leases a rule covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

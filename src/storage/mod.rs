@@ -1,20 +1,38 @@
-//! Storage: one `Store` over Postgres (production, shared by replicas) or
-//! SQLite (embedded single node). Both run the very same SQL text (numbered
-//! `$n` parameters, no backend-only functions); schemas differ only in column
-//! types (see migrations/). Every query is defined once, on `Conn`, and runs
-//! the same on a pooled connection or inside a transaction. The few things
-//! that do differ by backend (the database clock, change notifications) live
-//! in `backend.rs`. Time always comes in as a parameter; ordering that decides
-//! validity uses database sequences.
+//! Storage is the floor: one `Store` over Postgres (production, shared by
+//! replicas) or SQLite (embedded single node), the connection and
+//! transaction types, the list gate, file modes, and the backend quirks
+//! (`backend.rs`: the database clock, change notifications). It knows no
+//! domain type: each domain keeps its own SQL beside it, as methods on
+//! `Conn` (`leases/sql.rs`, `leases/rules_sql.rs`, `audit/sql.rs`,
+//! `keys/sql.rs`, `tenants/sql.rs`, `federation/sql.rs`), written once with
+//! `run!` and numbered `$n` parameters, type-checked against both backends.
+//! Time always comes in as a parameter.
+//!
+//! # The backend contract
+//! What correctness across replicas rests on, and any new backend must give:
+//! - **One writer order.** Postgres: the `audit_chain` row (`id = 1`) is
+//!   locked (`SELECT … FOR UPDATE`) by every lease batch, every catalog
+//!   change (a BEFORE STATEMENT trigger takes it first, 0003_catalog), key
+//!   rotation and start-up; SQLite: `BEGIN IMMEDIATE` takes the one write
+//!   lock. Whatever takes it is ordered against everything else that does.
+//! - **Database sequences decide validity**, never a replica's clock: a
+//!   lease's `seq` against a rule's `cutoff_seq` (revocation), the global
+//!   `catalog_seq` and per-tenant `catalog_versions` (a mint's decision
+//!   holds only while they are unchanged, `tokens::commit`).
+//! - **Triggers correctness depends on:** the catalog triggers on `clients`,
+//!   `client_secrets` and `resources` (bump the versions, and on Postgres
+//!   `NOTIFY mayfly_catalog`), and the append-only triggers on
+//!   `audit_events` (no UPDATE or DELETE). Code never bumps a version
+//!   itself, so no code path can forget to.
+//! - **Uniqueness is the database's:** single-use assertion ids
+//!   (`used_assertions`), resource URIs (tombstones included) and client ids
+//!   are unique constraints; a violation surfaces as `StoreError::Conflict`.
+//! - **Errors are classified here once:** connection loss and shutdown are
+//!   `Unavailable` (503 with Retry-After), a statement timeout is `Busy`.
 
-pub mod audit;
 pub mod backend;
+pub mod files;
 pub mod gate;
-pub mod keys;
-mod leases;
-mod policies;
-mod revocations;
-mod tenants;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,10 +41,6 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
-
-pub use audit::AuditFilter;
-pub use leases::{LeaseFilter, LeaseStatus};
-pub use revocations::NewRevocation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,9 +136,9 @@ pub struct Store {
 
 /// One database connection, pooled or inside a transaction. Every query of
 /// the store is a method on it, written once for both uses.
-pub struct Conn<'c>(ConnRef<'c>);
+pub struct Conn<'c>(pub(crate) ConnRef<'c>);
 
-enum ConnRef<'c> {
+pub(crate) enum ConnRef<'c> {
     Postgres(&'c mut PgConnection),
     Sqlite(&'c mut SqliteConnection),
 }
@@ -147,6 +161,13 @@ macro_rules! run {
     };
 }
 pub(crate) use run;
+
+impl Conn<'_> {
+    /// For the few statements written once per backend.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.0, ConnRef::Postgres(_))
+    }
+}
 
 /// A connection borrowed from the pool for a few reads.
 pub enum Pooled {
@@ -227,8 +248,8 @@ impl Store {
                     .await?,
             )
         } else if url.starts_with("sqlite:") {
-            if let Some(dir) = crate::keys::seal::sqlite_data_dir(url) {
-                crate::keys::seal::create_private_dir(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            if let Some(dir) = files::sqlite_data_dir(url) {
+                files::create_private_dir(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
             }
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)

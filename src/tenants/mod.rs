@@ -9,6 +9,7 @@ mod client_input;
 pub mod clients;
 pub mod directory;
 pub mod secret;
+pub mod sql;
 pub mod uri;
 
 pub use authn::{Authenticator, Credentials};

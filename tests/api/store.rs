@@ -188,8 +188,8 @@ async fn unique_identifiers_are_conflicts_and_missing_rows_are_not_found(b: Back
 }
 
 async fn key_states_move_only_along_the_lifecycle(b: Backend) {
+    use mayfly::keys::sql::NewKey;
     use mayfly::keys::{Alg, KeyState};
-    use mayfly::storage::keys::NewKey;
 
     let (store, _db) = store(b).await;
     let jwk = serde_json::json!({"kty": "EC"});

@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Conn, Result, StoreError, run};
 use crate::leases::{Lease, Links};
+use crate::storage::{Conn, Result, StoreError, run};
 
 /// The lease columns, as read (with the `l` alias).
 macro_rules! lease_columns {

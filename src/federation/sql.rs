@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Conn, Result, StoreError, run};
 use crate::federation::policy::TrustPolicy;
+use crate::storage::{Conn, Result, StoreError, run};
 
 macro_rules! policy_columns {
     () => {

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Conn, Result, StoreError, run};
 use crate::keys::{Alg, KeyState, StoredKey};
+use crate::storage::{Conn, Result, StoreError, run};
 
 macro_rules! key_columns {
     () => {

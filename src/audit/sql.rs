@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::{Conn, Result, run};
 use crate::audit::{AuditEvent, ChainedEvent};
+use crate::storage::{Conn, Result, run};
 
 macro_rules! event_columns {
     () => {
@@ -110,7 +110,7 @@ impl Conn<'_> {
         // under the limit) and the new head go in one statement, one round
         // trip under the chain lock. SQLite allows no UPDATE inside WITH; it
         // runs in-process, so the extra statement costs no round trip there.
-        let one_statement = matches!(self.0, super::ConnRef::Postgres(_)) && events.len() <= 1000;
+        let one_statement = self.is_postgres() && events.len() <= 1000;
         for (events, links) in events.chunks(1000).zip(links.chunks(1000)) {
             run!(self, c => {
                 let mut q = sqlx::QueryBuilder::new("");
@@ -168,9 +168,10 @@ impl Conn<'_> {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, i64, i64)>> {
-        let sql = match self.0 {
-            super::ConnRef::Postgres(_) => AUDIT_MINUTES_POSTGRES,
-            super::ConnRef::Sqlite(_) => AUDIT_MINUTES_SQLITE,
+        let sql = if self.is_postgres() {
+            AUDIT_MINUTES_POSTGRES
+        } else {
+            AUDIT_MINUTES_SQLITE
         };
         Ok(run!(self, c => sqlx::query_as::<_, (String, i64, i64)>(sql)
             .bind(tenant).bind(from).bind(to).fetch_all(c).await)?)

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Conn, Result, StoreError, run};
+use crate::storage::{Conn, Result, StoreError, run};
 use crate::tenants::{Client, Resource, Tenant};
 
 macro_rules! tenant_columns {
