@@ -11,7 +11,7 @@
 //! # The backend contract
 //! What correctness across replicas rests on, and any new backend must give:
 //! - **One writer order.** Postgres: the `audit_chain` row (`id = 1`) is
-//!   locked (`SELECT … FOR UPDATE`) by every lease batch, every catalog
+//!   row-locked (a no-op `UPDATE … RETURNING`) by every lease batch, every catalog
 //!   change (a BEFORE STATEMENT trigger takes it first, 0003_catalog), key
 //!   rotation and start-up; SQLite: `BEGIN IMMEDIATE` takes the one write
 //!   lock. Whatever takes it is ordered against everything else that does.
