@@ -15,6 +15,7 @@ pub mod error;
 pub mod federation;
 pub mod grants;
 pub mod http;
+pub mod jose;
 pub mod keys;
 pub mod leases;
 pub mod storage;

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
-use crate::federation::{Federated, Federation, Purpose, Refusal, jwt};
+use crate::federation::{Federated, Federation, Purpose, Refusal};
+use crate::jose::jwt;
 use crate::leases::{Lease, Links};
 use crate::storage::Store;
 use crate::tenants::{Catalog, Client, Grant, uri};

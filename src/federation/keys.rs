@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::jwt::{Jwk, JwkSet};
 use super::reach::Reach;
+use crate::jose::jwt::{Jwk, JwkSet};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 512 * 1024;

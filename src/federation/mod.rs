@@ -6,7 +6,6 @@
 //! caller and name the failed condition in the audit trail.
 
 pub mod admin;
-pub mod jwt;
 pub mod keys;
 pub mod policy;
 pub mod reach;
@@ -17,11 +16,11 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 
-use self::jwt::{JwkSet, Unverified};
 use self::keys::IssuerKeys;
 use self::policy::{Matched, TrustPolicy};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
+use crate::jose::jwt::{self, JwkSet, Unverified};
 use crate::storage::{Store, StoreError};
 use crate::tenants::brake::{Brake, FailureLog};
 use crate::tenants::{Catalog, Client, uri};

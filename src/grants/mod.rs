@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::audit::Origin;
 use crate::delegation::{Actor, Delegation};
-use crate::federation::{Federated, Federation, Refusal, jwt};
+use crate::federation::{Federated, Federation, Refusal};
+use crate::jose::jwt;
 use crate::storage::StoreError;
 use crate::tenants::{Authenticator, Client, authn::Refused};
 use crate::tokens::issuer::{Issued, Issuer, MintError, Provenance};
@@ -85,6 +86,7 @@ impl From<MintError> for GrantError {
                 description: d.message().to_string(),
             },
             MintError::NoSigningKey => GrantError::Unavailable("no signing key is loaded"),
+            MintError::Signing(_) => GrantError::Unavailable("the signing key is unavailable; retry shortly"),
             MintError::Limited(l) => GrantError::Limited(l),
             MintError::Stale => StoreError::Stale.into(),
             MintError::Store(e) => e.into(),

@@ -15,44 +15,15 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use serde::Serialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 pub use seal::MasterKey;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum Alg {
-    #[serde(rename = "ES256")]
-    Es256,
-    #[serde(rename = "EdDSA")]
-    EdDsa,
-}
-
-impl Alg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::Es256 => "ES256",
-            Alg::EdDsa => "EdDSA",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Alg> {
-        match s {
-            "ES256" => Some(Alg::Es256),
-            "EdDSA" => Some(Alg::EdDsa),
-            _ => None,
-        }
-    }
-}
-
-impl TryFrom<String> for Alg {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Alg::parse(&s).ok_or_else(|| format!("unknown signing algorithm `{s}` in store"))
-    }
-}
+pub use crate::jose::{Alg, VerifyingKey};
+use crate::jose::{SignError, Signer, Signing};
 
 impl TryFrom<String> for KeyState {
     type Error = String;
@@ -157,15 +128,17 @@ impl SigningKey {
         Ok(Self { kid, alg, pair, rng })
     }
 
-    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+    /// Signs in place: ring needs no I/O for a key held in memory.
+    pub fn sign_now(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
         match &self.pair {
-            // Signing with a valid key and a working RNG does not fail; if the
-            // RNG is gone nothing else is safe either.
-            Pair::Es256(p) => match p.sign(&self.rng, message) {
-                Ok(sig) => sig.as_ref().to_vec(),
-                Err(_) => std::process::abort(),
-            },
-            Pair::EdDsa(p) => p.sign(message).as_ref().to_vec(),
+            Pair::Es256(p) => p
+                .sign(&self.rng, message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| SignError {
+                    kid: self.kid.clone(),
+                    why: "the system random number generator failed".into(),
+                }),
+            Pair::EdDsa(p) => Ok(p.sign(message).as_ref().to_vec()),
         }
     }
 
@@ -177,81 +150,20 @@ impl SigningKey {
     }
 }
 
-/// A published public key.
-#[derive(Debug, Clone)]
-pub struct VerifyingKey {
-    pub kid: String,
-    pub alg: Alg,
-    public: Vec<u8>,
-}
-
-impl VerifyingKey {
-    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        let alg: &dyn signature::VerificationAlgorithm = match self.alg {
-            Alg::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
-            Alg::EdDsa => &signature::ED25519,
-        };
-        UnparsedPublicKey::new(alg, &self.public).verify(message, sig).is_ok()
+/// The local signer: a key sealed in the database under the master key,
+/// opened into memory.
+impl Signer for SigningKey {
+    fn kid(&self) -> &str {
+        &self.kid
     }
 
-    /// The public JWK (RFC 7517) with `kid`, `alg`, `use`.
-    pub fn jwk(&self) -> serde_json::Value {
-        let mut jwk = thumbprint_members(self.alg, &self.public);
-        if let Some(obj) = jwk.as_object_mut() {
-            obj.insert("kid".into(), json!(self.kid));
-            obj.insert("alg".into(), json!(self.alg.as_str()));
-            obj.insert("use".into(), json!("sig"));
-        }
-        jwk
+    fn alg(&self) -> Alg {
+        self.alg
     }
 
-    pub fn from_jwk(kid: &str, alg: Alg, jwk: &serde_json::Value) -> Result<Self, KeyError> {
-        let field = |name: &str| -> Result<Vec<u8>, KeyError> {
-            jwk.get(name)
-                .and_then(|v| v.as_str())
-                .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
-                .ok_or_else(|| KeyError::Stored {
-                    kid: kid.to_string(),
-                    why: format!("JWK lacks `{name}`"),
-                })
-        };
-        let public = match alg {
-            Alg::Es256 => {
-                let mut p = vec![4u8];
-                p.extend(field("x")?);
-                p.extend(field("y")?);
-                p
-            }
-            Alg::EdDsa => field("x")?,
-        };
-        let expected = match alg {
-            Alg::Es256 => 65,
-            Alg::EdDsa => 32,
-        };
-        if public.len() != expected {
-            return Err(KeyError::Stored {
-                kid: kid.to_string(),
-                why: "JWK has the wrong key length".into(),
-            });
-        }
-        Ok(Self {
-            kid: kid.to_string(),
-            alg,
-            public,
-        })
-    }
-}
-
-/// The RFC 7638 required members, in lexicographic order.
-fn thumbprint_members(alg: Alg, public: &[u8]) -> serde_json::Value {
-    match alg {
-        Alg::Es256 => json!({
-            "crv": "P-256",
-            "kty": "EC",
-            "x": URL_SAFE_NO_PAD.encode(&public[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
-        }),
-        Alg::EdDsa => json!({"crv": "Ed25519", "kty": "OKP", "x": URL_SAFE_NO_PAD.encode(public)}),
+    fn sign<'a>(&'a self, message: &'a [u8]) -> Signing<'a> {
+        let signed = self.sign_now(message);
+        Box::pin(std::future::ready(signed))
     }
 }
 
@@ -277,15 +189,16 @@ pub fn generate(alg: Alg) -> Result<Generated, KeyError> {
     let provisional = SigningKey::from_pkcs8(String::new(), alg, &pkcs8)?;
     let public = provisional.public_bytes().to_vec();
     // kid = RFC 7638 thumbprint: stable, and derived from nothing secret.
-    let members = thumbprint_members(alg, &public).to_string();
-    let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, members.as_bytes()));
+    let unnamed = VerifyingKey::new(String::new(), alg, public.clone()).map_err(|_| KeyError::Generate)?;
+    let kid = unnamed.thumbprint();
     let signing = SigningKey {
         kid: kid.clone(),
         ..provisional
     };
+    let verifying = VerifyingKey::new(kid, alg, public).map_err(|_| KeyError::Generate)?;
     Ok(Generated {
         signing,
-        verifying: VerifyingKey { kid, alg, public },
+        verifying,
         pkcs8,
     })
 }
@@ -311,7 +224,7 @@ pub struct StoredKey {
 /// What the keyring holds at one moment: the signer and every published key.
 #[derive(Debug, Default)]
 pub struct KeySet {
-    pub active: Option<Arc<SigningKey>>,
+    pub active: Option<Arc<dyn Signer>>,
     pub published: HashMap<String, VerifyingKey>,
     pub jwks: JwksDocument,
 }
@@ -333,7 +246,10 @@ impl KeySet {
             if !state.is_published() {
                 continue;
             }
-            let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0)?;
+            let verifying = VerifyingKey::from_jwk(&row.kid, alg, &row.public_jwk.0).map_err(|e| KeyError::Stored {
+                kid: row.kid.clone(),
+                why: e.to_string(),
+            })?;
             jwks.push(verifying.jwk());
             if state == KeyState::Active {
                 let sealed = row.sealed_private.as_deref().ok_or_else(|| KeyError::Stored {
@@ -439,12 +355,17 @@ mod tests {
     fn generated_keys_sign_what_their_public_half_verifies() {
         for alg in [Alg::Es256, Alg::EdDsa] {
             let g = generate(alg).unwrap();
-            let sig = g.signing.sign(b"hello");
+            let sig = g.signing.sign_now(b"hello").unwrap();
             assert!(g.verifying.verify(b"hello", &sig));
             assert!(!g.verifying.verify(b"hellO", &sig));
             let back = VerifyingKey::from_jwk(&g.verifying.kid, alg, &g.verifying.jwk()).unwrap();
             assert!(back.verify(b"hello", &sig));
             assert_eq!(g.signing.kid, g.verifying.kid);
+            assert_eq!(
+                g.verifying.kid,
+                g.verifying.thumbprint(),
+                "the kid is the RFC 7638 thumbprint"
+            );
         }
     }
 }

@@ -492,7 +492,7 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let clock = crate::testing::test_clock();
         let keys = service(&store, clock.clone()).await;
-        let first = keys.keyring().current().active.as_ref().unwrap().kid.clone();
+        let first = keys.keyring().current().active.as_ref().unwrap().kid().to_string();
 
         // The first tick prepares the next key, published a period ahead.
         clock.advance(TimeDelta::seconds(1));
@@ -506,7 +506,7 @@ mod tests {
         assert!(keys.tick().await.unwrap());
         let listed = keys.list().await.unwrap();
         assert_eq!(states(&listed), [KeyState::Retired, KeyState::Active, KeyState::Next]);
-        assert_ne!(keys.keyring().current().active.as_ref().unwrap().kid, first);
+        assert_ne!(keys.keyring().current().active.as_ref().unwrap().kid(), first);
 
         // The retired key is removed once its tokens have expired (max TTL + lead).
         clock.advance(TimeDelta::seconds(900 + 600 - 1));
@@ -525,7 +525,7 @@ mod tests {
         let (store, _dir) = temp_store().await;
         let clock = crate::testing::test_clock();
         let keys = service(&store, clock).await;
-        let kid = keys.keyring().current().active.as_ref().unwrap().kid.clone();
+        let kid = keys.keyring().current().active.as_ref().unwrap().kid().to_string();
         let rule = keys.revoke(&kid, &Caller::system("test"), "leaked").await.unwrap();
         assert_eq!(rule.selector, Selector::Key(kid.clone()));
         assert_eq!(
@@ -535,7 +535,7 @@ mod tests {
         );
         let set = keys.keyring().current();
         assert!(!set.published.contains_key(&kid));
-        assert_ne!(set.active.as_ref().unwrap().kid, kid);
+        assert_ne!(set.active.as_ref().unwrap().kid(), kid);
         assert!(matches!(
             keys.revoke(&kid, &Caller::system("test"), "again").await,
             Err(Error::Conflict(_))

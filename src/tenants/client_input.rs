@@ -153,7 +153,7 @@ fn public_jwk(key: &serde_json::Value) -> Result<serde_json::Value, String> {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-    use crate::federation::jwt::Jwk;
+    use crate::jose::jwt::Jwk;
 
     let Some(members) = key.as_object() else {
         return Err("must be a JWK object".into());

@@ -9,11 +9,11 @@ use uuid::Uuid;
 
 use super::claims::AccessClaims;
 use super::commit::IssueWriter;
-use super::jws;
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
 use super::terms::MintTerms;
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
+use crate::jose::jws;
 use crate::keys::Keyring;
 use crate::leases::Lease;
 use crate::storage::{Store, StoreError};
@@ -34,6 +34,9 @@ pub enum MintError {
     Denied(Denial),
     #[error("no active signing key")]
     NoSigningKey,
+    /// The signer failed (an HSM or KMS away, the RNG gone): 503.
+    #[error(transparent)]
+    Signing(crate::jose::SignError),
     #[error("limit reached: {}", .0.what)]
     Limited(super::limits::Limited),
     /// The client or resource changed while this mint was decided (another
@@ -223,7 +226,7 @@ impl Issuer {
             actor: provenance.actor.clone(),
             resource: resource.to_string(),
             scopes: decision.scopes,
-            kid: signer.kid.clone(),
+            kid: signer.kid().to_string(),
             issued_at: now,
             expires_at: DateTime::from_timestamp(exp, 0).unwrap_or(now),
             revoked_at: None,
@@ -293,7 +296,15 @@ impl Issuer {
             act: lease.actor.clone(),
             lease_seq: Some(lease.seq),
         };
-        let access_token = jws::sign(&signer, &claims);
+        let access_token = match jws::sign(&*signer, &claims).await {
+            Ok(token) => token,
+            Err(e) => {
+                // The lease is committed but no token left: nothing to revoke.
+                tracing::error!(error = %e, lease = %lease.id, "cannot sign an access token");
+                metrics::counter!("mayfly_signing_failures_total").increment(1);
+                return Err(MintError::Signing(e));
+            }
+        };
         metrics::counter!("mayfly_tokens_issued_total").increment(1);
         Ok(Issued {
             access_token,
@@ -434,7 +445,7 @@ mod tests {
         assert_eq!(events[0].event.action, actions::TOKEN_ISSUED);
         assert_eq!(events[0].event.lease_id, Some(issued.lease.id));
         // The signature verifies against the published keys and names the lease.
-        let (_, raw) = jws::verify(&issued.access_token, &s.keys.keyring().current()).unwrap();
+        let (_, raw) = jws::verify(&issued.access_token, &s.keys.keyring().current().published).unwrap();
         let claims: AccessClaims = serde_json::from_slice(&raw).unwrap();
         assert_eq!(claims.jti, issued.lease.id.to_string());
     }

@@ -4,7 +4,6 @@
 pub mod claims;
 pub mod commit;
 pub mod issuer;
-pub mod jws;
 pub mod limits;
 pub mod policy;
 pub mod terms;

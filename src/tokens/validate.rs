@@ -7,9 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::claims::AccessClaims;
-use super::jws::{self, JwsError};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
+use crate::jose::jws::{self, JwsError};
 use crate::keys::{KeyService, KeySet};
 use crate::leases::{Lease, LeaseProbe};
 use crate::storage::{Store, StoreError};
@@ -79,7 +79,7 @@ pub fn check_offline(
     issuer: &str,
     now: DateTime<Utc>,
 ) -> Result<Box<AccessClaims>, (Reason, Option<Box<AccessClaims>>)> {
-    let (_, raw) = jws::verify(token, keys).map_err(|e| (Reason::from(e), None))?;
+    let (_, raw) = jws::verify(token, &keys.published).map_err(|e| (Reason::from(e), None))?;
     let claims: Box<AccessClaims> = serde_json::from_slice(&raw).map_err(|_| (Reason::Malformed, None))?;
     if claims.iss != issuer {
         return Err((Reason::WrongIssuer, Some(claims)));

@@ -1,12 +1,16 @@
 //! Compact JWS (RFC 7515) over ring: just what mayfly needs to sign its own
-//! access tokens and to check tokens it issued. No `none`, no algorithm the
-//! key was not made for, no header-supplied keys.
+//! access tokens (through whatever `Signer` holds the key) and to check
+//! tokens it issued. No `none`, no algorithm the key was not made for, no
+//! header-supplied keys.
+
+use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeySet, SigningKey};
+use super::jwk::VerifyingKey;
+use super::signer::{SignError, Signer};
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
@@ -29,10 +33,11 @@ pub enum JwsError {
     WrongType,
 }
 
-pub fn sign(key: &SigningKey, claims: &impl Serialize) -> String {
+/// Signs `claims` as an access token (`typ: at+jwt`) with `signer`.
+pub async fn sign(signer: &dyn Signer, claims: &impl Serialize) -> Result<String, SignError> {
     let header = Header {
-        alg: key.alg.as_str().into(),
-        kid: key.kid.clone(),
+        alg: signer.alg().as_str().into(),
+        kid: signer.kid().to_string(),
         typ: ACCESS_TOKEN_TYP.into(),
     };
     // Serializing plain structs of strings and integers cannot fail.
@@ -42,15 +47,15 @@ pub fn sign(key: &SigningKey, claims: &impl Serialize) -> String {
     URL_SAFE_NO_PAD.encode_string(header, &mut token);
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(claims, &mut token);
-    let sig = key.sign(token.as_bytes());
+    let sig = signer.sign(token.as_bytes()).await?;
     token.push('.');
     URL_SAFE_NO_PAD.encode_string(sig, &mut token);
-    token
+    Ok(token)
 }
 
 /// Checks structure, `typ`, `kid` and signature against the published keys and
 /// returns the header and the raw claims JSON. Claims are not judged here.
-pub fn verify(token: &str, keys: &KeySet) -> Result<(Header, Vec<u8>), JwsError> {
+pub fn verify(token: &str, published: &HashMap<String, VerifyingKey>) -> Result<(Header, Vec<u8>), JwsError> {
     if token.len() > 8192 {
         return Err(JwsError::Malformed);
     }
@@ -63,7 +68,7 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<(Header, Vec<u8>), JwsError>
     if header.typ != ACCESS_TOKEN_TYP && header.typ != "application/at+jwt" {
         return Err(JwsError::WrongType);
     }
-    let key = keys.published.get(&header.kid).ok_or(JwsError::UnknownKey)?;
+    let key = published.get(&header.kid).ok_or(JwsError::UnknownKey)?;
     if key.alg.as_str() != header.alg {
         return Err(JwsError::BadSignature);
     }
@@ -78,24 +83,59 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<(Header, Vec<u8>), JwsError>
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::sync::LazyLock;
 
     use proptest::prelude::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use serde_json::json;
 
     use super::*;
-    use crate::keys::{Alg, Generated, generate};
+    use crate::jose::signer::{Alg, Signing};
+
+    /// A P-256 key held in memory, for these tests.
+    #[derive(Debug)]
+    struct TestSigner(EcdsaKeyPair, VerifyingKey);
+
+    impl Signer for TestSigner {
+        fn kid(&self) -> &str {
+            &self.1.kid
+        }
+        fn alg(&self) -> Alg {
+            Alg::Es256
+        }
+        fn sign<'a>(&'a self, message: &'a [u8]) -> Signing<'a> {
+            let sig = self.0.sign(&SystemRandom::new(), message).map(|s| s.as_ref().to_vec());
+            Box::pin(async move {
+                sig.map_err(|_| SignError {
+                    kid: self.1.kid.clone(),
+                    why: "rng".into(),
+                })
+            })
+        }
+    }
 
     /// One key for every case: a fresh key per case would only slow the suite.
-    static KEY: LazyLock<(Generated, KeySet)> = LazyLock::new(|| {
-        let g = generate(Alg::Es256).unwrap();
-        let keys = KeySet {
-            published: HashMap::from([(g.verifying.kid.clone(), g.verifying.clone())]),
-            ..KeySet::default()
-        };
-        (g, keys)
+    static KEY: LazyLock<(TestSigner, HashMap<String, VerifyingKey>)> = LazyLock::new(|| {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let public = VerifyingKey::new("k1".into(), Alg::Es256, pair.public_key().as_ref().to_vec()).unwrap();
+        let published = HashMap::from([(public.kid.clone(), public.clone())]);
+        (TestSigner(pair, public), published)
     });
+
+    fn sign_now(claims: &serde_json::Value) -> String {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(sign(&KEY.0, claims))
+            .unwrap()
+    }
+
+    fn none() -> HashMap<String, VerifyingKey> {
+        HashMap::new()
+    }
 
     /// Every character a token of ours holds, and a few it never does.
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/";
@@ -115,7 +155,7 @@ mod tests {
                 any::<String>()
             ]
         };
-        let kid = || prop_oneof![Just(KEY.0.verifying.kid.clone()), Just("x".into()), any::<String>()];
+        let kid = || prop_oneof![Just(KEY.0.kid().to_string()), Just("x".into()), any::<String>()];
         let typ = || {
             prop_oneof![
                 Just(ACCESS_TOKEN_TYP.to_string()),
@@ -135,10 +175,10 @@ mod tests {
 
     #[test]
     fn every_single_character_change_breaks_a_signed_token() {
-        let (g, keys) = &*KEY;
-        let token = sign(&g.signing, &json!({"sub": "ci", "aud": "https://mcp.acme.test"}));
+        let (signer, keys) = &*KEY;
+        let token = sign_now(&json!({"sub": "ci", "aud": "https://mcp.acme.test"}));
         let (header, claims) = verify(&token, keys).unwrap();
-        assert_eq!(header.kid, g.verifying.kid);
+        assert_eq!(header.kid, signer.kid());
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&claims).unwrap()["sub"],
             "ci"
@@ -158,12 +198,12 @@ mod tests {
 
     #[test]
     fn unsigned_and_foreign_tokens_are_refused() {
-        let (g, keys) = &*KEY;
-        let header = json!({"alg": "none", "kid": g.verifying.kid, "typ": ACCESS_TOKEN_TYP});
-        let none = format!("{}.{}.", b64(header.to_string()), b64(r#"{"sub":"x"}"#));
-        assert_eq!(verify(&none, keys).unwrap_err(), JwsError::BadSignature);
-        let token = sign(&g.signing, &json!({"sub": "x"}));
-        assert_eq!(verify(&token, &KeySet::default()).unwrap_err(), JwsError::UnknownKey);
+        let (signer, keys) = &*KEY;
+        let header = json!({"alg": "none", "kid": signer.kid(), "typ": ACCESS_TOKEN_TYP});
+        let unsigned = format!("{}.{}.", b64(header.to_string()), b64(r#"{"sub":"x"}"#));
+        assert_eq!(verify(&unsigned, keys).unwrap_err(), JwsError::BadSignature);
+        let token = sign_now(&json!({"sub": "x"}));
+        assert_eq!(verify(&token, &none()).unwrap_err(), JwsError::UnknownKey);
     }
 
     proptest! {
@@ -171,7 +211,7 @@ mod tests {
 
         #[test]
         fn verify_never_panics_on_arbitrary_strings(s in any::<String>()) {
-            prop_assert!(verify(&s, &KeySet::default()).is_err());
+            prop_assert!(verify(&s, &none()).is_err());
             prop_assert!(verify(&s, &KEY.1).is_err());
         }
 
@@ -182,7 +222,7 @@ mod tests {
             sig in prop_oneof![proptest::collection::vec(any::<u8>(), 0..80), proptest::collection::vec(any::<u8>(), 64..=64)],
         ) {
             let token = format!("{}.{}.{}", b64(&header), b64(&claims), b64(&sig));
-            prop_assert!(verify(&token, &KeySet::default()).is_err());
+            prop_assert!(verify(&token, &none()).is_err());
             // Random signatures do not verify, whatever the header claims.
             prop_assert!(verify(&token, &KEY.1).is_err());
         }
@@ -193,9 +233,9 @@ mod tests {
             at in any::<proptest::sample::Index>(),
             shift in 1..CHARS.len(),
         ) {
-            let (g, keys) = &*KEY;
+            let keys = &KEY.1;
             let claims = json!({"sub": sub});
-            let token = sign(&g.signing, &claims);
+            let token = sign_now(&claims);
             let verified = verify(&token, keys).map(|(_, c)| serde_json::from_slice::<serde_json::Value>(&c).ok());
             prop_assert_eq!(verified, Ok(Some(claims)));
             // A different character, always: shifted along CHARS, which holds every token character.
