@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -69,6 +70,8 @@ async fn run_model(app: &TestApp, seed: u64, steps: usize) {
     let tenants = [fixture(app, "alpha").await, fixture(app, "beta").await];
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut minted: Vec<Minted> = Vec::new();
+    // (tenant, rule id, leases it newly revoked in the model)
+    let mut rules: Vec<(usize, String, i64)> = Vec::new();
     for step in 0..steps {
         let t = (rng.next() % 2) as usize;
         let f = &tenants[t];
@@ -151,15 +154,48 @@ async fn run_model(app: &TestApp, seed: u64, steps: usize) {
                 }
                 m.revoked = true;
             }
-            // The count covers unexpired matching leases not yet marked; rows a
-            // previous rule already marked are not counted again.
-            assert!(rule["leases_revoked"].as_i64().unwrap() <= expected_newly + minted.len() as i64);
+            // Created, the rule has marked nothing yet: the rows are marked (and
+            // counted) in the background, each by the first rule that reaches it.
+            assert_eq!(rule["leases_revoked"], 0, "seed {seed}: {rule}");
+            rules.push((t, rule["id"].as_str().unwrap().to_string(), expected_newly));
         }
         if step % 25 == 24 {
             check_model(app, &tenants, &minted, seed, step).await;
         }
     }
     check_model(app, &tenants, &minted, seed, steps).await;
+    check_counts(app, &tenants, &rules, seed).await;
+}
+
+/// Once the background sweep has marked every rule, each rule counts exactly
+/// the leases it revoked first (rules are marked in the order they were made,
+/// so a lease an earlier rule already marked is not counted again).
+async fn check_counts(app: &TestApp, tenants: &[Fixture], rules: &[(usize, String, i64)], seed: u64) {
+    let listed = |t: usize| async move {
+        let path = format!("/v1/tenants/{}/revocations?limit=1000", ["alpha", "beta"][t]);
+        let (s, list) = app.get(&tenants[t].admin, &path).await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        list["items"].as_array().unwrap().clone()
+    };
+    eventually("every rule marked", || async {
+        let mut all = listed(0).await;
+        all.extend(listed(1).await);
+        all.len() == rules.len() && all.iter().all(|r| r["marked_at"].is_string())
+    })
+    .await;
+    let mut counted = 0;
+    for t in 0..2 {
+        for listed in listed(t).await {
+            let (_, _, expected) = rules.iter().find(|(_, id, _)| listed["id"] == id.as_str()).unwrap();
+            assert_eq!(
+                listed["leases_revoked"].as_i64().unwrap(),
+                *expected,
+                "seed {seed}: rule {listed}"
+            );
+            counted += expected;
+        }
+    }
+    assert!(counted > 0, "seed {seed}: the model revoked something");
 }
 
 async fn introspection_matches_a_model_of_random_mints_and_revocations(b: Backend) {
@@ -205,6 +241,17 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
         )
         .await;
     }
+    let control = app
+        .mint(
+            &f.agent.0,
+            &f.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "nightly"),
+            ],
+        )
+        .await;
     let (s, rule) = app
         .post(
             &f.admin,
@@ -213,18 +260,43 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        (rule["leases_revoked"].clone(), rule["marked_at"].clone()),
+        (json!(0), Value::Null),
+        "the call returns before any row is marked: {rule}"
+    );
     // Listing is exact at once, marked or not.
     let (_, active) = app.get(&f.admin, "/v1/tenants/acme/leases?active=true").await;
-    assert_eq!(active["items"].as_array().unwrap().len(), 0);
-    eventually("every lease row marked with the rule", || async {
-        let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?active=false").await;
-        let items = leases["items"].as_array().unwrap().clone();
-        items.len() == 12
-            && items
-                .iter()
-                .all(|l| l["revoked_at"].is_string() && l["revocation_id"] == rule["id"])
-    })
-    .await;
+    assert_eq!(active["items"].as_array().unwrap().len(), 1, "only the control lease");
+    let listed_rule = || async {
+        let (_, rules) = app.get(&f.admin, "/v1/tenants/acme/revocations").await;
+        rules["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == rule["id"])
+            .unwrap()
+            .clone()
+    };
+    eventually("the rule is marked done", || async { listed_rule().await["marked_at"].is_string() }).await;
+    let done = listed_rule().await;
+    assert_eq!(done["leases_revoked"], 12, "counts each row it marked: {done}");
+    let marked_at = done["marked_at"].as_str().unwrap().to_string();
+    let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?active=false").await;
+    let items = leases["items"].as_array().unwrap();
+    assert_eq!(items.len(), 12);
+    for l in items {
+        assert_eq!(l["revocation_id"], rule["id"], "{l}");
+        let revoked_at = l["revoked_at"].as_str().unwrap();
+        assert!(
+            revoked_at.parse::<DateTime<Utc>>().unwrap() <= marked_at.parse::<DateTime<Utc>>().unwrap(),
+            "every row was marked by the time the rule says so: {l}"
+        );
+    }
+    let (_, control) = app
+        .get(&f.admin, &format!("/v1/tenants/acme/leases/{}", claims(&control)["jti"].as_str().unwrap()))
+        .await;
+    assert!(control["revoked_at"].is_null(), "another workflow's row is left alone: {control}");
 }
 
 async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Backend) {
@@ -338,26 +410,30 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
         ("expires_in", "60"),
     ];
     let old = app.mint(&f.ci.0, &f.ci.1, &form).await;
-    app.post(
-        &f.admin,
-        "/v1/tenants/acme/revocations",
-        json!({"workload": "nobody", "reason": "spent soon"}),
-    )
-    .await;
+    let old_path = format!("/v1/tenants/acme/leases/{}", claims(&old)["jti"].as_str().unwrap());
+    let (s, rule) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workload": "nobody", "reason": "spent soon"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
     let sweeper = app.sweeper().await;
     sweeper.mark_revoked().await.unwrap();
+    // Both exist before the prune: what disappears below was there.
+    let (_, list) = app.get(&f.admin, "/v1/tenants/acme/revocations").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["items"][0]["id"], rule["id"]);
+    assert!(list["items"][0]["marked_at"].is_string(), "only marked rules are pruned: {list}");
+    assert_eq!(app.get(&f.admin, &old_path).await.0, StatusCode::OK);
     // Past every token's lifetime and the 7-day retention.
     app.advance(8 * 24 * 3600);
     let fresh = app.mint(&f.ci.0, &f.ci.1, &form).await;
     // The background sweeper may get there first; either way the outcome is the same.
     sweeper.prune().await.unwrap();
     let admin = app.global_admin_token().await;
-    let (s, _) = app
-        .get(
-            &admin,
-            &format!("/v1/tenants/acme/leases/{}", claims(&old)["jti"].as_str().unwrap()),
-        )
-        .await;
+    let (s, _) = app.get(&admin, &old_path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
         .get(
