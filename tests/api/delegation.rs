@@ -131,15 +131,16 @@ async fn a_person_to_agent_to_sub_agent_chain_is_named_in_token_introspection_an
     assert_eq!(c1["act"], json!({"sub": "asst-agent", "client_id": "asst-agent"}));
     assert_eq!(c1["workflow"], "assist");
 
+    // 100 s later, the resource's default lifetime (600 s) would outlive t1.
+    app.advance(100);
     let (s, body) = pass_on(&app, &agents[1], &t1, &[("scope", "issues:read issues:write")]).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], "issues:read", "the sub-agent holds read only");
     let t2 = body["access_token"].as_str().unwrap().to_string();
     let c2 = claims(&t2);
-    assert!(
-        c2["exp"].as_i64().unwrap() <= c1["exp"].as_i64().unwrap(),
-        "never outlives its subject"
-    );
+    assert_eq!(c2["iat"].as_i64().unwrap(), c1["iat"].as_i64().unwrap() + 100);
+    assert_eq!(c2["exp"], c1["exp"], "never outlives its subject: cut to what t1 has left");
+    assert_eq!(body["expires_in"], 500);
     let chain = json!({"sub": "asst-subagent", "client_id": "asst-subagent",
                        "act": {"sub": "asst-agent", "client_id": "asst-agent"}});
     assert_eq!(c2["act"], chain);
