@@ -12,6 +12,7 @@ mod durability;
 mod federation;
 mod hardening;
 mod house;
+mod identity_assertion;
 mod interop;
 mod limits;
 mod oidc;
