@@ -2,13 +2,11 @@
 //! tenants, workflows, workloads and clients; introspection must match the
 //! model for every token), the feed, the background marking and pruning.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::harness::{Backend, Fixture, TestApp, claims, eventually, fixture, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -207,21 +205,6 @@ async fn introspection_matches_a_model_of_random_mints_and_revocations(b: Backen
         let app = spawn_app(b).await;
         run_model(&app, seed, 70).await;
     }
-}
-
-/// Polls until `check` holds, for at most five seconds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
