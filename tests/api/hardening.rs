@@ -110,6 +110,48 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "a disabled admin's token is dead");
 
+    // A disabled client's resource tokens are inactive for the resource server
+    // at once, and enabling it again does not revive them.
+    let (s, body) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/clients",
+            json!({"client_id": "acme-temp", "kind": "ci", "workflows": ["w"],
+                   "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let temp = ("acme-temp", body["client_secret"].as_str().unwrap().to_string());
+    let temp_form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let held = app.mint(temp.0, &temp.1, &temp_form).await;
+    let control = app.mint(&f.ci.0, &f.ci.1, &temp_form).await;
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &held).await["active"], true);
+    let toggle = |disabled: bool| {
+        let (app, admin) = (&app, f.admin.clone());
+        async move {
+            let (s, body) = app
+                .admin(
+                    &admin,
+                    reqwest::Method::PATCH,
+                    "/v1/tenants/acme/clients/acme-temp",
+                    Some(json!({"disabled": disabled})),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+        }
+    };
+    toggle(true).await;
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &held).await["active"], false);
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &control).await["active"], true);
+    toggle(false).await;
+    assert_eq!(
+        app.introspect((&f.rs.0, &f.rs.1), &held).await["active"],
+        false,
+        "enabling again revives nothing"
+    );
+    let fresh = app.mint(temp.0, &temp.1, &temp_form).await;
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &fresh).await["active"], true);
+
     // Removing a scope from a grant ends the tokens that carried it; others keep working.
     let form = [
         ("grant_type", "client_credentials"),
