@@ -7,6 +7,7 @@ mod admin;
 mod audit_trail;
 mod catalog;
 mod cli;
+mod clients;
 mod delegation;
 mod durability;
 mod federation;
