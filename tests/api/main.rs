@@ -11,6 +11,7 @@ mod clients;
 mod delegation;
 mod durability;
 mod federation;
+mod federation_edges;
 mod hardening;
 mod house;
 mod identity_assertion;
