@@ -16,6 +16,7 @@ mod hardening;
 mod house;
 mod identity_assertion;
 mod interop;
+mod leases;
 mod limits;
 mod oidc;
 mod openapi;

@@ -14,6 +14,7 @@ on_both_backends!(
     lease_rows_are_marked_and_counted_in_the_background,
     the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag,
     expired_leases_and_spent_rules_are_pruned,
+    revoking_a_workflow_leaves_other_workflows_active,
 );
 
 /// xorshift64*: a deterministic generator, so a failing seed can be replayed.
@@ -427,4 +428,78 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
     assert_eq!(s, StatusCode::OK);
     let (_, list) = app.get(&admin, "/v1/tenants/acme/revocations").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}
+
+async fn revoking_a_workflow_leaves_other_workflows_active(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let g = fixture(&app, "globex").await;
+    let rs = (f.rs.0.as_str(), f.rs.1.as_str());
+    let mint = |workflow: &'static str| {
+        let app = &app;
+        let (id, secret, resource) = (f.agent.0.clone(), f.agent.1.clone(), f.resource.clone());
+        async move {
+            app.mint(
+                &id,
+                &secret,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", &resource),
+                    ("workflow", workflow),
+                ],
+            )
+            .await
+        }
+    };
+    let release = mint("release").await;
+    let triage = mint("triage").await;
+    let other_tenant_release = app
+        .mint(
+            &g.agent.0,
+            &g.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &g.resource),
+                ("workflow", "release"),
+            ],
+        )
+        .await;
+
+    let (s, rule) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workflow": "release", "reason": "leaked in a log"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
+    assert_eq!(rule["selector"], json!({"workflow": "release"}));
+    assert_eq!(rule["reason"], "leaked in a log");
+    assert!(
+        rule["leases_revoked"].is_i64(),
+        "counted as the rows are marked: {rule}"
+    );
+    assert!(rule["issued_before"].is_string());
+
+    assert_eq!(
+        app.introspect(rs, &release).await,
+        json!({"active": false}),
+        "revoked at once"
+    );
+    assert_eq!(
+        app.introspect(rs, &triage).await["active"],
+        true,
+        "other workflow untouched"
+    );
+    assert_eq!(
+        app.introspect((&g.rs.0, &g.rs.1), &other_tenant_release).await["active"],
+        true,
+        "other tenant untouched"
+    );
+    let after = mint("release").await;
+    assert_eq!(
+        app.introspect(rs, &after).await["active"],
+        true,
+        "minted after the rule: unaffected"
+    );
 }
