@@ -1,10 +1,14 @@
-//! The audit trail against someone with database access: a rolled-back tail
-//! is caught by the recorded count and by exported checkpoints.
+//! The audit trail against someone with database access: events cannot be
+//! changed or deleted in place, and a rolled-back tail is caught by the
+//! recorded count and by exported checkpoints.
 
 use crate::harness::{Backend, fixture, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint);
+on_both_backends!(
+    a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint,
+    the_database_refuses_to_change_or_delete_an_audit_event,
+);
 
 /// Runs `mayfly audit …` against the app's database with its master key.
 fn audit_cli(db_url: &str, args: &[&str]) -> std::process::Output {
@@ -111,4 +115,39 @@ async fn a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint(b: Backend
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("not authentic"));
     let _ = std::fs::remove_file(exported);
+}
+
+/// audit_events is append-only in the database itself: an UPDATE or DELETE
+/// from any connection is refused by a trigger, and the events stay as written.
+async fn the_database_refuses_to_change_or_delete_an_audit_event(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let (_, before) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=1000").await;
+    assert!(!before["items"].as_array().unwrap().is_empty());
+    let tamper = [
+        "UPDATE audit_events SET reason = 'nothing to see here'",
+        "DELETE FROM audit_events",
+    ];
+    for sql in tamper {
+        let refused = match b {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+                let r = sqlx::query(sql).execute(&pool).await;
+                pool.close().await;
+                r.map(|_| ())
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+                let r = sqlx::query(sql).execute(&pool).await;
+                pool.close().await;
+                r.map(|_| ())
+            }
+        };
+        let e = refused.expect_err(sql);
+        assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+    }
+    let (_, after) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=1000").await;
+    assert_eq!(after["items"], before["items"], "the events are as written");
+    let (_, v) = app.get(&f.admin, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
 }
