@@ -235,7 +235,8 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
 }
 
 /// With MAYFLY_METRICS_LISTEN, metrics and readiness details are served on
-/// their own listener; the public one says only whether it is ready.
+/// their own listener; the public one says only whether it is ready. Both
+/// answer /healthz.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_readiness_details_move_to_their_own_listener() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -253,6 +254,12 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
         .await;
     let res = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // /healthz (the process is up) answers on both listeners.
+    for base in [app.base.clone(), format!("http://{ops}")] {
+        let res = app.http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{base}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}), "{base}");
+    }
     let ready: serde_json::Value = app
         .http
         .get(app.url("/readyz"))
