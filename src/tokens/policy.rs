@@ -283,7 +283,10 @@ mod tests {
         assert_eq!(ask(None, 3600, 3600), Ok(600), "the resource's default");
         assert_eq!(ask(None, 3600, 120), Ok(120), "the default is capped too");
         for bad in ["0", "-5", "ten", "1.5"] {
-            assert!(matches!(ask(Some(bad), 3600, 3600), Err(Denial::InvalidRequest(_))), "{bad}");
+            assert!(
+                matches!(ask(Some(bad), 3600, 3600), Err(Denial::InvalidRequest(_))),
+                "{bad}"
+            );
         }
     }
 

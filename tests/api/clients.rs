@@ -55,16 +55,21 @@ async fn removing_a_workflow_from_a_client_ends_its_tokens(b: Backend) {
             Some(json!({"workflows": ["release"]})),
         )
         .await;
-    assert_eq!((s, body["workflows"].clone()), (StatusCode::OK, json!(["release"])), "{body}");
+    assert_eq!(
+        (s, body["workflows"].clone()),
+        (StatusCode::OK, json!(["release"])),
+        "{body}"
+    );
     assert!(!active(&app, &f, &nightly).await, "the removed workflow's token ended");
     // The rule is the client's (as for any narrowing): its other tokens end too.
     assert!(!active(&app, &f, &release).await);
     assert!(active(&app, &f, &control).await, "another client's token is untouched");
-    let (_, events) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=client.updated")
-        .await;
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=client.updated").await;
     let reason = events["items"][0]["reason"].as_str().unwrap_or_default();
-    assert!(reason.starts_with("workflow removed: its tokens are revoked"), "{events}");
+    assert!(
+        reason.starts_with("workflow removed: its tokens are revoked"),
+        "{events}"
+    );
 
     // From now on: the kept workflow mints, the removed one is refused.
     let again = app.mint("acme-multi", &secret, &form(&f, "release")).await;
@@ -91,7 +96,10 @@ async fn deleting_a_client_ends_its_tokens_and_its_secret(b: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert!(!active(&app, &f, &held).await, "a deleted client's token is dead at once");
+    assert!(
+        !active(&app, &f, &held).await,
+        "a deleted client's token is dead at once"
+    );
     assert!(active(&app, &f, &control).await);
     let res = app.token_basic("acme-multi", &secret, &form(&f, "nightly")).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);

@@ -139,7 +139,10 @@ async fn a_person_to_agent_to_sub_agent_chain_is_named_in_token_introspection_an
     let t2 = body["access_token"].as_str().unwrap().to_string();
     let c2 = claims(&t2);
     assert_eq!(c2["iat"].as_i64().unwrap(), c1["iat"].as_i64().unwrap() + 100);
-    assert_eq!(c2["exp"], c1["exp"], "never outlives its subject: cut to what t1 has left");
+    assert_eq!(
+        c2["exp"], c1["exp"],
+        "never outlives its subject: cut to what t1 has left"
+    );
     assert_eq!(body["expires_in"], 500);
     let chain = json!({"sub": "asst-subagent", "client_id": "asst-subagent",
                        "act": {"sub": "asst-agent", "client_id": "asst-agent"}});
@@ -226,11 +229,18 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
         ("resource", f.resource.as_str()),
     ];
     let none = (String::new(), String::new());
-    let not_allowed = "invalid_grant: delegation: the actor is not allowed to act for this subject (delegates / actors)";
+    let not_allowed =
+        "invalid_grant: delegation: the actor is not allowed to act for this subject (delegates / actors)";
     let no_policy = format!("invalid_grant: no trust policy for issuer {}", idp.url);
     // (what, who asks, form, the OAuth error, the one audit event's reason and
     // client; None where nothing is audited today: see the report on issue 20)
-    type Case<'a> = (&'a str, &'a (String, String), Vec<(&'a str, &'a str)>, &'a str, Option<(&'a str, Option<&'a str>)>);
+    type Case<'a> = (
+        &'a str,
+        &'a (String, String),
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        Option<(&'a str, Option<&'a str>)>,
+    );
     let cases: Vec<Case> = vec![
         // Widening: a scope beyond what a2 may hold, a resource beyond both, a life beyond the subject's.
         (
@@ -238,21 +248,30 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
             &agents[1],
             passed(&t1, &[("scope", "issues:write")]),
             "invalid_scope",
-            Some(("invalid_scope: none of the requested scopes is granted to this client", Some("a2"))),
+            Some((
+                "invalid_scope: none of the requested scopes is granted to this client",
+                Some("a2"),
+            )),
         ),
         (
             "another resource",
             &agents[1],
             passed(&t1, &[("resource", jira)]),
             "invalid_grant",
-            Some(("invalid_grant: delegation: the subject's token does not reach this resource", Some("a2"))),
+            Some((
+                "invalid_grant: delegation: the subject's token does not reach this resource",
+                Some("a2"),
+            )),
         ),
         (
             "a longer life",
             &agents[1],
             passed(&t1, &[("expires_in", "7200")]),
             "invalid_grant",
-            Some(("invalid_grant: delegation: expires_in goes beyond the subject token's exp", Some("a2"))),
+            Some((
+                "invalid_grant: delegation: expires_in goes beyond the subject token's exp",
+                Some("a2"),
+            )),
         ),
         // Undeclared: a3 is not among a1's delegates; a2 is not among the policy's actors.
         (
@@ -272,7 +291,13 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
         ),
         // An actor token is no credential on its own: presented without its
         // client's authentication, or under another client's, it is refused.
-        ("an actor token alone", &none, with_actor.to_vec(), "invalid_client", None),
+        (
+            "an actor token alone",
+            &none,
+            with_actor.to_vec(),
+            "invalid_client",
+            None,
+        ),
         (
             "another client's actor token",
             &agents[2],
@@ -299,7 +324,11 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
         let new = added(&before, denied(&app, &f).await);
         assert_eq!(new.len(), 1, "{what}: exactly one event: {new:?}");
         assert_eq!(
-            (new[0]["reason"].as_str(), new[0]["outcome"].as_str(), new[0]["tenant"].as_str()),
+            (
+                new[0]["reason"].as_str(),
+                new[0]["outcome"].as_str(),
+                new[0]["tenant"].as_str()
+            ),
             (Some(*reason), Some("denied"), Some("acme")),
             "{what}: {}",
             new[0]

@@ -310,12 +310,19 @@ async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_a
         assert_eq!(new.len(), 1, "{why}: exactly one event: {new:?}");
         assert_eq!(new[0]["reason"], reason(why), "{why}");
         assert_eq!(
-            (new[0]["outcome"].clone(), new[0]["tenant"].clone(), new[0]["client_id"].clone()),
+            (
+                new[0]["outcome"].clone(),
+                new[0]["tenant"].clone(),
+                new[0]["client_id"].clone()
+            ),
             (json!("denied"), json!("acme"), Value::Null),
             "{why}: {}",
             new[0]
         );
-        assert!(!new[0].to_string().contains(token.as_str()), "the token never reaches the audit trail");
+        assert!(
+            !new[0].to_string().contains(token.as_str()),
+            "the token never reaches the audit trail"
+        );
     }
     // Workflow and workload come from the policy, never the request.
     let token = idp.token("ec-1", good());

@@ -283,9 +283,7 @@ async fn a_trust_policy_stops_at_its_expires_at(b: Backend) {
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
         "after its expiry: {body}"
     );
-    let (_, events) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied")
-        .await;
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
     assert_eq!(
         events["items"][0]["reason"], "invalid_grant: policy expired (policy release-main)",
         "{events}"

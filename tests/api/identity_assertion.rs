@@ -80,7 +80,13 @@ async fn present(app: &TestApp, by: Option<&(String, String)>, assertion: &str, 
     if let Some((id, secret)) = by {
         form.extend([("client_id", id.as_str()), ("client_secret", secret.as_str())]);
     }
-    let res = app.http.post(app.url("/oauth2/token")).form(&form).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     let status = res.status();
     (status, res.json().await.unwrap())
 }
@@ -115,7 +121,12 @@ async fn an_identity_assertion_is_honoured_only_for_this_server_its_client_and_i
     assert_eq!(s, StatusCode::OK, "{body}");
     let c = claims(body["access_token"].as_str().unwrap());
     assert_eq!(
-        (c["sub"].clone(), c["client_id"].clone(), c["aud"].clone(), c["act"].clone()),
+        (
+            c["sub"].clone(),
+            c["client_id"].clone(),
+            c["aud"].clone(),
+            c["act"].clone()
+        ),
         (
             json!("alice@acme.test"),
             json!("assistant"),

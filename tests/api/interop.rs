@@ -118,13 +118,26 @@ async fn with_eddsa_configured_tokens_are_signed_published_and_verified_as_eddsa
         .unwrap_or_else(|| panic!("{kid} not published: {jwks}"))
         .clone();
     assert_eq!(
-        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str(), key["use"].as_str()),
+        (
+            key["kty"].as_str(),
+            key["crv"].as_str(),
+            key["alg"].as_str(),
+            key["use"].as_str()
+        ),
         (Some("OKP"), Some("Ed25519"), Some("EdDSA"), Some("sig")),
         "{key}"
     );
     let (_, keys) = app.get(&f.admin, "/v1/keys").await;
-    let listed = keys["items"].as_array().unwrap().iter().find(|k| k["kid"] == kid.as_str()).unwrap();
-    assert_eq!((listed["alg"].as_str(), listed["state"].as_str()), (Some("EdDSA"), Some("active")));
+    let listed = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    assert_eq!(
+        (listed["alg"].as_str(), listed["state"].as_str()),
+        (Some("EdDSA"), Some("active"))
+    );
 
     let jwks_url = app.url("/.well-known/jwks.json");
     let (issuer, resource, t) = (app.issuer.clone(), f.resource.clone(), token.clone());

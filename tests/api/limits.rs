@@ -20,7 +20,10 @@ async fn try_mint(app: &TestApp, client: &(String, String), form: &[(&str, &str)
         assert!(res.headers().contains_key("retry-after"));
     }
     let body: Value = res.json().await.unwrap();
-    (status, body["error_description"].as_str().unwrap_or_default().to_string())
+    (
+        status,
+        body["error_description"].as_str().unwrap_or_default().to_string(),
+    )
 }
 
 /// Mints until one answer is `until`; every other answer must be in
@@ -38,7 +41,7 @@ async fn mint_until(
         let (s, why) = try_mint(app, client, form).await;
         let done = (s, why.as_str()) == until;
         assert!(
-            done || meanwhile.iter().any(|m| *m == (s, why.as_str())),
+            done || meanwhile.contains(&(s, why.as_str())),
             "unexpected {s} {why} while waiting for {until:?}"
         );
         seen.lock().unwrap().push((s, why));
@@ -188,7 +191,11 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
             Some(json!({"max_mints_per_second": 1})),
         )
         .await;
-    assert_eq!((s, t["max_mints_per_second"].clone()), (StatusCode::OK, json!(1)), "{t}");
+    assert_eq!(
+        (s, t["max_mints_per_second"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{t}"
+    );
     let ci_form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let agent_form = [
         ("grant_type", "client_credentials"),
@@ -221,7 +228,9 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
         reasons,
         ["limited: tenant max_mints_per_second (audited once per minute per client and limit)"]
     );
-    let (_, events) = app.get(&other.admin, "/v1/tenants/other/audit?action=token.denied").await;
+    let (_, events) = app
+        .get(&other.admin, "/v1/tenants/other/audit?action=token.denied")
+        .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 0, "{events}");
     // A rate, not a ban.
     mint_until(

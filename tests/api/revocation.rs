@@ -262,7 +262,10 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
             .unwrap()
             .clone()
     };
-    eventually("the rule is marked done", || async { listed_rule().await["marked_at"].is_string() }).await;
+    eventually("the rule is marked done", || async {
+        listed_rule().await["marked_at"].is_string()
+    })
+    .await;
     let done = listed_rule().await;
     assert_eq!(done["leases_revoked"], 12, "counts each row it marked: {done}");
     let marked_at = done["marked_at"].as_str().unwrap().to_string();
@@ -278,9 +281,15 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
         );
     }
     let (_, control) = app
-        .get(&f.admin, &format!("/v1/tenants/acme/leases/{}", claims(&control)["jti"].as_str().unwrap()))
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases/{}", claims(&control)["jti"].as_str().unwrap()),
+        )
         .await;
-    assert!(control["revoked_at"].is_null(), "another workflow's row is left alone: {control}");
+    assert!(
+        control["revoked_at"].is_null(),
+        "another workflow's row is left alone: {control}"
+    );
 }
 
 async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Backend) {
@@ -409,7 +418,10 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
     let (_, list) = app.get(&f.admin, "/v1/tenants/acme/revocations").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list["items"][0]["id"], rule["id"]);
-    assert!(list["items"][0]["marked_at"].is_string(), "only marked rules are pruned: {list}");
+    assert!(
+        list["items"][0]["marked_at"].is_string(),
+        "only marked rules are pruned: {list}"
+    );
     assert_eq!(app.get(&f.admin, &old_path).await.0, StatusCode::OK);
     // Past every token's lifetime and the 7-day retention.
     app.advance(8 * 24 * 3600);

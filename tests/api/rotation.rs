@@ -154,7 +154,10 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     //    JWKS is no older than the max-age never meets an unknown kid.
     for t in &tokens {
         let exp = claims(&t.token)["exp"].as_f64().unwrap();
-        for s in snapshots.iter().filter(|s| s.sent >= t.received - MAX_AGE && s.received <= exp) {
+        for s in snapshots
+            .iter()
+            .filter(|s| s.sent >= t.received - MAX_AGE && s.received <= exp)
+        {
             assert!(
                 s.kids.contains(&t.kid),
                 "token signed by {} at {:.3} not in replica {}'s JWKS fetched at {:.3}: {:?}",
@@ -217,11 +220,7 @@ async fn rotation_story(backend: Backend, replicas: usize) {
                 .iter()
                 .filter(|s| s.replica == r && s.sent >= first_seen + 0.3 && s.received <= first_signed);
             for s in seen_by_r {
-                assert!(
-                    s.kids.contains(kid),
-                    "replica {r} did not serve {kid} at {:.3}",
-                    s.sent
-                );
+                assert!(s.kids.contains(kid), "replica {r} did not serve {kid} at {:.3}", s.sent);
             }
         }
     }
@@ -233,7 +232,10 @@ async fn rotation_story(backend: Backend, replicas: usize) {
         .map(|(kid, k)| (kid, secs(&k["removed_at"])))
         .filter(|(_, at)| !at.is_nan())
         .collect();
-    assert!(!removed.is_empty(), "a retired key was removed within four periods: {keys:?}");
+    assert!(
+        !removed.is_empty(),
+        "a retired key was removed within four periods: {keys:?}"
+    );
     for (kid, at) in &removed {
         assert_eq!(keys[*kid]["state"], "removed");
         let last_exp = tokens
@@ -343,12 +345,12 @@ async fn the_jwks_is_cacheable_for_its_max_age_and_its_etag_follows_the_key_set(
             .len()
     };
     // The first look at the schedule publishes the next key beside the active one.
-    eventually("the next key is published", || async { kids(&fetch(None).await.3) == 2 }).await;
+    eventually("the next key is published", || async {
+        kids(&fetch(None).await.3) == 2
+    })
+    .await;
     let (s, cache, etag, _) = fetch(None).await;
-    assert_eq!(
-        (s, cache.as_deref()),
-        (StatusCode::OK, Some("public, max-age=2"))
-    );
+    assert_eq!((s, cache.as_deref()), (StatusCode::OK, Some("public, max-age=2")));
     assert!(etag.starts_with('"') && etag.len() > 2, "a strong ETag: {etag}");
     let (s, cache, same, body) = fetch(Some(etag.clone())).await;
     assert_eq!(
@@ -381,7 +383,10 @@ async fn start_up_refuses_a_jwks_max_age_longer_than_the_publish_lead() {
         panic!("started with a JWKS max-age past the publish lead")
     };
     assert!(e.to_string().contains("MAYFLY_JWKS_MAX_AGE"), "{e}");
-    assert!(!std::path::Path::new(&file).exists(), "refused before opening the database");
+    assert!(
+        !std::path::Path::new(&file).exists(),
+        "refused before opening the database"
+    );
     // At the lead exactly, it starts.
     config.jwks_max_age = Duration::from_secs(300);
     assert!(mayfly::prepare(mayfly::Options::new(config)).await.is_ok());

@@ -198,7 +198,13 @@ async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
         async move {
             let mut form = vec![("grant_type", "client_credentials"), ("resource", resource.as_str())];
             form.extend(expires_in.map(|e| ("expires_in", e)));
-            let res = http.post(url).basic_auth(&id, Some(&secret)).form(&form).send().await.unwrap();
+            let res = http
+                .post(url)
+                .basic_auth(&id, Some(&secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
             let status = res.status();
             let body: Value = res.json().await.unwrap();
             assert_eq!(status, StatusCode::OK, "{body}");
