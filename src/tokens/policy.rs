@@ -262,22 +262,31 @@ mod tests {
 
     #[test]
     fn ttl_is_capped_by_client_resource_and_ceiling() {
-        let ask = |n: &'static str, ceiling| {
-            decide(
-                &client(),
-                &target(),
-                &MintRequest {
-                    expires_in: Some(n),
-                    ..Default::default()
-                },
-                ceiling,
-            )
+        // client max 900, resource default 600 and max `resource_max`, global `ceiling`.
+        let ask = |expires_in: Option<&'static str>, resource_max: i64, ceiling: i64| {
+            let t = Target {
+                max_ttl: resource_max,
+                ..target()
+            };
+            let req = MintRequest {
+                expires_in,
+                ..Default::default()
+            };
+            decide(&client(), &t, &req, ceiling).map(|d| d.ttl_seconds)
         };
-        assert_eq!(ask("60", 3600).unwrap().ttl_seconds, 60);
-        assert_eq!(ask("100000", 3600).unwrap().ttl_seconds, 900); // client cap
-        assert_eq!(ask("800", 300).unwrap().ttl_seconds, 300); // global ceiling
+        assert_eq!(ask(Some("60"), 3600, 3600), Ok(60), "below every cap: as asked");
+        // Each cap binds in turn, the others leaving room.
+        assert_eq!(ask(Some("100000"), 3600, 3600), Ok(900), "the client's max");
+        assert_eq!(ask(Some("100000"), 400, 3600), Ok(400), "the resource's max");
+        assert_eq!(ask(Some("100000"), 3600, 300), Ok(300), "the global ceiling");
+        // Nothing asked: the resource's default, itself under every cap.
+        assert_eq!(ask(None, 3600, 3600), Ok(600), "the resource's default");
+        assert_eq!(ask(None, 3600, 120), Ok(120), "the default is capped too");
         for bad in ["0", "-5", "ten", "1.5"] {
-            assert!(matches!(ask(bad, 3600), Err(Denial::InvalidRequest(_))), "{bad}");
+            assert!(
+                matches!(ask(Some(bad), 3600, 3600), Err(Denial::InvalidRequest(_))),
+                "{bad}"
+            );
         }
     }
 

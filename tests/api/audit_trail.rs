@@ -1,5 +1,6 @@
-//! The audit trail against someone with database access: a rolled-back tail
-//! is caught by the recorded count and by exported checkpoints.
+//! The audit trail against someone with database access: events cannot be
+//! changed or deleted in place, and a rolled-back tail is caught by the
+//! recorded count and by exported checkpoints.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -11,6 +12,7 @@ on_both_backends!(
     a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint,
     audit_lists_and_console_reads_wait_in_the_list_gate_like_lease_lists,
     console_stats_count_one_bounded_window_and_console_tenants_are_capped,
+    the_database_refuses_to_change_or_delete_an_audit_event,
 );
 
 /// Runs `mayfly audit …` against the app's database with its master key.
@@ -250,4 +252,39 @@ async fn console_stats_count_one_bounded_window_and_console_tenants_are_capped(b
     let cursor = page["next_cursor"].as_str().unwrap();
     let (_, _, rest) = get_raw(&app, &admin, &format!("/console/tenants?limit=2&cursor={cursor}")).await;
     assert_eq!(rest["items"][0]["id"], "gamma", "{rest}");
+}
+
+/// audit_events is append-only in the database itself: an UPDATE or DELETE
+/// from any connection is refused by a trigger, and the events stay as written.
+async fn the_database_refuses_to_change_or_delete_an_audit_event(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let (_, before) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=1000").await;
+    assert!(!before["items"].as_array().unwrap().is_empty());
+    let tamper = [
+        "UPDATE audit_events SET reason = 'nothing to see here'",
+        "DELETE FROM audit_events",
+    ];
+    for sql in tamper {
+        let refused = match b {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+                let r = sqlx::query(sql).execute(&pool).await;
+                pool.close().await;
+                r.map(|_| ())
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+                let r = sqlx::query(sql).execute(&pool).await;
+                pool.close().await;
+                r.map(|_| ())
+            }
+        };
+        let e = refused.expect_err(sql);
+        assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+    }
+    let (_, after) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=1000").await;
+    assert_eq!(after["items"], before["items"], "the events are as written");
+    let (_, v) = app.get(&f.admin, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
 }

@@ -252,13 +252,14 @@ impl TestApp {
         self.clock.advance(TimeDelta::seconds(seconds));
     }
 
-    /// Stops the server and waits until it has let go of the database.
+    /// Stops the server and waits until it has let go of the database. A
+    /// panic of the server task fails the test here.
     pub async fn stop(mut self) -> Database {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            surface(task.await);
         }
         self.db.clone()
     }
@@ -353,10 +354,30 @@ impl TestApp {
     }
 }
 
+/// Re-raises a server task's panic on the test's thread, so the test fails.
+fn surface(result: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = result
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 impl Drop for TestApp {
+    /// A test that never calls `stop()` still fails if the server task
+    /// panicked while it ran (unless the test is failing already).
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && task.is_finished()
+            && !std::thread::panicking()
+        {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(result) = std::pin::Pin::new(&mut task).poll(&mut cx) {
+                surface(result);
+            }
         }
     }
 }
@@ -424,6 +445,23 @@ pub fn header(token: &str) -> Value {
     use base64::Engine;
     let part = token.split('.').next().unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// Polls until `check` holds, for at most ten seconds: for what the server
+/// does on its own time (background work, caches read once a second).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// Runs a test body once on SQLite and once on Postgres.

@@ -6,10 +6,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{Backend, claims, fixture, spawn_app};
+use crate::harness::{Backend, TestApp, claims, fixture, header, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(pyjwt_verifies_minted_tokens_against_the_served_jwks);
+on_both_backends!(
+    pyjwt_verifies_minted_tokens_against_the_served_jwks,
+    with_eddsa_configured_tokens_are_signed_published_and_verified_as_eddsa,
+);
 
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("MAYFLY_TEST_PYTHON") {
@@ -83,4 +86,75 @@ async fn pyjwt_verifies_minted_tokens_against_the_served_jwks(b: Backend) {
             .unwrap();
         assert!(!ok, "PyJWT accepted a token with {what}: {out}");
     }
+}
+
+/// MAYFLY_SIGNING_ALG=EdDSA end to end: the key it makes, the JWKS entry,
+/// the token header, PyJWT's verification, and introspection.
+async fn with_eddsa_configured_tokens_are_signed_published_and_verified_as_eddsa(b: Backend) {
+    let app = TestApp::on(b)
+        .config(|c| mayfly::Config {
+            signing_alg: mayfly::keys::Alg::EdDsa,
+            ..c
+        })
+        .start()
+        .await;
+    let f = fixture(&app, "acme").await;
+    let token = app
+        .mint(
+            &f.ci.0,
+            &f.ci.1,
+            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
+        )
+        .await;
+    let h = header(&token);
+    assert_eq!((h["alg"].as_str(), h["typ"].as_str()), (Some("EdDSA"), Some("at+jwt")));
+    let kid = h["kid"].as_str().unwrap().to_string();
+    let jwks = app.jwks().await;
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("{kid} not published: {jwks}"))
+        .clone();
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["crv"].as_str(),
+            key["alg"].as_str(),
+            key["use"].as_str()
+        ),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"), Some("sig")),
+        "{key}"
+    );
+    let (_, keys) = app.get(&f.admin, "/v1/keys").await;
+    let listed = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap();
+    assert_eq!(
+        (listed["alg"].as_str(), listed["state"].as_str()),
+        (Some("EdDSA"), Some("active"))
+    );
+
+    let jwks_url = app.url("/.well-known/jwks.json");
+    let (issuer, resource, t) = (app.issuer.clone(), f.resource.clone(), token.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || pyjwt(&jwks_url, &issuer, &resource, &t))
+        .await
+        .unwrap();
+    assert!(ok, "PyJWT rejected an EdDSA mayfly token: {out}");
+    assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap(), claims(&token));
+    let mut tampered = token.clone();
+    let sig_start = tampered.rfind('.').unwrap() + 1;
+    tampered.replace_range(sig_start..sig_start + 4, "AAAA");
+    let jwks_url = app.url("/.well-known/jwks.json");
+    let (issuer, resource) = (app.issuer.clone(), f.resource.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || pyjwt(&jwks_url, &issuer, &resource, &tampered))
+        .await
+        .unwrap();
+    assert!(!ok, "PyJWT accepted a tampered EdDSA signature: {out}");
+
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &token).await["active"], true);
 }

@@ -2,12 +2,54 @@
 //! limits, and metrics kept off the public listener.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestApp, fixture, spawn_app};
+use crate::harness::{Backend, TestApp, eventually, fixture, spawn_app};
 use crate::on_both_backends;
 
-on_both_backends!(a_tenant_over_its_limits_gets_429s_and_others_are_untouched);
+on_both_backends!(
+    a_tenant_over_its_limits_gets_429s_and_others_are_untouched,
+    a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant,
+);
+
+/// A mint's status and, when refused, its error_description.
+async fn try_mint(app: &TestApp, client: &(String, String), form: &[(&str, &str)]) -> (StatusCode, String) {
+    let res = app.token_basic(&client.0, &client.1, form).await;
+    let status = res.status();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    let body: Value = res.json().await.unwrap();
+    (
+        status,
+        body["error_description"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Mints until one answer is `until`; every other answer must be in
+/// `meanwhile` (a limit is read at most once a second: the server's own time).
+async fn mint_until(
+    app: &TestApp,
+    client: &(String, String),
+    form: &[(&str, &str)],
+    until: (StatusCode, &str),
+    meanwhile: &[(StatusCode, &str)],
+) -> Vec<(StatusCode, String)> {
+    let seen = std::sync::Mutex::new(Vec::new());
+    let what = format!("{until:?}");
+    eventually(&what, || async {
+        let (s, why) = try_mint(app, client, form).await;
+        let done = (s, why.as_str()) == until;
+        assert!(
+            done || meanwhile.contains(&(s, why.as_str())),
+            "unexpected {s} {why} while waiting for {until:?}"
+        );
+        seen.lock().unwrap().push((s, why));
+        done
+    })
+    .await;
+    seen.into_inner().unwrap()
+}
 
 /// One tenant's runaway job cannot starve the others: past its live-lease or
 /// rate limit a mint answers 429 with Retry-After (audited once a minute),
@@ -31,14 +73,16 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
         ("resource", f.resource.as_str()),
         ("expires_in", "60"),
     ];
-    // The limit is read at most once a second: let the cache see it.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Nothing of acme has minted yet, so nothing of it is cached: the first
+    // mint reads the limit as it is now.
+    let live = "limit reached: max_live_leases";
     app.mint(&f.ci.0, &f.ci.1, &form).await;
     app.mint(&f.ci.0, &f.ci.1, &form).await;
     for _ in 0..2 {
-        let res = app.token_basic(&f.ci.0, &f.ci.1, &form).await;
-        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(res.headers().contains_key("retry-after"));
+        assert_eq!(
+            try_mint(&app, &f.ci, &form).await,
+            (StatusCode::TOO_MANY_REQUESTS, live.to_string())
+        );
     }
     // Another tenant mints on.
     let other_form = [
@@ -56,10 +100,16 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
         .filter(|e| e["reason"].as_str().unwrap_or("").starts_with("limited"))
         .collect();
     assert_eq!(limited.len(), 1, "audited once a minute, not per request");
-    // Once the leases expire, minting resumes.
+    // Once the leases expire, minting resumes (when the count is read again).
     app.advance(120);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    app.mint(&f.ci.0, &f.ci.1, &form).await;
+    mint_until(
+        &app,
+        &f.ci,
+        &form,
+        (StatusCode::OK, ""),
+        &[(StatusCode::TOO_MANY_REQUESTS, live)],
+    )
+    .await;
 
     // A rate limit, per client.
     let (s, _) = app
@@ -80,17 +130,30 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let agent_form = [
         ("grant_type", "client_credentials"),
         ("resource", f.resource.as_str()),
         ("workflow", "w"),
     ];
-    let statuses: Vec<StatusCode> = futures_statuses(&app, &f.agent, &agent_form, 3).await;
-    assert!(
-        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
-        "{statuses:?}"
-    );
+    let rate = "limit reached: client max_mints_per_second";
+    let seen = mint_until(
+        &app,
+        &f.agent,
+        &agent_form,
+        (StatusCode::TOO_MANY_REQUESTS, rate),
+        &[(StatusCode::OK, ""), (StatusCode::TOO_MANY_REQUESTS, live)],
+    )
+    .await;
+    assert!(seen.iter().any(|(s, _)| *s == StatusCode::OK), "{seen:?}");
+    // A rate, not a ban: within a second or so the client mints again.
+    mint_until(
+        &app,
+        &f.agent,
+        &agent_form,
+        (StatusCode::OK, ""),
+        &[(StatusCode::TOO_MANY_REQUESTS, rate)],
+    )
+    .await;
 
     // A tenant admin may rename its tenant but not lift its limits.
     let tenant_admin = crate::harness::tenant_admin(&app, &f.admin, "acme").await;
@@ -114,21 +177,75 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     assert_eq!((s, t["name"].clone()), (StatusCode::OK, json!("Acme Corp")));
 }
 
-async fn futures_statuses(
-    app: &TestApp,
-    client: &(String, String),
-    form: &[(&str, &str)],
-    n: usize,
-) -> Vec<StatusCode> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(app.token_basic(&client.0, &client.1, form).await.status());
+/// `max_mints_per_second` on a tenant is shared by all its clients; another
+/// tenant is not slowed by it.
+async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let other = fixture(&app, "other").await;
+    let (s, t) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"max_mints_per_second": 1})),
+        )
+        .await;
+    assert_eq!(
+        (s, t["max_mints_per_second"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{t}"
+    );
+    let ci_form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let agent_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", f.resource.as_str()),
+        ("workflow", "triage"),
+    ];
+    // Nothing of acme is cached yet: the first mint reads the limit.
+    let rate = "limit reached: tenant max_mints_per_second";
+    assert_eq!(try_mint(&app, &f.ci, &ci_form).await.0, StatusCode::OK);
+    // The next, by another client of the tenant, within the same second.
+    assert_eq!(
+        try_mint(&app, &f.agent, &agent_form).await,
+        (StatusCode::TOO_MANY_REQUESTS, rate.to_string())
+    );
+    let other_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", other.resource.as_str()),
+    ];
+    for _ in 0..3 {
+        app.mint(&other.ci.0, &other.ci.1, &other_form).await;
     }
-    out
+    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["limited: tenant max_mints_per_second (audited once per minute per client and limit)"]
+    );
+    let (_, events) = app
+        .get(&other.admin, "/v1/tenants/other/audit?action=token.denied")
+        .await;
+    assert_eq!(events["items"].as_array().unwrap().len(), 0, "{events}");
+    // A rate, not a ban.
+    mint_until(
+        &app,
+        &f.agent,
+        &agent_form,
+        (StatusCode::OK, ""),
+        &[(StatusCode::TOO_MANY_REQUESTS, rate)],
+    )
+    .await;
 }
 
 /// With MAYFLY_METRICS_LISTEN, metrics and readiness details are served on
-/// their own listener; the public one says only whether it is ready.
+/// their own listener; the public one says only whether it is ready. Both
+/// answer /healthz.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_readiness_details_move_to_their_own_listener() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -146,6 +263,12 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
         .await;
     let res = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // /healthz (the process is up) answers on both listeners.
+    for base in [app.base.clone(), format!("http://{ops}")] {
+        let res = app.http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{base}");
+        assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}), "{base}");
+    }
     let ready: serde_json::Value = app
         .http
         .get(app.url("/readyz"))
@@ -169,4 +292,21 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
         .await
         .unwrap();
     assert_eq!(detailed["database"], true);
+}
+
+/// The harness itself: a server task that dies (here: its operations
+/// listener's port is taken) fails the test instead of passing silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "AddrInUse")]
+async fn a_server_task_that_dies_fails_its_test() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops = taken.local_addr().unwrap();
+    let app = TestApp::on(Backend::Sqlite)
+        .config(move |c| mayfly::Config {
+            metrics_listen: Some(ops),
+            ..c
+        })
+        .start()
+        .await;
+    app.stop().await;
 }

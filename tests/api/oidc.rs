@@ -164,6 +164,18 @@ impl FakeIssuer {
         *self.shared.jwks_uri.lock().unwrap() = Some(uri.to_string());
     }
 
+    /// An Identity Assertion JWT Authorization Grant (`typ: oauth-id-jag+jwt`)
+    /// signed by key `kid`, with `iss` set to this issuer.
+    pub fn id_jag(&self, kid: &str, mut claims: Value) -> String {
+        claims["iss"] = json!(self.url);
+        let signer = self.signer(kid);
+        sign_with(
+            &signer,
+            &json!({"alg": signer.alg(), "kid": kid, "typ": "oauth-id-jag+jwt"}),
+            &claims,
+        )
+    }
+
     /// Publishes a new EC key (the issuer rotated).
     pub fn add_key(&self, kid: &str) {
         self.shared

@@ -2,12 +2,11 @@
 //! tenants, workflows, workloads and clients; introspection must match the
 //! model for every token), the feed, the background marking and pruning.
 
-use std::time::Duration;
-
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::harness::{Backend, Fixture, TestApp, claims, eventually, fixture, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -15,6 +14,7 @@ on_both_backends!(
     lease_rows_are_marked_and_counted_in_the_background,
     the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag,
     expired_leases_and_spent_rules_are_pruned,
+    revoking_a_workflow_leaves_other_workflows_active,
 );
 
 /// xorshift64*: a deterministic generator, so a failing seed can be replayed.
@@ -69,6 +69,8 @@ async fn run_model(app: &TestApp, seed: u64, steps: usize) {
     let tenants = [fixture(app, "alpha").await, fixture(app, "beta").await];
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut minted: Vec<Minted> = Vec::new();
+    // (tenant, rule id, leases it newly revoked in the model)
+    let mut rules: Vec<(usize, String, i64)> = Vec::new();
     for step in 0..steps {
         let t = (rng.next() % 2) as usize;
         let f = &tenants[t];
@@ -151,15 +153,48 @@ async fn run_model(app: &TestApp, seed: u64, steps: usize) {
                 }
                 m.revoked = true;
             }
-            // The count covers unexpired matching leases not yet marked; rows a
-            // previous rule already marked are not counted again.
-            assert!(rule["leases_revoked"].as_i64().unwrap() <= expected_newly + minted.len() as i64);
+            // Created, the rule has marked nothing yet: the rows are marked (and
+            // counted) in the background, each by the first rule that reaches it.
+            assert_eq!(rule["leases_revoked"], 0, "seed {seed}: {rule}");
+            rules.push((t, rule["id"].as_str().unwrap().to_string(), expected_newly));
         }
         if step % 25 == 24 {
             check_model(app, &tenants, &minted, seed, step).await;
         }
     }
     check_model(app, &tenants, &minted, seed, steps).await;
+    check_counts(app, &tenants, &rules, seed).await;
+}
+
+/// Once the background sweep has marked every rule, each rule counts exactly
+/// the leases it revoked first (rules are marked in the order they were made,
+/// so a lease an earlier rule already marked is not counted again).
+async fn check_counts(app: &TestApp, tenants: &[Fixture], rules: &[(usize, String, i64)], seed: u64) {
+    let listed = |t: usize| async move {
+        let path = format!("/v1/tenants/{}/revocations?limit=1000", ["alpha", "beta"][t]);
+        let (s, list) = app.get(&tenants[t].admin, &path).await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        list["items"].as_array().unwrap().clone()
+    };
+    eventually("every rule marked", || async {
+        let mut all = listed(0).await;
+        all.extend(listed(1).await);
+        all.len() == rules.len() && all.iter().all(|r| r["marked_at"].is_string())
+    })
+    .await;
+    let mut counted = 0;
+    for t in 0..2 {
+        for listed in listed(t).await {
+            let (_, _, expected) = rules.iter().find(|(_, id, _)| listed["id"] == id.as_str()).unwrap();
+            assert_eq!(
+                listed["leases_revoked"].as_i64().unwrap(),
+                *expected,
+                "seed {seed}: rule {listed}"
+            );
+            counted += expected;
+        }
+    }
+    assert!(counted > 0, "seed {seed}: the model revoked something");
 }
 
 async fn introspection_matches_a_model_of_random_mints_and_revocations(b: Backend) {
@@ -171,21 +206,6 @@ async fn introspection_matches_a_model_of_random_mints_and_revocations(b: Backen
         let app = spawn_app(b).await;
         run_model(&app, seed, 70).await;
     }
-}
-
-/// Polls until `check` holds, for at most five seconds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
@@ -205,6 +225,17 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
         )
         .await;
     }
+    let control = app
+        .mint(
+            &f.agent.0,
+            &f.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "nightly"),
+            ],
+        )
+        .await;
     let (s, rule) = app
         .post(
             &f.admin,
@@ -213,18 +244,52 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        (rule["leases_revoked"].clone(), rule["marked_at"].clone()),
+        (json!(0), Value::Null),
+        "the call returns before any row is marked: {rule}"
+    );
     // Listing is exact at once, marked or not.
     let (_, active) = app.get(&f.admin, "/v1/tenants/acme/leases?active=true").await;
-    assert_eq!(active["items"].as_array().unwrap().len(), 0);
-    eventually("every lease row marked with the rule", || async {
-        let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?active=false").await;
-        let items = leases["items"].as_array().unwrap().clone();
-        items.len() == 12
-            && items
-                .iter()
-                .all(|l| l["revoked_at"].is_string() && l["revocation_id"] == rule["id"])
+    assert_eq!(active["items"].as_array().unwrap().len(), 1, "only the control lease");
+    let listed_rule = || async {
+        let (_, rules) = app.get(&f.admin, "/v1/tenants/acme/revocations").await;
+        rules["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == rule["id"])
+            .unwrap()
+            .clone()
+    };
+    eventually("the rule is marked done", || async {
+        listed_rule().await["marked_at"].is_string()
     })
     .await;
+    let done = listed_rule().await;
+    assert_eq!(done["leases_revoked"], 12, "counts each row it marked: {done}");
+    let marked_at = done["marked_at"].as_str().unwrap().to_string();
+    let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?active=false").await;
+    let items = leases["items"].as_array().unwrap();
+    assert_eq!(items.len(), 12);
+    for l in items {
+        assert_eq!(l["revocation_id"], rule["id"], "{l}");
+        let revoked_at = l["revoked_at"].as_str().unwrap();
+        assert!(
+            revoked_at.parse::<DateTime<Utc>>().unwrap() <= marked_at.parse::<DateTime<Utc>>().unwrap(),
+            "every row was marked by the time the rule says so: {l}"
+        );
+    }
+    let (_, control) = app
+        .get(
+            &f.admin,
+            &format!("/v1/tenants/acme/leases/{}", claims(&control)["jti"].as_str().unwrap()),
+        )
+        .await;
+    assert!(
+        control["revoked_at"].is_null(),
+        "another workflow's row is left alone: {control}"
+    );
 }
 
 async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Backend) {
@@ -338,26 +403,33 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
         ("expires_in", "60"),
     ];
     let old = app.mint(&f.ci.0, &f.ci.1, &form).await;
-    app.post(
-        &f.admin,
-        "/v1/tenants/acme/revocations",
-        json!({"workload": "nobody", "reason": "spent soon"}),
-    )
-    .await;
+    let old_path = format!("/v1/tenants/acme/leases/{}", claims(&old)["jti"].as_str().unwrap());
+    let (s, rule) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workload": "nobody", "reason": "spent soon"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
     let sweeper = app.sweeper().await;
     sweeper.mark_revoked().await.unwrap();
+    // Both exist before the prune: what disappears below was there.
+    let (_, list) = app.get(&f.admin, "/v1/tenants/acme/revocations").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["items"][0]["id"], rule["id"]);
+    assert!(
+        list["items"][0]["marked_at"].is_string(),
+        "only marked rules are pruned: {list}"
+    );
+    assert_eq!(app.get(&f.admin, &old_path).await.0, StatusCode::OK);
     // Past every token's lifetime and the 7-day retention.
     app.advance(8 * 24 * 3600);
     let fresh = app.mint(&f.ci.0, &f.ci.1, &form).await;
     // The background sweeper may get there first; either way the outcome is the same.
     sweeper.prune().await.unwrap();
     let admin = app.global_admin_token().await;
-    let (s, _) = app
-        .get(
-            &admin,
-            &format!("/v1/tenants/acme/leases/{}", claims(&old)["jti"].as_str().unwrap()),
-        )
-        .await;
+    let (s, _) = app.get(&admin, &old_path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = app
         .get(
@@ -368,4 +440,78 @@ async fn expired_leases_and_spent_rules_are_pruned(b: Backend) {
     assert_eq!(s, StatusCode::OK);
     let (_, list) = app.get(&admin, "/v1/tenants/acme/revocations").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
+}
+
+async fn revoking_a_workflow_leaves_other_workflows_active(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let g = fixture(&app, "globex").await;
+    let rs = (f.rs.0.as_str(), f.rs.1.as_str());
+    let mint = |workflow: &'static str| {
+        let app = &app;
+        let (id, secret, resource) = (f.agent.0.clone(), f.agent.1.clone(), f.resource.clone());
+        async move {
+            app.mint(
+                &id,
+                &secret,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("resource", &resource),
+                    ("workflow", workflow),
+                ],
+            )
+            .await
+        }
+    };
+    let release = mint("release").await;
+    let triage = mint("triage").await;
+    let other_tenant_release = app
+        .mint(
+            &g.agent.0,
+            &g.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &g.resource),
+                ("workflow", "release"),
+            ],
+        )
+        .await;
+
+    let (s, rule) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workflow": "release", "reason": "leaked in a log"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
+    assert_eq!(rule["selector"], json!({"workflow": "release"}));
+    assert_eq!(rule["reason"], "leaked in a log");
+    assert!(
+        rule["leases_revoked"].is_i64(),
+        "counted as the rows are marked: {rule}"
+    );
+    assert!(rule["issued_before"].is_string());
+
+    assert_eq!(
+        app.introspect(rs, &release).await,
+        json!({"active": false}),
+        "revoked at once"
+    );
+    assert_eq!(
+        app.introspect(rs, &triage).await["active"],
+        true,
+        "other workflow untouched"
+    );
+    assert_eq!(
+        app.introspect((&g.rs.0, &g.rs.1), &other_tenant_release).await["active"],
+        true,
+        "other tenant untouched"
+    );
+    let after = mint("release").await;
+    assert_eq!(
+        app.introspect(rs, &after).await["active"],
+        true,
+        "minted after the rule: unaffected"
+    );
 }

@@ -9,10 +9,13 @@ use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Database, TestApp, claims, header};
+use crate::harness::{Backend, Database, TestApp, claims, eventually, header};
 
 const PERIOD: f64 = 3.0;
 const LEAD: f64 = 1.0;
+/// Shorter than the lead, as a verifier's cache should be: the difference
+/// absorbs a replica's reload of a key another replica created.
+const MAX_AGE: f64 = 0.5;
 const MAX_TTL: i64 = 2;
 
 fn now() -> f64 {
@@ -44,7 +47,7 @@ async fn rotation_story(backend: Backend, replicas: usize) {
         issuer: "http://mayfly.rotation.test".into(),
         key_rotation_period: Duration::from_secs_f64(PERIOD),
         key_publish_lead: Duration::from_secs_f64(LEAD),
-        jwks_max_age: Duration::from_secs(1),
+        jwks_max_age: Duration::from_secs_f64(MAX_AGE),
         default_ttl: Duration::from_secs(MAX_TTL as u64),
         max_ttl: Duration::from_secs(MAX_TTL as u64),
         ..c
@@ -83,13 +86,28 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     let agent = client("rot-agent", "agent").await;
     let rs = client("rot-rs", "resource_server").await;
 
-    // Mint continuously through every replica and sample the JWKS, across four periods.
-    let mut tokens: Vec<(String, f64)> = Vec::new(); // (token, wall time the response arrived)
-    let mut snapshots: Vec<(f64, f64, BTreeSet<String>)> = Vec::new(); // (sent, received, kids)
+    // Mint continuously through every replica and sample each replica's JWKS,
+    // across four periods.
+    struct Minted {
+        token: String,
+        kid: String,
+        /// Wall time the request left and the answer arrived.
+        sent: f64,
+        received: f64,
+    }
+    struct Served {
+        replica: usize,
+        sent: f64,
+        received: f64,
+        kids: BTreeSet<String>,
+    }
+    let mut tokens: Vec<Minted> = Vec::new();
+    let mut snapshots: Vec<Served> = Vec::new();
     let started = Instant::now();
     let mut i = 0usize;
     while started.elapsed() < Duration::from_secs_f64(PERIOD * 4.0 + 0.5) {
         let app = &apps[i % replicas];
+        let sent = now();
         let token = app
             .mint(
                 &agent.0,
@@ -97,19 +115,28 @@ async fn rotation_story(backend: Backend, replicas: usize) {
                 &[("grant_type", "client_credentials"), ("resource", resource)],
             )
             .await;
-        tokens.push((token, now()));
-        if i.is_multiple_of(3) {
-            let app = &apps[(i / 3) % replicas];
-            let sent = now();
-            let set: Value = app.jwks().await;
-            let kids = set["keys"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["kid"].as_str().unwrap().to_string())
-                .collect();
-            snapshots.push((sent, now(), kids));
-        }
+        let kid = header(&token)["kid"].as_str().unwrap().to_string();
+        tokens.push(Minted {
+            token,
+            kid,
+            sent,
+            received: now(),
+        });
+        let replica = (i + 1) % replicas;
+        let sent = now();
+        let set: Value = apps[replica].jwks().await;
+        let kids = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect();
+        snapshots.push(Served {
+            replica,
+            sent,
+            received: now(),
+            kids,
+        });
         i += 1;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
@@ -122,17 +149,24 @@ async fn rotation_story(backend: Backend, replicas: usize) {
         .map(|k| (k["kid"].as_str().unwrap().to_string(), k.clone()))
         .collect();
 
-    // 1. Every token verifies (its kid is published) in every JWKS fetched during its lifetime.
-    for (token, _) in &tokens {
-        let (c, kid) = (claims(token), header(token)["kid"].as_str().unwrap().to_string());
-        let (iat, exp) = (c["iat"].as_f64().unwrap(), c["exp"].as_f64().unwrap());
-        for (sent, received, kids) in &snapshots {
-            if *sent >= iat + 1.0 && *received <= exp {
-                assert!(
-                    kids.contains(&kid),
-                    "token signed by {kid} (iat {iat}) not in a JWKS fetched at {sent}: {kids:?}"
-                );
-            }
+    // 1. Around each mint: every JWKS any replica served from MAX_AGE before
+    //    the token until it expired lists its kid, so a verifier whose cached
+    //    JWKS is no older than the max-age never meets an unknown kid.
+    for t in &tokens {
+        let exp = claims(&t.token)["exp"].as_f64().unwrap();
+        for s in snapshots
+            .iter()
+            .filter(|s| s.sent >= t.received - MAX_AGE && s.received <= exp)
+        {
+            assert!(
+                s.kids.contains(&t.kid),
+                "token signed by {} at {:.3} not in replica {}'s JWKS fetched at {:.3}: {:?}",
+                t.kid,
+                t.sent,
+                s.replica,
+                s.sent,
+                s.kids
+            );
         }
     }
 
@@ -157,55 +191,76 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     let active = keys.values().filter(|k| k["state"] == "active").count();
     assert_eq!(active, 1, "exactly one active key: {keys:?}");
 
-    // 3. No token is signed by a key published for less than the lead
-    //    (the very first key, created at the first start, had nothing to precede).
-    let first_key = keys
-        .values()
-        .map(|k| secs(&k["created_at"]))
-        .fold(f64::INFINITY, f64::min);
-    let admin = a.global_admin_token().await;
-    let mut issued_at = BTreeMap::new();
-    let mut path = "/v1/tenants/rot/leases?limit=1000".to_string();
-    loop {
-        let (_, page) = a.get(&admin, &path).await;
-        for l in page["items"].as_array().unwrap() {
-            issued_at.insert(l["id"].as_str().unwrap().to_string(), secs(&l["issued_at"]));
+    // 3. Each key that took over signing had been served before its first
+    //    token, as the replicas' JWKS showed it (not as the database dates it):
+    //    seen at least MAX_AGE before, and by every replica in the meantime.
+    let first_kid = &tokens[0].kid;
+    let mut took_over = 0;
+    for kid in tokens.iter().map(|t| &t.kid).collect::<BTreeSet<_>>() {
+        if kid == first_kid {
+            continue; // the first key, made at the first start, had nothing to precede
         }
-        match page["next_cursor"].as_str() {
-            Some(c) => path = format!("/v1/tenants/rot/leases?limit=1000&cursor={c}"),
-            None => break,
-        }
-    }
-    for (token, _) in &tokens {
-        let kid = header(token)["kid"].as_str().unwrap().to_string();
-        let key = &keys[&kid];
-        let published = secs(&key["created_at"]);
-        if published == first_key {
-            continue;
-        }
-        let signed = issued_at[claims(token)["jti"].as_str().unwrap()];
+        took_over += 1;
+        let first_signed = tokens
+            .iter()
+            .filter(|t| &t.kid == kid)
+            .map(|t| t.sent)
+            .fold(f64::INFINITY, f64::min);
+        let first_seen = snapshots
+            .iter()
+            .filter(|s| s.kids.contains(kid))
+            .map(|s| s.received)
+            .fold(f64::INFINITY, f64::min);
         assert!(
-            published + LEAD <= signed + 0.01,
-            "{kid} published at {published} signed at {signed}"
+            first_seen <= first_signed - MAX_AGE,
+            "{kid} first served at {first_seen:.3}, first signed at {first_signed:.3}"
         );
-    }
-
-    // 4. Retired keys leave the JWKS only after every token they signed expired.
-    for (kid, key) in &keys {
-        let removed = secs(&key["removed_at"]);
-        if removed.is_nan() {
-            continue;
+        for r in 0..replicas {
+            let seen_by_r = snapshots
+                .iter()
+                .filter(|s| s.replica == r && s.sent >= first_seen + 0.3 && s.received <= first_signed);
+            for s in seen_by_r {
+                assert!(s.kids.contains(kid), "replica {r} did not serve {kid} at {:.3}", s.sent);
+            }
         }
+    }
+    assert!(took_over >= 3, "three keys took over signing: {keys:?}");
+
+    // 4. Retired keys leave the JWKS, and only after every token they signed expired.
+    let removed: Vec<(&String, f64)> = keys
+        .iter()
+        .map(|(kid, k)| (kid, secs(&k["removed_at"])))
+        .filter(|(_, at)| !at.is_nan())
+        .collect();
+    assert!(
+        !removed.is_empty(),
+        "a retired key was removed within four periods: {keys:?}"
+    );
+    let mut seen_leave = 0;
+    for (kid, at) in &removed {
+        assert_eq!(keys[*kid]["state"], "removed");
         let last_exp = tokens
             .iter()
-            .filter(|(t, _)| header(t)["kid"] == kid.as_str())
-            .map(|(t, _)| claims(t)["exp"].as_f64().unwrap())
+            .filter(|t| &t.kid == *kid)
+            .map(|t| claims(&t.token)["exp"].as_f64().unwrap())
             .fold(0.0, f64::max);
         assert!(
-            removed >= last_exp,
-            "{kid} removed at {removed} before its last token expired at {last_exp}"
+            *at >= last_exp,
+            "{kid} removed at {at} before its last token expired at {last_exp}"
         );
+        let after: Vec<&Served> = snapshots.iter().filter(|s| s.sent >= at + 0.3).collect();
+        assert!(
+            after.iter().all(|s| !s.kids.contains(*kid)),
+            "{kid} still served after its removal at {at}"
+        );
+        if !after.is_empty() && snapshots.iter().any(|s| s.kids.contains(*kid)) {
+            seen_leave += 1;
+        }
     }
+    assert!(
+        seen_leave >= 1,
+        "a key was seen served, removed, then gone from the JWKS: {removed:?}"
+    );
 
     // 5. Emergency: revoking the active key makes its tokens inactive at once, on every replica.
     let before = a
@@ -259,4 +314,87 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     );
     let (_, v) = a.get(&a.global_admin_token().await, "/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "{v}");
+}
+
+/// The JWKS is cacheable for MAYFLY_JWKS_MAX_AGE and carries an ETag that
+/// answers 304 while the key set is unchanged and changes with it. The
+/// schedule runs on the test's clock (SQLite orders by the app's clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_cacheable_for_its_max_age_and_its_etag_follows_the_key_set() {
+    let app = TestApp::on(Backend::Sqlite)
+        .config(|c| mayfly::Config {
+            key_rotation_period: Duration::from_secs(3600),
+            key_publish_lead: Duration::from_secs(2),
+            jwks_max_age: Duration::from_secs(2),
+            ..c
+        })
+        .start()
+        .await;
+    let fetch = |etag: Option<String>| {
+        let app = &app;
+        async move {
+            let mut req = app.http.get(app.url("/.well-known/jwks.json"));
+            if let Some(e) = etag {
+                req = req.header("if-none-match", e);
+            }
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let header = |name: &str| res.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+            let (cache, etag) = (header("cache-control"), header("etag"));
+            let text = res.text().await.unwrap();
+            (status, cache, etag.unwrap_or_default(), text)
+        }
+    };
+    let kids = |text: &str| -> usize {
+        serde_json::from_str::<Value>(text).unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    // The first look at the schedule publishes the next key beside the active one.
+    eventually("the next key is published", || async {
+        kids(&fetch(None).await.3) == 2
+    })
+    .await;
+    let (s, cache, etag, _) = fetch(None).await;
+    assert_eq!((s, cache.as_deref()), (StatusCode::OK, Some("public, max-age=2")));
+    assert!(etag.starts_with('"') && etag.len() > 2, "a strong ETag: {etag}");
+    let (s, cache, same, body) = fetch(Some(etag.clone())).await;
+    assert_eq!(
+        (s, cache.as_deref(), same.as_str(), body.as_str()),
+        (StatusCode::NOT_MODIFIED, Some("public, max-age=2"), etag.as_str(), "")
+    );
+
+    // A period later the next key signs, the old one is retired and a new next
+    // published: the set changed, and so does its ETag.
+    app.advance(3600);
+    eventually("the rotation is served", || async { kids(&fetch(None).await.3) == 3 }).await;
+    let (s, _, rotated, _) = fetch(Some(etag.clone())).await;
+    assert_eq!(s, StatusCode::OK, "the old ETag no longer matches");
+    assert_ne!(rotated, etag);
+    assert_eq!(fetch(Some(rotated)).await.0, StatusCode::NOT_MODIFIED);
+}
+
+/// A verifier caching the JWKS longer than a key is published before it
+/// signs could meet an unknown kid: start-up refuses that configuration
+/// before it touches the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_refuses_a_jwks_max_age_longer_than_the_publish_lead() {
+    let db = Database::fresh(Backend::Sqlite).await;
+    let file = db.url.trim_start_matches("sqlite://").to_string();
+    let mut config = crate::harness::config(&db, "http://mayfly.test");
+    config.key_publish_lead = Duration::from_secs(300);
+    config.jwks_max_age = Duration::from_secs(301);
+    let refused = mayfly::prepare(mayfly::Options::new(config.clone())).await;
+    let Err(e) = refused else {
+        panic!("started with a JWKS max-age past the publish lead")
+    };
+    assert!(e.to_string().contains("MAYFLY_JWKS_MAX_AGE"), "{e}");
+    assert!(
+        !std::path::Path::new(&file).exists(),
+        "refused before opening the database"
+    );
+    // At the lead exactly, it starts.
+    config.jwks_max_age = Duration::from_secs(300);
+    assert!(mayfly::prepare(mayfly::Options::new(config)).await.is_ok());
 }

@@ -1,9 +1,11 @@
 //! Minting over the token endpoint, and what it records.
 
-use reqwest::StatusCode;
-use serde_json::Value;
+use std::time::Duration;
 
-use crate::harness::{Backend, claims, fixture, header, spawn_app};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, TestApp, claims, fixture, header, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -188,37 +190,78 @@ async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Ba
 async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let ttl = |expires_in: &'static str| {
-        let app = &app;
+    // client max 900; resource default 600, max 3600; ceiling 3600.
+    let ttl = |app: &TestApp, expires_in: Option<&'static str>| {
         let (id, secret, resource) = (f.ci.0.clone(), f.ci.1.clone(), f.resource.clone());
+        let http = app.http.clone();
+        let url = app.url("/oauth2/token");
         async move {
-            let res = app
-                .token_basic(
-                    &id,
-                    &secret,
-                    &[
-                        ("grant_type", "client_credentials"),
-                        ("resource", &resource),
-                        ("expires_in", expires_in),
-                    ],
-                )
-                .await;
+            let mut form = vec![("grant_type", "client_credentials"), ("resource", resource.as_str())];
+            form.extend(expires_in.map(|e| ("expires_in", e)));
+            let res = http
+                .post(url)
+                .basic_auth(&id, Some(&secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
             let status = res.status();
             let body: Value = res.json().await.unwrap();
-            (status, body)
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let c = claims(body["access_token"].as_str().unwrap());
+            assert_eq!(
+                body["expires_in"].as_i64().unwrap(),
+                c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+                "the answer and the token agree"
+            );
+            body["expires_in"].as_i64().unwrap()
         }
     };
-    let (_, body) = ttl("60").await;
-    assert_eq!(body["expires_in"], 60);
-    let (_, body) = ttl("86400").await;
-    assert_eq!(body["expires_in"], 900, "client max_ttl_seconds caps it");
-    let c = claims(body["access_token"].as_str().unwrap());
-    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
-    let (s, body) = ttl("-1").await;
-    assert_eq!(
-        (s, body["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_request"))
-    );
+    assert_eq!(ttl(&app, Some("60")).await, 60, "below every cap: as asked");
+    assert_eq!(ttl(&app, None).await, 600, "nothing asked: the resource's default");
+    assert_eq!(ttl(&app, Some("86400")).await, 900, "the client's max_ttl_seconds");
+
+    // The resource's max, below the client's.
+    let (_, resources) = app.get(&f.admin, "/v1/tenants/acme/resources").await;
+    let id = resources["items"][0]["id"].as_str().unwrap().to_string();
+    let (s, body) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/acme/resources/{id}"),
+            Some(json!({"default_ttl_seconds": 300, "max_ttl_seconds": 400})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(ttl(&app, Some("86400")).await, 400, "the resource's max_ttl_seconds");
+    assert_eq!(ttl(&app, None).await, 300, "its new default");
+
+    // The ceiling, below both: the operator lowered MAYFLY_MAX_TTL and restarted.
+    let db = app.stop().await;
+    let app = TestApp::on_db(db)
+        .config(|c| mayfly::Config {
+            default_ttl: Duration::from_secs(200),
+            max_ttl: Duration::from_secs(200),
+            ..c
+        })
+        .start()
+        .await;
+    assert_eq!(ttl(&app, Some("86400")).await, 200, "the global ceiling");
+    assert_eq!(ttl(&app, None).await, 200, "the resource's default, capped too");
+
+    let res = app
+        .token_basic(
+            &f.ci.0,
+            &f.ci.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("expires_in", "-1"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
 }
 
 async fn bad_credentials_get_invalid_client_with_a_basic_challenge(b: Backend) {
@@ -390,37 +433,53 @@ async fn malformed_token_requests_get_oauth_errors_and_change_nothing(b: Backend
 }
 
 /// In memory and backend-independent: one backend suffices. Wrong secrets
-/// are braked; the right one always passes (a guess at a 256-bit secret is
+/// are braked per source address (behind a trusted proxy, the forwarded
+/// one); the right one always passes (a guess at a 256-bit secret is
 /// hopeless, while a lockout is a denial of service aimed at a known id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_failed_authentication_is_braked_but_the_correct_secret_still_passes() {
-    let db = crate::harness::Database::fresh(Backend::Sqlite).await;
-    let app = crate::harness::TestApp::on_db(db)
+async fn repeated_failed_authentication_is_braked_per_source_address_but_the_correct_secret_still_passes() {
+    let app = TestApp::on(Backend::Sqlite)
         .config(|c| mayfly::Config {
             auth_failure_limit: 3,
+            trusted_proxies: vec![mayfly::config::parse_cidr("127.0.0.0/8").unwrap()],
             ..c
         })
         .start()
         .await;
     let f = fixture(&app, "acme").await;
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let from = |address: &'static str, secret: &str| {
+        app.http
+            .post(app.url("/oauth2/token"))
+            .basic_auth(&f.ci.0, Some(secret))
+            .header("x-forwarded-for", address)
+            .form(&form)
+            .send()
+    };
+    let (guesser, colleague) = ("198.51.100.7", "203.0.113.20");
     for _ in 0..3 {
         assert_eq!(
-            app.token_basic(&f.ci.0, "mfy_cs_guess", &form).await.status(),
+            from(guesser, "mfy_cs_guess").await.unwrap().status(),
             StatusCode::UNAUTHORIZED
         );
     }
-    let res = app.token_basic(&f.ci.0, "mfy_cs_guess", &form).await;
+    let res = from(guesser, "mfy_cs_guess").await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "the next guess waits");
     assert!(res.headers()["retry-after"].to_str().unwrap().parse::<i64>().unwrap() > 0);
+    // Another address is judged on its own failures: a typo there is a plain 401.
     assert_eq!(
-        app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(),
+        from(colleague, "mfy_cs_typo").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "the brake is per source address"
+    );
+    assert_eq!(
+        from(guesser, &f.ci.1).await.unwrap().status(),
         StatusCode::OK,
-        "the correct secret passes during the storm"
+        "the correct secret passes during the storm, even from the guessing address"
     );
     app.advance(60);
     assert_eq!(
-        app.token_basic(&f.ci.0, "mfy_cs_guess", &form).await.status(),
+        from(guesser, "mfy_cs_guess").await.unwrap().status(),
         StatusCode::UNAUTHORIZED,
         "a new minute, a fresh budget"
     );
