@@ -310,7 +310,15 @@ impl Delegation {
         let purpose = Purpose::ActingFor(&actor.client.client_id);
         let f = self.federation.for_resource(token, resource, purpose, origin).await?;
         let exp = f.matched.exp;
-        Ok(Self::external_subject(f, exp))
+        let mut subject = Self::external_subject(f, exp);
+        // An ID-JAG says what the IdP granted (`scope`): never more than that.
+        if id_jag && let Some(granted) = unverified.claim_str("scope") {
+            let granted: Vec<&str> = granted.split(' ').filter(|s| !s.is_empty()).collect();
+            for g in &mut subject.grants {
+                g.scopes.retain(|s| granted.contains(&s.as_str()));
+            }
+        }
+        Ok(subject)
     }
 
     /// The terms of a token for `actor` acting for the subject: `subject` is a

@@ -188,17 +188,19 @@ impl Federation {
         client_id: Option<&str>,
         origin: &Origin,
     ) -> Result<Federated, Refusal> {
-        let issuer: String = token.claim_str("iss").unwrap_or_default().chars().take(200).collect();
-        if policies.is_empty() {
+        // Shown shortened; keys are fetched for, and replays recorded under,
+        // the issuer exactly as the policies name it.
+        let shown: String = token.claim_str("iss").unwrap_or_default().chars().take(200).collect();
+        let Some(issuer) = policies.first().map(|p| p.issuer.clone()) else {
             return Err(self
                 .deny(
                     tenant,
                     client_id,
-                    &format!("no trust policy for issuer {issuer}"),
+                    &format!("no trust policy for issuer {shown}"),
                     origin,
                 )
                 .await);
-        }
+        };
         let keys = match self.keys.keys(&issuer, token.header.kid.as_deref()).await {
             Ok(keys) => keys,
             // The audit trail gets the detail; the caller the same words for
@@ -212,7 +214,7 @@ impl Federation {
         };
         if let Err(e) = token.verify(&keys) {
             return Err(self
-                .deny(tenant, client_id, &format!("{e} (issuer {issuer})"), origin)
+                .deny(tenant, client_id, &format!("{e} (issuer {shown})"), origin)
                 .await);
         }
         let now = self.clock.now();
@@ -340,7 +342,9 @@ impl Federation {
                 .policies_for_client(&client.tenant_id, &client.client_id)
                 .await?
                 .into_iter()
-                .filter(|p| p.issuer == iss)
+                // A policy naming actors is for delegation only: its
+                // subjects never authenticate as a client of their own.
+                .filter(|p| p.issuer == iss && p.actors.is_empty())
                 .collect();
             let federated = self
                 .judge(&token, policies, &client.tenant_id, Some(&client.client_id), origin)
@@ -357,7 +361,7 @@ impl Federation {
             .policies_for_issuer(&tenant, &iss)
             .await?
             .into_iter()
-            .filter(|p| p.client_id.is_some())
+            .filter(|p| p.client_id.is_some() && p.actors.is_empty())
             .collect();
         drop(c);
         let federated = self.judge(&token, policies, &tenant, None, origin).await?;

@@ -205,6 +205,10 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4 address inside.
         0x64 if s[1..6] == [0xff9b, 0, 0, 0, 0] => return classify_v4(embedded(s[6], s[7])),
         0x2002 => return classify_v4(embedded(s[1], s[2])),
+        // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) translates into whatever
+        // the site routes; Teredo (2001::/32) tunnels to an address inside.
+        0x64 if s[1] == 0xff9b && s[2] == 1 => "local-use NAT64",
+        0x2001 if s[1] == 0 => "Teredo",
         _ if ip.is_loopback() => LOOPBACK,
         _ if ip.is_unspecified() => "unspecified",
         // ::/8 (IPv4-compatible and other reserved) and 100::/64 (discard).
@@ -291,6 +295,8 @@ mod tests {
             ("::127.0.0.1", "reserved"),
             ("64:ff9b::a00:1", "private"),
             ("2002:c0a8:101::1", "private"),
+            ("64:ff9b:1::a9fe:a9fe", "local-use NAT64"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
             ("2001:db8::1", "documentation"),
         ] {
             assert_eq!(refused_address(ip(addr), false), Some(class), "{addr}");

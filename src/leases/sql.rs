@@ -17,30 +17,38 @@ macro_rules! lease_columns {
 }
 
 /// The first rule that revokes lease `l`, if any: one indexed probe per
-/// selector kind, plus one per actor, ancestor, chain client and ancestor
-/// key of a delegated token (a chain is at most five deep), whatever the
-/// number of live leases. Whatever revokes an ancestor revokes its
-/// descendants: they share tenant, workflow and subject, and the ancestors'
-/// actors, clients and keys are linked.
+/// selector kind on the lease itself (and on the workloads of its actors),
+/// then the same probes on each lease it descends from (the subject's and
+/// the actor token's, at most five): whatever revokes an ancestor revokes
+/// its descendants. Each rule's cutoff is compared with the sequence number
+/// of the lease it matched, so a token exchanged from a revoked subject
+/// while the rule was being written is caught too. A few probes per token,
+/// whatever the number of live leases.
 macro_rules! revoked_by {
     () => {
-        "(SELECT r.id FROM revocations r
-          WHERE r.cutoff_seq >= l.seq AND (
-                (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref = l.id)
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value IN
-                    (SELECT k.actor FROM lease_links k WHERE k.lease_id = l.id AND k.actor IS NOT NULL))
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref IN
-                    (SELECT k.ancestor FROM lease_links k WHERE k.lease_id = l.id AND k.ancestor IS NOT NULL))
-             OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value IN
-                    (SELECT k.client FROM lease_links k WHERE k.lease_id = l.id AND k.client IS NOT NULL))
-             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid)
-             OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value IN
-                    (SELECT k.kid FROM lease_links k WHERE k.lease_id = l.id AND k.kid IS NOT NULL)))
-          LIMIT 1) AS revoked_by"
+        "COALESCE(
+          (SELECT r.id FROM revocations r
+            WHERE r.cutoff_seq >= l.seq AND (
+                  (r.tenant_id = l.tenant_id AND r.kind = 'tenant' AND r.value = '')
+               OR (r.tenant_id = l.tenant_id AND r.kind = 'workflow' AND r.value = l.workflow)
+               OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value = l.workload)
+               OR (r.tenant_id = l.tenant_id AND r.kind = 'client_id' AND r.value = l.client_id)
+               OR (r.tenant_id = l.tenant_id AND r.kind = 'lease_id' AND r.lease_ref = l.id)
+               OR (r.tenant_id = l.tenant_id AND r.kind = 'workload' AND r.value IN
+                      (SELECT k.actor FROM lease_links k WHERE k.lease_id = l.id AND k.actor IS NOT NULL))
+               OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
+            LIMIT 1),
+          (SELECT r.id FROM lease_links k
+             JOIN leases a ON a.id = k.ancestor
+             JOIN revocations r ON r.cutoff_seq >= a.seq AND (
+                  (r.tenant_id = a.tenant_id AND r.kind = 'tenant' AND r.value = '')
+               OR (r.tenant_id = a.tenant_id AND r.kind = 'workflow' AND r.value = a.workflow)
+               OR (r.tenant_id = a.tenant_id AND r.kind = 'workload' AND r.value = a.workload)
+               OR (r.tenant_id = a.tenant_id AND r.kind = 'client_id' AND r.value = a.client_id)
+               OR (r.tenant_id = a.tenant_id AND r.kind = 'lease_id' AND r.lease_ref = a.id)
+               OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = a.kid))
+            WHERE k.lease_id = l.id AND k.ancestor IS NOT NULL
+            LIMIT 1)) AS revoked_by"
     };
 }
 

@@ -208,9 +208,10 @@ impl Issuer {
             Err(e) => return Err(e),
         };
         let resource = resource.unwrap_or_default();
-        if let Err(limited) = self.limits.admit(terms, origin).await? {
-            return Err(MintError::Limited(limited));
-        }
+        let slot = match self.limits.admit(terms, origin).await? {
+            Ok(slot) => slot,
+            Err(limited) => return Err(MintError::Limited(limited)),
+        };
 
         let signer = self.keyring.current().active.clone().ok_or(MintError::NoSigningKey)?;
         let now = self.clock.now();
@@ -272,7 +273,10 @@ impl Issuer {
         };
         let mut lease = lease;
         lease.seq = match self.writer.commit(lease.clone(), event, check).await {
-            Ok(seq) => seq,
+            Ok(seq) => {
+                slot.committed();
+                seq
+            }
             Err(StoreError::Stale) => {
                 self.catalog.catch_up(&lease.tenant_id).await?;
                 return Err(MintError::Stale);

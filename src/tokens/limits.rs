@@ -52,8 +52,47 @@ impl Bucket {
 struct TenantState {
     max_live: Option<i64>,
     max_rate: Option<i64>,
+    /// Live leases as last read, plus those committed here since.
     live: i64,
+    /// Admitted here and not yet committed or failed: in no count the
+    /// database gives, so kept across reads.
+    in_flight: i64,
     read_at: Instant,
+}
+
+type TenantStates = Arc<Mutex<HashMap<String, TenantState>>>;
+
+/// A live-lease slot taken by an admitted mint: in flight until the lease
+/// commits (`committed`), released if the mint ends otherwise (dropped).
+#[must_use]
+pub struct Slot {
+    held: Option<(TenantStates, String)>,
+}
+
+impl Slot {
+    fn none() -> Self {
+        Slot { held: None }
+    }
+
+    /// The lease is committed: it counts as live now.
+    pub fn committed(mut self) {
+        if let Some((tenants, tenant)) = self.held.take()
+            && let Some(t) = tenants.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&tenant)
+        {
+            t.in_flight -= 1;
+            t.live += 1;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((tenants, tenant)) = self.held.take()
+            && let Some(t) = tenants.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&tenant)
+        {
+            t.in_flight -= 1;
+        }
+    }
 }
 
 /// A refusal already audited: (minute, client id, limit).
@@ -64,7 +103,7 @@ pub struct Limits {
     store: Store,
     audit: AuditLog,
     clock: Arc<dyn Clock>,
-    tenants: Arc<Mutex<HashMap<String, TenantState>>>,
+    tenants: TenantStates,
     /// One read of a tenant's limits at a time (a burst reads once).
     reading: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
@@ -118,41 +157,35 @@ impl Limits {
             Some(_) => c.conn().count_live_leases(tenant, self.clock.now()).await?,
             None => 0,
         };
+        let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         let state = TenantState {
             max_live: row.max_live_leases,
             max_rate: row.max_mints_per_second,
             live,
+            in_flight: tenants.get(tenant).map_or(0, |t| t.in_flight),
             read_at: Instant::now(),
         };
-        self.tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tenant.to_string(), state.clone());
+        tenants.insert(tenant.to_string(), state.clone());
         Ok(state)
     }
 
-    /// Takes one live-lease slot of `tenant` if it has one left; the check
-    /// and the count are one step, so concurrent mints cannot both take the last.
-    fn reserve_live(&self, tenant: &str) -> bool {
+    /// Takes one live-lease slot of `tenant` if it has one left, counting
+    /// the leases in flight; the check and the count are one step, so
+    /// concurrent mints cannot both take the last.
+    fn reserve_live(&self, tenant: &str) -> Option<Slot> {
         let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
-        match tenants.get_mut(tenant) {
-            Some(t) => match t.max_live {
-                Some(max) if t.live >= max => false,
-                Some(_) => {
-                    t.live += 1;
-                    true
-                }
-                None => true,
-            },
-            None => true,
-        }
-    }
-
-    fn release_live(&self, tenant: &str) {
-        if let Some(t) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get_mut(tenant)
-            && t.max_live.is_some()
-        {
-            t.live -= 1;
+        let Some(t) = tenants.get_mut(tenant) else {
+            return Some(Slot::none());
+        };
+        match t.max_live {
+            Some(max) if t.live + t.in_flight >= max => None,
+            Some(_) => {
+                t.in_flight += 1;
+                Some(Slot {
+                    held: Some((self.tenants.clone(), tenant.to_string())),
+                })
+            }
+            None => Some(Slot::none()),
         }
     }
 
@@ -172,38 +205,31 @@ impl Limits {
             .take(rate, now)
     }
 
-    /// Whether `client` may mint now; counts the mint against the limits if so.
-    pub async fn admit(&self, client: &MintTerms, origin: &Origin) -> Result<Result<(), Limited>, StoreError> {
+    /// Whether `client` may mint now; counts the mint against the limits if
+    /// so. The slot is released when dropped, or counted as live once its
+    /// lease is `committed`.
+    pub async fn admit(&self, client: &MintTerms, origin: &Origin) -> Result<Result<Slot, Limited>, StoreError> {
         let tenant = self.tenant(&client.tenant_id).await?;
-        let refused = if !self.reserve_live(&client.tenant_id) {
-            Some(Limited {
-                what: "max_live_leases",
-                retry_after: 1,
-            })
-        } else if tenant
-            .max_rate
-            .is_some_and(|rate| !self.take(format!("t/{}", client.tenant_id), rate))
-        {
-            self.release_live(&client.tenant_id);
-            Some(Limited {
-                what: "tenant max_mints_per_second",
-                retry_after: 1,
-            })
-        } else if client
-            .max_mints_per_second
-            .is_some_and(|rate| !self.take(format!("c/{}", client.client_id), rate))
-        {
-            self.release_live(&client.tenant_id);
-            Some(Limited {
-                what: "client max_mints_per_second",
-                retry_after: 1,
-            })
-        } else {
-            None
+        let limited = |what| Limited { what, retry_after: 1 };
+        let refused = match self.reserve_live(&client.tenant_id) {
+            None => limited("max_live_leases"),
+            Some(_)
+                if tenant
+                    .max_rate
+                    .is_some_and(|rate| !self.take(format!("t/{}", client.tenant_id), rate)) =>
+            {
+                limited("tenant max_mints_per_second")
+            }
+            Some(_)
+                if client
+                    .max_mints_per_second
+                    .is_some_and(|rate| !self.take(format!("c/{}", client.client_id), rate)) =>
+            {
+                limited("client max_mints_per_second")
+            }
+            Some(slot) => return Ok(Ok(slot)),
         };
-        let Some(limited) = refused else {
-            return Ok(Ok(()));
-        };
+        let limited = refused;
         metrics::counter!("mayfly_tokens_limited_total", "limit" => limited.what).increment(1);
         let now = self.clock.now();
         let minute = now.timestamp().div_euclid(60);

@@ -15,6 +15,7 @@ on_both_backends!(
     private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token,
     a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_record,
     a_trust_policy_stops_at_its_expires_at,
+    a_delegation_only_policy_never_authenticates_a_client,
 );
 
 async fn a_key_rotation_at_the_issuer_is_picked_up(b: Backend) {
@@ -334,4 +335,45 @@ async fn a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_recor
         reasons.contains("too long for single_use (policy release-main)"),
         "{reasons}"
     );
+}
+
+/// A policy that names actors is for delegation only, even when it also
+/// names a client: a person's token is no private_key_jwt for that client
+/// (it would be a bare token of the person's, with no agent in `act`).
+async fn a_delegation_only_policy_never_authenticates_a_client(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    policy(
+        &app,
+        &f,
+        json!({"name": "people", "issuer": idp.url, "audience": app.issuer,
+               "subject_pattern": "^[a-z]+@acme\\.test$", "actors": [f.agent.0], "client_id": f.ci.0,
+               "workflow_template": "release", "workload_template": "{sub}",
+               "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
+    )
+    .await;
+    let t = now();
+    let person = idp.token(
+        "ec-1",
+        json!({"sub": "alice@acme.test", "aud": app.issuer, "iat": t, "exp": t + 300}),
+    );
+    for client_id in [None, Some(f.ci.0.as_str())] {
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", person.as_str()),
+            ("resource", f.resource.as_str()),
+        ];
+        form.extend(client_id.map(|id| ("client_id", id)));
+        let (s, body) = exchange(&app, &form).await;
+        assert_eq!(
+            (s, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+            "{client_id:?}: {body}"
+        );
+    }
 }

@@ -10,7 +10,10 @@ use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
 use crate::oidc::{FakeIssuer, now};
 use crate::on_both_backends;
 
-on_both_backends!(an_identity_assertion_is_honoured_only_for_this_server_its_client_and_its_resource);
+on_both_backends!(
+    an_identity_assertion_is_honoured_only_for_this_server_its_client_and_its_resource,
+    an_identity_assertion_never_yields_more_than_the_scope_the_idp_granted,
+);
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const JIRA: &str = "https://mcp.acme.test/jira";
@@ -202,4 +205,80 @@ async fn an_identity_assertion_is_honoured_only_for_this_server_its_client_and_i
     assert_eq!(lease_count(&app, &f).await, leases);
     // Not audited today: src/http/oauth.rs answers invalid_client before any
     // tenant is known (issue 20 names it; the fix belongs with the grant).
+}
+
+/// The IdP's `scope` in the ID-JAG bounds the token, however much the
+/// trust policy and the agent hold (the grant only ever narrows).
+async fn an_identity_assertion_never_yields_more_than_the_scope_the_idp_granted(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let both = json!([{"resource": f.resource, "scopes": ["issues:read", "issues:write"]}]);
+    let agent = created(
+        &app,
+        &f,
+        "/v1/tenants/acme/clients",
+        json!({"client_id": "writer", "kind": "agent", "workflows": ["*"], "grants": both}),
+    )
+    .await;
+    let agent = (
+        "writer".to_string(),
+        agent["client_secret"].as_str().unwrap().to_string(),
+    );
+    created(
+        &app,
+        &f,
+        "/v1/tenants/acme/trust-policies",
+        json!({"name": "people", "issuer": idp.url, "audience": app.issuer,
+               "subject_pattern": "^[a-z]+@acme\\.test$", "actors": ["writer"],
+               "workflow_template": "assist", "workload_template": "{sub}", "grants": both}),
+    )
+    .await;
+    let t = now();
+    let assertion = |scope: &str| {
+        idp.id_jag(
+            "ec-1",
+            json!({"sub": "alice@acme.test", "aud": app.issuer, "client_id": "writer", "resource": f.resource,
+                   "scope": scope, "iat": t, "exp": t + 300, "jti": uuid::Uuid::new_v4().to_string()}),
+        )
+    };
+    let ask = |a: String| {
+        let (app, agent, resource) = (&app, &agent, f.resource.clone());
+        async move {
+            let form = [
+                ("grant_type", JWT_BEARER),
+                ("assertion", a.as_str()),
+                ("resource", resource.as_str()),
+                ("scope", "issues:read issues:write"),
+                ("client_id", agent.0.as_str()),
+                ("client_secret", agent.1.as_str()),
+            ];
+            let res = app
+                .http
+                .post(app.url("/oauth2/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, body) = ask(assertion("issues:read")).await;
+    assert_eq!(
+        (s, body["scope"].as_str()),
+        (StatusCode::OK, Some("issues:read")),
+        "{body}"
+    );
+    let (s, body) = ask(assertion("issues:read issues:write")).await;
+    assert_eq!(
+        (s, body["scope"].as_str()),
+        (StatusCode::OK, Some("issues:read issues:write")),
+        "{body}"
+    );
+    let (s, body) = ask(assertion("admin")).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{body}"
+    );
 }

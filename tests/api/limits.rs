@@ -10,6 +10,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_tenant_over_its_limits_gets_429s_and_others_are_untouched,
     a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant,
+    a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica,
 );
 
 /// A mint's status and, when refused, its error_description.
@@ -309,4 +310,97 @@ async fn a_server_task_that_dies_fails_its_test() {
         .start()
         .await;
     app.stop().await;
+}
+
+/// Security review, finding 10: the live-lease limit is one step (check and
+/// count), and mints in flight stay counted when the database count is read.
+async fn a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let (s, t) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"max_live_leases": 5})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let (http, url, ci, resource) = (
+                app.http.clone(),
+                app.url("/oauth2/token"),
+                f.ci.clone(),
+                f.resource.clone(),
+            );
+            tokio::spawn(async move {
+                http.post(&url)
+                    .basic_auth(&ci.0, Some(&ci.1))
+                    .form(&[("grant_type", "client_credentials"), ("resource", resource.as_str())])
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in burst {
+        statuses.push(t.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((ok, limited), (5, 35), "{statuses:?}");
+    // Steady pressure on an empty tenant across the once-a-second reads of
+    // its count: mints in flight while it is read are still counted.
+    let f = fixture(&app, "beta").await;
+    let (s, t) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/beta",
+            Some(json!({"max_live_leases": 5})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    let pressure: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url, ci, resource) = (
+                app.http.clone(),
+                app.url("/oauth2/token"),
+                f.ci.clone(),
+                f.resource.clone(),
+            );
+            tokio::spawn(async move {
+                let mut minted = 0;
+                for _ in 0..2_000 {
+                    if std::time::Instant::now() > until {
+                        break;
+                    }
+                    let res = http
+                        .post(&url)
+                        .basic_auth(&ci.0, Some(&ci.1))
+                        .form(&[("grant_type", "client_credentials"), ("resource", resource.as_str())])
+                        .send()
+                        .await
+                        .unwrap();
+                    minted += usize::from(res.status() == StatusCode::OK);
+                }
+                minted
+            })
+        })
+        .collect();
+    let mut more = 0;
+    for t in pressure {
+        more += t.await.unwrap();
+    }
+    let (_, live) = app.get(&f.admin, "/v1/tenants/beta/leases?active=true&limit=100").await;
+    let live = live["items"].as_array().unwrap().len();
+    assert!(
+        more <= 5 && live == more,
+        "{more} minted, {live} live: the limit held under pressure"
+    );
 }

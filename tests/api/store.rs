@@ -15,6 +15,7 @@ on_both_backends!(
     reads_are_scoped_to_the_tenant_inside_the_query,
     unique_identifiers_are_conflicts_and_missing_rows_are_not_found,
     key_states_move_only_along_the_lifecycle,
+    whatever_revokes_an_ancestor_lease_revokes_its_descendants_minted_after_the_rule,
 );
 
 async fn store(b: Backend) -> (Store, Database) {
@@ -228,4 +229,98 @@ async fn key_states_move_only_along_the_lifecycle(b: Backend) {
     );
     assert!(matches!(c.revoke_key("k1", now).await, Err(StoreError::NotFound)));
     tx.commit().await.unwrap();
+}
+
+/// A rule that covers leases up to now (a client's, a workflow's) reaches a
+/// token exchanged from a lease it covers even when that token was numbered
+/// after the rule (an exchange in flight while the rule was written), and
+/// reaches through every ancestor: the subject's lease and the actor
+/// token's, whatever their client or workflow.
+async fn whatever_revokes_an_ancestor_lease_revokes_its_descendants_minted_after_the_rule(b: Backend) {
+    use mayfly::leases::rules_sql::NewRevocation;
+    use mayfly::leases::{Links, Selector};
+    let (store, _db) = store(b).await;
+    let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
+    let person = Lease {
+        client_id: "acme-person".into(),
+        ..lease("acme")
+    };
+    let actor_token = Lease {
+        client_id: "acme-agent".into(),
+        workflow: "agent-work".into(),
+        ..lease("acme")
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.conn().insert_tenant(&tenant("acme")).await.unwrap();
+    let seqs = tx
+        .conn()
+        .insert_leases(&[person.clone(), actor_token.clone()])
+        .await
+        .unwrap();
+    fn rule(selector: &Selector, cutoff_seq: i64, now: chrono::DateTime<chrono::Utc>) -> NewRevocation<'_> {
+        NewRevocation {
+            id: Uuid::now_v7(),
+            tenant_id: Some("acme"),
+            selector,
+            reason: "test",
+            created_by: None,
+            now,
+            prune_after: now + TimeDelta::hours(1),
+            cutoff_seq,
+            issued_before: now,
+        }
+    }
+    // Rules up to the two leases just numbered, as `Cover::UpToNow` writes them.
+    let on_person = Selector::Client("acme-person".into());
+    let on_workflow = Selector::Workflow("agent-work".into());
+    let r1 = tx
+        .conn()
+        .insert_revocation(&rule(&on_person, seqs[0], now))
+        .await
+        .unwrap();
+    let r2 = tx
+        .conn()
+        .insert_revocation(&rule(&on_workflow, seqs[1], now))
+        .await
+        .unwrap();
+    // Exchanged afterwards: numbered past both cutoffs.
+    let from_person = Lease {
+        client_id: "acme-agent".into(),
+        links: Links {
+            ancestors: vec![person.id],
+            ..Links::default()
+        },
+        ..lease("acme")
+    };
+    let with_actor_token = Lease {
+        client_id: "acme-sub".into(),
+        links: Links {
+            ancestors: vec![actor_token.id],
+            ..Links::default()
+        },
+        ..lease("acme")
+    };
+    let unrelated = lease("acme");
+    tx.conn()
+        .insert_leases(&[from_person.clone(), with_actor_token.clone(), unrelated.clone()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut pooled = store.read().await.unwrap();
+    let mut c = pooled.conn();
+    let revoked_by = |s: mayfly::leases::sql::LeaseStatus| s.revoked_by;
+    assert_eq!(
+        revoked_by(c.lease_status(from_person.id, Some("acme")).await.unwrap()),
+        Some(r1.id)
+    );
+    assert_eq!(
+        revoked_by(c.lease_status(with_actor_token.id, Some("acme")).await.unwrap()),
+        Some(r2.id),
+        "a workflow rule on the actor token reaches what was exchanged with it"
+    );
+    assert_eq!(
+        revoked_by(c.lease_status(unrelated.id, Some("acme")).await.unwrap()),
+        None
+    );
 }
