@@ -5,10 +5,11 @@
 //! token bound to the session (a MAC of its token's `jti`). Sign-out revokes
 //! the token.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -38,13 +39,21 @@ pub const SESSION_COOKIE: &str = "mayfly_console";
 pub const CSRF_COOKIE: &str = "mayfly_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-const INDEX: &str = include_str!("../../console/index.html");
-const APP_JS: &str = include_str!("../../console/app.js");
-const APP_CSS: &str = include_str!("../../console/app.css");
-
 /// No inline script or style, nothing from elsewhere, never framed.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The console's files, compiled in: (path, content type, body). Only these
+/// are served; any other path is the API's 404.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/console", HTML, include_str!("../../console/index.html")),
+    ("/console/app.css", CSS, include_str!("../../console/app.css")),
+    ("/console/app.js", JS, include_str!("../../console/app.js")),
+];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut res = ([(header::CONTENT_TYPE, content_type)], body).into_response();
@@ -55,16 +64,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     res
 }
 
-pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
-}
-
-pub async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-pub async fn app_css() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
+/// One GET route per entry of `ASSETS`.
+pub fn assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
 
 /// A cookie from the request.
