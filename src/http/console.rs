@@ -39,20 +39,46 @@ pub const SESSION_COOKIE: &str = "mayfly_console";
 pub const CSRF_COOKIE: &str = "mayfly_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// No inline script or style, nothing from elsewhere, never framed.
+/// No inline script or style, nothing from elsewhere, never framed. ES
+/// modules load under `script-src 'self'` like any script.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+/// Browsers refuse a module script served with any other than a JavaScript type.
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// A module of console/js/, compiled in, served under /console/js/.
+macro_rules! module {
+    ($file:literal) => {
+        (
+            concat!("/console/js/", $file),
+            JS,
+            include_str!(concat!("../../console/js/", $file)),
+        )
+    };
+}
+
 /// The console's files, compiled in: (path, content type, body). Only these
-/// are served; any other path is the API's 404.
+/// are served; any other path is the API's 404. `main.js` is the entry
+/// module (index.html loads it); the others are what it imports.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("/console", HTML, include_str!("../../console/index.html")),
     ("/console/app.css", CSS, include_str!("../../console/app.css")),
-    ("/console/app.js", JS, include_str!("../../console/app.js")),
+    module!("main.js"),
+    module!("api.js"),
+    module!("state.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("confirm.js"),
+    module!("tenants.js"),
+    module!("leases.js"),
+    module!("stats.js"),
+    module!("rules.js"),
+    module!("audit.js"),
+    module!("keys.js"),
+    module!("clients.js"),
 ];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
