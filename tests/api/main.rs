@@ -7,6 +7,7 @@ mod admin;
 mod audit_trail;
 mod catalog;
 mod cli;
+mod console_assets;
 mod console_session;
 mod delegation;
 mod durability;
