@@ -5,10 +5,11 @@
 //! token bound to the session (a MAC of its token's `jti`). Sign-out revokes
 //! the token.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -38,13 +39,47 @@ pub const SESSION_COOKIE: &str = "mayfly_console";
 pub const CSRF_COOKIE: &str = "mayfly_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-const INDEX: &str = include_str!("../../console/index.html");
-const APP_JS: &str = include_str!("../../console/app.js");
-const APP_CSS: &str = include_str!("../../console/app.css");
-
-/// No inline script or style, nothing from elsewhere, never framed.
+/// No inline script or style, nothing from elsewhere, never framed. ES
+/// modules load under `script-src 'self'` like any script.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+/// Browsers refuse a module script served with any other than a JavaScript type.
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A module of console/js/, compiled in, served under /console/js/.
+macro_rules! module {
+    ($file:literal) => {
+        (
+            concat!("/console/js/", $file),
+            JS,
+            include_str!(concat!("../../console/js/", $file)),
+        )
+    };
+}
+
+/// The console's files, compiled in: (path, content type, body). Only these
+/// are served; any other path is the API's 404. `main.js` is the entry
+/// module (index.html loads it); the others are what it imports.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/console", HTML, include_str!("../../console/index.html")),
+    ("/console/app.css", CSS, include_str!("../../console/app.css")),
+    module!("main.js"),
+    module!("api.js"),
+    module!("state.js"),
+    module!("dom.js"),
+    module!("format.js"),
+    module!("confirm.js"),
+    module!("tenants.js"),
+    module!("leases.js"),
+    module!("stats.js"),
+    module!("rules.js"),
+    module!("audit.js"),
+    module!("keys.js"),
+    module!("clients.js"),
+];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut res = ([(header::CONTENT_TYPE, content_type)], body).into_response();
@@ -55,16 +90,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     res
 }
 
-pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX)
-}
-
-pub async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-pub async fn app_css() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
+/// One GET route per entry of `ASSETS`.
+pub fn assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
 
 /// A cookie from the request.

@@ -99,10 +99,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     // The console is a client of the API above, not part of its contract.
-    let console = Router::new()
-        .route("/console", axum::routing::get(console::index))
-        .route("/console/app.js", axum::routing::get(console::app_js))
-        .route("/console/app.css", axum::routing::get(console::app_css))
+    let console = console::assets()
         .route(
             "/console/session",
             axum::routing::post(console::sign_in)

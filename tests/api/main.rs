@@ -9,6 +9,7 @@ mod catalog;
 mod cli;
 mod client_keys;
 mod clients;
+mod console_assets;
 mod console_session;
 mod delegation;
 mod durability;

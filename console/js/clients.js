@@ -1,0 +1,131 @@
+// Clients and resources of the selected tenant: lists, creation, disabling a
+// client, rotating its secret; and the one place a new secret is shown, once.
+
+import { $, badge, byTid, clipped, el, once, reconcile, setCells, setText } from './dom.js';
+import { api, fail, load, say, tenantPath } from './api.js';
+import { confirmThen } from './confirm.js';
+import { enc, fmtTime, fmtTtl, splitList } from './format.js';
+import { S } from './state.js';
+
+export const Secret = {
+  wire() {
+    byTid('secret-copy').addEventListener('click', () => this.copy());
+    byTid('secret-dismiss').addEventListener('click', () => { this.hide(); $('#h-clients').focus(); });
+  },
+  show(clientId, secret, note) {
+    setText($('#secret-client'), clientId);
+    $('#secret-value').textContent = secret;
+    setText($('#secret-note'), note);
+    byTid('secret-once').hidden = false;
+    byTid('secret-copy').focus();
+  },
+  /** Forget the secret: it must not linger in the DOM once the admin is done with it. */
+  hide() {
+    $('#secret-value').textContent = '';
+    byTid('secret-once').hidden = true;
+  },
+  copy() {
+    const text = $('#secret-value').textContent;
+    (navigator.clipboard ? navigator.clipboard.writeText(text) : Promise.reject(new Error('no clipboard'))).then(() => say('Secret copied to the clipboard.', 'ok'),
+      () => say('Copying failed: select the secret and copy it by hand.', 'error'));
+  },
+};
+
+export const Clients = {
+  resources: [],
+  wire() {
+    $('#clients-body').addEventListener('click', (e) => this.onClick(e));
+    byTid('client-form').addEventListener('submit', (e) => this.createClient(e));
+    byTid('client-form-resource').addEventListener('change', () => this.onResourcePick());
+    byTid('client-form-kind').addEventListener('change', () => this.onKindPick());
+    byTid('resource-form').addEventListener('submit', (e) => this.createResource(e));
+  },
+  enter() { this.refresh().catch(fail); },
+  async refresh() {
+    if (!S.tenant) return;
+    const [c, r] = await Promise.all([load(tenantPath('clients?limit=1000')), load(tenantPath('resources?limit=1000'))]);
+    if (!c || !r) return;
+    this.resources = r.items || [];
+    reconcile($('#clients-body'), c.items || [], (x) => x.client_id, (tr, x) => {
+      Object.assign(tr.dataset, { testid: 'client-row', clientId: x.client_id, disabled: String(Boolean(x.disabled)) });
+      const grants = (x.grants || []).map((g) => `${g.resource}: ${(g.scopes || []).join(' ')}`).join('; ');
+      setCells(tr, [clipped(x.client_id), clipped(x.name), x.kind, clipped((x.workflows || []).join(', ')), clipped(grants),
+        badge(x.disabled ? 'disabled' : 'enabled'), once(() => [el('div', { className: 'btn-group' },
+          el('button', { type: 'button', className: 'btn btn-xs btn-danger', testid: 'client-disable', dataset: { action: 'disable' }, text: 'Disable…', attrs: { 'aria-label': `Disable client ${x.client_id}` } }),
+          el('button', { type: 'button', className: 'btn btn-xs', testid: 'client-rotate', dataset: { action: 'rotate' }, text: 'New secret…', attrs: { 'aria-label': `New secret for client ${x.client_id}` } }))])]);
+      byTid('client-disable', tr).disabled = Boolean(x.disabled);
+    });
+    reconcile($('#resources-body'), this.resources, (x) => x.id || x.uri, (tr, x) => {
+      Object.assign(tr.dataset, { testid: 'resource-row', uri: x.uri });
+      setCells(tr, [clipped(x.uri), clipped(x.name), clipped((x.scopes || []).join(' ')),
+        `${fmtTtl(x.default_ttl_seconds || 0)} / ${fmtTtl(x.max_ttl_seconds || 0)}`]);
+    });
+    const select = byTid('client-form-resource'), keep = select.value;
+    reconcile(select, [{ uri: '' }, ...this.resources], (x) => x.uri, (o, x) => {
+      o.value = x.uri;
+      setText(o, x.uri ? (x.name && x.name !== x.uri ? `${x.name} — ${x.uri}` : x.uri) : '(no grant)');
+    }, 'option');
+    select.value = this.resources.some((x) => x.uri === keep) ? keep : '';
+  },
+  onClick(e) {
+    const b = e.target.closest('button[data-action]');
+    if (!b) return;
+    const id = b.closest('tr').dataset.clientId, t = S.tenant, path = tenantPath(`clients/${enc(id)}`);
+    if (b.dataset.action === 'disable') {
+      confirmThen({
+        title: 'Disable client', yes: 'Disable',
+        text: `Disable client ${id} in tenant ${t}. It can no longer mint, and every token it holds ends at once.`,
+        run: async () => { await api('PATCH', path, { disabled: true }); say(`Client ${id} disabled.`, 'ok'); },
+      }, () => this.refresh());
+      return;
+    }
+    confirmThen({
+      title: 'Rotate client secret', yes: 'Issue new secret',
+      text: `Issue a new secret for client ${id} in tenant ${t}. It is shown once; the current secret keeps working for a grace period.`,
+      run: async () => {
+        const r = await api('POST', `${path}/secrets`, {});
+        Secret.show(r.client_id, r.client_secret, `The previous secret works until ${fmtTime(r.previous_secret_expires_at)}.`);
+      },
+    }, () => byTid('secret-copy').focus());
+  },
+  /** Prefill the grant's scopes with all the chosen resource defines; the admin narrows them. */
+  onResourcePick() {
+    const res = this.resources.find((x) => x.uri === byTid('client-form-resource').value);
+    byTid('client-form-scopes').value = res ? (res.scopes || []).join(', ') : '';
+  },
+  onKindPick() { byTid('client-form-workflows').disabled = byTid('client-form-kind').value === 'resource_server'; },
+  async createClient(e) {
+    e.preventDefault();
+    if (!S.tenant) return;
+    const kind = byTid('client-form-kind').value, id = byTid('client-form-id').value.trim(), body = { kind };
+    if (id) body.client_id = id;
+    if (kind !== 'resource_server') {
+      body.workflows = splitList(byTid('client-form-workflows').value);
+      if (!body.workflows.length) { say('Name at least one workflow (or * for any).', 'error'); byTid('client-form-workflows').focus(); return; }
+    }
+    const resource = byTid('client-form-resource').value, scopes = splitList(byTid('client-form-scopes').value);
+    if (resource && !scopes.length) { say('Pick at least one scope for the grant.', 'error'); byTid('client-form-scopes').focus(); return; }
+    body.grants = resource ? [{ resource, scopes }] : [];
+    try {
+      const r = await api('POST', tenantPath('clients'), body);
+      e.target.reset();
+      this.onKindPick();
+      if (r.client_secret) Secret.show(r.client_id, r.client_secret, 'Hand it to the workload now: it cannot be shown again.');
+      say(`Client ${r.client_id} created.`, 'ok');
+      await this.refresh();
+    } catch (x) { fail(x); }
+  },
+  async createResource(e) {
+    e.preventDefault();
+    if (!S.tenant) return;
+    const body = { uri: byTid('resource-form-uri').value.trim(), scopes: splitList(byTid('resource-form-scopes').value) };
+    const name = byTid('resource-form-name').value.trim();
+    if (name) body.name = name;
+    try {
+      const r = await api('POST', tenantPath('resources'), body);
+      e.target.reset();
+      say(`Resource ${r.uri} created.`, 'ok');
+      await this.refresh();
+    } catch (x) { fail(x); }
+  },
+};
