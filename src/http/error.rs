@@ -51,6 +51,10 @@ pub struct NotFound(#[to_schema] ErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse
 pub struct Conflict(#[to_schema] ErrorBody);
+/// The body is not `application/json` (`unsupported_media_type`); nothing changed.
+#[derive(ToResponse)]
+#[allow(dead_code)] // documentation only: the body is written by IntoResponse
+pub struct UnsupportedMediaType(#[to_schema] ErrorBody);
 /// Well-formed but invalid (`validation_failed`); nothing changed.
 #[derive(ToResponse)]
 #[allow(dead_code)] // documentation only: the body is written by IntoResponse

@@ -71,14 +71,41 @@ pub struct TokenResponse {
 }
 
 /// RFC 7662 answer: `{"active": false}` alone, or the token's claims.
-#[derive(Debug, Default, Serialize, ToSchema)]
+/// (Documented as `IntrospectionDoc`: a flattened optional struct has no
+/// schema that `{"active": false}` satisfies.)
+#[derive(Debug, Default, Serialize)]
 pub struct Introspection {
     pub active: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub claims: Option<ActiveClaims>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+/// The RFC 7662 answer as documented: `active` always, and the token's
+/// claims only when it is active.
+#[derive(ToSchema)]
+#[schema(as = Introspection)]
+#[allow(dead_code)] // documentation only: the answer is written by `Introspection`
+pub struct IntrospectionDoc {
+    active: bool,
+    /// The rest only when `active` is true.
+    #[schema(example = "Bearer")]
+    token_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    sub: Option<String>,
+    aud: Option<String>,
+    iss: Option<String>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+    tenant: Option<String>,
+    workflow: Option<String>,
+    /// RFC 8693 actor chain, when delegated.
+    act: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ActiveClaims {
     pub token_type: &'static str,
     pub scope: String,
@@ -148,7 +175,7 @@ pub async fn token(
 /// tenant (Basic or form credentials) and admins (Bearer).
 #[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "OK.", body = Introspection), (status = 400, response = OAuthBadRequest),
+    responses((status = 200, description = "OK.", body = IntrospectionDoc), (status = 400, response = OAuthBadRequest),
         (status = 401, response = OAuthInvalidClient), (status = 403, response = OAuthBadRequest),
         (status = 429, response = OAuthThrottled)))]
 pub async fn introspect(

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::{
     BadRequest, Conflict, Forbidden, ListBusy, NotFound, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled,
-    OAuthUnavailable, Unauthorized, Unprocessable, UnprocessableIssuer,
+    OAuthUnavailable, Unauthorized, Unprocessable, UnprocessableIssuer, UnsupportedMediaType,
 };
 
 #[derive(OpenApi)]
@@ -35,7 +35,8 @@ whose scope is `mayfly:admin` or `mayfly:tenant:{tenant}:admin`.",
         (name = "operations"),
     ),
     components(responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, Unprocessable,
-        UnprocessableIssuer, ListBusy, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable)),
+        UnprocessableIssuer, ListBusy, UnsupportedMediaType, OAuthBadRequest, OAuthInvalidClient, OAuthThrottled,
+        OAuthUnavailable)),
     modifiers(&AdminBearer),
 )]
 pub struct ApiDoc;
@@ -61,7 +62,29 @@ impl utoipa::Modify for AdminBearer {
 
 /// The whole document.
 pub fn document() -> utoipa::openapi::OpenApi {
-    super::routes().split_for_parts().1
+    let mut doc = super::routes().split_for_parts().1;
+    json_bodies_may_be_refused_as_415(&mut doc);
+    doc
+}
+
+/// Every operation that reads a JSON body answers 415 to any other content
+/// type (`http::body`): said once here rather than on each route.
+fn json_bodies_may_be_refused_as_415(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Ref, RefOr};
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.put, &mut item.patch].into_iter().flatten() {
+            let json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| matches!(b, RefOr::T(b) if b.content.contains_key("application/json")));
+            if json {
+                op.responses.responses.insert(
+                    "415".into(),
+                    RefOr::Ref(Ref::from_response_name("UnsupportedMediaType")),
+                );
+            }
+        }
+    }
 }
 
 /// The document as YAML, as committed in `openapi.yaml`.
