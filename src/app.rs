@@ -4,11 +4,9 @@
 //! refresh and the sweeper running beside the router.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -16,7 +14,7 @@ use crate::audit::AuditLog;
 use crate::audit::checkpoint::Checkpointer;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Cidr, Config};
+use crate::config::Config;
 use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
@@ -32,42 +30,7 @@ use crate::tenants::{self, Authenticator, Catalog, Directory};
 use crate::tokens::issuer::{Issuer, IssuerId, Lifetimes};
 use crate::tokens::validate::Verifier;
 
-/// The services the HTTP layer calls. axum clones the state for every
-/// request, so each service sits behind its own `Arc`: a clone is a dozen
-/// reference counts, not every service's parts.
-#[derive(Clone)]
-pub struct AppState {
-    /// The token endpoint's pipeline.
-    pub tokens: Arc<TokenEndpoint>,
-    pub issuer: Arc<Issuer>,
-    pub verifier: Arc<Verifier>,
-    pub keys: Arc<KeyService>,
-    pub revocations: Arc<Revocations>,
-    pub authn: Arc<Authenticator>,
-    pub directory: Arc<Directory>,
-    pub ledger: Arc<Ledger>,
-    pub audit: Arc<AuditLog>,
-    pub checkpoints: Arc<Checkpointer>,
-    pub federation: Arc<Federation>,
-    pub delegation: Arc<Delegation>,
-    pub trust_policies: Arc<TrustPolicies>,
-    pub web: Arc<Web>,
-}
-
-/// What only the HTTP edge needs: proxies to believe, cache lifetimes, the
-/// metrics registry, and the store for the readiness probe.
-pub struct Web {
-    /// Where `/metrics` and the detailed `/readyz` are served instead of
-    /// the public listener, when set.
-    pub ops_listen: Option<SocketAddr>,
-    pub trusted_proxies: Vec<Cidr>,
-    pub jwks_max_age: Duration,
-    pub metrics: PrometheusHandle,
-    pub clock: Arc<dyn Clock>,
-    pub store: Store,
-    /// Binds the console's CSRF token to its session (derived from the master key).
-    pub console_csrf: ring::hmac::Key,
-}
+pub use crate::state::{AppState, Web};
 
 /// Background work that runs beside the router.
 struct Background {
@@ -335,22 +298,8 @@ pub async fn serve(
         tokio::spawn(background.authn.run_flush()),
         tokio::spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY)),
     ];
-    let ops = match state.web.ops_listen {
-        Some(addr) => {
-            let ops_listener = TcpListener::bind(addr).await?;
-            tracing::info!(%addr, "serving /metrics and /readyz on the operations listener");
-            let router = crate::http::ops_router(state.clone());
-            Some(tokio::spawn(async move {
-                let _ = axum::serve(ops_listener, router).await;
-            }))
-        }
-        None => None,
-    };
-    let router = crate::http::router(state);
-    let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tasks.iter().chain(ops.iter()).for_each(|t| t.abort());
+    let result = crate::http::serve(state, listener, shutdown).await;
+    tasks.iter().for_each(|t| t.abort());
     store.close().await;
     Ok(result?)
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod leases;
+pub mod state;
 pub mod storage;
 pub mod tenants;
 #[cfg(test)]

@@ -10,9 +10,9 @@ use super::auth::{GlobalAdmin, TenantAdmin};
 use super::body::ApiQuery;
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
-use crate::app::AppState;
 use crate::audit::sql::AuditFilter;
 use crate::audit::{AuditEvent, ChainedEvent, Verification};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -15,10 +15,10 @@ use secrecy::SecretString;
 
 use super::RequestId;
 use super::body::{OAuthParams, form_decode};
-use super::console;
 use super::error::{ApiError, OAuthError};
-use crate::app::AppState;
+use super::session;
 use crate::audit::{AdminId, AuditEvent, Caller, Origin, Outcome, actions};
+use crate::state::AppState;
 use crate::tenants::{self, Credentials, Tenant, uri};
 use crate::tokens::validate::Validity;
 
@@ -196,11 +196,11 @@ impl FromRequestParts<AppState> for Admin {
         if let Some(token) = bearer(&parts.headers) {
             return admin_from_token(state, token, origin).await;
         }
-        let token = console::session_token(state, &parts.headers)
+        let token = session::session_token(state, &parts.headers)
             .ok_or_else(|| ApiError::unauthorized("send an admin token as `Authorization: Bearer …`"))?;
         let admin = admin_from_token(state, token, origin).await?;
         let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
-        if !safe && !console::csrf_ok(state, &parts.headers, &admin.id.jti) {
+        if !safe && !session::csrf_ok(state, &parts.headers, &admin.id.jti) {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "csrf",

@@ -12,7 +12,7 @@ use super::auth::TenantAdmin;
 use super::body::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unprocessable};
 use super::pagination::{self, Page, PageQuery};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::tenants::clients::{ClientPatch, NewClient, SecretRotation};
 use crate::tenants::{Client, ClientKind, Grant};
 

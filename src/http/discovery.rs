@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::tenants::GLOBAL_ADMIN_SCOPE;
 
 /// RFC 8414 authorization server metadata.

@@ -12,8 +12,8 @@ use super::body::{ApiPath, OptionalJson};
 use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unprocessable};
 use super::pagination::Page;
 use super::revocations::RevocationOut;
-use crate::app::AppState;
 use crate::keys::{Alg, KeyState};
+use crate::state::AppState;
 use crate::tenants::invalid;
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -11,8 +11,8 @@ use super::auth::TenantAdmin;
 use super::body::{ApiPath, ApiQuery};
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
-use crate::app::AppState;
 use crate::leases::sql::{LeaseFilter, LeaseStatus};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod pagination;
 pub mod resources;
 pub mod revocations;
+pub mod session;
 pub mod tenants;
 pub mod trust_policies;
 
@@ -36,7 +37,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Request bodies are small forms and JSON documents.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -206,4 +207,36 @@ pub fn record_span(tenant: &str, client_id: Option<&str>) {
     if let Some(c) = client_id {
         span.record("client_id", c);
     }
+}
+
+/// Serves the public router on `listener` (and `/metrics` with the detailed
+/// `/readyz` on their own listener when `MAYFLY_METRICS_LISTEN` is set) until
+/// `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ops = match state.web.ops_listen {
+        Some(addr) => {
+            let ops_listener = tokio::net::TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving /metrics and /readyz on the operations listener");
+            let router = ops_router(state.clone());
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(ops_listener, router).await;
+            }))
+        }
+        None => None,
+    };
+    let app = router(state);
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    if let Some(ops) = ops {
+        ops.abort();
+    }
+    result
 }

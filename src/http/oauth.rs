@@ -12,9 +12,9 @@ use uuid::Uuid;
 use super::auth::{self, AdminScope, admin_from_token, bearer, client_credentials};
 use super::body::OAuthParams;
 use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable};
-use crate::app::AppState;
 use crate::audit::Origin;
 use crate::grants;
+use crate::state::AppState;
 use crate::tenants::{Client, ClientKind};
 use crate::tokens::validate::Introspecting;
 

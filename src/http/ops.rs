@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The process-wide recorder (the `metrics` facade has one global recorder).
 pub fn metrics_handle() -> PrometheusHandle {

@@ -14,9 +14,9 @@ use super::auth::{AdminScope, TenantAdmin, admin_from_token, basic_credentials, 
 use super::body::{ApiJson, ApiQuery};
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized, Unprocessable};
 use super::pagination::{self, Page, PageQuery, encode_cursor};
-use crate::app::AppState;
 use crate::audit::Origin;
 use crate::leases::{Revocation, Selector};
+use crate::state::AppState;
 use crate::tenants::{ClientKind, invalid, validate_client_id, validate_workflow, validate_workload};
 
 /// `POST /v1/tenants/{tenant}/revocations`: at most one selector; none = the whole tenant.

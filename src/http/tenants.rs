@@ -11,7 +11,7 @@ use super::auth::{Admin, AdminScope, GlobalAdmin, GlobalTenantAdmin, TenantAdmin
 use super::body::{ApiJson, ApiQuery};
 use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unprocessable};
 use super::pagination::{self, Page, PageQuery};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::tenants::Tenant;
 use crate::tenants::directory::{NewTenant, TenantPatch};
 

@@ -16,9 +16,9 @@ use super::body::{ApiJson, ApiPath, ApiQuery};
 use super::clients::GrantOut;
 use super::error::{ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized, UnprocessableIssuer};
 use super::pagination::{self, Page, PageQuery};
-use crate::app::AppState;
 use crate::federation::admin::{NewTrustPolicy, TrustPolicyPatch};
 use crate::federation::policy::{ClaimCondition, TrustPolicy};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrustPolicyOut {
