@@ -23,7 +23,9 @@ macro_rules! lease_columns {
 /// its descendants. Each rule's cutoff is compared with the sequence number
 /// of the lease it matched, so a token exchanged from a revoked subject
 /// while the rule was being written is caught too. A few probes per token,
-/// whatever the number of live leases.
+/// whatever the number of live leases. Only a delegated lease (one with an
+/// actor chain) descends from others: the ancestor probes run for it alone,
+/// so a plain token's check costs what it did.
 macro_rules! revoked_by {
     () => {
         "COALESCE(
@@ -38,6 +40,7 @@ macro_rules! revoked_by {
                       (SELECT k.actor FROM lease_links k WHERE k.lease_id = l.id AND k.actor IS NOT NULL))
                OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = l.kid))
             LIMIT 1),
+          CASE WHEN l.actor IS NOT NULL THEN
           (SELECT r.id FROM lease_links k
              JOIN leases a ON a.id = k.ancestor
              JOIN revocations r ON r.cutoff_seq >= a.seq AND (
@@ -48,7 +51,7 @@ macro_rules! revoked_by {
                OR (r.tenant_id = a.tenant_id AND r.kind = 'lease_id' AND r.lease_ref = a.id)
                OR (r.tenant_id IS NULL AND r.kind = 'kid' AND r.value = a.kid))
             WHERE k.lease_id = l.id AND k.ancestor IS NOT NULL
-            LIMIT 1)) AS revoked_by"
+            LIMIT 1) END) AS revoked_by"
     };
 }
 

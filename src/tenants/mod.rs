@@ -133,16 +133,25 @@ pub struct Client {
 
 impl Client {
     pub fn may_mint_for(&self, workflow: &str) -> bool {
-        self.workflows.iter().any(|w| w == "*" || w == workflow)
+        allows_workflow(&self.workflows, workflow)
     }
 
-    /// The workflow used when a request names none: only when the client may
-    /// serve exactly one (MCP SDK clients send no `workflow`).
     pub fn implied_workflow(&self) -> Option<&str> {
-        match self.workflows.as_slice() {
-            [only] if only != "*" => Some(only),
-            _ => None,
-        }
+        implied_workflow(&self.workflows)
+    }
+}
+
+/// Whether a list of workflows (`*` for any) allows `workflow`.
+pub fn allows_workflow(workflows: &[String], workflow: &str) -> bool {
+    workflows.iter().any(|w| w == "*" || w == workflow)
+}
+
+/// The workflow used when a request names none: only when the list allows
+/// exactly one (MCP SDK clients send no `workflow`).
+pub fn implied_workflow(workflows: &[String]) -> Option<&str> {
+    match workflows {
+        [only] if only != "*" => Some(only),
+        _ => None,
     }
 }
 

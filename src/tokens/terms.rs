@@ -6,7 +6,7 @@
 //! under a client it did not load (and stamp) from the catalog.
 
 use crate::tenants::catalog::Stamp;
-use crate::tenants::{Client, Grant};
+use crate::tenants::{self, Client, Grant};
 
 #[derive(Debug, Clone)]
 pub struct MintTerms {
@@ -50,15 +50,11 @@ impl MintTerms {
     }
 
     pub fn may_mint_for(&self, workflow: &str) -> bool {
-        self.workflows.iter().any(|w| w == "*" || w == workflow)
+        tenants::allows_workflow(&self.workflows, workflow)
     }
 
-    /// The workflow used when a request names none: only when exactly one is allowed.
     pub fn implied_workflow(&self) -> Option<&str> {
-        match self.workflows.as_slice() {
-            [only] if only != "*" => Some(only),
-            _ => None,
-        }
+        tenants::implied_workflow(&self.workflows)
     }
 }
 

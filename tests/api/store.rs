@@ -284,8 +284,11 @@ async fn whatever_revokes_an_ancestor_lease_revokes_its_descendants_minted_after
         .await
         .unwrap();
     // Exchanged afterwards: numbered past both cutoffs.
+    // Exchanged leases carry their actor chain (only they descend from others).
+    let act = Some(serde_json::json!({"sub": "agent", "client_id": "acme-agent"}));
     let from_person = Lease {
         client_id: "acme-agent".into(),
+        actor: act.clone(),
         links: Links {
             ancestors: vec![person.id],
             ..Links::default()
@@ -294,6 +297,7 @@ async fn whatever_revokes_an_ancestor_lease_revokes_its_descendants_minted_after
     };
     let with_actor_token = Lease {
         client_id: "acme-sub".into(),
+        actor: act.clone(),
         links: Links {
             ancestors: vec![actor_token.id],
             ..Links::default()
