@@ -282,13 +282,15 @@ impl Federation {
             .resource_owner(&canonical)
             .await?
             .ok_or_else(|| refuse("unknown resource"))?;
-        let policies = self
+        let for_issuer = self
             .store
             .read()
             .await?
             .conn()
             .policies_for_issuer(&tenant, &issuer)
-            .await?
+            .await?;
+        let any = !for_issuer.is_empty();
+        let policies: Vec<TrustPolicy> = for_issuer
             .into_iter()
             .filter(|p| match purpose {
                 // A policy that names actors is for delegation only: its
@@ -298,7 +300,20 @@ impl Federation {
                 Purpose::ActingFor(actor) => p.actors.iter().any(|a| a == actor),
             })
             .collect();
-        self.judge(&token, policies, &tenant, None, origin).await
+        let actor = match purpose {
+            Purpose::ActingFor(actor) => Some(actor),
+            Purpose::Direct => None,
+        };
+        if any && policies.is_empty() {
+            // Policies for this issuer exist: say which rule turned it away.
+            let shown: String = issuer.chars().take(200).collect();
+            let why = match actor {
+                Some(a) => format!("no trust policy for issuer {shown} names `{a}` among its actors"),
+                None => format!("the trust policies for issuer {shown} are for delegation only (they name actors)"),
+            };
+            return Err(self.deny(&tenant, actor, &why, origin).await);
+        }
+        self.judge(&token, policies, &tenant, actor, origin).await
     }
 
     /// private_key_jwt (RFC 7523 §2.2): the client's own assertion, signed by

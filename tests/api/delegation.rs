@@ -231,7 +231,10 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
     let none = (String::new(), String::new());
     let not_allowed =
         "invalid_grant: delegation: the actor is not allowed to act for this subject (delegates / actors)";
-    let no_policy = format!("invalid_grant: no trust policy for issuer {}", idp.url);
+    let no_policy = format!(
+        "invalid_grant: no trust policy for issuer {} names `{}` among its actors",
+        idp.url, agents[1].0
+    );
     // (what, who asks, form, the OAuth error, the one audit event's reason and
     // client; None where nothing is audited today: see the report on issue 20)
     type Case<'a> = (
@@ -286,8 +289,8 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
             &agents[1],
             by_id_token.to_vec(),
             "invalid_grant",
-            // No policy lets a2 act: judged (and logged) as federation, which names no client.
-            Some((no_policy.as_str(), None)),
+            // No policy lets a2 act: the refusal names the agent and the rule.
+            Some((no_policy.as_str(), Some(agents[1].0.as_str()))),
         ),
         // An actor token is no credential on its own: presented without its
         // client's authentication, or under another client's, it is refused.
