@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -30,6 +31,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE = ROOT / "tests" / "interop" / "node"
 MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 ADMIN_SECRET = "mfy_cs_interop-admin-secret-0123456789abcdef0123"
+
+
+# What must never appear in mayfly's log: a client secret (its prefix), a
+# JWS (ours or anyone's), the master key, or an HTTP credential header.
+SECRET_PATTERNS = [
+    re.compile(r"mfy_cs_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    re.compile(re.escape(MASTER_KEY)),
+    re.compile(r"(?i)authorization:\s*(basic|bearer|dpop)\s+\S+"),
+]
+
+
+def secrets_in(text):
+    """Every match of a secret pattern in `text`."""
+    return [m.group(0) for p in SECRET_PATTERNS for m in p.finditer(text)]
 
 
 def free_port() -> int:
@@ -94,7 +110,7 @@ class Stack:
             db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
         binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db, MAYFLY_MASTER_KEY=MASTER_KEY,
-                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="warn",
+                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info",
                    # The stand-in OIDC issuers of the federation tests listen on loopback.
                    MAYFLY_FEDERATION_ALLOW_LOOPBACK="1")
         self.mayfly_log = open(tmp_path / "mayfly.log", "w")
@@ -174,6 +190,8 @@ class Stack:
                 p.kill()
         for log in [self.mayfly_log, *self.logs]:
             log.close()
+        leaked = secrets_in((self.tmp / "mayfly.log").read_text())
+        assert not leaked, f"mayfly logged secrets or tokens: {leaked[:3]}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -338,3 +356,10 @@ def test_typescript_sdk_and_jose_accept_mayfly_tokens(stack):
     bad = subprocess.run(["node", str(NODE / "verify.mjs"), jwks, stack.issuer, "https://mcp.acme.test/other", token],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "ERR_JWT_CLAIM_VALIDATION_FAILED" in bad.stdout
+
+
+def test_the_log_scan_finds_each_kind_of_secret_it_looks_for():
+    jws = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJjaSJ9.c2lnbmF0dXJlLWJ5dGVz"
+    for leak in [ADMIN_SECRET, jws, MASTER_KEY, "Authorization: Bearer abc.def"]:
+        assert secrets_in(f'level=INFO msg="x" value={leak}'), leak
+    assert not secrets_in('level=INFO msg="token issued" client_id=ci-release lease=01a2')
