@@ -12,6 +12,7 @@ mod clients;
 mod console_assets;
 mod console_session;
 mod delegation;
+mod dev;
 mod durability;
 mod federation;
 mod federation_edges;
