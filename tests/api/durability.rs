@@ -309,9 +309,16 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
         "answers other than 200 or 503 temporarily_unavailable with Retry-After: {refused:?}"
     );
     let failed = answers.iter().filter(|(s, ..)| *s != reqwest::StatusCode::OK).count();
-    assert!(failed > 0, "requests failed while Postgres was down ({} answers)", answers.len());
+    assert!(
+        failed > 0,
+        "requests failed while Postgres was down ({} answers)",
+        answers.len()
+    );
     let tokens: Vec<&String> = answers.iter().filter_map(|(_, _, _, t, _)| t.as_ref()).collect();
-    let after: usize = answers.iter().filter(|(_, _, _, t, after)| *after && t.is_some()).count();
+    let after: usize = answers
+        .iter()
+        .filter(|(_, _, _, t, after)| *after && t.is_some())
+        .count();
     eprintln!(
         "{} answers: {} with a token ({} after the last crash), {} 503 temporarily_unavailable",
         answers.len(),
