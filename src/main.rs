@@ -36,8 +36,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (the default).
-    Serve,
+    /// Run the server (the default; `mayfly serve --dev` and `mayfly --dev` alike).
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate,
     /// Fetch a token (for CI jobs, agent start-up and sidecars): with a client
@@ -132,7 +132,12 @@ async fn fetch_token(mut args: mayfly::client::TokenArgs) -> anyhow::Result<()> 
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_telemetry(cli.log_format);
-    let command = cli.command.unwrap_or(Command::Serve);
+    // The server's flags may come before `serve` or after it.
+    let (command, serve) = match cli.command {
+        Some(Command::Serve(args)) => (Command::Serve(args.clone()), *args),
+        Some(other) => (other, cli.serve),
+        None => (Command::Serve(Box::new(cli.serve.clone())), cli.serve),
+    };
     if let Command::Token(args) = command {
         return fetch_token(*args).await;
     }
@@ -140,12 +145,12 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", mayfly::http::openapi::yaml().map_err(anyhow::Error::msg)?);
         return Ok(());
     }
-    let listen = cli.serve.listen;
+    let listen = serve.listen;
     // Secrets are read from the environment (or their _FILE), never from flags.
-    let config = Config::from_args(cli.serve, |name| std::env::var_os(name))?;
+    let config = Config::from_args(serve, |name| std::env::var_os(name))?;
     match command {
         Command::Token(_) | Command::Openapi => {}
-        Command::Serve => {
+        Command::Serve(_) => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;

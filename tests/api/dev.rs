@@ -1,6 +1,7 @@
-//! `mayfly --dev`, as the README starts it: the real binary on an empty
-//! data directory seeds the demo tenant and prints a command that mints a
-//! token, and that command works when pasted into a shell.
+//! `mayfly --dev` (as the README starts it) and `mayfly serve --dev` (as
+//! DESIGN spells it): the real binary on an empty data directory seeds the
+//! demo tenant and prints a command that mints a token, and that command
+//! works when pasted into a shell.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,6 +20,12 @@ impl Drop for Running {
 
 #[test]
 fn dev_mode_prints_a_mint_command_that_works_as_pasted() {
+    for args in [&["--dev"][..], &["serve", "--dev"][..]] {
+        dev_mode_once(args);
+    }
+}
+
+fn dev_mode_once(args: &[&str]) {
     let dir = std::env::temp_dir().join(format!("mayfly-dev-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -28,7 +35,7 @@ fn dev_mode_prints_a_mint_command_that_works_as_pasted() {
         .port();
     let mut child = Running(
         Command::new(env!("CARGO_BIN_EXE_mayfly"))
-            .arg("--dev")
+            .args(args)
             .env_clear()
             .env("MAYFLY_LISTEN", format!("127.0.0.1:{port}"))
             .env("MAYFLY_DATABASE_URL", format!("sqlite://{}/mayfly.db", dir.display()))
@@ -53,7 +60,10 @@ fn dev_mode_prints_a_mint_command_that_works_as_pasted() {
             command.push('\n');
         }
     }
-    assert!(command.contains("curl"), "no mint command printed: {command:?}");
+    assert!(
+        command.contains("curl"),
+        "{args:?}: no mint command printed: {command:?}"
+    );
     // Pasted as printed (with -sS so a refusal is loud), against the port it names.
     let run = Command::new("sh")
         .arg("-c")
