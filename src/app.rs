@@ -235,6 +235,11 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         )),
         verifier: Arc::new(verifier),
         authn,
+        activity: Arc::new(crate::activity::Activity::new(
+            store.clone(),
+            catalog.clone(),
+            clock.clone(),
+        )),
         directory: Arc::new(directory),
         ledger: Arc::new(Ledger::new(store.clone(), clock.clone())),
         issuer,

@@ -196,6 +196,7 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
             max_ttl_seconds: b.max_ttl.min(3600),
             created_at: now,
             updated_at: now,
+            tools: None,
         })
         .await?;
         c.insert_client(&Client {
@@ -263,6 +264,7 @@ mod tests {
             max_ttl_seconds: 600,
             created_at: now,
             updated_at: now,
+            tools: None,
         };
         let mut tx = store.begin().await.unwrap();
         let acme = Tenant {

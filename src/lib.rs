@@ -4,6 +4,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod activity;
 pub mod app;
 pub mod audit;
 mod bootstrap;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::activity::Activity;
 use crate::audit::AuditLog;
 use crate::audit::checkpoint::Checkpointer;
 use crate::clock::Clock;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub federation: Arc<Federation>,
     pub delegation: Arc<Delegation>,
     pub trust_policies: Arc<TrustPolicies>,
+    /// What gateways report and read.
+    pub activity: Arc<Activity>,
     pub web: Arc<Web>,
 }
 

@@ -73,6 +73,11 @@ pub struct AuditEvent {
     pub lease_id: Option<Uuid>,
     pub request_id: Option<String>,
     pub source: Option<String>,
+    /// What an MCP request through a gateway did (`mcp.request` only):
+    /// absent from every other event, so their hashes are as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[sqlx(json(nullable))]
+    pub mcp: Option<serde_json::Value>,
 }
 
 impl AuditEvent {
@@ -94,6 +99,7 @@ impl AuditEvent {
             lease_id: None,
             request_id: None,
             source: None,
+            mcp: None,
         }
     }
 
@@ -266,6 +272,7 @@ pub mod actions {
     pub const KEY_REMOVED: &str = "key.removed";
     pub const KEY_REVOKED: &str = "key.revoked";
     pub const KEY_REWRAPPED: &str = "key.rewrapped";
+    pub const MCP_REQUEST: &str = "mcp.request";
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use crate::storage::{Conn, Result, run};
 macro_rules! event_columns {
     () => {
         "id, at, action, outcome, reason, tenant_id, workflow, workload, client_id, actor, admin, resource, scopes,
-         lease_id, request_id, source"
+         lease_id, request_id, source, mcp"
     };
 }
 
@@ -34,6 +34,9 @@ pub struct AuditFilter {
     pub workload: Option<String>,
     pub client_id: Option<String>,
     pub action: Option<String>,
+    /// An MCP request's JSON-RPC method (`tools/call`).
+    pub method: Option<String>,
+    pub lease_id: Option<uuid::Uuid>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
 }
@@ -42,8 +45,9 @@ pub struct AuditFilter {
 /// each combination plans on its own and a filter by action walks the
 /// `(tenant_id, action, seq)` index (a `$n IS NULL OR …` condition hides
 /// indexes from the planner). Binds: tenant, before, then the filters given
-/// in the order below, then the limit.
-fn list_audit_sql(f: &AuditFilter) -> String {
+/// in the order below, then the limit. The method sits inside the `mcp`
+/// document, which the backends read with different functions.
+fn list_audit_sql(f: &AuditFilter, postgres: bool) -> String {
     let mut sql = String::from(concat!(
         "SELECT seq, ",
         event_columns!(),
@@ -55,6 +59,15 @@ fn list_audit_sql(f: &AuditFilter) -> String {
         ("workload =", f.workload.is_some()),
         ("client_id =", f.client_id.is_some()),
         ("action =", f.action.is_some()),
+        (
+            if postgres {
+                "mcp->>'method' ="
+            } else {
+                "json_extract(mcp, '$.method') ="
+            },
+            f.method.is_some(),
+        ),
+        ("lease_id =", f.lease_id.is_some()),
         ("at >=", f.since.is_some()),
         ("at <", f.until.is_some()),
     ];
@@ -106,7 +119,7 @@ impl Conn<'_> {
             let hash = e.chain_hash(&head);
             links.push((std::mem::replace(&mut head, hash.clone()), hash));
         }
-        // On Postgres a batch (up to 1,000 events: 18 parameters a row stay
+        // On Postgres a batch (up to 1,000 events: 19 parameters a row stay
         // under the limit) and the new head go in one statement, one round
         // trip under the chain lock. SQLite allows no UPDATE inside WITH; it
         // runs in-process, so the extra statement costs no round trip there.
@@ -125,7 +138,8 @@ impl Conn<'_> {
                         .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())
                         .push_bind(e.actor.as_ref().map(Json)).push_bind(e.admin.as_ref().map(Json))
                         .push_bind(e.resource.as_deref()).push_bind(e.scopes.as_ref().map(Json)).push_bind(e.lease_id)
-                        .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(prev).push_bind(hash);
+                        .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(e.mcp.as_ref().map(Json))
+                        .push_bind(prev).push_bind(hash);
                 });
                 q.build().execute(c).await.map(|r| r.rows_affected())
             })?;
@@ -145,11 +159,14 @@ impl Conn<'_> {
         before_seq: i64,
         limit: i64,
     ) -> Result<Vec<ChainedEvent>> {
-        let sql = list_audit_sql(f);
+        let sql = list_audit_sql(f, self.is_postgres());
         Ok(run!(self, c => {
             let mut q = sqlx::query_as::<_, ChainedEvent>(sqlx::AssertSqlSafe(sql)).bind(tenant).bind(before_seq);
-            for v in [&f.workflow, &f.workload, &f.client_id, &f.action].into_iter().flatten() {
+            for v in [&f.workflow, &f.workload, &f.client_id, &f.action, &f.method].into_iter().flatten() {
                 q = q.bind(v.as_str());
+            }
+            if let Some(id) = f.lease_id {
+                q = q.bind(id);
             }
             for t in [f.since, f.until].into_iter().flatten() {
                 q = q.bind(t);
@@ -240,7 +257,7 @@ mod tests {
 
     #[test]
     fn an_audit_list_names_only_the_filters_given() {
-        let none = list_audit_sql(&AuditFilter::default());
+        let none = list_audit_sql(&AuditFilter::default(), true);
         assert!(
             none.ends_with("WHERE tenant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"),
             "{none}"
@@ -250,7 +267,7 @@ mod tests {
             until: Some(DateTime::<Utc>::UNIX_EPOCH),
             ..Default::default()
         };
-        let sql = list_audit_sql(&f);
+        let sql = list_audit_sql(&f, true);
         assert!(
             sql.ends_with("AND action = $3 AND at < $4 ORDER BY seq DESC LIMIT $5"),
             "{sql}"
@@ -261,10 +278,13 @@ mod tests {
     #[tokio::test]
     async fn audit_lists_by_action_and_the_minute_counts_read_their_indexes() {
         let (store, _dir) = crate::testing::temp_store().await;
-        let by_action = list_audit_sql(&AuditFilter {
-            action: Some("token.issued".into()),
-            ..Default::default()
-        });
+        let by_action = list_audit_sql(
+            &AuditFilter {
+                action: Some("token.issued".into()),
+                ..Default::default()
+            },
+            false,
+        );
         let p = plan(&store, &by_action, &["acme", "9", "token.issued", "10"]).await;
         assert!(p.contains("audit_events_action_idx"), "{p}");
         let (from, to) = ("2026-01-01T00:00:00+00:00", "2026-01-01T00:30:00+00:00");

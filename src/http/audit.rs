@@ -27,6 +27,11 @@ pub struct AuditQuery {
     /// A dotted action such as `token.issued`.
     #[param(max_length = 64)]
     action: Option<String>,
+    /// An MCP request's JSON-RPC method, e.g. `tools/call` (with `action=mcp.request`).
+    #[param(max_length = 128)]
+    method: Option<String>,
+    /// Events of one lease (its token's `jti`): the mint, the MCP requests made with it, its revocation.
+    lease_id: Option<uuid::Uuid>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     #[param(minimum = 1, maximum = 1000)]
@@ -72,6 +77,8 @@ pub async fn list_audit(
         workload: q.workload,
         client_id: q.client_id,
         action: q.action,
+        method: q.method,
+        lease_id: q.lease_id,
         since: q.since,
         until: q.until,
     };

@@ -67,6 +67,12 @@ pub struct LeaseOut {
     pub parent_id: Option<Uuid>,
     /// Exact: false as soon as a rule revokes it, marked or not.
     pub active: bool,
+    /// Lease detail only: MCP requests gateways reported for this token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_requests: Option<i64>,
+    /// Lease detail only: the last of them, `{at, outcome, method, name, …}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_mcp_request: Option<serde_json::Value>,
 }
 
 impl LeaseOut {
@@ -94,6 +100,8 @@ impl LeaseOut {
             policy_id: l.policy_id,
             parent_id: l.parent_id,
             active,
+            mcp_requests: None,
+            last_mcp_request: None,
         }
     }
 }
@@ -134,10 +142,19 @@ pub async fn list_leases(
     responses((status = 200, description = "OK.", body = LeaseOut), (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden), (status = 404, response = NotFound)))]
 pub async fn get_lease(
-    State(AppState { ledger, .. }): State<AppState>,
+    State(AppState { ledger, activity, .. }): State<AppState>,
     at: TenantAdmin,
     ApiPath((_, lease_id)): ApiPath<(String, String)>,
 ) -> Result<Json<LeaseOut>, ApiError> {
     let status = ledger.lease(at.id(), &lease_id).await?;
-    Ok(Json(LeaseOut::new(status, ledger.now())))
+    let (count, last) = activity.of_lease(status.lease.id).await?;
+    let mut out = LeaseOut::new(status, ledger.now());
+    out.mcp_requests = Some(count);
+    out.last_mcp_request = last.map(|r| {
+        let mut v = r.mcp.unwrap_or_else(|| serde_json::json!({}));
+        v["at"] = serde_json::json!(r.at);
+        v["outcome"] = serde_json::json!(r.outcome);
+        v
+    });
+    Ok(Json(out))
 }

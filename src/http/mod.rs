@@ -10,6 +10,7 @@ pub mod clients;
 pub mod console;
 pub mod discovery;
 pub mod error;
+pub mod gateway;
 pub mod keys;
 pub mod leases;
 pub mod oauth;
@@ -87,6 +88,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::get_lease))
         .routes(routes!(revocations::create_revocation, revocations::list_revocations))
         .routes(routes!(revocations::revocation_feed))
+        .routes(routes!(gateway::resource_policy))
+        .merge(
+            // A batch of events is larger than any admin document.
+            OpenApiRouter::new()
+                .routes(routes!(gateway::mcp_events))
+                .layer(DefaultBodyLimit::max(gateway::EVENTS_BODY_LIMIT)),
+        )
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(keys::list_keys))

@@ -15,6 +15,7 @@ use super::pagination::{self, Page, PageQuery};
 use crate::state::AppState;
 use crate::tenants::Resource;
 use crate::tenants::directory::{NewResource, ResourcePatch};
+use crate::tenants::tools::ToolPolicy;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ResourceOut {
@@ -26,6 +27,8 @@ pub struct ResourceOut {
     pub scopes: Vec<String>,
     pub default_ttl_seconds: i64,
     pub max_ttl_seconds: i64,
+    /// The per-tool policy gateways enforce (null: any tool).
+    pub tools: Option<ToolPolicy>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,6 +43,7 @@ impl From<Resource> for ResourceOut {
             scopes: r.scopes,
             default_ttl_seconds: r.default_ttl_seconds,
             max_ttl_seconds: r.max_ttl_seconds,
+            tools: r.tools,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

@@ -181,10 +181,20 @@ pub async fn list_revocations(
 pub struct FeedQuery {
     /// The `next_cursor` of the previous poll; absent = from the start.
     #[param(max_length = 2048)]
+    after: Option<String>,
+    /// The older name of `after`.
+    #[param(max_length = 2048)]
     since: Option<String>,
+    /// Long poll: with nothing new, hold the answer up to this many seconds
+    /// and answer as soon as a rule is made (on any replica).
+    #[param(minimum = 0, maximum = 25)]
+    wait: Option<u64>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
+
+/// The longest long poll: under the request timeout, with room to answer.
+const MAX_WAIT_SECONDS: u64 = 25;
 
 /// Who reads the feed: a global admin sees every rule; a tenant admin or a
 /// `resource_server` client of a tenant sees that tenant's rules and the key
@@ -210,8 +220,10 @@ async fn feed_reader(state: &AppState, headers: &HeaderMap, origin: Origin) -> R
 
 /// Rules in the order they were made, for verifiers that check tokens
 /// offline. A token is revoked when a rule's selector matches it (tenant,
-/// workflow, sub, client_id, jti or kid) and its `iat` is at or before the
-/// rule's `issued_before`. Poll with `next_cursor`; `If-None-Match` answers 304.
+/// workflow, sub or a `sub` in its `act` chain, client_id, jti or kid) and
+/// its `lease_seq` is at or below the rule's `cutoff_seq` (null: any).
+/// Follow with `after=<next_cursor>&wait=<seconds>` (a long poll: a rule
+/// reaches a follower well within a second); `If-None-Match` answers 304.
 #[utoipa::path(get, path = "/v1/revocations", tag = "records", params(FeedQuery),
     responses((status = 200, description = "OK.", body = Page<RevocationOut>), (status = 304, description = "Nothing new."),
         (status = 400, response = BadRequest), (status = 401, response = Unauthorized), (status = 403, response = Forbidden)))]
@@ -223,8 +235,32 @@ pub async fn revocation_feed(
 ) -> Result<Response, ApiError> {
     let tenant = feed_reader(&state, &headers, origin).await?;
     let limit = pagination::limit(q.limit)?;
-    let after = pagination::since_cursor(q.since.as_deref())?;
-    let mut rules = state.ledger.feed(tenant.as_deref(), after, limit).await?;
+    if q.after.is_some() && q.since.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "name the cursor once: `after` (or `since`)",
+        ));
+    }
+    let after = pagination::since_cursor(q.after.as_deref().or(q.since.as_deref()))?;
+    let wait = match q.wait.unwrap_or(0) {
+        w if w > MAX_WAIT_SECONDS => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`wait` is at most {MAX_WAIT_SECONDS} seconds"),
+            ));
+        }
+        w => std::time::Duration::from_secs(w),
+    };
+    let mut rules = match wait.is_zero() {
+        true => state.ledger.feed(tenant.as_deref(), after, limit).await?,
+        false => {
+            let changed = state.revocations.feed_signal();
+            state
+                .ledger
+                .follow(tenant.as_deref(), after, limit, wait, &changed)
+                .await?
+        }
+    };
     let last = rules.last().map_or(after, |r| r.seq);
     if tenant.is_some() {
         // Key rules span tenants: who made them is not each tenant's business.

@@ -2,7 +2,10 @@
 //! and the revocation feed offline verifiers poll.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Revocation;
@@ -11,6 +14,10 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::storage::gate::bounded;
 use crate::storage::{Store, StoreError};
+
+/// How often a long poll of the feed looks for rules other replicas made:
+/// the most a revocation waits, past its commit, to reach a follower.
+const FEED_LOOK: Duration = Duration::from_millis(200);
 
 #[derive(Clone)]
 pub struct Ledger {
@@ -71,6 +78,32 @@ impl Ledger {
     pub async fn rules(&self, tenant: &str, before: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
         let mut read = self.store.list_read(tenant).await?;
         bounded(read.tx.conn().list_revocations(tenant, before, limit)).await
+    }
+
+    /// As `feed`, but when nothing is past `after`, waits up to `wait` for a
+    /// rule: woken at once by one made on this replica (`changed`), and
+    /// looking again every `FEED_LOOK` for one made on another.
+    pub async fn follow(
+        &self,
+        tenant: Option<&str>,
+        after: i64,
+        limit: i64,
+        wait: Duration,
+        changed: &Notify,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // Registered before the look, so a rule committed during it wakes us.
+            let woken = changed.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let rules = self.feed(tenant, after, limit).await?;
+            let now = Instant::now();
+            if !rules.is_empty() || now >= deadline {
+                return Ok(rules);
+            }
+            let _ = tokio::time::timeout(FEED_LOOK.min(deadline - now), woken).await;
+        }
     }
 
     /// Rules oldest first after `after`: one tenant's plus key rules, or all.

@@ -39,6 +39,9 @@ pub struct Revocations {
     clock: Arc<dyn Clock>,
     /// Wakes the sweeper once a rule has committed.
     sweeper: Arc<Notify>,
+    /// Wakes this replica's long polls of the revocation feed (those of
+    /// other replicas find the rule on their next look).
+    feed: Arc<Notify>,
     /// How long a rule must outlive its creation: every token it can match
     /// has expired by then.
     keep_for: TimeDelta,
@@ -53,6 +56,7 @@ impl Revocations {
             store,
             clock,
             sweeper,
+            feed: Arc::new(Notify::new()),
             // Twice the ceiling: a token may have been minted by a replica whose
             // clock lags, under a ceiling that was higher before a restart.
             keep_for: d(max_ttl) * 2 + d(lead),
@@ -107,9 +111,16 @@ impl Revocations {
         Ok(rule)
     }
 
-    /// Tells the sweeper a rule committed, so its lease rows get marked.
+    /// Tells the sweeper a rule committed, so its lease rows get marked,
+    /// and answers the feed's long polls waiting on this replica.
     pub fn wake(&self) {
         self.sweeper.notify_one();
+        self.feed.notify_waiters();
+    }
+
+    /// What `wake` signals to the feed's long polls.
+    pub fn feed_signal(&self) -> Arc<Notify> {
+        self.feed.clone()
     }
 
     /// An admin's revocation in `tenant`: a lease selector must name one of

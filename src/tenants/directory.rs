@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::catalog::Catalog;
+use super::tools::ToolPolicy;
 use super::{
     Resource, SYSTEM_TENANT, Tenant, invalid, uri, validate_name, validate_resource_scopes, validate_tenant_id,
     validate_ttls,
@@ -84,6 +85,10 @@ pub struct NewResource {
     /// Defaults to MAYFLY_MAX_TTL, which it may not exceed.
     #[schema(minimum = 1, maximum = 86400)]
     pub max_ttl_seconds: Option<i64>,
+    /// The per-tool policy `mayfly gateway` enforces: tool name (or `*`) →
+    /// `{scopes, calls_per_minute}`. With a map, a tool with no entry is
+    /// refused; without one, any valid token may call any tool.
+    pub tools: Option<ToolPolicy>,
 }
 
 /// A scope token (RFC 6749 §3.3); `mayfly:` is reserved.
@@ -108,6 +113,10 @@ pub struct ResourcePatch {
     pub default_ttl_seconds: Option<i64>,
     #[schema(minimum = 1, maximum = 86400)]
     pub max_ttl_seconds: Option<i64>,
+    /// `null` removes the map (any tool again).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ToolPolicy>)]
+    pub tools: Option<Option<ToolPolicy>>,
 }
 
 /// Admin changes to tenants, resources and clients.
@@ -294,6 +303,9 @@ impl Directory {
             .default_ttl_seconds
             .unwrap_or(self.lifetimes.default_ttl.min(max_ttl));
         validate_ttls(default_ttl, max_ttl, ceiling)?;
+        if let Some(tools) = &body.tools {
+            tools.validate(&scopes)?;
+        }
         let now = self.clock.now();
         let resource = Resource {
             id: Uuid::now_v7(),
@@ -306,6 +318,7 @@ impl Directory {
             max_ttl_seconds: max_ttl,
             created_at: now,
             updated_at: now,
+            tools: body.tools,
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_resource(&resource).await.map_err(|e| match e {
@@ -359,6 +372,14 @@ impl Directory {
         r.default_ttl_seconds = patch.default_ttl_seconds.unwrap_or(r.default_ttl_seconds);
         r.max_ttl_seconds = patch.max_ttl_seconds.unwrap_or(r.max_ttl_seconds);
         validate_ttls(r.default_ttl_seconds, r.max_ttl_seconds, self.lifetimes.max_ttl)?;
+        if let Some(tools) = patch.tools {
+            r.tools = tools;
+        }
+        if let Some(tools) = &r.tools {
+            // Also when only the scopes changed: a tool may not need a scope
+            // the resource no longer defines.
+            tools.validate(&r.scopes)?;
+        }
         let now = self.clock.now();
         r.updated_at = now;
         let mut tx = self.store.begin().await?;

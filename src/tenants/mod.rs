@@ -10,6 +10,7 @@ pub mod clients;
 pub mod directory;
 pub mod secret;
 pub mod sql;
+pub mod tools;
 pub mod uri;
 
 pub use authn::{Authenticator, Credentials};
@@ -54,6 +55,9 @@ pub struct Resource {
     pub max_ttl_seconds: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The per-tool policy gateways enforce; None: any valid token, any tool.
+    #[sqlx(json(nullable))]
+    pub tools: Option<tools::ToolPolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -15,7 +15,7 @@ macro_rules! tenant_columns {
 }
 macro_rules! resource_columns {
     () => {
-        "id, tenant_id, uri, canonical_uri, name, scopes, default_ttl_seconds, max_ttl_seconds, created_at, updated_at"
+        "id, tenant_id, uri, canonical_uri, name, scopes, default_ttl_seconds, max_ttl_seconds, created_at, updated_at, tools"
     };
 }
 macro_rules! client_columns {
@@ -152,20 +152,20 @@ impl Conn<'_> {
         self.claim_resource_uri(&r.tenant_id, &r.canonical_uri, r.created_at)
             .await?;
         run!(self, c => sqlx::query(concat!(
-            "INSERT INTO resources (", resource_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            "INSERT INTO resources (", resource_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"))
             .bind(r.id).bind(&r.tenant_id).bind(&r.uri).bind(&r.canonical_uri).bind(&r.name)
             .bind(Json(&r.scopes)).bind(r.default_ttl_seconds).bind(r.max_ttl_seconds)
-            .bind(r.created_at).bind(r.updated_at)
+            .bind(r.created_at).bind(r.updated_at).bind(r.tools.as_ref().map(Json))
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     pub async fn update_resource(&mut self, r: &Resource) -> Result<()> {
         let n = run!(self, c => sqlx::query(
-            "UPDATE resources SET name = $3, scopes = $4, default_ttl_seconds = $5, max_ttl_seconds = $6, updated_at = $7
-             WHERE tenant_id = $1 AND id = $2")
+            "UPDATE resources SET name = $3, scopes = $4, default_ttl_seconds = $5, max_ttl_seconds = $6, updated_at = $7,
+             tools = $8 WHERE tenant_id = $1 AND id = $2")
             .bind(&r.tenant_id).bind(r.id).bind(&r.name).bind(Json(&r.scopes))
-            .bind(r.default_ttl_seconds).bind(r.max_ttl_seconds).bind(r.updated_at)
+            .bind(r.default_ttl_seconds).bind(r.max_ttl_seconds).bind(r.updated_at).bind(r.tools.as_ref().map(Json))
             .execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
     }

@@ -384,6 +384,7 @@ mod tests {
             max_ttl_seconds: 3600,
             created_at: now,
             updated_at: now,
+            tools: None,
         })
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod activity;
 mod admin;
 mod audit_trail;
 mod catalog;

@@ -48,6 +48,7 @@ fn resource(tenant: &str, uri: &str) -> Resource {
         max_ttl_seconds: 600,
         created_at: now,
         updated_at: now,
+        tools: None,
     }
 }
 
