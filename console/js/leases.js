@@ -8,6 +8,7 @@ import { revoke } from './confirm.js';
 import { actorChain, fmtDur, fmtTime, ms, plural } from './format.js';
 import { S } from './state.js';
 import { Stats } from './stats.js';
+import { Custody } from './custody.js';
 
 export const Leases = {
   rows: new Map(), // lease id -> { tr, lease, state, seenActive }
@@ -21,6 +22,7 @@ export const Leases = {
     byTid('filter-inactive').addEventListener('change', () => this.refresh().catch(fail));
     $('#lease-filters').addEventListener('submit', (e) => e.preventDefault());
     $('#lease-body').addEventListener('click', (e) => this.onClick(e));
+    Custody.wire();
   },
   enter() {
     this.reset();
@@ -106,7 +108,9 @@ export const Leases = {
       type: 'button', className: 'btn btn-xs', testid: `revoke-${action}`, dataset: { action }, title: `Revoke ${action} ${target}`,
     }, el('span', { className: 'sr-only', text: 'Revoke ' }), action, el('span', { className: 'sr-only', text: ` ${target}` }));
     setCells(tr, ['', (c) => c.append(el('span', { className: 'main' }), el('span', { className: 'sub', hidden: true })), '', '', '', '', '',
-      once(() => [el('div', { className: 'btn-group', attrs: { role: 'group', 'aria-label': 'Revoke' } },
+      once(() => [el('button', { type: 'button', className: 'btn btn-xs', testid: 'show-custody', dataset: { action: 'custody' },
+        title: `Tool calls of lease ${l.id}` }, 'calls'),
+      el('div', { className: 'btn-group', attrs: { role: 'group', 'aria-label': 'Revoke' } },
         btn('lease', l.id), btn('workflow', l.workflow), btn('workload', l.workload), btn('client', l.client_id))])]);
     Object.assign(tr.cells[5], { className: 'num ttl' });
     tr.cells[5].dataset.testid = 'ttl';
@@ -170,6 +174,7 @@ export const Leases = {
     const r = b && this.rows.get(b.closest('tr').dataset.leaseId);
     if (!r) return;
     const l = r.lease, t = S.tenant, kind = b.dataset.action;
+    if (kind === 'custody') { Custody.show(l); return; }
     if (kind === 'lease') {
       revoke({ lease_id: l.id }, `End the token ${l.id} (workflow ${l.workflow}, workload ${l.workload}, client ${l.client_id}) in tenant ${t}. No other token is affected.`, () => this.refresh());
       return;

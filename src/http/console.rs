@@ -60,6 +60,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     module!("confirm.js"),
     module!("tenants.js"),
     module!("leases.js"),
+    module!("custody.js"),
     module!("stats.js"),
     module!("rules.js"),
     module!("audit.js"),
