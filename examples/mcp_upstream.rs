@@ -28,8 +28,10 @@ async fn mcp(State(token): State<Arc<String>>, headers: HeaderMap, Json(req): Js
             {"name": "delete_repository", "inputSchema": {"type": "object"}}]}),
         Some("tools/call") => json!({"content": [{"type": "text", "text": "ok"}]}),
         Some(m) if m.starts_with("notifications/") => return StatusCode::ACCEPTED.into_response(),
-        _ => return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}}))
-            .into_response(),
+        _ => {
+            return Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no such method"}}))
+                .into_response();
+        }
     };
     Json(json!({"jsonrpc": "2.0", "id": id, "result": result})).into_response()
 }

@@ -65,25 +65,19 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
                     None => (secret::generate(), true),
                 };
                 let admin = Client {
-                    client_id: tenants::BOOTSTRAP_ADMIN.into(),
-                    tenant_id: tenants::SYSTEM_TENANT.into(),
                     name: "Global admin (bootstrap)".into(),
-                    kind: ClientKind::Service,
                     workflows: vec!["admin".into()],
                     grants: vec![Grant {
                         resource: b.issuer.url.clone(),
                         scopes: vec![tenants::GLOBAL_ADMIN_SCOPE.into()],
                     }],
                     max_ttl_seconds: b.max_ttl,
-                    disabled: false,
-                    created_at: now,
-                    updated_at: now,
-                    serves: None,
-                    workload_pattern: None,
-                    max_mints_per_second: None,
-                    jwks: None,
-                    delegates: None,
-                    catalog_version: None,
+                    ..Client::new(
+                        tenants::SYSTEM_TENANT,
+                        tenants::BOOTSTRAP_ADMIN,
+                        ClientKind::Service,
+                        now,
+                    )
                 };
                 tx.conn().insert_client(&admin).await?;
                 tx.conn()
@@ -200,25 +194,14 @@ pub async fn seed_demo(b: &Bootstrap<'_>) -> Result<String, StoreError> {
         })
         .await?;
         c.insert_client(&Client {
-            client_id: DEMO_CLIENT.into(),
-            tenant_id: DEMO_TENANT.into(),
             name: "Demo CI pipeline".into(),
-            kind: ClientKind::Ci,
             workflows: vec!["release".into(), "nightly".into()],
             grants: vec![Grant {
                 resource: DEMO_RESOURCE.into(),
                 scopes: vec!["issues:read".into(), "issues:write".into()],
             }],
             max_ttl_seconds: 900,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            serves: None,
-            workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new(DEMO_TENANT, DEMO_CLIENT, ClientKind::Ci, now)
         })
         .await?;
         let mut e = seeder.event(actions::TENANT_CREATED, now);

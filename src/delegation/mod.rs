@@ -452,10 +452,6 @@ mod tests {
 
     fn client(id: &str, grants: Vec<(&str, Vec<&str>)>) -> Client {
         Client {
-            client_id: id.into(),
-            tenant_id: "acme".into(),
-            name: id.into(),
-            kind: ClientKind::Agent,
             workflows: vec!["*".into()],
             grants: grants
                 .into_iter()
@@ -464,16 +460,7 @@ mod tests {
                     scopes: s.into_iter().map(str::to_string).collect(),
                 })
                 .collect(),
-            max_ttl_seconds: 900,
-            disabled: false,
-            created_at: DateTime::UNIX_EPOCH,
-            updated_at: DateTime::UNIX_EPOCH,
-            serves: None,
-            workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new("acme", id, ClientKind::Agent, DateTime::UNIX_EPOCH)
         }
     }
 

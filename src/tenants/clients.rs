@@ -231,22 +231,14 @@ impl Directory {
         self.check_max_ttl(max_ttl)?;
         let now = self.clock.now();
         let client = Client {
-            client_id,
-            tenant_id: tenant.to_string(),
             name,
-            kind: body.kind,
             workflows,
             grants,
             max_ttl_seconds: max_ttl,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            serves: None,
             workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
             jwks: body.jwks.map(check_jwks).transpose()?,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new(tenant, &client_id, body.kind, now)
         };
         let mut client = client;
         let secret = secret::generate();

@@ -136,6 +136,29 @@ pub struct Client {
 }
 
 impl Client {
+    /// A new, enabled client with nothing granted: callers fill in what
+    /// they register (`Client { workflows, grants, ..Client::new(…) }`).
+    pub fn new(tenant_id: &str, client_id: &str, kind: ClientKind, at: DateTime<Utc>) -> Self {
+        Self {
+            client_id: client_id.to_string(),
+            tenant_id: tenant_id.to_string(),
+            name: client_id.to_string(),
+            kind,
+            workflows: Vec::new(),
+            grants: Vec::new(),
+            max_ttl_seconds: 900,
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+            serves: None,
+            workload_pattern: None,
+            max_mints_per_second: None,
+            jwks: None,
+            delegates: None,
+            catalog_version: None,
+        }
+    }
+
     pub fn may_mint_for(&self, workflow: &str) -> bool {
         allows_workflow(&self.workflows, workflow)
     }
@@ -344,22 +367,9 @@ mod tests {
     #[test]
     fn a_single_named_workflow_is_implied_but_a_wildcard_is_not() {
         let mut c = Client {
-            client_id: "c".into(),
-            tenant_id: "t".into(),
-            name: "c".into(),
-            kind: ClientKind::Ci,
             workflows: vec!["release".into()],
-            grants: vec![],
             max_ttl_seconds: 60,
-            disabled: false,
-            created_at: DateTime::UNIX_EPOCH,
-            updated_at: DateTime::UNIX_EPOCH,
-            serves: None,
-            workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new("t", "c", ClientKind::Ci, DateTime::UNIX_EPOCH)
         };
         assert_eq!(c.implied_workflow(), Some("release"));
         assert!(c.may_mint_for("release") && !c.may_mint_for("deploy"));

@@ -342,25 +342,13 @@ mod tests {
         let now = clock.now();
         let keys = crate::testing::key_service(&store, clock.clone(), 3600).await;
         let client = Client {
-            client_id: "acme-ci".into(),
-            tenant_id: "acme".into(),
             name: "CI".into(),
-            kind: ClientKind::Ci,
             workflows: vec!["release".into()],
             grants: vec![Grant {
                 resource: "https://mcp.acme.test/github".into(),
                 scopes: vec!["issues:read".into()],
             }],
-            max_ttl_seconds: 900,
-            disabled: false,
-            created_at: now,
-            updated_at: now,
-            serves: None,
-            workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new("acme", "acme-ci", ClientKind::Ci, now)
         };
         let mut tx = store.begin().await.unwrap();
         let mut c = tx.conn();

@@ -191,25 +191,13 @@ mod tests {
 
     fn client() -> MintTerms {
         MintTerms::of_client(&Client {
-            client_id: "ci-release".into(),
-            tenant_id: "acme".into(),
             name: "CI".into(),
-            kind: ClientKind::Ci,
             workflows: vec!["release".into()],
             grants: vec![Grant {
                 resource: "https://mcp.acme.test/github/".into(),
                 scopes: vec!["issues:read".into()],
             }],
-            max_ttl_seconds: 900,
-            disabled: false,
-            created_at: DateTime::UNIX_EPOCH,
-            updated_at: DateTime::UNIX_EPOCH,
-            serves: None,
-            workload_pattern: None,
-            max_mints_per_second: None,
-            jwks: None,
-            delegates: None,
-            catalog_version: None,
+            ..Client::new("acme", "ci-release", ClientKind::Ci, DateTime::UNIX_EPOCH)
         })
     }
 

@@ -55,22 +55,9 @@ fn resource(tenant: &str, uri: &str) -> Resource {
 fn client(tenant: &str, id: &str) -> Client {
     let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
     Client {
-        client_id: id.into(),
-        tenant_id: tenant.into(),
-        name: id.into(),
-        kind: ClientKind::Ci,
         workflows: vec!["release".into()],
-        grants: vec![],
         max_ttl_seconds: 600,
-        disabled: false,
-        created_at: now,
-        updated_at: now,
-        serves: None,
-        workload_pattern: None,
-        max_mints_per_second: None,
-        jwks: None,
-        delegates: None,
-        catalog_version: None,
+        ..Client::new(tenant, id, ClientKind::Ci, now)
     }
 }
 
