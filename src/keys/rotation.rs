@@ -352,7 +352,6 @@ impl KeyService {
             events.push(key_event(actions::KEY_ROTATED, &fresh, now, why, caller));
         }
         self.finish(tx, &events).await?;
-        self.revocations.wake();
         Ok(rule)
     }
 

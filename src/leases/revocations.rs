@@ -63,8 +63,8 @@ impl Revocations {
         }
     }
 
-    /// Records a rule inside `tx` with its `revocation.created` event. The
-    /// caller commits and then calls `wake`.
+    /// Records a rule inside `tx` with its `revocation.created` event. Once
+    /// the caller commits, the sweeper and the feed's long polls are woken.
     pub async fn record(
         &self,
         tx: &mut Tx,
@@ -108,14 +108,12 @@ impl Revocations {
             Selector::Lease(l) => event.lease_id = Some(*l),
         }
         conn.append_audit(&[event]).await?;
+        let (sweeper, feed) = (self.sweeper.clone(), self.feed.clone());
+        tx.after_commit(move || {
+            sweeper.notify_one();
+            feed.notify_waiters();
+        });
         Ok(rule)
-    }
-
-    /// Tells the sweeper a rule committed, so its lease rows get marked,
-    /// and answers the feed's long polls waiting on this replica.
-    pub fn wake(&self) {
-        self.sweeper.notify_one();
-        self.feed.notify_waiters();
     }
 
     /// What `wake` signals to the feed's long polls.
@@ -149,7 +147,6 @@ impl Revocations {
             .record(&mut tx, caller, Some(tenant), selector, reason, cover)
             .await?;
         tx.commit().await?;
-        self.wake();
         Ok(rule)
     }
 }

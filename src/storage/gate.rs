@@ -76,10 +76,10 @@ impl Store {
                 .bind(LIST_TIMEOUT.as_millis().to_string())
                 .execute(&mut *t)
                 .await?;
-                Tx(TxInner::Postgres(t))
+                Tx::new(TxInner::Postgres(t))
             }
             // A deferred transaction: reads take no write lock.
-            Pool::Sqlite(p) => Tx(TxInner::Sqlite(p.begin().await?)),
+            Pool::Sqlite(p) => Tx::new(TxInner::Sqlite(p.begin().await?)),
         };
         Ok(ListRead { tx, _permits: permits })
     }

@@ -190,9 +190,24 @@ enum TxInner {
 }
 
 /// A write transaction. Dropped without `commit`, it rolls back.
-pub struct Tx(TxInner);
+pub struct Tx(TxInner, Vec<AfterCommit>);
+
+/// Work that must follow a commit and never a rollback (waking the workers
+/// that act on what was written).
+type AfterCommit = Box<dyn FnOnce() + Send>;
 
 impl Tx {
+    fn new(inner: TxInner) -> Self {
+        Tx(inner, Vec::new())
+    }
+
+    /// Runs `hook` once this transaction has committed; never when it is
+    /// rolled back or its commit fails. The writer of a record registers
+    /// what must follow it, so callers cannot forget it.
+    pub fn after_commit(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.1.push(Box::new(hook));
+    }
+
     pub fn conn(&mut self) -> Conn<'_> {
         Conn(match &mut self.0 {
             TxInner::Postgres(t) => ConnRef::Postgres(t),
@@ -207,6 +222,7 @@ impl Tx {
             TxInner::Postgres(t) => t.commit().await?,
             TxInner::Sqlite(t) => t.commit().await?,
         }
+        self.1.into_iter().for_each(|hook| hook());
         Ok(())
     }
 }
@@ -314,7 +330,7 @@ impl Store {
     /// Starts a write transaction. SQLite takes its write lock up front
     /// (`BEGIN IMMEDIATE`) so concurrent writers queue instead of failing.
     pub async fn begin(&self) -> Result<Tx> {
-        Ok(Tx(match &self.pool {
+        Ok(Tx::new(match &self.pool {
             Pool::Postgres(p) => TxInner::Postgres(p.begin().await?),
             Pool::Sqlite(p) => TxInner::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         }))
@@ -330,7 +346,31 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::{Store, sqlstate_is_unavailable};
+
+    #[tokio::test]
+    async fn after_commit_hooks_run_once_a_transaction_commits_and_never_after_a_rollback() {
+        let (store, _dir) = crate::testing::temp_store().await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let hook = |ran: &Arc<AtomicUsize>| {
+            let ran = ran.clone();
+            move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let mut tx = store.begin().await.unwrap();
+        tx.after_commit(hook(&ran));
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "not before the commit");
+        tx.commit().await.unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        let mut dropped = store.begin().await.unwrap();
+        dropped.after_commit(hook(&ran));
+        drop(dropped);
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "a rolled-back transaction runs nothing");
+    }
 
     #[cfg(unix)]
     #[tokio::test]

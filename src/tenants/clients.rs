@@ -367,9 +367,6 @@ impl Directory {
         }
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
-        if narrowed.is_some() {
-            self.revocations.wake();
-        }
         Ok(c)
     }
 
@@ -405,7 +402,6 @@ impl Directory {
         event.reason = Some(format!("revocation {}", rule.id));
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
-        self.revocations.wake();
         Ok(())
     }
 
@@ -449,9 +445,6 @@ impl Directory {
         }
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
-        if grace == 0 {
-            self.revocations.wake();
-        }
         Ok(Rotated {
             client: c,
             secret,

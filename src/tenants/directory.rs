@@ -276,7 +276,6 @@ impl Directory {
         event.reason = Some(format!("revocation {}", rule.id));
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
-        self.revocations.wake();
         Ok(())
     }
 
