@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import urllib.parse
 import urllib.request
 
@@ -58,8 +59,17 @@ TOOL_SCOPES = {"list_issues": {"issues:read"}, "create_issue": {"issues:write"}}
 log = logging.getLogger("mcp-example")
 
 
+_log_lock = threading.Lock()
+
+
 def log_event(**fields) -> None:
-    print(json.dumps(fields, sort_keys=True), flush=True)
+    # Verification runs on worker threads: print() writes the line and its
+    # newline separately, so two threads could interleave them. One write of
+    # the whole line, under a lock, keeps each event on its own line.
+    line = json.dumps(fields, sort_keys=True) + "\n"
+    with _log_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class MayflyVerifier:
