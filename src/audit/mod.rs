@@ -121,6 +121,17 @@ pub struct Origin {
     pub source: String,
 }
 
+impl Origin {
+    /// An event of the request this is the origin of: its request id and
+    /// source address already stamped.
+    pub fn event(&self, action: &str, outcome: Outcome, at: DateTime<Utc>) -> AuditEvent {
+        let mut e = AuditEvent::new(action, outcome, at);
+        e.request_id = Some(self.request_id.clone());
+        e.source = Some(self.source.clone());
+        e
+    }
+}
+
 /// An administrator acting through the API, known by its admin token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminId {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::federation::{Federated, Federation, Purpose, Refusal};
 use crate::jose::jwt;
@@ -176,13 +176,11 @@ impl Delegation {
     }
 
     async fn deny(&self, tenant: &str, actor: &Actor, why: &str, origin: &Origin) -> Refusal {
-        let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+        let mut event = origin.event(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
         event.reason = Some(format!("invalid_grant: delegation: {why}"));
         event.tenant = Some(tenant.to_string());
         event.client_id = Some(actor.client.client_id.clone());
         event.workload = Some(actor.workload.clone());
-        event.request_id = Some(origin.request_id.clone());
-        event.source = Some(origin.source.clone());
         match self.audit.append(&[event]).await {
             Ok(()) => refuse(why),
             Err(e) => e.into(),

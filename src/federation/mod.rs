@@ -18,7 +18,7 @@ use serde_json::json;
 
 use self::keys::IssuerKeys;
 use self::policy::{Matched, TrustPolicy};
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::jose::jwt::{self, JwkSet, Unverified};
 use crate::storage::{Store, StoreError};
@@ -137,12 +137,10 @@ impl Federation {
     /// answered 429 rather than given another verdict to learn from.
     async fn deny(&self, tenant: &str, client_id: Option<&str>, why: &str, origin: &Origin) -> Refusal {
         let now = self.clock.now();
-        let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, now);
+        let mut event = origin.event(actions::TOKEN_DENIED, Outcome::Denied, now);
         event.reason = Some(format!("invalid_grant: {why}"));
         event.tenant = Some(tenant.to_string());
         event.client_id = client_id.map(str::to_string);
-        event.request_id = Some(origin.request_id.clone());
-        event.source = Some(origin.source.clone());
         let Ok(ip) = origin.source.parse::<std::net::IpAddr>() else {
             event.reason = event.reason.map(|r| crate::audit::sanitize(&r, 300));
             return match self.audit.append(&[event]).await {

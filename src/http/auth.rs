@@ -17,7 +17,7 @@ use super::RequestId;
 use super::body::{OAuthParams, form_decode};
 use super::error::{ApiError, OAuthError};
 use super::session;
-use crate::audit::{AdminId, AuditEvent, Caller, Origin, Outcome, actions};
+use crate::audit::{AdminId, Caller, Origin, Outcome, actions};
 use crate::state::AppState;
 use crate::tenants::{self, Credentials, Tenant, uri};
 use crate::tokens::validate::Validity;
@@ -125,7 +125,10 @@ impl Admin {
     /// Refuses, and records the refusal in the admin's own tenant's log
     /// (another tenant's log is not theirs to write in).
     async fn deny(&self, state: &AppState, tenant: Option<&str>, why: &str) -> ApiError {
-        let mut event = AuditEvent::new(actions::ADMIN_DENIED, Outcome::Denied, state.web.clock.now());
+        let mut event = self
+            .caller
+            .origin
+            .event(actions::ADMIN_DENIED, Outcome::Denied, state.web.clock.now());
         event.tenant = match &self.scope {
             AdminScope::Tenant(own) => Some(own.clone()),
             AdminScope::Global => tenant.map(|t| t.chars().take(64).collect()),
@@ -137,8 +140,6 @@ impl Admin {
             }
             _ => why.to_string(),
         });
-        event.request_id = Some(self.caller.origin.request_id.clone());
-        event.source = Some(self.caller.origin.source.clone());
         match state.audit.append(&[event]).await {
             Ok(()) => ApiError::forbidden(why),
             Err(e) => e.into(),

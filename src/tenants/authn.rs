@@ -11,7 +11,7 @@ use secrecy::SecretString;
 use super::brake::{Brake, FailureLog};
 use super::catalog::{Catalog, Checked};
 use super::{Client, secret};
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::storage::StoreError;
 
@@ -104,15 +104,13 @@ impl Authenticator {
             // A correct secret passes whatever storm its client is under.
             Ok(client) => Ok(client),
             Err(AuthError::Failed(why, client)) => {
-                let mut event = AuditEvent::new(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
+                let mut event = origin.event(actions::CLIENT_AUTH_FAILED, Outcome::Denied, now);
                 event.reason = Some(why.as_str().to_string());
                 // Only a well-formed id is recorded: a pasted secret must not land in the log.
                 let looks_like_secret = creds.client_id.starts_with(secret::PREFIX.trim_end_matches('_'));
                 event.client_id = (super::validate_client_id(&creds.client_id).is_ok() && !looks_like_secret)
                     .then(|| creds.client_id.clone());
                 event.tenant = client.map(|c| c.tenant_id);
-                event.request_id = Some(origin.request_id.clone());
-                event.source = Some(origin.source.clone());
                 metrics::counter!("mayfly_client_auth_failures_total").increment(1);
                 let Some(ip) = source else {
                     self.audit.append(&[event]).await?;

@@ -11,7 +11,7 @@ use super::claims::AccessClaims;
 use super::commit::IssueWriter;
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
 use super::terms::MintTerms;
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::jose::jws;
 use crate::keys::Keyring;
@@ -192,15 +192,13 @@ impl Issuer {
                         return Err(MintError::Stale);
                     }
                 }
-                let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+                let mut event = origin.event(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
                 event.reason = Some(format!("{}: {}", denial.code(), denial.message()));
                 event.tenant = Some(terms.tenant_id.clone());
                 event.client_id = Some(terms.client_id.clone());
                 event.workflow = req.workflow.map(|w| truncate(w, 128));
                 event.workload = req.workload.map(|w| truncate(w, 256));
                 event.resource = resource.map(|r| truncate(r, 2048));
-                event.request_id = Some(origin.request_id.clone());
-                event.source = Some(origin.source.clone());
                 self.audit.append(&[event]).await?;
                 metrics::counter!("mayfly_tokens_denied_total", "reason" => denial.code()).increment(1);
                 return Err(MintError::Denied(denial));
@@ -243,7 +241,7 @@ impl Issuer {
             Some(_) => actions::TOKEN_EXCHANGED,
             None => actions::TOKEN_ISSUED,
         };
-        let mut event = AuditEvent::new(action, Outcome::Success, now);
+        let mut event = origin.event(action, Outcome::Success, now);
         event.actor = lease.actor.clone();
         let mut reason = Vec::new();
         if let Some(parent) = lease.parent_id {
@@ -262,8 +260,6 @@ impl Issuer {
         event.resource = Some(lease.resource.clone());
         event.scopes = Some(lease.scopes.clone());
         event.lease_id = Some(lease.id);
-        event.request_id = Some(origin.request_id.clone());
-        event.source = Some(origin.source.clone());
 
         // Terms and resource read from the catalog commit only while the
         // tenant's version is still the older of those they were decided on.

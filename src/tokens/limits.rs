@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::terms::MintTerms;
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::storage::{Store, StoreError};
 
@@ -239,15 +239,13 @@ impl Limits {
             limited.what,
         ));
         if first {
-            let mut event = AuditEvent::new(actions::TOKEN_DENIED, Outcome::Denied, now);
+            let mut event = origin.event(actions::TOKEN_DENIED, Outcome::Denied, now);
             event.reason = Some(format!(
                 "limited: {} (audited once per minute per client and limit)",
                 limited.what
             ));
             event.tenant = Some(client.tenant_id.clone());
             event.client_id = Some(client.client_id.clone());
-            event.request_id = Some(origin.request_id.clone());
-            event.source = Some(origin.source.clone());
             self.audit.append(&[event]).await?;
             let mut audited = self.audited.lock().unwrap_or_else(|e| e.into_inner());
             audited.retain(|(m, _, _)| *m >= minute);

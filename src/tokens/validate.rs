@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::claims::AccessClaims;
-use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::jose::jws::{self, JwsError};
 use crate::keys::{KeyService, KeySet};
@@ -213,7 +213,7 @@ impl Verifier {
             } if !theirs(&claims) => ("other_tenant", Some(claims)),
             Validity::Inactive { reason, claims } => (reason.as_str(), claims),
         };
-        let mut event = AuditEvent::new(actions::TOKEN_INTROSPECTED, Outcome::Denied, self.clock.now());
+        let mut event = origin.event(actions::TOKEN_INTROSPECTED, Outcome::Denied, self.clock.now());
         event.reason = Some(reason.to_string());
         event.tenant = caller.tenant.clone();
         event.client_id = Some(caller.client_id.clone());
@@ -224,8 +224,6 @@ impl Verifier {
             event.resource = Some(c.aud);
             event.lease_id = c.jti.parse().ok();
         }
-        event.request_id = Some(origin.request_id.clone());
-        event.source = Some(origin.source.clone());
         self.audit.append(&[event]).await?;
         metrics::counter!("mayfly_introspections_total", "active" => "false").increment(1);
         Ok(None)
