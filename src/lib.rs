@@ -14,6 +14,7 @@ pub mod config;
 pub mod delegation;
 pub mod error;
 pub mod federation;
+pub mod gateway;
 pub mod grants;
 pub mod http;
 pub mod jose;

@@ -56,6 +56,9 @@ enum Command {
     },
     /// Print the OpenAPI document (YAML), as committed in openapi.yaml.
     Openapi,
+    /// Run an MCP gateway: put MCP servers that take only a static credential
+    /// behind mayfly tokens, per-tool policy and the audit log.
+    Gateway(Box<mayfly::gateway::GatewayArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +144,13 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Token(args) = command {
         return fetch_token(*args).await;
     }
+    if let Command::Gateway(args) = command {
+        let config = mayfly::gateway::GatewayConfig::from_args(*args, |name| std::env::var(name).ok())?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        return mayfly::gateway::serve(config, listener, shutdown_signal()).await;
+    }
     if let Command::Openapi = command {
         print!("{}", mayfly::http::openapi::yaml().map_err(anyhow::Error::msg)?);
         return Ok(());
@@ -149,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     // Secrets are read from the environment (or their _FILE), never from flags.
     let config = Config::from_args(serve, |name| std::env::var_os(name))?;
     match command {
-        Command::Token(_) | Command::Openapi => {}
+        Command::Token(_) | Command::Openapi | Command::Gateway(_) => {}
         Command::Serve(_) => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await

@@ -1,0 +1,272 @@
+"""`mayfly gateway` in front of MCP servers we did not write, driven by SDK clients we did not write.
+
+Upstreams: `@modelcontextprotocol/server-everything` (npm, Streamable HTTP) and
+`mcp-server-time` (PyPI, stdio, bridged by the gateway's `command`). Clients:
+the official Python SDK's ClientCredentialsOAuthProvider and the TypeScript
+SDK's ClientCredentialsProvider, which find mayfly through the gateway's
+RFC 9728 metadata. The per-tool policy lives on the resources in mayfly.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mcp import ClientSession
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.streamable_http import streamable_http_client
+
+import httpx2
+from test_mcp_sdk import ADMIN_SECRET, MASTER_KEY, NODE, ROOT, MemoryStorage, free_port, request, secrets_in, wait_for
+
+EVERYTHING = NODE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+# An argument value that must never reach the audit log or any log.
+MARKER = "gateway-interop-argument-7f3a9c"
+
+
+class GatewayStack:
+    """mayfly, server-everything, and one gateway with two routes (HTTP and stdio)."""
+
+    def __init__(self, backend, tmp_path):
+        self.tmp, self.procs, self.logs = tmp_path, [], []
+        port = free_port()
+        self.issuer = f"http://127.0.0.1:{port}"
+        if backend == "sqlite":
+            db = f"sqlite://{tmp_path}/mayfly.db"
+        else:
+            base = os.environ.get("MAYFLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+            schema = f"interop_gw_{os.urandom(8).hex()}"
+            subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
+            db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
+        self.binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
+        env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db, MAYFLY_MASTER_KEY=MASTER_KEY,
+                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info")
+        self.spawn([self.binary], env, "mayfly.log")
+        wait_for(f"{self.issuer}/readyz", self.procs[-1], "mayfly")
+
+        everything_port = free_port()
+        self.spawn(["node", str(EVERYTHING), "streamableHttp"], dict(os.environ, PORT=str(everything_port)), "everything.log")
+        self.wait_port(everything_port, "server-everything")
+
+        gw_port = free_port()
+        self.gateway = f"http://127.0.0.1:{gw_port}"
+        self.mcp_url, self.time_url = f"{self.gateway}/everything", f"{self.gateway}/time"
+        self.admin = self.mint(("mayfly-admin", ADMIN_SECRET), self.issuer, "mayfly:admin")
+        self.api("POST", "/v1/tenants", {"id": "acme", "name": "Acme"})
+        self.api("POST", "/v1/tenants/acme/resources", {
+            "uri": self.mcp_url, "scopes": ["tools:read", "tools:write"],
+            "tools": {"echo": {"scopes": ["tools:read"]}, "trigger-long-running-operation": {"scopes": ["tools:read"]},
+                      "get-sum": {"scopes": ["tools:write"]}}})
+        self.api("POST", "/v1/tenants/acme/resources", {"uri": self.time_url, "scopes": ["time:read"]})
+        self.reader = self.client("reader", "agent", ["triage"], {self.mcp_url: ["tools:read"], self.time_url: ["time:read"]})
+        self.gw_client = self.client("gateway", "resource_server", ["*"], {})
+
+        credential = tmp_path / "upstream-pat"
+        credential.write_text("static-upstream-pat-do-not-leak\n")
+        config = tmp_path / "gateway.toml"
+        config.write_text(f"""
+listen = "127.0.0.1:{gw_port}"
+issuer = "{self.issuer}"
+
+[[route]]
+path = "/everything"
+resource = "{self.mcp_url}"
+upstream = "http://127.0.0.1:{everything_port}/mcp"
+upstream_credential_file = "{credential}"
+
+[[route]]
+path = "/time"
+resource = "{self.time_url}"
+command = {json.dumps([sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"])}
+""")
+        genv = dict(os.environ, MAYFLY_CLIENT_ID=self.gw_client[0], MAYFLY_CLIENT_SECRET=self.gw_client[1], RUST_LOG="info")
+        self.spawn([self.binary, "gateway", "--config", str(config)], genv, "gateway.log")
+        wait_for(f"{self.gateway}/readyz", self.procs[-1], "gateway")
+
+    def spawn(self, argv, env, log_name):
+        log = open(self.tmp / log_name, "w")
+        self.logs.append(log)
+        self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+
+    def wait_port(self, port, what):
+        import socket
+        import time
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            assert self.procs[-1].poll() is None, f"{what} exited"
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{what} did not listen on {port}")
+
+    def api(self, method, path, body=None):
+        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
+        assert status < 300, f"{method} {path}: {status} {out}"
+        return out
+
+    def client(self, name, kind, workflows, grants):
+        out = self.api("POST", "/v1/tenants/acme/clients", {
+            "client_id": name, "kind": kind, "workflows": workflows,
+            "grants": [{"resource": r, "scopes": s} for r, s in grants.items()]})
+        return name, out["client_secret"]
+
+    def mint(self, creds, resource, scope=None):
+        form = {"grant_type": "client_credentials", "resource": resource}
+        if scope:
+            form["scope"] = scope
+        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
+        assert status == 200, out
+        return out["access_token"]
+
+    def mcp_events(self, until):
+        """The tenant's mcp.request events, once `until(items)` holds (delivery is asynchronous)."""
+        import time
+        deadline = time.time() + 15
+        while True:
+            items = self.api("GET", "/v1/tenants/acme/audit?action=mcp.request&limit=1000")["items"]
+            if until(items) or time.time() > deadline:
+                return items
+            time.sleep(0.2)
+
+    def close(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in self.logs:
+            log.close()
+        for name in ("mayfly.log", "gateway.log"):
+            text = (self.tmp / name).read_text()
+            leaked = secrets_in(text) + [s for s in ("static-upstream-pat", MARKER) if s in text]
+            assert not leaked, f"{name} logged secrets, tokens or arguments: {leaked[:3]}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def gw(request, tmp_path):
+    s = GatewayStack(request.param, tmp_path)
+    yield s
+    s.close()
+
+
+async def session(url, creds, issuer, work):
+    provider = ClientCredentialsOAuthProvider(server_url=url, storage=MemoryStorage(), client_id=creds[0],
+                                              client_secret=creds[1], issuer=issuer)
+    async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                return await work(s)
+
+
+def test_the_python_sdk_sees_only_the_tools_its_token_may_call_and_gets_step_up_on_the_others(gw):
+    async def work(s):
+        tools = sorted(t.name for t in (await s.list_tools()).tools)
+        echoed = await s.call_tool("echo", {"message": MARKER})
+        try:
+            refused = await s.call_tool("get-sum", {"a": 1, "b": 2})
+            refused = "error" if refused.is_error else "ok"
+        except Exception as e:  # the SDK tries to step up on the 403, and mayfly will not grant the scope
+            refused = f"refused: {e}"
+        return tools, echoed, refused
+
+    tools, echoed, refused = asyncio.run(session(gw.mcp_url, gw.reader, gw.issuer, work))
+    assert tools == ["echo", "trigger-long-running-operation"], tools
+    assert not echoed.is_error and MARKER in echoed.content[0].text
+    assert refused.startswith("refused"), refused  # the audit events below show the gateway denied it
+
+    token = gw.mint(gw.reader, gw.mcp_url)
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "get-sum", "arguments": {"a": 1, "b": 2}}}
+    status, headers, _ = request("POST", gw.mcp_url, json_body=body, bearer=token,
+                                 headers={"Accept": "application/json, text/event-stream"})
+    assert status == 403
+    challenge = headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="tools:write"' in challenge, challenge
+    assert f'resource_metadata="{gw.gateway}/.well-known/oauth-protected-resource/everything"' in challenge, challenge
+
+    def tool_calls(items):
+        return [(e["mcp"]["name"], e["outcome"]) for e in items if e["mcp"]["method"] == "tools/call"]
+
+    events = gw.mcp_events(lambda items: len(tool_calls(items)) >= 3)
+    calls = tool_calls(events)
+    assert ("echo", "success") in calls and ("get-sum", "denied") in calls, calls
+    for e in events:
+        if e["lease_id"]:
+            assert (e["workload"], e["client_id"], e["workflow"]) == ("reader", "reader", "triage"), e
+    assert MARKER not in json.dumps(events), "arguments never reach the audit log"
+    echo = next(e for e in events if e["mcp"]["name"] == "echo")
+    assert len(echo["mcp"]["arguments_sha256"]) == 64
+
+
+def test_progress_notifications_stream_through_the_gateway_before_the_result(gw):
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append(progress)
+
+    async def work(s):
+        return await s.call_tool("trigger-long-running-operation", {"duration": 1.5, "steps": 3},
+                                 progress_callback=on_progress)
+
+    result = asyncio.run(session(gw.mcp_url, gw.reader, gw.issuer, work))
+    assert not result.is_error, result
+    assert seen == [1, 2, 3], seen
+
+
+def test_the_typescript_sdk_calls_a_tool_through_the_gateway(gw):
+    env = dict(os.environ, MCP_EXPECTED_ISSUER=gw.issuer)
+    run = subprocess.run(["node", str(NODE / "client.mjs"), gw.mcp_url, *gw.reader, "", "echo", json.dumps({"message": "hi"})],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = json.loads(run.stdout)
+    assert sorted(t["name"] for t in out["tools"]) == ["echo", "trigger-long-running-operation"]
+    assert not out["toolResult"].get("isError") and "hi" in out["toolResult"]["content"][0]["text"]
+
+
+def test_a_stdio_server_from_pypi_is_bridged_by_the_gateway(gw):
+    async def work(s):
+        tools = sorted(t.name for t in (await s.list_tools()).tools)
+        return tools, await s.call_tool("get_current_time", {"timezone": "UTC"})
+
+    tools, result = asyncio.run(session(gw.time_url, gw.reader, gw.issuer, work))
+    assert "get_current_time" in tools, tools
+    assert not result.is_error and "UTC" in result.content[0].text, result
+
+
+async def with_token(url, token, work):
+    """A session on a fixed token, as an agent holds one: the SDK cannot quietly mint another."""
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                return await work(s)
+
+
+def test_revoking_the_workflow_stops_the_next_call_at_the_gateway_and_no_later_token(gw):
+    token = gw.mint(gw.reader, gw.mcp_url)
+
+    async def around_revocation(s):
+        first = await s.call_tool("echo", {"message": "before"})
+        gw.api("POST", "/v1/tenants/acme/revocations", {"workflow": "triage", "reason": "interop: gateway"})
+        await asyncio.sleep(1.0)  # the contract: the rule bites at the gateway within one second
+        try:
+            second = await s.call_tool("echo", {"message": "after"})
+            return first, "error" if second.is_error else "ok"
+        except Exception as e:
+            return first, f"refused: {e}"
+
+    first, second = asyncio.run(with_token(gw.mcp_url, token, around_revocation))
+    assert not first.is_error
+    assert second.startswith("refused"), second
+
+    fresh = gw.mint(gw.reader, gw.mcp_url)  # minted after the rule: untouched by it
+
+    async def echo(s):
+        return await s.call_tool("echo", {"message": "fresh"})
+
+    assert not asyncio.run(with_token(gw.mcp_url, fresh, echo)).is_error
