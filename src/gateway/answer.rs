@@ -1,8 +1,10 @@
-//! Passing the upstream's answer back: streamed through a tap that settles
-//! each request's audit event as its response goes by, or, for a
-//! `tools/list`, read whole and filtered to the tools the caller may call.
+//! Passing the upstream's answer back, settling each request's audit event
+//! as its response goes by. SSE streams pass event by event; where the
+//! resource has a tool map, any `tools` list in them is cut to the tools the
+//! caller may call. A JSON answer to a `tools/list` is read whole and cut
+//! likewise; an answer that cannot be read is not passed on unfiltered.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,41 +21,79 @@ use super::proxy::{Call, Ctx, json_error};
 use super::trust::Caller;
 use super::upstream::{Answer, ByteStream};
 
-/// How much of an answer is read to learn its outcome, or to filter a `tools/list`.
+/// How much of an answer is held to learn its outcome or to filter it: a
+/// JSON body, or one SSE event.
 const MAX_SCAN: usize = 4 * 1024 * 1024;
 
-/// Passes the answer on: streamed through a tap that records each request's
-/// outcome as its response goes by, or, for a `tools/list`, read whole and filtered.
+/// Which tools the caller may see; absent when the resource has no tool map.
+struct Filter {
+    policy: Arc<Policy>,
+    caller: Arc<Caller>,
+}
+
+impl Filter {
+    /// Cuts every `tools` list in `msg` (one message or a batch). Whatever
+    /// request it answers: an id is the upstream's to get wrong.
+    fn apply(&self, msg: &mut Value) -> bool {
+        match msg {
+            Value::Array(items) => items.iter_mut().fold(false, |cut, m| self.apply(m) | cut),
+            _ => match msg.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
+                Some(tools) => {
+                    let keep = |t: &Value| {
+                        t.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| RoutePolicy::visible(&self.policy, n, |s| self.caller.has_scope(s)))
+                    };
+                    tools.retain(keep);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
 pub async fn respond(
     ctx: Ctx,
     answer: Answer,
     calls: Vec<Call>,
-    listing: HashSet<String>,
+    listing: bool,
     policy: Arc<Policy>,
     caller: Arc<Caller>,
 ) -> Response {
     let status = answer.status;
-    let sse = answer
+    let content_type = answer
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let sse = content_type.starts_with("text/event-stream");
+    let filter = policy.tools.is_some().then(|| Filter { policy, caller });
     let mut watch = Watch {
         ctx,
-        sse,
-        buf: Vec::new(),
-        data: String::new(),
-        pending: HashMap::new(),
         status: status.as_u16(),
+        pending: HashMap::new(),
+        json: Vec::new(),
+        event: Vec::new(),
+        scanned: 0,
         overflow: false,
+        sse,
+        filter,
     };
     for call in calls {
         match (&call.id, status.is_success(), status == StatusCode::ACCEPTED) {
             // A notification or a stream: the status is its outcome.
-            (None, true, _) | (Some(_), true, true) => watch.ctx.record(&call, Outcome::Success, None, None, watch.status),
-            (_, false, _) => watch
-                .ctx
-                .record(&call, Outcome::UpstreamError, Some("upstream_status"), None, watch.status),
+            (None, true, _) | (Some(_), true, true) => {
+                watch.ctx.record(&call, Outcome::Success, None, None, watch.status)
+            }
+            (_, false, _) => watch.ctx.record(
+                &call,
+                Outcome::UpstreamError,
+                Some("upstream_status"),
+                None,
+                watch.status,
+            ),
             (Some(id), true, false) => {
                 watch.pending.insert(id.to_string(), call);
             }
@@ -62,133 +102,126 @@ pub async fn respond(
     let mut builder = Response::builder().status(status);
     if let Some(h) = builder.headers_mut() {
         *h = answer.headers;
+        h.remove(header::CONTENT_LENGTH);
     }
-    let body = if listing.is_empty() || !status.is_success() {
-        Body::from_stream(Tap { inner: answer.body, watch: Some(watch) })
-    } else {
+    let must_filter = watch.filter.is_some() && status.is_success() && !sse && listing;
+    let body = if must_filter {
         let mut whole = Vec::new();
         let mut stream = answer.body;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) if whole.len() + c.len() <= MAX_SCAN => whole.extend_from_slice(&c),
-                // Too large to filter: nothing of it is passed on unfiltered.
-                _ => {
-                    watch.pending.clear();
-                    return json_error(StatusCode::BAD_GATEWAY, "upstream_error", "the tool list could not be read");
-                }
+                _ => return watch.unreadable(),
             }
         }
-        let keep = |tool: &str| RoutePolicy::visible(&policy, tool, |s| caller.has_scope(s));
-        let filtered = if sse {
-            filter_sse(&whole, &listing, &keep)
-        } else {
-            filter_json(&whole, &listing, &keep)
+        let Ok(mut msg) = serde_json::from_slice::<Value>(&whole) else {
+            return watch.unreadable();
         };
-        watch.feed(&filtered);
+        watch.settle(&msg);
+        if let Some(f) = &watch.filter {
+            f.apply(&mut msg);
+        }
         watch.finish();
-        if let Some(h) = builder.headers_mut() {
-            h.remove(header::CONTENT_LENGTH);
-        }
-        Body::from(filtered)
+        Body::from(serde_json::to_vec(&msg).unwrap_or_default())
+    } else {
+        Body::from_stream(Tap {
+            inner: answer.body,
+            watch: Some(watch),
+            ready: VecDeque::new(),
+        })
     };
-    builder.body(body).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
-}
-
-/// Drops the tools the caller may not call from `tools/list` answers.
-fn filter_message(msg: &mut Value, listing: &HashSet<String>, keep: &impl Fn(&str) -> bool) {
-    let ours = msg.get("id").is_some_and(|id| listing.contains(&id.to_string()));
-    if let Some(tools) = msg.pointer_mut("/result/tools").and_then(Value::as_array_mut).filter(|_| ours) {
-        tools.retain(|t| t.get("name").and_then(Value::as_str).is_some_and(keep));
-    }
-}
-
-fn filter_json(body: &[u8], listing: &HashSet<String>, keep: &impl Fn(&str) -> bool) -> Vec<u8> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(mut v) => {
-            match &mut v {
-                Value::Array(items) => items.iter_mut().for_each(|m| filter_message(m, listing, keep)),
-                m => filter_message(m, listing, keep),
-            }
-            serde_json::to_vec(&v).unwrap_or_default()
-        }
-        // Not JSON: nothing a client could read a tool from.
-        Err(_) => body.to_vec(),
-    }
-}
-
-fn filter_sse(body: &[u8], listing: &HashSet<String>, keep: &impl Fn(&str) -> bool) -> Vec<u8> {
-    let text = String::from_utf8_lossy(body);
-    let mut out = String::with_capacity(text.len());
-    for event in text.split("\n\n") {
-        if event.trim().is_empty() {
-            continue;
-        }
-        let mut data = Vec::new();
-        for line in event.lines() {
-            match line.strip_prefix("data:") {
-                Some(d) => data.push(d.strip_prefix(' ').unwrap_or(d)),
-                None => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
-        }
-        if !data.is_empty() {
-            let joined = data.join("\n");
-            match serde_json::from_str::<Value>(&joined) {
-                Ok(mut msg) => {
-                    filter_message(&mut msg, listing, keep);
-                    out.push_str(&format!("data: {msg}\n"));
-                }
-                Err(_) => joined.lines().for_each(|l| out.push_str(&format!("data: {l}\n"))),
-            }
-        }
-        out.push('\n');
-    }
-    out.into_bytes()
+    builder
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
 /// Reads an answer as it passes, settling each request when its response goes by.
 struct Watch {
     ctx: Ctx,
-    sse: bool,
-    buf: Vec<u8>,
-    data: String,
+    status: u16,
     /// JSON-RPC id → the request still waiting for its response.
     pending: HashMap<String, Call>,
-    status: u16,
+    /// A JSON body so far (only while requests wait for it).
+    json: Vec<u8>,
+    /// The SSE event being received, and how far it was searched for its end.
+    event: Vec<u8>,
+    scanned: usize,
     overflow: bool,
+    sse: bool,
+    filter: Option<Filter>,
 }
 
 impl Watch {
-    fn feed(&mut self, chunk: &[u8]) {
-        if self.pending.is_empty() || self.overflow {
-            return;
-        }
-        if self.buf.len() + chunk.len() > MAX_SCAN {
-            self.overflow = true;
-            self.buf.clear();
-            return;
-        }
-        self.buf.extend_from_slice(chunk);
+    /// Takes a chunk; queues what may be passed on.
+    fn push(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), std::io::Error> {
         if !self.sse {
-            return;
-        }
-        while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                let data = std::mem::take(&mut self.data);
-                if let Ok(msg) = serde_json::from_str::<Value>(&data) {
-                    self.settle(&msg);
+            if !self.pending.is_empty() && !self.overflow {
+                if self.json.len() + chunk.len() > MAX_SCAN {
+                    self.overflow = true;
+                    self.json = Vec::new();
+                } else {
+                    self.json.extend_from_slice(&chunk);
                 }
-            } else if let Some(d) = line.strip_prefix("data:") {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(d.strip_prefix(' ').unwrap_or(d));
             }
+            out.push_back(chunk);
+            return Ok(());
+        }
+        self.event.extend_from_slice(&chunk);
+        while let Some(end) = self.event_end() {
+            let raw: Vec<u8> = self.event.drain(..end).collect();
+            self.scanned = 0;
+            out.push_back(self.pass_event(raw));
+        }
+        if self.event.len() > MAX_SCAN {
+            // One event this large cannot be checked: it is not passed on.
+            self.overflow = true;
+            return Err(std::io::Error::other("an SSE event too large to check"));
+        }
+        Ok(())
+    }
+
+    /// Where the first complete event ends (after its blank line), if it has.
+    fn event_end(&mut self) -> Option<usize> {
+        let mut line_start = self.scanned;
+        while let Some(nl) = self.event[self.scanned..].iter().position(|b| *b == b'\n') {
+            let at = self.scanned + nl;
+            let line = &self.event[line_start..at];
+            self.scanned = at + 1;
+            if line.is_empty() || line == b"\r" {
+                return Some(at + 1);
+            }
+            line_start = at + 1;
+        }
+        // Resume at the start of the unfinished line next time.
+        self.scanned = line_start;
+        None
+    }
+
+    /// One whole SSE event: settled, and cut if it lists tools.
+    fn pass_event(&mut self, raw: Vec<u8>) -> Bytes {
+        let text = String::from_utf8_lossy(&raw);
+        let mut data = Vec::new();
+        let mut other = String::new();
+        for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+            match line.strip_prefix("data:") {
+                Some(d) => data.push(d.strip_prefix(' ').unwrap_or(d)),
+                None if !line.is_empty() => {
+                    other.push_str(line);
+                    other.push('\n');
+                }
+                None => {}
+            }
+        }
+        if data.is_empty() {
+            return Bytes::from(raw);
+        }
+        let Ok(mut msg) = serde_json::from_str::<Value>(&data.join("\n")) else {
+            return Bytes::from(raw);
+        };
+        self.settle(&msg);
+        match &self.filter {
+            Some(f) if f.apply(&mut msg) => Bytes::from(format!("{other}data: {msg}\n\n")),
+            _ => Bytes::from(raw),
         }
     }
 
@@ -197,30 +230,51 @@ impl Watch {
             Value::Array(items) => items.iter().for_each(|m| self.settle(m)),
             _ => {
                 let Some(id) = msg.get("id") else { return };
-                let answered = msg.get("result").is_some() || msg.get("error").is_some();
-                if !answered {
+                if msg.get("result").is_none() && msg.get("error").is_none() {
                     return;
                 }
                 if let Some(call) = self.pending.remove(&id.to_string()) {
                     let code = msg.pointer("/error/code").and_then(Value::as_i64);
-                    let outcome = if code.is_some() { Outcome::UpstreamError } else { Outcome::Success };
-                    self.ctx.record(&call, outcome, code.map(|_| "jsonrpc_error"), code, self.status);
+                    let outcome = if code.is_some() {
+                        Outcome::UpstreamError
+                    } else {
+                        Outcome::Success
+                    };
+                    self.ctx
+                        .record(&call, outcome, code.map(|_| "jsonrpc_error"), code, self.status);
                 }
             }
         }
     }
 
+    /// An answer that had to be read and could not be: 502, and recorded so.
+    fn unreadable(mut self) -> Response {
+        self.overflow = true;
+        self.status = StatusCode::BAD_GATEWAY.as_u16();
+        self.finish();
+        json_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the MCP server's answer could not be read",
+        )
+    }
+
     /// The answer ended (or the caller left): requests never answered are recorded so.
     fn finish(&mut self) {
-        if !self.sse && !self.buf.is_empty() {
-            if let Ok(msg) = serde_json::from_slice::<Value>(&self.buf) {
+        if !self.sse && !self.json.is_empty() {
+            if let Ok(msg) = serde_json::from_slice::<Value>(&self.json) {
                 self.settle(&msg);
             }
-            self.buf.clear();
+            self.json = Vec::new();
         }
         for (_, call) in std::mem::take(&mut self.pending) {
-            let reason = if self.overflow { "answer_too_large_to_read" } else { "no_answer" };
-            self.ctx.record(&call, Outcome::UpstreamError, Some(reason), None, self.status);
+            let reason = if self.overflow {
+                "answer_unreadable"
+            } else {
+                "no_answer"
+            };
+            self.ctx
+                .record(&call, Outcome::UpstreamError, Some(reason), None, self.status);
         }
         metrics::histogram!("mayfly_gateway_request_seconds").record(self.ctx.started.elapsed().as_secs_f64());
     }
@@ -229,27 +283,40 @@ impl Watch {
 struct Tap {
     inner: ByteStream,
     watch: Option<Watch>,
+    ready: VecDeque<Bytes>,
 }
 
 impl Stream for Tap {
     type Item = Result<Bytes, std::io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(w) = self.watch.as_mut() {
-                    w.feed(chunk);
-                }
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(b)));
             }
-            Poll::Ready(_) => {
-                if let Some(mut w) = self.watch.take() {
-                    w.finish();
+            let this = &mut *self;
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let Some(w) = this.watch.as_mut() else {
+                        return Poll::Ready(Some(Ok(chunk)));
+                    };
+                    if let Err(e) = w.push(chunk, &mut this.ready) {
+                        if let Some(mut w) = this.watch.take() {
+                            w.finish();
+                        }
+                        return Poll::Ready(Some(Err(e)));
+                    }
                 }
+                Poll::Ready(other) => {
+                    if let Some(mut w) = this.watch.take() {
+                        // A last event with no blank line after it is incomplete: SSE drops it too.
+                        w.finish();
+                    }
+                    return Poll::Ready(other);
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending => {}
         }
-        polled
     }
 }
 
@@ -266,18 +333,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn filter() -> Filter {
+        let mut map = std::collections::BTreeMap::new();
+        map.insert(
+            "echo".to_string(),
+            crate::tenants::tools::ToolRule {
+                scopes: vec![],
+                calls_per_minute: None,
+            },
+        );
+        let policy = Policy {
+            tenant: "acme".into(),
+            scopes: vec![],
+            tools: Some(crate::tenants::tools::ToolPolicy(map)),
+        };
+        Filter {
+            policy: Arc::new(policy),
+            caller: Arc::new(super::super::trust::tests::caller("w", "bot", &[], 1)),
+        }
+    }
+
     #[test]
-    fn a_listed_answer_keeps_only_the_tools_the_caller_may_call_in_json_and_in_sse() {
-        let listing: HashSet<String> = [json!(3).to_string()].into();
-        let keep = |t: &str| t == "echo";
-        let body = json!({"jsonrpc": "2.0", "id": 3, "result": {"tools": [{"name": "echo"}, {"name": "delete_repository"}]}});
-        let out: Value = serde_json::from_slice(&filter_json(body.to_string().as_bytes(), &listing, &keep)).unwrap();
-        assert_eq!(out["result"]["tools"], json!([{"name": "echo"}]));
-        let sse = format!("event: message\nid: 1\ndata: {body}\n\n");
-        let out = String::from_utf8(filter_sse(sse.as_bytes(), &listing, &keep)).unwrap();
-        assert!(out.contains("event: message\n") && out.contains("\"echo\"") && !out.contains("delete_repository"), "{out}");
-        let other: HashSet<String> = [json!(4).to_string()].into();
-        let untouched = String::from_utf8(filter_sse(sse.as_bytes(), &other, &keep)).unwrap();
-        assert!(untouched.contains("delete_repository"), "another request's answer is not ours to filter");
+    fn any_tools_list_is_cut_to_the_tools_the_caller_may_call_whatever_its_id() {
+        let f = filter();
+        let mut msg = json!({"jsonrpc": "2.0", "id": 1.0, "result": {"tools": [{"name": "echo"}, {"name": "delete_repository"}]}});
+        assert!(f.apply(&mut msg));
+        assert_eq!(msg["result"]["tools"], json!([{"name": "echo"}]));
+        let mut batch = json!([{"id": "x", "result": {"tools": [{"name": "drop_db"}]}}, {"id": 2, "result": {}}]);
+        assert!(f.apply(&mut batch));
+        assert_eq!(batch[0]["result"]["tools"], json!([]));
     }
 }

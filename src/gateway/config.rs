@@ -72,6 +72,8 @@ struct FileRoute {
     upstream_header: Option<String>,
     upstream_credential_file: Option<PathBuf>,
     upstream_credential_env: Option<String>,
+    /// For `command` routes: the environment variable the server reads its credential from.
+    upstream_env: Option<String>,
     #[serde(default)]
     forward_identity: bool,
 }
@@ -80,8 +82,12 @@ struct FileRoute {
 #[derive(Debug, Clone)]
 pub enum Upstream {
     Http(url::Url),
-    /// A stdio server the gateway starts, one process per MCP session.
-    Command(Vec<String>),
+    /// A stdio server the gateway starts, one process per MCP session; the
+    /// credential, if any, goes in the environment variable named here.
+    Command {
+        argv: Vec<String>,
+        credential_env: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -134,8 +140,8 @@ impl GatewayConfig {
     pub fn from_args(args: GatewayArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
                 Some(toml::from_str::<FileConfig>(&text).map_err(|e| err(format!("{}: {e}", path.display())))?)
             }
             None => None,
@@ -160,19 +166,29 @@ impl GatewayConfig {
         let routes = if flag_route {
             vec![FileRoute {
                 path: args.path.clone(),
-                resource: args.resource.clone().ok_or_else(|| err("--upstream needs --resource"))?,
-                upstream: Some(args.upstream.clone().ok_or_else(|| err("--resource needs --upstream"))?),
+                resource: args
+                    .resource
+                    .clone()
+                    .ok_or_else(|| err("--upstream needs --resource"))?,
+                upstream: Some(
+                    args.upstream
+                        .clone()
+                        .ok_or_else(|| err("--resource needs --upstream"))?,
+                ),
                 command: None,
                 upstream_header: args.upstream_header.clone(),
                 upstream_credential_file: args.upstream_credential_file.clone(),
                 upstream_credential_env: args.upstream_credential_env.clone(),
+                upstream_env: None,
                 forward_identity: args.forward_identity,
             }]
         } else {
             file_routes
         };
         if routes.is_empty() {
-            return Err(err("no route: give --resource and --upstream, or --config with [[route]] tables"));
+            return Err(err(
+                "no route: give --resource and --upstream, or --config with [[route]] tables",
+            ));
         }
         let routes = routes
             .into_iter()
@@ -183,7 +199,8 @@ impl GatewayConfig {
                 return Err(err(format!("two routes at path {}", a.path)));
             }
         }
-        let client_id = env("MAYFLY_CLIENT_ID").ok_or_else(|| err("set MAYFLY_CLIENT_ID: the gateway's resource_server client"))?;
+        let client_id =
+            env("MAYFLY_CLIENT_ID").ok_or_else(|| err("set MAYFLY_CLIENT_ID: the gateway's resource_server client"))?;
         let client_secret = match (env("MAYFLY_CLIENT_SECRET"), env("MAYFLY_CLIENT_SECRET_FILE")) {
             (Some(s), None) => s,
             (None, Some(path)) => std::fs::read_to_string(&path)
@@ -197,7 +214,10 @@ impl GatewayConfig {
             return Err(err("--audit-buffer-events must be at least 1"));
         }
         Ok(GatewayConfig {
-            listen: args.listen.or(listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8430))),
+            listen: args
+                .listen
+                .or(listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8430))),
             issuer,
             client_id,
             client_secret: SecretString::from(client_secret),
@@ -213,11 +233,27 @@ fn route(r: FileRoute, env: &impl Fn(&str) -> Option<String>) -> Result<Route, C
     let path = r.path.unwrap_or_else(|| resource.path().to_string());
     let path = match path.trim_end_matches('/') {
         "" => "/".to_string(),
-        p if p.starts_with('/') && !p.starts_with("/.well-known") && !matches!(p, "/healthz" | "/readyz" | "/metrics") => {
+        p if p.starts_with('/')
+            && !p.starts_with("/.well-known")
+            && !matches!(p, "/healthz" | "/readyz" | "/metrics") =>
+        {
             p.to_string()
         }
-        p => return Err(err(format!("route path {p:?} must start with / and not shadow the gateway's own paths"))),
+        p => {
+            return Err(err(format!(
+                "route path {p:?} must start with / and not shadow the gateway's own paths"
+            )));
+        }
     };
+    let command_route = r.command.is_some();
+    if command_route && r.upstream_header.is_some() {
+        return Err(err(format!(
+            "route {path}: a `command` server takes its credential in `upstream_env`, not a header"
+        )));
+    }
+    if !command_route && r.upstream_env.is_some() {
+        return Err(err(format!("route {path}: `upstream_env` is for `command` routes")));
+    }
     let upstream = match (r.upstream, r.command) {
         (Some(u), None) => {
             let url = url::Url::parse(&u).map_err(|_| err(format!("upstream {u:?} is not a URL")))?;
@@ -226,9 +262,16 @@ fn route(r: FileRoute, env: &impl Fn(&str) -> Option<String>) -> Result<Route, C
             }
             Upstream::Http(url)
         }
-        (None, Some(cmd)) if !cmd.is_empty() => Upstream::Command(cmd),
+        (None, Some(argv)) if !argv.is_empty() => Upstream::Command {
+            argv,
+            credential_env: r.upstream_env.clone(),
+        },
         (None, Some(_)) => return Err(err(format!("route {path}: `command` is empty"))),
-        _ => return Err(err(format!("route {path}: give `upstream` (a URL) or `command`, exactly one"))),
+        _ => {
+            return Err(err(format!(
+                "route {path}: give `upstream` (a URL) or `command`, exactly one"
+            )));
+        }
     };
     let header_name = r.upstream_header.unwrap_or_else(|| "authorization".into());
     let header = axum::http::HeaderName::from_bytes(header_name.as_bytes())
@@ -246,11 +289,17 @@ fn route(r: FileRoute, env: &impl Fn(&str) -> Option<String>) -> Result<Route, C
     };
     let credential = match raw {
         Some(c) if c.is_empty() => return Err(err(format!("route {path}: the upstream credential is empty"))),
-        Some(c) if header == axum::http::header::AUTHORIZATION => Some(format!("Bearer {c}")),
+        Some(_) if command_route && r.upstream_env.is_none() => {
+            return Err(err(format!(
+                "route {path}: name the variable the server reads its credential from: `upstream_env`"
+            )));
+        }
+        Some(c) if !command_route && header == axum::http::header::AUTHORIZATION => Some(format!("Bearer {c}")),
         other => other,
     };
     if let Some(c) = &credential {
-        axum::http::HeaderValue::from_str(c).map_err(|_| err(format!("route {path}: the credential is not a valid header value")))?;
+        axum::http::HeaderValue::from_str(c)
+            .map_err(|_| err(format!("route {path}: the credential is not a valid header value")))?;
     }
     Ok(Route {
         path,
@@ -285,8 +334,15 @@ mod tests {
     #[test]
     fn one_route_from_flags_puts_the_credential_in_a_bearer_authorization() {
         let cli = Cli::parse_from([
-            "gw", "--issuer", "http://127.0.0.1:8420/", "--resource", "https://mcp.example/github",
-            "--upstream", "http://127.0.0.1:9000/mcp", "--upstream-credential-env", "PAT",
+            "gw",
+            "--issuer",
+            "http://127.0.0.1:8420/",
+            "--resource",
+            "https://mcp.example/github",
+            "--upstream",
+            "http://127.0.0.1:9000/mcp",
+            "--upstream-credential-env",
+            "PAT",
         ]);
         let c = GatewayConfig::from_args(cli.g, env).unwrap();
         assert_eq!(c.issuer, "http://127.0.0.1:8420");
@@ -304,9 +360,12 @@ mod tests {
         let parse = |text: &str| {
             std::fs::write(&file, text).unwrap();
             let cli = Cli::parse_from(["gw", "--config", file.to_str().unwrap()]);
-            GatewayConfig::from_args(cli.g, env).map(|c| c.routes.len()).map_err(|e| e.0)
+            GatewayConfig::from_args(cli.g, env)
+                .map(|c| c.routes.len())
+                .map_err(|e| e.0)
         };
-        let both = "issuer = \"http://i\"\n[[route]]\nresource = \"http://r/a\"\nupstream = \"http://u\"\ncommand = [\"x\"]\n";
+        let both =
+            "issuer = \"http://i\"\n[[route]]\nresource = \"http://r/a\"\nupstream = \"http://u\"\ncommand = [\"x\"]\n";
         assert!(parse(both).unwrap_err().contains("exactly one"));
         let dup = "issuer = \"http://i\"\n[[route]]\nresource = \"http://r/a\"\nupstream = \"http://u\"\n[[route]]\nresource = \"http://r/a\"\ncommand = [\"x\"]\n";
         assert!(parse(dup).unwrap_err().contains("two routes"));

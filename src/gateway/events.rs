@@ -16,6 +16,8 @@ use uuid::Uuid;
 
 /// Events per delivery (mayfly's bound).
 const BATCH: usize = 1000;
+/// Bytes per delivery, under mayfly's body limit of 2 MiB.
+const BATCH_BYTES: usize = 1536 * 1024;
 
 /// One MCP request, as `POST /v1/mcp-events` takes it.
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +123,10 @@ impl Events {
         metrics::counter!("mayfly_gateway_requests_total", "method" => metric_method(&event.method), "outcome" => event.outcome.as_str())
             .increment(1);
         if let Ok(mut q) = self.queue.lock() {
-            q.push_back(Queued { event, since: Instant::now() });
+            q.push_back(Queued {
+                event,
+                since: Instant::now(),
+            });
             // Batch under load; one event alone still leaves at once.
             if q.len() == 1 || q.len() >= BATCH {
                 self.wake.notify_one();
@@ -132,34 +137,34 @@ impl Events {
     /// Delivers until the process ends.
     pub async fn deliver(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        // Shrinks when mayfly refuses a batch as malformed, to find the event at fault.
+        let mut limit = BATCH;
         loop {
-            let batch: Vec<McpEvent> = match self.queue.lock() {
-                Ok(q) => q.iter().take(BATCH).map(|e| e.event.clone()).collect(),
-                Err(_) => return,
-            };
+            let batch = self.next_batch(limit);
             metrics::gauge!("mayfly_gateway_audit_queue").set(self.depth() as f64);
             if batch.is_empty() {
                 let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
                 continue;
             }
             match self.send(&batch).await {
-                Ok(rejected) => {
+                Ok(()) => {
                     backoff = Duration::from_millis(100);
-                    if rejected > 0 {
-                        // Never accepted, whatever is retried: counted, not kept.
-                        metrics::counter!("mayfly_gateway_audit_rejected_total").increment(rejected as u64);
-                        tracing::warn!(rejected, "mayfly rejected audit events");
-                    }
-                    if let Ok(mut q) = self.queue.lock() {
-                        let sent = batch.len().min(q.len());
-                        q.drain(..sent);
-                    }
+                    limit = BATCH;
+                    self.drop_front(batch.len());
                     // A short pause gathers the next batch under load.
                     if batch.len() < BATCH {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                Err(e) => {
+                Err(Failure::Refused) if batch.len() > 1 => limit = batch.len() / 2,
+                Err(Failure::Refused) => {
+                    // mayfly will never take this one event: counted and dropped, not retried forever.
+                    metrics::counter!("mayfly_gateway_audit_rejected_total").increment(1);
+                    tracing::warn!("mayfly refused an audit event as malformed; dropped");
+                    self.drop_front(1);
+                    limit = BATCH;
+                }
+                Err(Failure::Unavailable(e)) => {
                     tracing::warn!(error = %e, queued = self.depth(), "cannot deliver audit events to mayfly");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -168,23 +173,89 @@ impl Events {
         }
     }
 
-    async fn send(&self, batch: &[McpEvent]) -> Result<usize, reqwest::Error> {
+    /// Delivers what is queued, until `deadline` (at shutdown).
+    pub async fn flush(&self, deadline: Duration) {
+        let _ = tokio::time::timeout(deadline, async {
+            while self.depth() > 0 {
+                let batch = self.next_batch(BATCH);
+                match self.send(&batch).await {
+                    Ok(()) => self.drop_front(batch.len()),
+                    Err(Failure::Refused) => self.drop_front(1),
+                    Err(Failure::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// The oldest events, at most `limit` and `BATCH_BYTES` of them.
+    fn next_batch(&self, limit: usize) -> Vec<McpEvent> {
+        let Ok(q) = self.queue.lock() else { return Vec::new() };
+        let mut bytes = 0;
+        q.iter()
+            .take(limit)
+            .take_while(|e| {
+                bytes += serde_json::to_vec(&e.event).map(|v| v.len() + 1).unwrap_or(0);
+                bytes <= BATCH_BYTES
+            })
+            .map(|e| e.event.clone())
+            .collect()
+    }
+
+    fn drop_front(&self, n: usize) {
+        if let Ok(mut q) = self.queue.lock() {
+            let n = n.min(q.len());
+            q.drain(..n);
+        }
+    }
+
+    async fn send(&self, batch: &[McpEvent]) -> Result<(), Failure> {
         #[derive(Serialize)]
         struct Batch<'a> {
             events: &'a [McpEvent],
         }
-        let report: Report = self
+        let res = self
             .http
             .post(&self.url)
             .basic_auth(&self.client_id, Some(self.secret.expose_secret()))
             .json(&Batch { events: batch })
             .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(report.rejected.len())
+            .await
+            .map_err(|e| Failure::Unavailable(e.without_url().to_string()))?;
+        match res.status() {
+            s if s.is_success() => {}
+            s @ (reqwest::StatusCode::BAD_REQUEST
+            | reqwest::StatusCode::PAYLOAD_TOO_LARGE
+            | reqwest::StatusCode::UNPROCESSABLE_ENTITY) => {
+                tracing::warn!(status = %s, events = batch.len(), "mayfly refused a batch of audit events");
+                return Err(Failure::Refused);
+            }
+            s => return Err(Failure::Unavailable(format!("mayfly answered {s}"))),
+        }
+        let report: Report = res.json().await.map_err(|e| Failure::Unavailable(e.to_string()))?;
+        if !report.rejected.is_empty() {
+            // Never accepted, whatever is retried (an unknown lease, another resource): counted, not kept.
+            metrics::counter!("mayfly_gateway_audit_rejected_total").increment(report.rejected.len() as u64);
+            tracing::warn!(rejected = report.rejected.len(), "mayfly rejected audit events");
+        }
+        Ok(())
     }
+}
+
+enum Failure {
+    /// mayfly will not take this batch as it is.
+    Refused,
+    /// mayfly cannot be reached or is failing: try again.
+    Unavailable(String),
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary (mayfly's bounds are in bytes).
+pub fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// Bounded label values: a caller cannot grow the metric's cardinality.

@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod policy;
 pub mod proxy;
+mod session;
 pub mod stdio;
 pub mod trust;
 mod upstream;
@@ -39,6 +40,7 @@ pub struct Gateway {
     pub events: Arc<Events>,
     /// To upstreams: no overall timeout, since answers may stream for long.
     pub upstream: reqwest::Client,
+    pub sessions: session::SessionSeal,
     metrics: PrometheusHandle,
 }
 
@@ -54,7 +56,9 @@ pub async fn serve(
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(5))
         .build()?;
+    // Never follows a redirect: the credential would go along.
     let upstream = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(1024)
         .build()?;
@@ -63,7 +67,7 @@ pub async fn serve(
         to_mayfly.clone(),
         config.client_id.clone(),
         config.client_secret.clone(),
-        config.audit_buffer,
+        trust::FEED_GRACE,
     ));
     let events = Arc::new(Events::new(
         &config.issuer,
@@ -73,7 +77,11 @@ pub async fn serve(
         config.audit_buffer_events,
         config.audit_buffer,
     ));
-    let routes: Vec<Arc<RouteState>> = config.routes.into_iter().map(|r| Arc::new(RouteState::new(r))).collect();
+    let routes: Vec<Arc<RouteState>> = config
+        .routes
+        .into_iter()
+        .map(|r| Arc::new(RouteState::new(r)))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(trust.clone().follow());
     tasks.spawn(events.clone().deliver());
@@ -91,6 +99,7 @@ pub async fn serve(
         trust,
         events,
         upstream,
+        sessions: session::SessionSeal::new(&config.client_secret),
         metrics: crate::http::ops::metrics_handle(),
     });
     for r in &gw.routes {
@@ -110,15 +119,14 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     // Events still queued get a last chance to reach mayfly.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while gw.events.depth() > 0 && tokio::time::Instant::now() < deadline {
-        let drain = tokio::spawn(gw.events.clone().deliver());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        drain.abort();
-    }
+    gw.events.flush(Duration::from_secs(5)).await;
     if gw.events.depth() > 0 {
-        tracing::warn!(undelivered = gw.events.depth(), "audit events could not be delivered before shutdown");
+        tracing::warn!(
+            undelivered = gw.events.depth(),
+            "audit events could not be delivered before shutdown"
+        );
     }
     Ok(served?)
 }
@@ -134,8 +142,16 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
         "audit_queue": !gw.events.full(),
     });
     let ready = checks.as_object().is_some_and(|m| m.values().all(|v| v == true));
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
+    )
+        .into_response()
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
@@ -143,7 +159,11 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     if let Some(lag) = gw.trust.feed_lag() {
         metrics::gauge!("mayfly_gateway_feed_lag_seconds").set(lag.as_secs_f64());
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], gw.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        gw.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn metadata_root(State(gw): State<Arc<Gateway>>) -> Response {
@@ -160,8 +180,18 @@ fn protected_resource(gw: &Gateway, path: &str) -> Response {
         "" => "/",
         p => p,
     };
-    let Some(route) = gw.routes.iter().find(|r| r.route.path == path) else {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "not_found", "error_description": "no route at this path"})))
+    // By the route's path, or by its resource's path (the URL the challenge names).
+    let resource_path =
+        |r: &RouteState| url::Url::parse(&r.route.resource).map(|u| u.path().trim_end_matches('/').to_string());
+    let Some(route) = gw
+        .routes
+        .iter()
+        .find(|r| r.route.path == path || resource_path(r).is_ok_and(|p| p == path))
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "not_found", "error_description": "no route at this path"})),
+        )
             .into_response();
     };
     let scopes = route.policy.get().map(|p| p.scopes.clone()).unwrap_or_default();

@@ -59,7 +59,13 @@ impl RoutePolicy {
     }
 
     /// Re-reads the policy until the process ends.
-    pub async fn follow(self: Arc<Self>, issuer: String, http: reqwest::Client, client_id: String, secret: SecretString) {
+    pub async fn follow(
+        self: Arc<Self>,
+        issuer: String,
+        http: reqwest::Client,
+        client_id: String,
+        secret: SecretString,
+    ) {
         loop {
             match self.fetch(&issuer, &http, &client_id, &secret).await {
                 Ok(()) => tokio::time::sleep(REFRESH).await,
@@ -71,7 +77,13 @@ impl RoutePolicy {
         }
     }
 
-    async fn fetch(&self, issuer: &str, http: &reqwest::Client, client_id: &str, secret: &SecretString) -> Result<(), String> {
+    async fn fetch(
+        &self,
+        issuer: &str,
+        http: &reqwest::Client,
+        client_id: &str,
+        secret: &SecretString,
+    ) -> Result<(), String> {
         let mut req = http
             .get(format!("{issuer}/v1/resource-policy"))
             .basic_auth(client_id, Some(secret.expose_secret()))
@@ -105,7 +117,9 @@ impl RoutePolicy {
 
     /// May `workload`, holding scopes for which `granted` is true, call `tool`?
     pub fn judge(&self, policy: &Policy, workload: &str, tool: &str, granted: impl Fn(&str) -> bool) -> Verdict {
-        let Some(tools) = &policy.tools else { return Verdict::Allow };
+        let Some(tools) = &policy.tools else {
+            return Verdict::Allow;
+        };
         match tools.decide(tool, granted) {
             ToolDecision::NotListed => Verdict::NotListed,
             ToolDecision::MissingScopes(s) => Verdict::Step(s.to_vec()),
@@ -120,7 +134,9 @@ impl RoutePolicy {
     fn take(&self, workload: &str, tool: &str, limit: i64, now: Instant) -> Verdict {
         let interval = Duration::from_secs(60) / (limit.max(1) as u32);
         let tolerance = Duration::from_secs(60).saturating_sub(interval);
-        let Ok(mut cells) = self.cells.lock() else { return Verdict::Limited(1) };
+        let Ok(mut cells) = self.cells.lock() else {
+            return Verdict::Limited(1);
+        };
         if cells.len() >= MAX_CELLS {
             cells.retain(|_, tat| *tat > now);
         }
@@ -150,9 +166,25 @@ mod tests {
 
     fn policy() -> Policy {
         let mut map = std::collections::BTreeMap::new();
-        map.insert("create_issue".to_string(), ToolRule { scopes: vec!["issues:write".into()], calls_per_minute: Some(2) });
-        map.insert("*".to_string(), ToolRule { scopes: vec!["issues:read".into()], calls_per_minute: None });
-        Policy { tenant: "acme".into(), scopes: vec![], tools: Some(ToolPolicy(map)) }
+        map.insert(
+            "create_issue".to_string(),
+            ToolRule {
+                scopes: vec!["issues:write".into()],
+                calls_per_minute: Some(2),
+            },
+        );
+        map.insert(
+            "*".to_string(),
+            ToolRule {
+                scopes: vec!["issues:read".into()],
+                calls_per_minute: None,
+            },
+        );
+        Policy {
+            tenant: "acme".into(),
+            scopes: vec![],
+            tools: Some(ToolPolicy(map)),
+        }
     }
 
     #[test]
@@ -160,13 +192,24 @@ mod tests {
         let p = RoutePolicy::new("r".into());
         let pol = policy();
         let writer = |s: &str| s == "issues:write";
-        assert_eq!(p.judge(&pol, "bot", "list_issues", writer), Verdict::Step(vec!["issues:read".into()]));
+        assert_eq!(
+            p.judge(&pol, "bot", "list_issues", writer),
+            Verdict::Step(vec!["issues:read".into()])
+        );
         let now = Instant::now();
         assert_eq!(p.take("bot", "create_issue", 2, now), Verdict::Allow);
         assert_eq!(p.take("bot", "create_issue", 2, now), Verdict::Allow);
         assert!(matches!(p.take("bot", "create_issue", 2, now), Verdict::Limited(s) if (1..=30).contains(&s)));
-        assert_eq!(p.take("other-bot", "create_issue", 2, now), Verdict::Allow, "another workload has its own budget");
-        assert_eq!(p.take("bot", "create_issue", 2, now + Duration::from_secs(31)), Verdict::Allow, "the budget refills");
+        assert_eq!(
+            p.take("other-bot", "create_issue", 2, now),
+            Verdict::Allow,
+            "another workload has its own budget"
+        );
+        assert_eq!(
+            p.take("bot", "create_issue", 2, now + Duration::from_secs(31)),
+            Verdict::Allow,
+            "the budget refills"
+        );
         assert!(!RoutePolicy::visible(&pol, "list_issues", writer));
         assert!(RoutePolicy::visible(&pol, "create_issue", writer));
     }
@@ -174,9 +217,17 @@ mod tests {
     #[test]
     fn no_map_lets_any_tool_through_and_an_empty_map_refuses_all() {
         let p = RoutePolicy::new("r".into());
-        let open = Policy { tenant: "acme".into(), scopes: vec![], tools: None };
+        let open = Policy {
+            tenant: "acme".into(),
+            scopes: vec![],
+            tools: None,
+        };
         assert_eq!(p.judge(&open, "bot", "anything", |_| false), Verdict::Allow);
-        let closed = Policy { tenant: "acme".into(), scopes: vec![], tools: Some(ToolPolicy::default()) };
+        let closed = Policy {
+            tenant: "acme".into(),
+            scopes: vec![],
+            tools: Some(ToolPolicy::default()),
+        };
         assert_eq!(p.judge(&closed, "bot", "anything", |_| true), Verdict::NotListed);
     }
 }

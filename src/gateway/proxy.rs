@@ -3,9 +3,9 @@
 //! the route's credential (never the caller's token), pass the answer back
 //! as it streams, and record one audit event per request with its outcome.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -14,12 +14,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Gateway, answer, upstream};
 use super::config::{Route, Upstream};
-use super::events::{McpEvent, Outcome};
+use super::events::{McpEvent, Outcome, clip};
 use super::policy::{Policy, RoutePolicy, Verdict};
+use super::session::SessionError;
 use super::stdio::Processes;
 use super::trust::{Caller, Refusal};
+use super::{Gateway, answer, upstream};
 
 /// Larger request bodies are refused (413).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -30,9 +31,7 @@ pub static SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 pub struct RouteState {
     pub route: Route,
     pub policy: Arc<RoutePolicy>,
-    /// Session id → the workload that opened it (`tenant/sub`).
-    sessions: Mutex<HashMap<String, String>>,
-    stdio: Option<Processes>,
+    stdio: Option<Arc<Processes>>,
     /// `{origin}/.well-known/oauth-protected-resource{path}` of the resource.
     pub metadata_url: String,
 }
@@ -49,9 +48,11 @@ impl RouteState {
         };
         RouteState {
             policy: Arc::new(RoutePolicy::new(route.resource.clone())),
-            sessions: Mutex::new(HashMap::new()),
             stdio: match &route.upstream {
-                Upstream::Command(argv) => Some(Processes::new(argv.clone())),
+                Upstream::Command { argv, credential_env } => Some(Processes::new(
+                    argv.clone(),
+                    credential_env.clone().zip(route.credential.clone()),
+                )),
                 Upstream::Http(_) => None,
             },
             metadata_url,
@@ -59,20 +60,17 @@ impl RouteState {
         }
     }
 
+    /// The route's own path only: nothing under it reaches the upstream
+    /// (its credential is good for more than the MCP endpoint).
     fn serves(&self, path: &str) -> bool {
-        let p = &self.route.path;
-        p == "/" || path == p || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+        let p = self.route.path.as_str();
+        path == p || path.strip_suffix('/') == Some(p)
     }
 }
 
 impl Gateway {
     pub fn route_for(&self, path: &str) -> Option<Arc<RouteState>> {
-        // The longest path wins, so `/a/b` is not taken by `/a`.
-        self.routes
-            .iter()
-            .filter(|r| r.serves(path))
-            .max_by_key(|r| r.route.path.len())
-            .cloned()
+        self.routes.iter().find(|r| r.serves(path)).cloned()
     }
 }
 
@@ -95,14 +93,14 @@ impl Call {
             _ => None,
         }
         .and_then(Value::as_str)
-        .map(|s| s.chars().take(256).collect());
+        .map(|s| clip(s, 256));
         let arguments_sha256 = params.and_then(|p| p.get("arguments")).map(|a| {
             let digest = ring::digest::digest(&ring::digest::SHA256, canonical(a).as_bytes());
             crate::keys::seal::hex(digest.as_ref())
         });
         Some(Call {
             id: msg.get("id").filter(|id| !id.is_null()).cloned(),
-            method: method.chars().take(128).collect(),
+            method: clip(&method, 128),
             name,
             arguments_sha256,
         })
@@ -146,7 +144,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn event(&self, call: &Call, outcome: Outcome, reason: Option<&str>, error_code: Option<i64>, status: u16) -> McpEvent {
+    fn event(
+        &self,
+        call: &Call,
+        outcome: Outcome,
+        reason: Option<&str>,
+        error_code: Option<i64>,
+        status: u16,
+    ) -> McpEvent {
         McpEvent {
             id: uuid::Uuid::now_v7(),
             at: chrono::Utc::now(),
@@ -160,17 +165,19 @@ impl Ctx {
             error_code,
             http_status: Some(status),
             latency_ms: Some(self.started.elapsed().as_secs_f64() * 1000.0),
-            session: self.session.as_ref().map(|s| s.chars().take(256).collect()),
+            session: self.session.as_deref().map(|s| clip(s, 256)),
             request_id: call.id.as_ref().map(|id| match id {
-                Value::String(s) => s.chars().take(128).collect(),
-                other => other.to_string(),
+                Value::String(s) => clip(s, 128),
+                other => clip(&other.to_string(), 128),
             }),
             source: Some(self.source.clone()),
         }
     }
 
     pub fn record(&self, call: &Call, outcome: Outcome, reason: Option<&str>, error_code: Option<i64>, status: u16) {
-        self.gw.events.record(self.event(call, outcome, reason, error_code, status));
+        self.gw
+            .events
+            .record(self.event(call, outcome, reason, error_code, status));
     }
 
     /// Refuses the whole request: every element is recorded as denied.
@@ -185,7 +192,11 @@ impl Ctx {
 }
 
 pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response {
-    (status, axum::Json(json!({"error": code, "error_description": description}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
 }
 
 fn challenge(route: &RouteState, extra: &str) -> HeaderValue {
@@ -194,47 +205,79 @@ fn challenge(route: &RouteState, extra: &str) -> HeaderValue {
 }
 
 fn unauthorized(route: &RouteState, reason: Option<&str>) -> Response {
-    let extra = reason.map_or(String::new(), |r| format!(", error=\"invalid_token\", error_description=\"{r}\""));
+    let extra = reason.map_or(String::new(), |r| {
+        format!(", error=\"invalid_token\", error_description=\"{r}\"")
+    });
     let mut res = json_error(
         StatusCode::UNAUTHORIZED,
         "invalid_token",
         reason.unwrap_or("a mayfly access token for this resource is required"),
     );
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
     res
 }
 
 pub fn unavailable(why: &str) -> Response {
     let mut res = json_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", why);
-    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Elements a JSON-RPC batch may hold.
+const MAX_BATCH: usize = 100;
+
+fn parse_error(message: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": message}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// Every request to a route.
-pub async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+pub async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
     let started = Instant::now();
     let Some(route) = gw.route_for(req.uri().path()) else {
         return json_error(StatusCode::NOT_FOUND, "not_found", "no route at this path");
     };
     let method = req.method().clone();
     if !matches!(method, Method::POST | Method::GET | Method::DELETE) {
-        let mut res = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "POST, GET or DELETE");
+        let mut res = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "POST, GET or DELETE",
+        );
         res.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, GET, DELETE"));
         return res;
     }
     let (parts, body) = req.into_parts();
-    let session = parts
-        .headers
-        .get(&SESSION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let session = match parts.headers.get_all(&SESSION).iter().collect::<Vec<_>>()[..] {
+        [] => None,
+        [one] => match one.to_str() {
+            Ok(s) => Some(s.to_string()),
+            Err(_) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_session",
+                    "Mcp-Session-Id is not visible ASCII",
+                );
+            }
+        },
+        _ => return json_error(StatusCode::BAD_REQUEST, "invalid_session", "one Mcp-Session-Id at most"),
+    };
     let mut ctx = Ctx {
         gw: gw.clone(),
         route: route.clone(),
@@ -245,73 +288,125 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectIn
     };
 
     // The request: one JSON-RPC message or a batch, or a stream (GET, DELETE).
-    let (body, messages) = if method == Method::POST {
+    let messages = if method == Method::POST {
         let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return json_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "bodies are limited to 4 MiB");
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "bodies are limited to 4 MiB",
+            );
         };
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(items)) if !items.is_empty() => (body, items),
-            Ok(msg @ Value::Object(_)) => (body, vec![msg]),
+            Ok(Value::Array(items)) if items.is_empty() => return parse_error("an empty batch"),
+            Ok(Value::Array(items)) if items.len() > MAX_BATCH => {
+                return parse_error("at most 100 messages in a batch");
+            }
+            Ok(Value::Array(items)) => items,
+            Ok(msg @ Value::Object(_)) => vec![msg],
             _ => {
-                let parse_error = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}});
-                return (StatusCode::BAD_REQUEST, axum::Json(parse_error)).into_response();
+                let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error"}});
+                return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
             }
         }
     } else {
-        (Bytes::new(), Vec::new())
+        Vec::new()
     };
     let calls: Vec<Call> = match method {
         Method::POST => messages.iter().filter_map(Call::of).collect(),
         _ => vec![Call::stream(&method)],
     };
+    // Answers are matched to requests by id: two requests with one id could hide one.
+    let mut ids = HashSet::new();
+    if !calls
+        .iter()
+        .filter_map(|c| c.id.as_ref())
+        .all(|id| ids.insert(id.to_string()))
+    {
+        return parse_error("two requests with the same id");
+    }
 
     if gw.events.full() {
         metrics::counter!("mayfly_gateway_refused_unrecorded_total").increment(1);
         return unavailable("the audit log cannot take events: refusing to act unrecorded");
     }
+    // Until the caller is known, a refusal is one event however many elements it carried.
+    let first = calls.first().cloned().unwrap_or_else(|| Call::stream(&method));
     let Some(token) = bearer(&parts.headers) else {
-        return ctx.refuse(&calls, "no_token", unauthorized(&route, None));
+        return ctx.refuse(std::slice::from_ref(&first), "no_token", unauthorized(&route, None));
     };
     let now = chrono::Utc::now().timestamp();
     let caller = match gw.trust.check(token, &route.route.resource, now).await {
         Ok(c) => c,
-        Err(Refusal::Invalid(why)) => return ctx.refuse(&calls, "invalid_token", unauthorized(&route, Some(why))),
-        Err(Refusal::Unavailable(why)) => return ctx.refuse(&calls, "unavailable", unavailable(why)),
+        Err(Refusal::Invalid(why)) => {
+            return ctx.refuse(
+                std::slice::from_ref(&first),
+                "invalid_token",
+                unauthorized(&route, Some(why)),
+            );
+        }
+        Err(Refusal::Unavailable(why)) => {
+            return ctx.refuse(std::slice::from_ref(&first), "unavailable", unavailable(why));
+        }
     };
     let Some(policy) = route.policy.get() else {
-        return ctx.refuse(&calls, "unavailable", unavailable("the resource's policy is not loaded yet"));
+        return ctx.refuse(
+            std::slice::from_ref(&first),
+            "unavailable",
+            unavailable("the resource's policy is not loaded yet"),
+        );
     };
-    ctx.caller = Some(caller.clone());
     if caller.claims.tenant != policy.tenant {
-        return ctx.refuse(&calls, "invalid_token", unauthorized(&route, Some("the token is for another tenant")));
+        let res = unauthorized(&route, Some("the token is for another tenant"));
+        return ctx.refuse(std::slice::from_ref(&first), "invalid_token", res);
     }
+    ctx.caller = Some(caller.clone());
     let owner = format!("{}/{}", caller.claims.tenant, caller.claims.sub);
-    if let Some(session) = &ctx.session {
-        let bound = route.sessions.lock().ok().and_then(|s| s.get(session).cloned());
-        match bound {
-            Some(o) if o != owner => {
-                let res = json_error(StatusCode::FORBIDDEN, "session_not_yours", "this session was opened by another workload");
+    let upstream_session = match &ctx.session {
+        None => None,
+        Some(sealed) => match gw.sessions.open(&route.route.resource, &owner, sealed) {
+            Ok(id) => Some(id),
+            Err(SessionError::NotYours) => {
+                let res = json_error(
+                    StatusCode::FORBIDDEN,
+                    "session_not_yours",
+                    "this session was opened by another workload",
+                );
                 return ctx.refuse(&calls, "session_of_another_workload", res);
             }
-            // Opened at another replica: the first workload to use it here owns it.
-            None => bind(&route, session, &owner),
-            Some(_) => {}
-        }
-    }
+            Err(SessionError::Malformed) => {
+                let res = json_error(
+                    StatusCode::NOT_FOUND,
+                    "session_not_found",
+                    "no such session: initialize again",
+                );
+                return ctx.refuse(&calls, "unknown_session", res);
+            }
+        },
+    };
     if let Some(res) = judge(&ctx, &route, &policy, &caller, &calls) {
         return res;
     }
 
-    let listing: HashSet<String> = calls
-        .iter()
-        .filter(|c| c.method == "tools/list")
-        .filter_map(|c| c.id.as_ref().map(Value::to_string))
-        .collect();
-    let answer = match &route.stdio {
-        Some(processes) => upstream::stdio_answer(processes, &ctx, &method, &messages, &owner).await,
-        None => upstream::http_answer(&gw, &route, &parts.headers, &parts.uri, &method, body, &caller).await,
+    // What was judged is what is sent: the parsed messages, not the raw bytes.
+    let body = match messages.len() {
+        0 => Bytes::new(),
+        1 => Bytes::from(serde_json::to_vec(&messages[0]).unwrap_or_default()),
+        _ => Bytes::from(serde_json::to_vec(&messages).unwrap_or_default()),
     };
-    let answer = match answer {
+    let answer = match &route.stdio {
+        Some(processes) => upstream::stdio_answer(processes, &method, upstream_session.as_deref(), &messages).await,
+        None => {
+            let out = upstream::Outgoing {
+                headers: &parts.headers,
+                method: &method,
+                session: upstream_session.as_deref(),
+                body,
+                caller: &caller,
+            };
+            upstream::http_answer(&gw, &route, out).await
+        }
+    };
+    let mut answer = match answer {
         Ok(a) => a,
         Err(res) => {
             let status = res.status().as_u16();
@@ -322,35 +417,26 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, ConnectInfo(peer): ConnectIn
         }
     };
     metrics::histogram!("mayfly_gateway_upstream_seconds").record(started.elapsed().as_secs_f64());
+    // The caller gets the upstream's session id sealed to its workload.
     if let Some(id) = answer.headers.get(&SESSION).and_then(|v| v.to_str().ok()) {
-        if method == Method::DELETE && answer.status.is_success() {
-            if let Ok(mut s) = route.sessions.lock() {
-                s.remove(id);
-            }
-        } else {
-            bind(&route, id, &owner);
-        }
+        let sealed = gw.sessions.seal(&route.route.resource, &owner, id);
+        match HeaderValue::from_str(&sealed) {
+            Ok(v) => answer.headers.insert(SESSION.clone(), v),
+            Err(_) => answer.headers.remove(&SESSION),
+        };
     }
-    if method == Method::DELETE && answer.status.is_success()
-        && let Some(s) = &ctx.session
-        && let Ok(mut sessions) = route.sessions.lock()
-    {
-        sessions.remove(s);
-    }
+    let listing = calls.iter().any(|c| c.method == "tools/list");
     answer::respond(ctx, answer, calls, listing, policy, caller).await
-}
-
-pub fn bind(route: &RouteState, session: &str, owner: &str) {
-    if let Ok(mut s) = route.sessions.lock() {
-        s.entry(session.chars().take(256).collect()).or_insert_with(|| owner.to_string());
-    }
 }
 
 /// The tool policy over every element: one refused element refuses the request.
 fn judge(ctx: &Ctx, route: &RouteState, policy: &Policy, caller: &Caller, calls: &[Call]) -> Option<Response> {
     for call in calls.iter().filter(|c| c.method == "tools/call") {
         let tool = call.name.as_deref().unwrap_or_default();
-        let (reason, res) = match route.policy.judge(policy, &caller.claims.sub, tool, |s| caller.has_scope(s)) {
+        let (reason, res) = match route
+            .policy
+            .judge(policy, &caller.claims.sub, tool, |s| caller.has_scope(s))
+        {
             Verdict::Allow => continue,
             Verdict::Step(scopes) => {
                 let scope = scopes.join(" ");
@@ -360,15 +446,24 @@ fn judge(ctx: &Ctx, route: &RouteState, policy: &Policy, caller: &Caller, calls:
                     &format!("calling {tool} needs the scopes: {scope}"),
                 );
                 let extra = format!(", error=\"insufficient_scope\", scope=\"{scope}\"");
-                res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
                 ("insufficient_scope", res)
             }
             Verdict::NotListed => (
                 "tool_not_allowed",
-                json_error(StatusCode::FORBIDDEN, "tool_not_allowed", "the resource's policy does not list this tool"),
+                json_error(
+                    StatusCode::FORBIDDEN,
+                    "tool_not_allowed",
+                    "the resource's policy does not list this tool",
+                ),
             ),
             Verdict::Limited(after) => {
-                let mut res = json_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many calls of this tool");
+                let mut res = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many calls of this tool",
+                );
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(after));
                 ("rate_limited", res)
             }

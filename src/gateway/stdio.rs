@@ -1,13 +1,16 @@
 //! A stdio MCP server bridged to Streamable HTTP: one process per MCP
 //! session, started on `initialize` and ended by `DELETE` (or when the
 //! gateway stops). Requests are written as JSON lines and answered with the
-//! process's response for their id. The child never inherits `MAYFLY_*`
-//! variables: the gateway's own secret stays in the gateway.
+//! process's response for their id. The child starts from a clean
+//! environment (a short allowlist, plus the route's credential in the
+//! variable the route names): the gateway's secrets stay in the gateway.
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -20,6 +23,21 @@ const MAX_SESSIONS: usize = 256;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest line read from the process.
 const MAX_LINE: usize = 16 * 1024 * 1024;
+/// A session unused this long is ended (its process stopped).
+const IDLE: Duration = Duration::from_secs(600);
+/// The variables a stdio server inherits from the gateway.
+const INHERITED: [&str; 10] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "VIRTUAL_ENV",
+    "SYSTEMROOT",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
@@ -37,22 +55,29 @@ struct Process {
     stdin: tokio::sync::Mutex<ChildStdin>,
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     child: Mutex<Option<Child>>,
+    last_used: Mutex<Instant>,
 }
 
 impl Process {
-    fn spawn(argv: &[String]) -> Result<Arc<Process>, StdioError> {
+    fn spawn(argv: &[String], credential: Option<(&str, &SecretString)>) -> Result<Arc<Process>, StdioError> {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("MAYFLY_") {
-                cmd.env_remove(name);
+            .kill_on_drop(true)
+            .env_clear();
+        for name in INHERITED {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
             }
         }
-        let mut child = cmd.spawn().map_err(|e| StdioError::Process(format!("cannot start {}: {e}", argv[0])))?;
+        if let Some((name, value)) = credential {
+            cmd.env(name, value.expose_secret());
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StdioError::Process(format!("cannot start {}: {e}", argv[0])))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(StdioError::Process("no pipes".into()));
         };
@@ -60,6 +85,7 @@ impl Process {
             stdin: tokio::sync::Mutex::new(stdin),
             pending: Mutex::new(HashMap::new()),
             child: Mutex::new(Some(child)),
+            last_used: Mutex::new(Instant::now()),
         });
         let reader = Arc::downgrade(&process);
         tokio::spawn(async move {
@@ -72,7 +98,9 @@ impl Process {
                     Ok(_) if line.len() > MAX_LINE => continue,
                     Ok(_) => {}
                 }
-                let Ok(msg) = serde_json::from_str::<Value>(line.trim()) else { continue };
+                let Ok(msg) = serde_json::from_str::<Value>(line.trim()) else {
+                    continue;
+                };
                 let Some(process) = reader.upgrade() else { break };
                 let is_answer = msg.get("result").is_some() || msg.get("error").is_some();
                 match msg.get("id").filter(|_| is_answer) {
@@ -98,6 +126,9 @@ impl Process {
 
     /// Writes `messages`; answers the requests among them, in order.
     async fn exchange(&self, messages: &[Value]) -> Result<Vec<Value>, StdioError> {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
         let mut waiting = Vec::new();
         for m in messages {
             let is_request = m.get("method").is_some() && m.get("id").is_some_and(|id| !id.is_null());
@@ -114,7 +145,10 @@ impl Process {
             for m in messages {
                 let mut line = serde_json::to_vec(m).map_err(|e| StdioError::Process(e.to_string()))?;
                 line.push(b'\n');
-                stdin.write_all(&line).await.map_err(|e| StdioError::Process(e.to_string()))?;
+                stdin
+                    .write_all(&line)
+                    .await
+                    .map_err(|e| StdioError::Process(e.to_string()))?;
             }
             stdin.flush().await.map_err(|e| StdioError::Process(e.to_string()))?;
         }
@@ -141,15 +175,19 @@ impl Process {
 /// A route's processes, by session id.
 pub struct Processes {
     argv: Vec<String>,
+    credential: Option<(String, SecretString)>,
     sessions: Mutex<HashMap<String, Arc<Process>>>,
 }
 
 impl Processes {
-    pub fn new(argv: Vec<String>) -> Self {
-        Processes {
+    pub fn new(argv: Vec<String>, credential: Option<(String, SecretString)>) -> Arc<Self> {
+        let processes = Arc::new(Processes {
             argv,
+            credential,
             sessions: Mutex::new(HashMap::new()),
-        }
+        });
+        tokio::spawn(reap(Arc::downgrade(&processes)));
+        processes
     }
 
     /// Starts a process for a new session; returns its session id.
@@ -158,7 +196,8 @@ impl Processes {
         if sessions.len() >= MAX_SESSIONS {
             return Err(StdioError::Full);
         }
-        let process = Process::spawn(&self.argv)?;
+        let credential = self.credential.as_ref().map(|(name, value)| (name.as_str(), value));
+        let process = Process::spawn(&self.argv, credential)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         sessions.insert(id.clone(), process);
         Ok(id)
@@ -187,6 +226,25 @@ impl Processes {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// Ends idle sessions until the route is gone.
+async fn reap(processes: Weak<Processes>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Some(processes) = processes.upgrade() else { return };
+        let idle: Vec<String> = match processes.sessions.lock() {
+            Ok(s) => s
+                .iter()
+                .filter(|(_, p)| p.last_used.lock().map(|t| t.elapsed() > IDLE).unwrap_or(true))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for id in idle {
+            processes.end(&id);
         }
     }
 }

@@ -25,6 +25,10 @@ const JWKS_REFETCH_GAP: Duration = Duration::from_secs(1);
 const JWKS_REFRESH: Duration = Duration::from_secs(300);
 /// The feed's long poll, under mayfly's bound of 25 s.
 const FEED_WAIT_SECONDS: u64 = 20;
+const FEED_PAGE: usize = 1000;
+/// How long tokens are still accepted after the feed last answered: a
+/// healthy feed answers at least every `FEED_WAIT_SECONDS`.
+pub const FEED_GRACE: Duration = Duration::from_secs(45);
 /// `nbf` tolerance for clocks a little ahead of the gateway's.
 const LEEWAY_SECONDS: i64 = 5;
 
@@ -127,7 +131,13 @@ pub struct Trust {
 }
 
 impl Trust {
-    pub fn new(issuer: String, http: reqwest::Client, client_id: String, secret: SecretString, feed_grace: Duration) -> Self {
+    pub fn new(
+        issuer: String,
+        http: reqwest::Client,
+        client_id: String,
+        secret: SecretString,
+        feed_grace: Duration,
+    ) -> Self {
         Trust {
             issuer,
             http,
@@ -199,15 +209,20 @@ impl Trust {
             tokio::spawn(async move {
                 loop {
                     me.refresh_jwks(Duration::ZERO).await;
-                    let wait = if me.jwks_loaded() { JWKS_REFRESH } else { Duration::from_secs(1) };
+                    let wait = if me.jwks_loaded() {
+                        JWKS_REFRESH
+                    } else {
+                        Duration::from_secs(1)
+                    };
                     tokio::time::sleep(wait).await;
                 }
             })
         };
         let mut cursor: Option<String> = None;
+        let mut caught_up = false;
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self.poll_feed(cursor.as_deref()).await {
+            match self.poll_feed(cursor.as_deref(), &mut caught_up).await {
                 Ok(next) => {
                     backoff = Duration::from_millis(200);
                     if next.is_some() {
@@ -226,22 +241,24 @@ impl Trust {
         }
     }
 
-    /// One poll: new rules are in force before this returns.
-    async fn poll_feed(&self, after: Option<&str>) -> Result<Option<String>, reqwest::Error> {
-        // The first poll answers at once, so the gateway is ready without waiting.
-        let wait = if after.is_some() { FEED_WAIT_SECONDS } else { 0 };
+    /// One poll: new rules are in force before this returns. The feed
+    /// counts as fresh only once a page came back short (caught up).
+    async fn poll_feed(&self, after: Option<&str>, caught_up: &mut bool) -> Result<Option<String>, reqwest::Error> {
+        // Until caught up, pages are fetched at once, so the gateway is ready without waiting.
+        let wait = if *caught_up { FEED_WAIT_SECONDS } else { 0 };
         let mut req = self
             .http
             .get(format!("{}/v1/revocations", self.issuer))
             .basic_auth(&self.client_id, Some(self.secret.expose_secret()))
             .timeout(Duration::from_secs(FEED_WAIT_SECONDS + 15))
-            .query(&[("wait", wait.to_string()), ("limit", "1000".to_string())]);
+            .query(&[("wait", wait.to_string()), ("limit", FEED_PAGE.to_string())]);
         if let Some(after) = after {
             req = req.query(&[("after", after)]);
         }
         let page: FeedPage = req.send().await?.error_for_status()?.json().await?;
+        *caught_up = page.items.len() < FEED_PAGE;
         self.add_rules(page.items);
-        if let Ok(mut ok) = self.feed_ok_at.lock() {
+        if *caught_up && let Ok(mut ok) = self.feed_ok_at.lock() {
             *ok = Some(Instant::now());
         }
         Ok(page.next_cursor)
@@ -389,10 +406,10 @@ impl Trust {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn caller(workflow: &str, sub: &str, actors: &[&str], seq: i64) -> Caller {
+    pub(crate) fn caller(workflow: &str, sub: &str, actors: &[&str], seq: i64) -> Caller {
         Caller {
             claims: AccessClaims {
                 iss: "i".into(),
@@ -428,7 +445,14 @@ mod tests {
 
     #[test]
     fn a_workflow_rule_ends_that_workflow_up_to_its_cutoff_and_no_other() {
-        let r = rule(Some("acme"), Selector { workflow: Some("triage".into()), ..Default::default() }, Some(5));
+        let r = rule(
+            Some("acme"),
+            Selector {
+                workflow: Some("triage".into()),
+                ..Default::default()
+            },
+            Some(5),
+        );
         assert!(r.matches(&caller("triage", "bot", &[], 5)));
         assert!(!r.matches(&caller("triage", "bot", &[], 6)), "minted after the rule");
         assert!(!r.matches(&caller("deploy", "bot", &[], 1)));
@@ -439,10 +463,24 @@ mod tests {
 
     #[test]
     fn a_workload_rule_reaches_the_act_chain_and_a_key_rule_spans_tenants() {
-        let r = rule(Some("acme"), Selector { workload: Some("agent-7".into()), ..Default::default() }, None);
+        let r = rule(
+            Some("acme"),
+            Selector {
+                workload: Some("agent-7".into()),
+                ..Default::default()
+            },
+            None,
+        );
         assert!(r.matches(&caller("w", "alice", &["agent-7"], 9)));
         assert!(!r.matches(&caller("w", "alice", &["agent-8"], 9)));
-        let k = rule(None, Selector { kid: Some("k1".into()), ..Default::default() }, None);
+        let k = rule(
+            None,
+            Selector {
+                kid: Some("k1".into()),
+                ..Default::default()
+            },
+            None,
+        );
         assert!(k.matches(&caller("w", "x", &[], 1)));
         let tenant = rule(Some("acme"), Selector::default(), None);
         assert!(tenant.matches(&caller("w", "x", &[], 1)));

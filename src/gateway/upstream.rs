@@ -1,6 +1,7 @@
-//! Sending a request on to the route's MCP server: over HTTP with the
-//! route's credential in place of the caller's token (and, if configured,
-//! headers naming the caller), or to a stdio server process of the session.
+//! Sending a request on to the route's MCP server: over HTTP to the route's
+//! URL exactly, with the route's credential in place of the caller's token
+//! (and, if configured, headers naming the caller), or to the stdio server
+//! process of the session.
 
 use std::pin::Pin;
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use super::Gateway;
 use super::config::Upstream;
-use super::proxy::{Ctx, RouteState, SESSION, bind, json_error, unavailable};
+use super::proxy::{RouteState, SESSION, json_error, unavailable};
 use super::stdio::{Processes, StdioError};
 use super::trust::Caller;
 
@@ -26,55 +27,83 @@ pub struct Answer {
     pub body: ByteStream,
 }
 
-/// Headers passed from the caller to the upstream, and back.
-const REQUEST_HEADERS: [&str; 5] = ["content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id"];
-const RESPONSE_HEADERS: [&str; 4] = ["content-type", "mcp-session-id", "mcp-protocol-version", "cache-control"];
-
-pub async fn http_answer(
-    gw: &Gateway,
-    route: &RouteState,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-    method: &Method,
-    body: Bytes,
-    caller: &Caller,
-) -> Result<Answer, Response> {
-    let Upstream::Http(base) = &route.route.upstream else {
-        return Err(unavailable("no upstream"));
-    };
-    let mut url = base.clone();
-    let rest = uri.path().get(route.route.path.len()..).unwrap_or_default();
-    if route.route.path != "/" && !rest.is_empty() {
-        url.set_path(&format!("{}{rest}", base.path().trim_end_matches('/')));
-    }
-    if let Some(q) = uri.query() {
-        url.set_query(Some(q));
-    }
-    let mut out = HeaderMap::new();
-    for name in REQUEST_HEADERS {
-        if let Some(v) = headers.get(name) {
-            out.insert(HeaderName::from_static(name), v.clone());
+impl Answer {
+    fn empty(status: StatusCode, headers: HeaderMap) -> Answer {
+        Answer {
+            status,
+            headers,
+            body: Box::pin(futures_util::stream::empty()),
         }
     }
+}
+
+/// What goes upstream.
+pub struct Outgoing<'a> {
+    pub headers: &'a HeaderMap,
+    pub method: &'a Method,
+    /// The upstream's own session id (unsealed).
+    pub session: Option<&'a str>,
+    pub body: Bytes,
+    pub caller: &'a Caller,
+}
+
+/// Headers passed from the caller to the upstream, and back. Nothing else,
+/// least of all `Authorization`, crosses.
+const REQUEST_HEADERS: [&str; 3] = ["content-type", "accept", "mcp-protocol-version"];
+const RESPONSE_HEADERS: [&str; 4] = [
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "cache-control",
+];
+
+pub async fn http_answer(gw: &Gateway, route: &RouteState, out: Outgoing<'_>) -> Result<Answer, Response> {
+    let Upstream::Http(url) = &route.route.upstream else {
+        return Err(unavailable("no upstream"));
+    };
+    let mut headers = HeaderMap::new();
+    for name in REQUEST_HEADERS {
+        if let Some(v) = out.headers.get(name) {
+            headers.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+    // Resumption of a GET stream; the id is the upstream's own.
+    if let Some(v) = out.headers.get("last-event-id").filter(|_| out.method == Method::GET) {
+        headers.insert(HeaderName::from_static("last-event-id"), v.clone());
+    }
+    if let Some(v) = out.session.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert(SESSION.clone(), v);
+    }
     if let Some(cred) = &route.route.credential
-        && let Ok(v) = HeaderValue::from_str(cred.expose_secret())
+        && let Ok(mut v) = HeaderValue::from_str(cred.expose_secret())
     {
-        let mut v = v;
         v.set_sensitive(true);
-        out.insert(route.route.header.clone(), v);
+        headers.insert(route.route.header.clone(), v);
     }
     if route.route.forward_identity {
-        identity_headers(caller, &mut out);
+        identity_headers(out.caller, &mut headers);
     }
-    let req = gw.upstream.request(method.clone(), url).headers(out).body(body);
+    let req = gw
+        .upstream
+        .request(out.method.clone(), url.clone())
+        .headers(headers)
+        .body(out.body);
     let res = match tokio::time::timeout(std::time::Duration::from_secs(60), req.send()).await {
         Ok(Ok(res)) => res,
         Ok(Err(e)) => {
             tracing::warn!(route = %route.route.path, error = %e.without_url(), "upstream unreachable");
-            return Err(json_error(StatusCode::BAD_GATEWAY, "upstream_unreachable", "the MCP server did not answer"));
+            return Err(json_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                "the MCP server did not answer",
+            ));
         }
         Err(_) => {
-            return Err(json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the MCP server did not answer in time"));
+            return Err(json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the MCP server did not answer in time",
+            ));
         }
     };
     let mut back = HeaderMap::new();
@@ -109,50 +138,66 @@ fn identity_headers(caller: &Caller, out: &mut HeaderMap) {
     }
 }
 
+/// A stdio server: `initialize` without a session starts its process.
 pub async fn stdio_answer(
     processes: &Processes,
-    ctx: &Ctx,
     method: &Method,
+    session: Option<&str>,
     messages: &[Value],
-    owner: &str,
 ) -> Result<Answer, Response> {
     let mut headers = HeaderMap::new();
-    let session = match (method, &ctx.session) {
+    let session = match (method, session) {
         (&Method::GET, _) => {
-            return Err(json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route has no server-initiated stream"));
+            let msg = "this route has no server-initiated stream";
+            return Err(json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", msg));
         }
         (&Method::DELETE, Some(s)) => {
-            let status = if processes.end(s) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND };
-            return Ok(Answer { status, headers, body: Box::pin(futures_util::stream::empty()) });
+            let status = if processes.end(s) {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            return Ok(Answer::empty(status, headers));
         }
-        (_, Some(s)) => s.clone(),
-        (_, None) if messages.iter().any(|m| m.get("method").and_then(Value::as_str) == Some("initialize")) => {
-            let id = processes.start().map_err(|e| match e {
+        (_, Some(s)) => s.to_string(),
+        (&Method::POST, None)
+            if messages
+                .iter()
+                .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize")) =>
+        {
+            processes.start().map_err(|e| match e {
                 StdioError::Full => unavailable("too many sessions on this route"),
                 other => {
                     tracing::warn!(error = %other, "cannot start the stdio MCP server");
-                    json_error(StatusCode::BAD_GATEWAY, "upstream_unreachable", "the MCP server did not start")
+                    json_error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        "the MCP server did not start",
+                    )
                 }
-            })?;
-            bind(&ctx.route, &id, owner);
-            id
+            })?
         }
         _ => {
-            return Err(json_error(StatusCode::BAD_REQUEST, "session_required", "send Mcp-Session-Id, or initialize first"));
+            let msg = "send Mcp-Session-Id, or initialize first";
+            return Err(json_error(StatusCode::BAD_REQUEST, "session_required", msg));
         }
     };
     if let Ok(v) = HeaderValue::from_str(&session) {
         headers.insert(SESSION.clone(), v);
     }
     let answers = processes.exchange(&session, messages).await.map_err(|e| match e {
-        StdioError::NoSession => json_error(StatusCode::NOT_FOUND, "session_not_found", "no such session: initialize again"),
+        StdioError::NoSession => json_error(
+            StatusCode::NOT_FOUND,
+            "session_not_found",
+            "no such session: initialize again",
+        ),
         other => {
             tracing::warn!(error = %other, "the stdio MCP server failed");
             json_error(StatusCode::BAD_GATEWAY, "upstream_error", "the MCP server failed")
         }
     })?;
     let body = match answers.len() {
-        0 => return Ok(Answer { status: StatusCode::ACCEPTED, headers, body: Box::pin(futures_util::stream::empty()) }),
+        0 => return Ok(Answer::empty(StatusCode::ACCEPTED, headers)),
         _ if messages.len() == 1 => serde_json::to_vec(&answers[0]),
         _ => serde_json::to_vec(&answers),
     }

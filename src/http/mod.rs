@@ -236,12 +236,17 @@ pub async fn serve(
         }
         None => None,
     };
+    let revocations = state.revocations.clone();
     let app = router(state);
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        // Long polls of the revocation feed would hold the drain for their whole wait.
+        revocations.drain();
+    })
     .await;
     if let Some(ops) = ops {
         ops.abort();

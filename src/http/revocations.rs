@@ -257,7 +257,14 @@ pub async fn revocation_feed(
             let changed = state.revocations.feed_signal();
             state
                 .ledger
-                .follow(tenant.as_deref(), after, limit, wait, &changed)
+                .follow(
+                    tenant.as_deref(),
+                    after,
+                    limit,
+                    wait,
+                    &changed,
+                    state.revocations.draining(),
+                )
                 .await?
         }
     };

@@ -90,6 +90,7 @@ impl Ledger {
         limit: i64,
         wait: Duration,
         changed: &Notify,
+        stop: &std::sync::atomic::AtomicBool,
     ) -> Result<Vec<Revocation>, StoreError> {
         let deadline = Instant::now() + wait;
         loop {
@@ -99,7 +100,7 @@ impl Ledger {
             woken.as_mut().enable();
             let rules = self.feed(tenant, after, limit).await?;
             let now = Instant::now();
-            if !rules.is_empty() || now >= deadline {
+            if !rules.is_empty() || now >= deadline || stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(rules);
             }
             let _ = tokio::time::timeout(FEED_LOOK.min(deadline - now), woken).await;

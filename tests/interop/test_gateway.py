@@ -12,6 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from mcp import ClientSession
@@ -24,6 +27,54 @@ from test_mcp_sdk import ADMIN_SECRET, MASTER_KEY, NODE, ROOT, MemoryStorage, fr
 EVERYTHING = NODE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 # An argument value that must never reach the audit log or any log.
 MARKER = "gateway-interop-argument-7f3a9c"
+
+
+STATIC_PAT = "static-upstream-pat-do-not-leak"
+
+
+class StaticTokenUpstream:
+    """The smallest MCP server that takes one shared static token (ours): it
+    records the headers of every request, to show what the gateway sends on."""
+
+    def __init__(self):
+        self.seen = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                outer.seen.append({k.lower(): v for k, v in self.headers.items()})
+                msg = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.headers.get("Authorization") != f"Bearer {STATIC_PAT}":
+                    return self.answer(401, {"error": "unauthorized"})
+                if "id" not in msg:
+                    return self.answer(202, None)
+                result = {
+                    "initialize": {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+                                   "serverInfo": {"name": "static-token-upstream", "version": "1"}},
+                    "tools/list": {"tools": [{"name": "whoami", "inputSchema": {"type": "object"}}]},
+                    "tools/call": {"content": [{"type": "text", "text": "ok"}]},
+                }.get(msg["method"])
+                body = {"jsonrpc": "2.0", "id": msg["id"]}
+                body.update({"result": result} if result is not None else {"error": {"code": -32601, "message": "no such method"}})
+                self.answer(200, body)
+
+            def answer(self, status, body):
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
 
 
 class GatewayStack:
@@ -41,10 +92,10 @@ class GatewayStack:
             subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
             db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
         self.binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
-        env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db, MAYFLY_MASTER_KEY=MASTER_KEY,
-                   MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info")
-        self.spawn([self.binary], env, "mayfly.log")
-        wait_for(f"{self.issuer}/readyz", self.procs[-1], "mayfly")
+        self.mayfly_env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db,
+                               MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info")
+        self.start_mayfly()
+        self.static = StaticTokenUpstream()
 
         everything_port = free_port()
         self.spawn(["node", str(EVERYTHING), "streamableHttp"], dict(os.environ, PORT=str(everything_port)), "everything.log")
@@ -53,6 +104,7 @@ class GatewayStack:
         gw_port = free_port()
         self.gateway = f"http://127.0.0.1:{gw_port}"
         self.mcp_url, self.time_url = f"{self.gateway}/everything", f"{self.gateway}/time"
+        self.static_url = f"{self.gateway}/static"
         self.admin = self.mint(("mayfly-admin", ADMIN_SECRET), self.issuer, "mayfly:admin")
         self.api("POST", "/v1/tenants", {"id": "acme", "name": "Acme"})
         self.api("POST", "/v1/tenants/acme/resources", {
@@ -60,14 +112,16 @@ class GatewayStack:
             "tools": {"echo": {"scopes": ["tools:read"]}, "trigger-long-running-operation": {"scopes": ["tools:read"]},
                       "get-sum": {"scopes": ["tools:write"]}}})
         self.api("POST", "/v1/tenants/acme/resources", {"uri": self.time_url, "scopes": ["time:read"]})
-        self.reader = self.client("reader", "agent", ["triage"], {self.mcp_url: ["tools:read"], self.time_url: ["time:read"]})
+        self.api("POST", "/v1/tenants/acme/resources", {"uri": self.static_url, "scopes": ["tools:read"]})
+        self.reader = self.client("reader", "agent", ["triage"], {
+            self.mcp_url: ["tools:read"], self.time_url: ["time:read"], self.static_url: ["tools:read"]})
+        self.writer = self.client("writer", "agent", ["deploy"], {self.mcp_url: ["tools:read", "tools:write"]})
         self.gw_client = self.client("gateway", "resource_server", ["*"], {})
 
         credential = tmp_path / "upstream-pat"
-        credential.write_text("static-upstream-pat-do-not-leak\n")
-        config = tmp_path / "gateway.toml"
-        config.write_text(f"""
-listen = "127.0.0.1:{gw_port}"
+        credential.write_text(f"{STATIC_PAT}\n")
+        self.config = tmp_path / "gateway.toml"
+        self.config.write_text(f"""
 issuer = "{self.issuer}"
 
 [[route]]
@@ -80,13 +134,36 @@ upstream_credential_file = "{credential}"
 path = "/time"
 resource = "{self.time_url}"
 command = {json.dumps([sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"])}
-""")
-        genv = dict(os.environ, MAYFLY_CLIENT_ID=self.gw_client[0], MAYFLY_CLIENT_SECRET=self.gw_client[1], RUST_LOG="info")
-        self.spawn([self.binary, "gateway", "--config", str(config)], genv, "gateway.log")
-        wait_for(f"{self.gateway}/readyz", self.procs[-1], "gateway")
 
-    def spawn(self, argv, env, log_name):
-        log = open(self.tmp / log_name, "w")
+[[route]]
+path = "/static"
+resource = "{self.static_url}"
+upstream = "{self.static.url}"
+upstream_credential_file = "{credential}"
+forward_identity = true
+""")
+        self.start_gateway(gw_port)
+
+    def start_mayfly(self):
+        self.spawn([self.binary], self.mayfly_env, "mayfly.log", append=True)
+        self.mayfly = self.procs[-1]
+        wait_for(f"{self.issuer}/readyz", self.mayfly, "mayfly")
+
+    def stop_mayfly(self):
+        self.mayfly.terminate()
+        self.mayfly.wait(timeout=10)
+
+    def start_gateway(self, port=None, *flags):
+        """A gateway process on `port` (another replica of the same routes when the first runs); its URL."""
+        port = port or free_port()
+        genv = dict(os.environ, MAYFLY_CLIENT_ID=self.gw_client[0], MAYFLY_CLIENT_SECRET=self.gw_client[1], RUST_LOG="info")
+        self.spawn([self.binary, "gateway", "--config", str(self.config), "--listen", f"127.0.0.1:{port}", *flags],
+                   genv, f"gateway-{port}.log")
+        wait_for(f"http://127.0.0.1:{port}/readyz", self.procs[-1], "gateway")
+        return f"http://127.0.0.1:{port}"
+
+    def spawn(self, argv, env, log_name, append=False):
+        log = open(self.tmp / log_name, "a" if append else "w")
         self.logs.append(log)
         self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
 
@@ -141,10 +218,11 @@ command = {json.dumps([sys.executable, "-m", "mcp_server_time", "--local-timezon
                 p.kill()
         for log in self.logs:
             log.close()
-        for name in ("mayfly.log", "gateway.log"):
-            text = (self.tmp / name).read_text()
+        self.static.close()
+        for path in [self.tmp / "mayfly.log", *self.tmp.glob("gateway-*.log")]:
+            text = path.read_text()
             leaked = secrets_in(text) + [s for s in ("static-upstream-pat", MARKER) if s in text]
-            assert not leaked, f"{name} logged secrets, tokens or arguments: {leaked[:3]}"
+            assert not leaked, f"{path.name} logged secrets, tokens or arguments: {leaked[:3]}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -247,22 +325,34 @@ async def with_token(url, token, work):
                 return await work(s)
 
 
-def test_revoking_the_workflow_stops_the_next_call_at_the_gateway_and_no_later_token(gw):
-    token = gw.mint(gw.reader, gw.mcp_url)
+def test_revoking_a_workflow_stops_its_next_call_at_both_gateways_within_a_second_and_no_other_workflow(gw):
+    second = gw.start_gateway()
+    token, other = gw.mint(gw.reader, gw.mcp_url), gw.mint(gw.writer, gw.mcp_url)
 
-    async def around_revocation(s):
-        first = await s.call_tool("echo", {"message": "before"})
+    async def around_revocation(s1, s2, s3):
+        first = [await s.call_tool("echo", {"message": "before"}) for s in (s1, s2, s3)]
         gw.api("POST", "/v1/tenants/acme/revocations", {"workflow": "triage", "reason": "interop: gateway"})
-        await asyncio.sleep(1.0)  # the contract: the rule bites at the gateway within one second
-        try:
-            second = await s.call_tool("echo", {"message": "after"})
-            return first, "error" if second.is_error else "ok"
-        except Exception as e:
-            return first, f"refused: {e}"
+        await asyncio.sleep(1.0)  # the contract: the rule bites at every gateway within one second
+        after = []
+        for s in (s1, s2):
+            try:
+                r = await s.call_tool("echo", {"message": "after"})
+                after.append("error" if r.is_error else "ok")
+            except Exception as e:
+                after.append(f"refused: {e}")
+        untouched = await s3.call_tool("echo", {"message": "another workflow"})
+        return first, after, untouched
 
-    first, second = asyncio.run(with_token(gw.mcp_url, token, around_revocation))
-    assert not first.is_error
-    assert second.startswith("refused"), second
+    async def three_sessions():
+        async with with_token_session(gw.mcp_url, token) as s1, \
+                with_token_session(f"{second}/everything", token) as s2, \
+                with_token_session(f"{second}/everything", other) as s3:
+            return await around_revocation(s1, s2, s3)
+
+    first, after, untouched = asyncio.run(three_sessions())
+    assert not any(r.is_error for r in first), first
+    assert all(a.startswith("refused") for a in after), after
+    assert not untouched.is_error, "the deploy workflow's calls go on"
 
     fresh = gw.mint(gw.reader, gw.mcp_url)  # minted after the rule: untouched by it
 
@@ -270,3 +360,83 @@ def test_revoking_the_workflow_stops_the_next_call_at_the_gateway_and_no_later_t
         return await s.call_tool("echo", {"message": "fresh"})
 
     assert not asyncio.run(with_token(gw.mcp_url, fresh, echo)).is_error
+
+
+def with_token_session(url, token):
+    """An initialized session on a fixed token, as an async context manager."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def open_session():
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            async with streamable_http_client(url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    yield s
+
+    return open_session()
+
+
+def mcp_post(url, token, body, session=None):
+    headers = {"Accept": "application/json, text/event-stream"}
+    if session:
+        headers["Mcp-Session-Id"] = session
+    return request("POST", url, json_body=body, bearer=token, headers=headers)
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+def test_a_session_opened_by_one_workload_is_refused_to_another_workloads_token(gw):
+    reader, writer = gw.mint(gw.reader, gw.mcp_url), gw.mint(gw.writer, gw.mcp_url)
+    status, headers, _ = mcp_post(gw.mcp_url, reader, INIT)
+    assert status == 200, status
+    session = headers["Mcp-Session-Id"]
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert mcp_post(gw.mcp_url, reader, ping, session)[0] == 200
+    status, _, body = mcp_post(gw.mcp_url, writer, ping, session)
+    assert (status, body["error"]) == (403, "session_not_yours"), (status, body)
+    denied = gw.mcp_events(lambda items: any(e["reason"] == "session_of_another_workload" for e in items))
+    assert any(e["reason"] == "session_of_another_workload" and e["workload"] == "writer" for e in denied), denied
+
+
+def test_the_upstream_sees_only_the_gateways_credential_and_the_callers_identity_never_a_mayfly_token(gw):
+    token = gw.mint(gw.reader, gw.static_url)
+    jti = json.loads(__import__("base64").urlsafe_b64decode(token.split(".")[1] + "=="))["jti"]
+    status, headers, _ = mcp_post(gw.static_url, token, INIT)
+    assert status == 200
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {"x": MARKER}}}
+    status, _, body = mcp_post(gw.static_url, token, call)
+    assert status == 200 and body["result"]["content"][0]["text"] == "ok", body
+    assert mcp_post(gw.static_url, "not-a-token", call)[0] == 401
+    assert len(gw.static.seen) == 2, "a refused request never reaches the upstream"
+    for seen in gw.static.seen:
+        assert seen["authorization"] == f"Bearer {STATIC_PAT}"
+        assert not any(token in v or token.split(".")[2] in v for v in seen.values()), "the caller's token went upstream"
+        assert (seen["mcp-caller-workload"], seen["mcp-caller-workflow"], seen["mcp-caller-lease"]) == ("reader", "triage", jti)
+
+
+def test_with_mayfly_down_the_gateway_serves_from_its_queue_then_refuses_and_delivers_every_event_once_back(gw):
+    gateway = gw.start_gateway(None, "--audit-buffer-events", "6")
+    url = f"{gateway}/everything"
+    token = gw.mint(gw.reader, gw.mcp_url)
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    status, headers, _ = mcp_post(url, token, INIT)
+    session = headers["Mcp-Session-Id"]
+    gw.mcp_events(lambda items: any(e["mcp"]["session"] is None and e["outcome"] == "success" for e in items))
+    time.sleep(1.0)  # the initialize event is delivered before mayfly goes
+    gw.stop_mayfly()
+    served = [mcp_post(url, token, dict(ping, id=i), session)[0] for i in range(10, 20)]
+    assert served[:6] == [200] * 6, served
+    assert served[6:] == [503] * 4, f"the queue's bound is 6 events: then the gateway refuses ({served})"
+    gw.start_mayfly()
+    events = gw.mcp_events(lambda items: len([e for e in items if e["mcp"]["method"] == "ping"]) >= 6)
+    time.sleep(1.0)  # room for a duplicate delivery to show
+    pings = [e for e in gw.api("GET", "/v1/tenants/acme/audit?action=mcp.request&limit=1000")["items"] if e["mcp"]["method"] == "ping"]
+    assert sorted(int(e["request_id"]) for e in pings) == list(range(10, 16)), "every queued event, none twice"
+    assert all(e["workload"] == "reader" and e["lease_id"] for e in pings), events
+    deadline = time.time() + 10
+    while mcp_post(url, token, dict(ping, id=99), session)[0] != 200:
+        assert time.time() < deadline, "the gateway serves again once its queue drained"
+        time.sleep(0.2)
