@@ -78,7 +78,8 @@ api() {
 resource_server() {
   local out
   out=$(api /v1/tenants/demo/clients '{"client_id":"bench-rs","kind":"resource_server","max_ttl_seconds":900}')
-  RS_AUTH="Basic $(printf 'bench-rs:%s' "$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')" | base64 -w0)"
+  RS_SECRET=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  RS_AUTH="Basic $(printf 'bench-rs:%s' "$RS_SECRET" | base64 -w0)"
 }
 
 MINT_BODY="grant_type=client_credentials&resource=$RESOURCE&scope=issues:read&workflow=release"
@@ -98,13 +99,14 @@ with open(path, "w") as f:
 PY
 }
 
-# load LABEL OHA-ARGS...: runs oha for DURATION over CONNECTIONS and prints one line.
+# load LABEL OHA-ARGS...: runs oha for DURATION over CONNECTIONS and prints one line
+# (the peak RSS column is LOAD_PID's, mayfly's by default).
 load() {
   local label=$1 result
   shift
   result=$(mktemp -p "$WORK")
   oha --no-tui --output-format json -w -z "$DURATION" -c "$CONNECTIONS" "$@" >"$result"
-  python3 - "$label" "$result" "$MAYFLY_PID" <<'PY'
+  python3 - "$label" "$result" "${LOAD_PID:-$MAYFLY_PID}" <<'PY'
 import json, sys
 label, path, pid = sys.argv[1], sys.argv[2], sys.argv[3]
 r = json.load(open(path))
