@@ -440,3 +440,24 @@ def test_with_mayfly_down_the_gateway_serves_from_its_queue_then_refuses_and_del
     while mcp_post(url, token, dict(ping, id=99), session)[0] != 200:
         assert time.time() < deadline, "the gateway serves again once its queue drained"
         time.sleep(0.2)
+
+
+def test_a_delegated_token_is_introspected_so_revoking_the_persons_lease_stops_the_agent_at_the_gateway(gw):
+    helper = gw.client("helper", "agent", ["*"], {gw.static_url: ["tools:read"]})
+    gw.api("PATCH", "/v1/tenants/acme/clients/reader", {"delegates": ["helper"]})
+    plain = gw.mint(gw.reader, gw.static_url)
+    status, _, out = request("POST", f"{gw.issuer}/oauth2/token", basic=helper, form={
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": plain,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:access_token", "resource": gw.static_url})
+    assert status == 200, out
+    delegated = out["access_token"]
+    assert mcp_post(gw.static_url, delegated, INIT)[0] == 200
+    assert "helper" in gw.static.seen[-1]["mcp-caller-act"], gw.static.seen[-1]
+
+    # The person's lease, revoked: the agent's token names neither it nor the agent's
+    # workload in a way an offline check could see, so only introspection catches it.
+    plain_jti = json.loads(__import__("base64").urlsafe_b64decode(plain.split(".")[1] + "=="))["jti"]
+    gw.api("POST", "/v1/tenants/acme/revocations", {"lease_id": plain_jti, "reason": "interop: chain"})
+    time.sleep(1.1)  # past the gateway's one-second introspection cache
+    status, headers, _ = mcp_post(gw.static_url, delegated, INIT)
+    assert status == 401 and 'error="invalid_token"' in headers["WWW-Authenticate"], status
