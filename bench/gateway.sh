@@ -30,7 +30,10 @@ MCP_UPSTREAM_LISTEN=127.0.0.1:18700 MCP_UPSTREAM_TOKEN=$PAT "$UPSTREAM_BIN" >"$W
 UP_PID=$!
 trap 'kill $UP_PID ${GW_PID:-} 2>/dev/null || true; bench_cleanup' EXIT
 for _ in $(seq 1 50); do curl -s -o /dev/null "$UP" && break; sleep 0.1; done
+# What the gateway adds to one call, below saturation: the same fixed rate both ways.
+RATE=${GATEWAY_RATE:-2000}
 LOAD_PID=$UP_PID load "tools/call straight to the upstream (static token)" -H "Authorization: Bearer $PAT" "${MCP_HEADERS[@]}" "$UP"
+LOAD_PID=$UP_PID load "… at a fixed $RATE/s" -q "$RATE" -H "Authorization: Bearer $PAT" "${MCP_HEADERS[@]}" "$UP"
 notes=()
 for backend in ${GATEWAY_BACKENDS:-postgres sqlite}; do
   mayfly_start "$backend"
@@ -51,6 +54,8 @@ for backend in ${GATEWAY_BACKENDS:-postgres sqlite}; do
     { echo "a tools/call through the gateway did not succeed" >&2; cat "$WORK/gateway.log" >&2; exit 1; }
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer x' -d "$CALL" "$GW")" = 401 ] ||
     { echo "the gateway let a bad token through" >&2; exit 1; }
+  LOAD_PID=$GW_PID load "through the gateway at a fixed $RATE/s, audit to $backend" -q "$RATE" -H "Authorization: Bearer $token" "${MCP_HEADERS[@]}" "$GW"
+  sleep 2 # the fixed-rate run's events reach mayfly before the count starts
   before=$(events)
   start=$(date +%s.%N)
   LOAD_PID=$GW_PID load "tools/call through the gateway, audit to $backend" -H "Authorization: Bearer $token" "${MCP_HEADERS[@]}" "$GW"

@@ -39,6 +39,9 @@ export const Clients = {
     byTid('client-form-resource').addEventListener('change', () => this.onResourcePick());
     byTid('client-form-kind').addEventListener('change', () => this.onKindPick());
     byTid('resource-form').addEventListener('submit', (e) => this.createResource(e));
+    $('#resources-body').addEventListener('click', (e) => this.onResourceClick(e));
+    byTid('tools-form').addEventListener('submit', (e) => this.saveTools(e));
+    byTid('tools-form-cancel').addEventListener('click', () => { byTid('tools-form').hidden = true; });
   },
   enter() { this.refresh().catch(fail); },
   async refresh() {
@@ -56,9 +59,10 @@ export const Clients = {
       byTid('client-disable', tr).disabled = Boolean(x.disabled);
     });
     reconcile($('#resources-body'), this.resources, (x) => x.id || x.uri, (tr, x) => {
-      Object.assign(tr.dataset, { testid: 'resource-row', uri: x.uri });
+      Object.assign(tr.dataset, { testid: 'resource-row', uri: x.uri, id: x.id });
       setCells(tr, [clipped(x.uri), clipped(x.name), clipped((x.scopes || []).join(' ')),
-        `${fmtTtl(x.default_ttl_seconds || 0)} / ${fmtTtl(x.max_ttl_seconds || 0)}`]);
+        `${fmtTtl(x.default_ttl_seconds || 0)} / ${fmtTtl(x.max_ttl_seconds || 0)}`, clipped(toolSummary(x.tools)),
+        once(() => [el('button', { type: 'button', className: 'btn btn-xs', testid: 'resource-tools', dataset: { action: 'tools' }, text: 'Tools…', attrs: { 'aria-label': `Edit the tool policy of ${x.uri}` } })])]);
     });
     const select = byTid('client-form-resource'), keep = select.value;
     reconcile(select, [{ uri: '' }, ...this.resources], (x) => x.uri, (o, x) => {
@@ -115,6 +119,32 @@ export const Clients = {
       await this.refresh();
     } catch (x) { fail(x); }
   },
+  onResourceClick(e) {
+    const b = e.target.closest('button[data-action="tools"]');
+    if (!b) return;
+    const res = this.resources.find((x) => x.id === b.closest('tr').dataset.id);
+    if (!res) return;
+    this.editing = res;
+    setText($('#tools-form-uri'), res.uri);
+    byTid('tools-form-json').value = res.tools ? JSON.stringify(res.tools, null, 2) : '';
+    byTid('tools-form').hidden = false;
+    byTid('tools-form-json').focus();
+  },
+  async saveTools(e) {
+    e.preventDefault();
+    const res = this.editing, text = byTid('tools-form-json').value.trim();
+    if (!res) return;
+    let tools = null;
+    if (text) {
+      try { tools = JSON.parse(text); } catch (x) { say(`The tool policy is not JSON: ${x.message}`, 'error'); return; }
+    }
+    try {
+      await api('PATCH', tenantPath(`resources/${enc(res.id)}`), { tools });
+      byTid('tools-form').hidden = true;
+      say(`Tool policy of ${res.uri} saved; gateways apply it within seconds.`, 'ok');
+      await this.refresh();
+    } catch (x) { fail(x); }
+  },
   async createResource(e) {
     e.preventDefault();
     if (!S.tenant) return;
@@ -129,3 +159,11 @@ export const Clients = {
     } catch (x) { fail(x); }
   },
 };
+
+/** One line for a tool map: `create_issue: repo:write (30/min) · *: repo:read`, or that any tool passes. */
+function toolSummary(tools) {
+  if (!tools) return 'any tool';
+  const entries = Object.entries(tools);
+  if (!entries.length) return 'no tool (all refused)';
+  return entries.map(([name, r]) => `${name}: ${(r.scopes || []).join(' ') || 'any token'}${r.calls_per_minute ? ` (${r.calls_per_minute}/min)` : ''}`).join(' · ');
+}

@@ -187,7 +187,10 @@ impl Activity {
                 resources.insert(e.resource.clone(), r);
             }
         }
-        let lease_ids: Vec<Uuid> = events.iter().filter_map(|e| e.lease_id).collect();
+        // A busy lease reports many calls a batch: each is looked up once.
+        let mut lease_ids: Vec<Uuid> = events.iter().filter_map(|e| e.lease_id).collect();
+        lease_ids.sort_unstable();
+        lease_ids.dedup();
         let leases: HashMap<Uuid, LeaseStatus> = self
             .store
             .read()
