@@ -41,6 +41,7 @@ pub struct Gateway {
     /// To upstreams: no overall timeout, since answers may stream for long.
     pub upstream: reqwest::Client,
     pub sessions: session::SessionSeal,
+    pub clock: Arc<dyn crate::clock::Clock>,
     metrics: PrometheusHandle,
 }
 
@@ -100,6 +101,7 @@ pub async fn serve(
         events,
         upstream,
         sessions: session::SessionSeal::new(&config.client_secret),
+        clock: Arc::new(crate::clock::SystemClock),
         metrics: crate::http::ops::metrics_handle(),
     });
     for r in &gw.routes {

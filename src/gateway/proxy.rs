@@ -154,7 +154,7 @@ impl Ctx {
     ) -> McpEvent {
         McpEvent {
             id: uuid::Uuid::now_v7(),
-            at: chrono::Utc::now(),
+            at: self.gw.clock.now(),
             resource: self.route.route.resource.clone(),
             lease_id: self.caller.as_ref().and_then(|c| c.lease_id),
             method: call.method.clone(),
@@ -334,7 +334,7 @@ pub async fn handle(
     let Some(token) = bearer(&parts.headers) else {
         return ctx.refuse(std::slice::from_ref(&first), "no_token", unauthorized(&route, None));
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = gw.clock.now().timestamp();
     let caller = match gw.trust.check(token, &route.route.resource, now).await {
         Ok(c) => c,
         Err(Refusal::Invalid(why)) => {
