@@ -54,6 +54,8 @@ pub enum StartError {
     #[error("database: {0}")]
     Store(#[from] crate::storage::StoreError),
     #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error(transparent)]
     Keys(#[from] RotationError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -149,6 +151,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         issuer: &issuer_id,
         admin_secret: config.bootstrap_admin_secret.as_ref(),
         max_ttl: lifetimes.max_ttl,
+        change_issuer: config.change_issuer,
     };
     let started = Started {
         bootstrap_secret: bootstrap::ensure_admin(&boot).await?,

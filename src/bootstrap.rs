@@ -22,6 +22,20 @@ pub struct Bootstrap<'a> {
     pub admin_secret: Option<&'a SecretString>,
     /// Token lifetime ceiling, in seconds (the admin's cap).
     pub max_ttl: i64,
+    /// Move the database to `issuer` if it was set up with another.
+    pub change_issuer: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error(
+        "this database belongs to the issuer {stored}, but this instance is configured as {configured}: \
+         set MAYFLY_ISSUER={stored} (every replica must use the same), or start once with --change-issuer \
+         (MAYFLY_CHANGE_ISSUER=true) to move the database to {configured}"
+    )]
+    IssuerMismatch { stored: String, configured: String },
 }
 
 /// What start-up did that the operator must hear about once.
@@ -33,7 +47,7 @@ pub struct Started {
 
 /// Creates the global admin client on an empty database. Returns its secret
 /// when it was generated here (to be printed once).
-pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreError> {
+pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, BootstrapError> {
     let mut generated_secret = None;
     let existing = b
         .store
@@ -93,7 +107,7 @@ pub async fn ensure_admin(b: &Bootstrap<'_>) -> Result<Option<String>, StoreErro
             }
             tx.commit().await?;
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     Ok(generated_secret)
 }
@@ -127,15 +141,23 @@ pub async fn recanonicalize_resources(store: &Store) -> Result<(), StoreError> {
     tx.commit().await
 }
 
-/// After MAYFLY_ISSUER changes, the bootstrap admin's grant on the admin API
-/// (whose URI is the issuer) is moved to the new issuer, so the operator is
-/// not locked out. Tenant admins' grants are theirs to update.
-async fn follow_issuer(b: &Bootstrap<'_>, mut admin: Client) -> Result<(), StoreError> {
+/// The bootstrap admin's grant on the admin API names the issuer the database
+/// was set up with (the admin API's URI is the issuer). Another issuer stops
+/// start-up, naming both, unless the operator asked to move: then the grant
+/// follows, so the operator is not locked out. Tenant admins' grants are
+/// theirs to update.
+async fn follow_issuer(b: &Bootstrap<'_>, mut admin: Client) -> Result<(), BootstrapError> {
     let current = &b.issuer.canonical;
     let mut changed = false;
     for grant in admin.grants.iter_mut() {
         let on_admin_api = grant.scopes.iter().any(|s| s == tenants::GLOBAL_ADMIN_SCOPE);
         if on_admin_api && tenants::uri::canonicalize(&grant.resource).ok().as_ref() != Some(current) {
+            if !b.change_issuer {
+                return Err(BootstrapError::IssuerMismatch {
+                    stored: grant.resource.clone(),
+                    configured: b.issuer.url.clone(),
+                });
+            }
             grant.resource = b.issuer.url.clone();
             changed = true;
         }

@@ -96,6 +96,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MAYFLY_DEV")]
     pub dev: bool,
 
+    /// Move the database to this instance's issuer (MAYFLY_ISSUER). Without
+    /// it, an issuer other than the one the database was set up with stops
+    /// start-up: a replica started with the wrong URL would otherwise lock the
+    /// admin out of every other replica.
+    #[arg(long, env = "MAYFLY_CHANGE_ISSUER")]
+    pub change_issuer: bool,
+
     /// A separate address for `/metrics` and the detailed `/readyz` (then the
     /// public listener answers `/metrics` 404 and `/readyz` with its status only).
     #[arg(long, env = "MAYFLY_METRICS_LISTEN")]
@@ -145,6 +152,8 @@ pub struct Config {
     pub master_key_previous: Option<SecretString>,
     pub trusted_proxies: Vec<Cidr>,
     pub dev: bool,
+    /// Move the database to this issuer instead of refusing to start.
+    pub change_issuer: bool,
     pub metrics_listen: Option<SocketAddr>,
     /// Empty: no allowlist (see `federation::reach::Reach::of`).
     pub federation_issuers: Vec<crate::federation::reach::AllowedIssuer>,
@@ -253,6 +262,7 @@ impl Config {
             master_key_previous,
             trusted_proxies: args.trusted_proxies,
             dev: args.dev,
+            change_issuer: args.change_issuer,
             metrics_listen: args.metrics_listen,
             federation_issuers: args.federation_issuers,
             federation_allow_loopback: args.federation_allow_loopback,
@@ -282,6 +292,7 @@ impl Config {
             master_key_previous: None,
             trusted_proxies: Vec::new(),
             dev: false,
+            change_issuer: false,
             metrics_listen: None,
             federation_issuers: Vec::new(),
             federation_allow_loopback: false,

@@ -123,6 +123,9 @@ pub fn config(db: &Database, issuer: &str) -> Config {
     config.bootstrap_admin_secret = Some(SecretString::from(ADMIN_SECRET));
     // The fake OIDC issuers listen on loopback (tests that check the refusal turn this off).
     config.federation_allow_loopback = true;
+    // Restarts and replicas here listen on new ports, hence new issuers;
+    // tests/api/issuer_drift.rs checks the refusal without this.
+    config.change_issuer = true;
     config
 }
 
