@@ -83,6 +83,8 @@ pub struct Prepared {
     pub started: Started,
     background: Background,
     store: Store,
+    /// Held until the server stops (SQLite only).
+    data_lock: Option<crate::storage::files::DataDirLock>,
 }
 
 /// The master keys from the configuration; a generated one earns a warning.
@@ -108,6 +110,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let masters = Arc::new(master_keys(&config)?);
     let checkpoint_key = masters.current.checkpoint_key();
     let console_csrf = masters.current.console_csrf_key();
+    let data_lock = crate::storage::files::lock_sqlite_dir(&config.database_url).map_err(crate::config::ConfigError)?;
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
     bootstrap::recanonicalize_resources(&store).await?;
@@ -273,6 +276,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         started,
         background,
         store,
+        data_lock,
     })
 }
 
@@ -296,6 +300,7 @@ pub async fn serve(
         state,
         background,
         store,
+        data_lock,
         ..
     } = prepared;
     let tasks = [
@@ -309,6 +314,7 @@ pub async fn serve(
     let result = crate::http::serve(state, listener, shutdown).await;
     tasks.iter().for_each(|t| t.abort());
     store.close().await;
+    drop(data_lock);
     Ok(result?)
 }
 

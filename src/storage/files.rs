@@ -31,3 +31,36 @@ pub fn sqlite_data_dir(url: &str) -> Option<PathBuf> {
         parent
     })
 }
+
+/// Held while a server runs on an SQLite database: a second process on the
+/// same data directory is refused (SQLite is one node; two servers would
+/// each believe their in-memory catalog and key ring). Released on drop.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Locks the data directory of an SQLite `url` (None for Postgres and memory).
+pub fn lock_sqlite_dir(url: &str) -> Result<Option<DataDirLock>, String> {
+    let Some(dir) = sqlite_data_dir(url) else {
+        return Ok(None);
+    };
+    create_private_dir(&dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let path = dir.join("mayfly.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(DataDirLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another mayfly process is serving the SQLite database in {} (it holds {}); \
+             SQLite is for one node: use Postgres for replicas",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}

@@ -80,17 +80,28 @@ fn the_image_build_copies_every_path_the_build_reads_and_runs_unprivileged_in_a_
         .map(|p| p.trim_end_matches('/'))
         .collect();
     let needed = paths_the_build_reads();
-    assert!(needed.iter().any(|p| p.starts_with("console/")), "the console is compiled in: {needed:?}");
-    assert!(needed.iter().any(|p| p.starts_with("benches/")), "Cargo.toml names a bench: {needed:?}");
+    assert!(
+        needed.iter().any(|p| p.starts_with("console/")),
+        "the console is compiled in: {needed:?}"
+    );
+    assert!(
+        needed.iter().any(|p| p.starts_with("benches/")),
+        "Cargo.toml names a bench: {needed:?}"
+    );
     let missing: Vec<&String> = needed
         .iter()
         .filter(|p| !copied.iter().any(|c| p == c || p.starts_with(&format!("{c}/"))))
         .collect();
-    assert!(missing.is_empty(), "the build stage does not copy {missing:?} (it copies {copied:?})");
+    assert!(
+        missing.is_empty(),
+        "the build stage does not copy {missing:?} (it copies {copied:?})"
+    );
 
     let runtime = stages[1];
     let user = runtime.find("\nUSER mayfly").expect("the runtime runs as its own user");
-    let workdir = runtime.find("\nWORKDIR /var/lib/mayfly").expect("a working directory for the data");
+    let workdir = runtime
+        .find("\nWORKDIR /var/lib/mayfly")
+        .expect("a working directory for the data");
     assert!(workdir > user, "the working directory is set for the mayfly user");
     assert!(
         runtime.contains("install -d -o mayfly -g mayfly -m 0700 /var/lib/mayfly"),

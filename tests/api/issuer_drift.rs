@@ -1,7 +1,8 @@
 //! The issuer a database was set up with (issue 26, finding 2): a replica
 //! started with another `MAYFLY_ISSUER` used to move the admin's grant to its
 //! own URL, silently locking the admin out of every correctly configured
-//! replica. Now it refuses to start, naming both, unless told to move.
+//! replica. Now it refuses to start, naming both, unless told to move. And
+//! a second server on one SQLite data directory is refused outright.
 
 use mayfly::{Config, Options};
 
@@ -9,6 +10,22 @@ use crate::harness::{self, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(a_replica_with_another_issuer_refuses_to_start_and_the_database_moves_only_when_told,);
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_data_directory_is_refused_until_the_first_stops() {
+    let app = TestApp::on(Backend::Sqlite).start().await;
+    let second = harness::config(&app.db, "http://second.test");
+    let refused = match mayfly::prepare(Options::new(second)).await {
+        Ok(_) => panic!("two servers on one SQLite database"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("another mayfly process"), "{refused}");
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK, "the first server is untouched");
+    let db = app.stop().await;
+    let again = TestApp::on_db(db).start().await;
+    again.global_admin_token().await;
+}
 
 const SET_UP_AS: &str = "http://mayfly.test";
 const OTHER: &str = "http://other.test";
@@ -52,5 +69,8 @@ async fn a_replica_with_another_issuer_refuses_to_start_and_the_database_moves_o
         change_issuer: false,
         ..harness::config(&db, SET_UP_AS)
     };
-    assert!(mayfly::prepare(Options::new(back)).await.is_err(), "the database now belongs to {OTHER}");
+    assert!(
+        mayfly::prepare(Options::new(back)).await.is_err(),
+        "the database now belongs to {OTHER}"
+    );
 }
