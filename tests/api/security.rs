@@ -5,10 +5,12 @@
 //! a tenant's live-lease limit holds under a burst; people are not workloads
 //! a secret client may name.
 
+use std::sync::atomic::Ordering::SeqCst;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::harness::{Backend, Fixture, TestApp, claims, eventually, fixture, spawn_app};
 use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
 
@@ -93,8 +95,9 @@ async fn a_client_bound_to_a_trust_policy_mints_nothing_once_disabled_and_keeps_
     assert_eq!(claims(&first)["client_id"], json!(f.agent.0));
 
     // The bound client's rate limit holds on this path as on its own.
+    // It holds at once: the catalog a mint reads is checked against the
+    // stored version before its lease commits.
     patch_client(&app, &f, &f.agent.0, json!({"max_mints_per_second": 1})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let mut statuses = Vec::new();
     for _ in 0..10 {
         statuses.push(send(&app, &form).await.0);
@@ -143,6 +146,10 @@ async fn private_key_jwt_mints_racing_a_disable_leave_no_token_active(b: Backend
     assert_eq!(s, StatusCode::CREATED, "{c}");
     let signer = std::sync::Arc::new(signer);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // (answers, of them 200s): the race is judged by what the minters did,
+    // not by how much they managed in a wall-clock window.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let minted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let minters: Vec<_> = (0..3)
         .map(|worker| {
             let (http, url, issuer, resource) = (
@@ -151,11 +158,11 @@ async fn private_key_jwt_mints_racing_a_disable_leave_no_token_active(b: Backend
                 app.issuer.clone(),
                 f.resource.clone(),
             );
-            let (signer, stop) = (signer.clone(), stop.clone());
+            let (signer, stop, answered, minted) = (signer.clone(), stop.clone(), answered.clone(), minted.clone());
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 for i in 0..400 {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if stop.load(SeqCst) {
                         break;
                     }
                     let t = now();
@@ -175,16 +182,26 @@ async fn private_key_jwt_mints_racing_a_disable_leave_no_token_active(b: Backend
                     if res.status() == StatusCode::OK {
                         let body: Value = res.json().await.unwrap();
                         got.push(token(&body));
+                        minted.fetch_add(1, SeqCst);
                     }
+                    answered.fetch_add(1, SeqCst);
                 }
                 got
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    eventually("a few mints succeed before the disable", || async {
+        minted.load(SeqCst) >= 3
+    })
+    .await;
     patch_client(&app, &f, "acme-keyed", json!({"disabled": true})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Each minter has tried twice more since the disable answered.
+    let at_disable = answered.load(SeqCst);
+    eventually("more mints are tried after the disable", || async {
+        answered.load(SeqCst) >= at_disable + 6
+    })
+    .await;
+    stop.store(true, SeqCst);
     let mut tokens = Vec::new();
     for m in minters {
         tokens.extend(m.await.unwrap());
