@@ -211,7 +211,9 @@ async fn a_hanging_issuer_does_not_stall_other_tenants_mints() {
             http.post(url).form(&form).send().await.unwrap().status()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The other tenant's mint starts once the dead issuer really holds the
+    // first one (not after a guessed 200 ms, which a busy machine can miss).
+    eventually("the dead issuer holds a request", || async { dead_idp.held() > 0 }).await;
     let started = std::time::Instant::now();
     let token = good_idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
     let (s, _) = exchange(
