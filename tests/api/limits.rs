@@ -11,6 +11,7 @@ on_both_backends!(
     a_tenant_over_its_limits_gets_429s_and_others_are_untouched,
     a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant,
     a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica,
+    healthz_says_the_process_is_up_while_the_database_is_gone_and_readyz_says_why_not,
 );
 
 /// A mint's status and, when refused, its error_description.
@@ -404,4 +405,28 @@ async fn a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica(b: Backen
         more <= 5 && live == more,
         "{more} minted, {live} live: the limit held under pressure"
     );
+}
+
+/// /healthz is liveness only: it answers 200 while the database is gone,
+/// when /readyz answers 503 and names the database.
+async fn healthz_says_the_process_is_up_while_the_database_is_gone_and_readyz_says_why_not(b: Backend) {
+    let app = spawn_app(b).await;
+    let get = |path: &'static str| {
+        let app = &app;
+        async move {
+            let res = app.http.get(app.url(path)).send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    // The pool the server reads through, closed under it.
+    app.store.close().await;
+    assert_eq!(get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
+    let (s, ready) = get("/readyz").await;
+    assert_eq!(
+        (s, ready["status"].clone(), ready["database"].clone()),
+        (StatusCode::SERVICE_UNAVAILABLE, json!("unavailable"), json!(false)),
+        "{ready}"
+    );
+    assert_eq!(ready["signing_key"], true, "only the database is down: {ready}");
 }
