@@ -313,6 +313,34 @@ async fn a_server_task_that_dies_fails_its_test() {
     app.stop().await;
 }
 
+/// A clock that panics once armed, for whoever reads it next.
+struct Armed(std::sync::atomic::AtomicBool);
+
+impl mayfly::clock::Clock for Armed {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        assert!(
+            !self.0.load(std::sync::atomic::Ordering::SeqCst),
+            "the test's clock is armed"
+        );
+        mayfly::clock::Clock::now(&mayfly::clock::SystemClock)
+    }
+}
+
+/// The harness: a background task of the server that panics (here the
+/// sweeper's, on reading an armed clock) takes the server down with it and
+/// fails the test, instead of the server serving on without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "the test's clock is armed")]
+async fn a_background_task_that_panics_stops_the_server_and_fails_its_test() {
+    let clock = std::sync::Arc::new(Armed(std::sync::atomic::AtomicBool::new(false)));
+    let app = TestApp::on(Backend::Sqlite).clock(clock.clone()).start().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    clock.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("the server goes down", || async { app.has_stopped() }).await;
+    app.stop().await;
+}
+
 /// Security review, finding 10: the live-lease limit is one step (check and
 /// count), and mints in flight stay counted when the database count is read.
 async fn a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica(b: Backend) {
