@@ -487,9 +487,9 @@ async fn revoking_a_workflow_leaves_other_workflows_active(b: Backend) {
     assert_eq!(s, StatusCode::CREATED, "{rule}");
     assert_eq!(rule["selector"], json!({"workflow": "release"}));
     assert_eq!(rule["reason"], "leaked in a log");
-    assert!(
-        rule["leases_revoked"].is_i64(),
-        "counted as the rows are marked: {rule}"
+    assert_eq!(
+        rule["leases_revoked"], 0,
+        "counted later, as the background marks the rows: {rule}"
     );
     assert!(rule["issued_before"].is_string());
 

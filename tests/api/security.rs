@@ -64,6 +64,30 @@ async fn agent(app: &TestApp, f: &Fixture, id: &str, grants: Value, delegates: &
     (id.to_string(), b["client_secret"].as_str().unwrap().to_string())
 }
 
+/// The tenant's `token.denied` events.
+async fn denied(app: &TestApp, f: &Fixture) -> Vec<Value> {
+    let (s, events) = app
+        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=1000")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{events}");
+    events["items"].as_array().unwrap().clone()
+}
+
+/// The one `token.denied` event written since `before`: (reason, client_id).
+async fn one_denial(app: &TestApp, f: &Fixture, before: &[Value]) -> (Value, Value) {
+    let new: Vec<Value> = denied(app, f)
+        .await
+        .into_iter()
+        .filter(|e| !before.contains(e))
+        .collect();
+    assert_eq!(new.len(), 1, "exactly one event: {new:?}");
+    assert_eq!(
+        (&new[0]["outcome"], &new[0]["tenant"]),
+        (&json!("denied"), &json!("acme"))
+    );
+    (new[0]["reason"].clone(), new[0]["client_id"].clone())
+}
+
 fn token(body: &Value) -> String {
     body["access_token"].as_str().unwrap_or_default().to_string()
 }
@@ -116,6 +140,7 @@ async fn a_client_bound_to_a_trust_policy_mints_nothing_once_disabled_and_keeps_
     .await;
     let path = format!("/v1/tenants/acme/leases?client_id={}&limit=200", f.agent.0);
     let (_, before) = app.get(&f.admin, &path).await;
+    let denied_before = denied(&app, &f).await;
     let (s, body) = send(&app, &form).await;
     assert_eq!(
         (s, body["error"].as_str()),
@@ -125,8 +150,13 @@ async fn a_client_bound_to_a_trust_policy_mints_nothing_once_disabled_and_keeps_
     let (_, after) = app.get(&f.admin, &path).await;
     let ids = |v: &Value| -> Vec<Value> { v["items"].as_array().unwrap().iter().map(|l| l["id"].clone()).collect() };
     assert_eq!(ids(&before), ids(&after), "no lease under the disabled client");
-    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
-    assert!(events.to_string().contains("disabled or deleted"), "{events}");
+    assert_eq!(
+        one_denial(&app, &f, &denied_before).await,
+        (
+            json!("invalid_grant: the client bound to policy agent-pods is disabled or deleted"),
+            json!(f.agent.0)
+        )
+    );
     assert!(!active(&app, &f, &first).await, "disabling revoked what it held");
 }
 
@@ -394,14 +424,20 @@ async fn the_subject_cannot_come_back_into_its_own_chain_as_an_actor(b: Backend)
     let (s, b1) = exchange(&app, &c[1], &t0, &[]).await;
     assert_eq!(s, StatusCode::OK, "{b1}");
     // Ag declares P as a delegate, yet P acting on a token that is already P's is a loop.
+    let before = denied(&app, &f).await;
     let (s, body) = exchange(&app, &c[0], &token(&b1), &[]).await;
     assert_eq!(
         (s, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant")),
         "{body}"
     );
-    let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
-    assert!(events.to_string().contains("already in the chain"), "{events}");
+    assert_eq!(
+        one_denial(&app, &f, &before).await,
+        (
+            json!("invalid_grant: delegation: the actor is already in the chain (a loop)"),
+            json!(c[0].0)
+        )
+    );
 }
 
 async fn revoking_an_actor_tokens_lease_ends_what_was_exchanged_with_it(b: Backend) {
