@@ -303,16 +303,27 @@ pub async fn serve(
         data_lock,
         ..
     } = prepared;
-    let tasks = [
-        tokio::spawn(background.catalog.run()),
-        tokio::spawn(background.keys.clone().run_refresh()),
-        tokio::spawn(background.keys.run_schedule()),
-        tokio::spawn(background.sweeper.run()),
-        tokio::spawn(background.authn.run_flush()),
-        tokio::spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY)),
-    ];
-    let result = crate::http::serve(state, listener, shutdown).await;
-    tasks.iter().for_each(|t| t.abort());
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(background.catalog.run());
+    tasks.spawn(background.keys.clone().run_refresh());
+    tasks.spawn(background.keys.run_schedule());
+    tasks.spawn(background.sweeper.run());
+    tasks.spawn(background.authn.run_flush());
+    tasks.spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY));
+    let serving = crate::http::serve(state, listener, shutdown);
+    tokio::pin!(serving);
+    // Each background task loops for as long as the server runs: one that
+    // ends has panicked. The server goes down with it (re-raising the
+    // panic) rather than serve on without its sweeper or key schedule.
+    let result = loop {
+        tokio::select! {
+            result = &mut serving => break result,
+            Some(Err(e)) = tasks.join_next() => if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            },
+        }
+    };
+    tasks.abort_all();
     store.close().await;
     drop(data_lock);
     Ok(result?)

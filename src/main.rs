@@ -180,6 +180,15 @@ async fn main() -> anyhow::Result<()> {
             let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
             let n = mayfly::keys::rotation::rewrap(&store, &masters, now).await?;
             println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
+            if let Some(previous) = &masters.previous {
+                let checkpoints =
+                    mayfly::audit::checkpoint::Checkpointer::new(store.clone(), masters.current.checkpoint_key());
+                let m = checkpoints.reseal(&previous.checkpoint_key()).await?;
+                println!(
+                    "re-authenticated {m} audit checkpoint(s) under master key {}",
+                    masters.current.id
+                );
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { checkpoint },

@@ -89,6 +89,26 @@ impl Checkpointer {
         Ok(checkpoint)
     }
 
+    /// Re-MACs under this checkpointer's key every stored checkpoint made
+    /// under `previous` (the master key is being rotated: `mayfly keys
+    /// rewrap`), so `verify` does not take them for forgeries once the
+    /// previous key is gone. One authentic under neither key is left as it
+    /// is, for `verify` to report. Returns how many were re-MAC'd.
+    pub async fn reseal(&self, previous: &hmac::Key) -> Result<usize, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let mut resealed = 0;
+        for cp in tx.conn().checkpoints().await? {
+            if cp.is_authentic(&self.key) || !cp.is_authentic(previous) {
+                continue;
+            }
+            let again = Checkpoint::new(&self.key, cp.count, cp.head.clone(), cp.at);
+            tx.conn().replace_checkpoint_mac(&cp.mac, &again.mac).await?;
+            resealed += 1;
+        }
+        tx.commit().await?;
+        Ok(resealed)
+    }
+
     /// Every `every`, until the task is dropped.
     pub async fn run(self, clock: std::sync::Arc<dyn crate::clock::Clock>, every: std::time::Duration) {
         let mut tick = tokio::time::interval(every);
@@ -118,5 +138,28 @@ mod tests {
         let mut garbled = cp;
         garbled.mac = "zz".into();
         assert!(!garbled.is_authentic(&key));
+    }
+
+    #[tokio::test]
+    async fn reseal_moves_the_previous_keys_checkpoints_to_the_current_key_and_no_others() {
+        let (store, _dir) = crate::testing::temp_store().await;
+        let (previous, current, stranger) = (
+            hmac::Key::new(hmac::HMAC_SHA256, b"previous"),
+            hmac::Key::new(hmac::HMAC_SHA256, b"current"),
+            hmac::Key::new(hmac::HMAC_SHA256, b"stranger"),
+        );
+        let head = "ab".repeat(32);
+        let mut c = store.read().await.unwrap();
+        for (key, count) in [(&previous, 1), (&current, 2), (&stranger, 3)] {
+            let cp = Checkpoint::new(key, count, head.clone(), DateTime::UNIX_EPOCH);
+            c.conn().insert_checkpoint(&cp).await.unwrap();
+        }
+        drop(c);
+        let checkpointer = Checkpointer::new(store.clone(), current.clone());
+        assert_eq!(checkpointer.reseal(&previous).await.unwrap(), 1);
+        let stored = store.read().await.unwrap().conn().checkpoints().await.unwrap();
+        let authentic: Vec<bool> = stored.iter().map(|cp| cp.is_authentic(&current)).collect();
+        assert_eq!(authentic, [true, true, false], "a forged one stays a finding");
+        assert_eq!(checkpointer.reseal(&previous).await.unwrap(), 0, "once");
     }
 }

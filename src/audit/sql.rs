@@ -226,6 +226,14 @@ impl Conn<'_> {
         )
     }
 
+    /// Replaces a stored checkpoint's MAC (the master key was rotated).
+    pub async fn replace_checkpoint_mac(&mut self, old: &str, new: &str) -> Result<u64> {
+        Ok(
+            run!(self, c => sqlx::query("UPDATE audit_checkpoints SET mac = $2 WHERE mac = $1")
+            .bind(old).bind(new).execute(c).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
     /// Stored checkpoints, oldest first.
     pub async fn checkpoints(&mut self) -> Result<Vec<crate::audit::checkpoint::Checkpoint>> {
         Ok(

@@ -187,6 +187,20 @@ impl Delegation {
         }
     }
 
+    /// An `actor_token` presented under another client's authentication
+    /// (someone else's token, perhaps stolen): refused, and audited in the
+    /// presenting client's tenant.
+    pub async fn refuse_foreign_actor_token(&self, presenter: Client, origin: &Origin) -> Refusal {
+        let tenant = presenter.tenant_id.clone();
+        let actor = Actor {
+            workload: presenter.client_id.clone(),
+            client: presenter,
+            lease: None,
+        };
+        let why = "actor_token: not minted for the authenticated client";
+        self.deny(&tenant, &actor, why, origin).await
+    }
+
     /// The actor of an `actor_token`: an active, undelegated mayfly token.
     pub async fn actor_from_token(&self, token: &str) -> Result<Actor, Refusal> {
         let (claims, lease) = match self.verifier.check(token).await? {

@@ -245,9 +245,7 @@ impl TokenEndpoint {
                 return Err(GrantError::InvalidClient);
             };
             if client.tenant_id != actor.client.tenant_id || client.client_id != actor.client.client_id {
-                return Err(GrantError::invalid_grant(
-                    "actor_token: not minted for the authenticated client",
-                ));
+                return Err(self.delegation.refuse_foreign_actor_token(client, origin).await.into());
             }
             return Ok(Some(actor));
         }

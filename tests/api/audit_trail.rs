@@ -136,7 +136,8 @@ async fn get_raw(app: &TestApp, token: &str, path: &str) -> (StatusCode, Option<
 /// Audit lists (any filter), the console's stats and its tenant counts take
 /// slots of the same gate as lease lists: with a tenant's slots held, or the
 /// whole gate, they answer exactly what a lease list answers (503
-/// `unavailable`, `Retry-After: 1`) at once instead of queueing on the pool.
+/// `unavailable`, `Retry-After: 1`) at once instead of queueing on the pool;
+/// minting goes on unharmed.
 async fn audit_lists_and_console_reads_wait_in_the_list_gate_like_lease_lists(b: Backend) {
     use mayfly::storage::gate::PER_TENANT;
     let app = spawn_app(b).await;
@@ -185,6 +186,11 @@ async fn audit_lists_and_console_reads_wait_in_the_list_gate_like_lease_lists(b:
     for path in reads.iter().chain(&["/console/tenants"]) {
         assert_eq!(get_raw(&app, &f.admin, path).await, busy, "{path}");
     }
+    // What the gate bounds is reading, never minting: with every slot held,
+    // a client still mints and its resource server still introspects.
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let token = app.mint(&f.ci.0, &f.ci.1, &form).await;
+    assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &token).await["active"], true);
     drop(held);
     let (s, _, body) = get_raw(&app, &f.admin, "/console/tenants").await;
     assert_eq!(s, StatusCode::OK, "{body}");

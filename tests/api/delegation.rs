@@ -236,7 +236,8 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
         idp.url, agents[1].0
     );
     // (what, who asks, form, the OAuth error, the one audit event's reason and
-    // client; None where nothing is audited today: see the report on issue 20)
+    // client; None where nothing is audited: a request that authenticates no
+    // client names no tenant to audit in)
     type Case<'a> = (
         &'a str,
         &'a (String, String),
@@ -306,7 +307,10 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
             &agents[2],
             with_actor.to_vec(),
             "invalid_grant",
-            None,
+            Some((
+                "invalid_grant: delegation: actor_token: not minted for the authenticated client",
+                Some("a3"),
+            )),
         ),
     ];
     for (what, who, form, error, reason) in &cases {

@@ -324,9 +324,11 @@ async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_a
             "the token never reaches the audit trail"
         );
     }
-    // Workflow and workload come from the policy, never the request.
+    // Workflow and workload come from the policy, never the request: asking
+    // is malformed, refused before the token is judged (so not audited).
     let token = idp.token("ec-1", good());
-    let (s, _) = exchange(
+    let before = denied(&app, &f).await;
+    let (s, body) = exchange(
         &app,
         &[
             ("grant_type", JWT_BEARER),
@@ -336,11 +338,29 @@ async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_a
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (s, body["error"].as_str(), body["error_description"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            Some("invalid_request"),
+            Some("`workflow` and `workload` come from the subject, not the request")
+        )
+    );
+    assert_eq!(denied_since(&app, &f, &before).await, []);
+}
+
+/// The `token.denied` events written since `before`: (reason, client_id).
+pub(crate) async fn denied_since(app: &TestApp, f: &Fixture, before: &[Value]) -> Vec<(Value, Value)> {
+    let after = denied(app, f).await;
+    after
+        .iter()
+        .filter(|e| !before.contains(e))
+        .map(|e| (e["reason"].clone(), e["client_id"].clone()))
+        .collect()
 }
 
 /// The tenant's `token.denied` events, newest first.
-async fn denied(app: &TestApp, f: &Fixture) -> Vec<Value> {
+pub(crate) async fn denied(app: &TestApp, f: &Fixture) -> Vec<Value> {
     let (s, events) = app
         .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=1000")
         .await;
@@ -408,7 +428,8 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
     }
     // Deleted: its tokens are refused from now on.
     let token = idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
-    let (s, _) = exchange(
+    let before = denied(&app, &f).await;
+    let (s, body) = exchange(
         &app,
         &[
             ("grant_type", JWT_BEARER),
@@ -417,7 +438,17 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(
+        denied_since(&app, &f, &before).await,
+        [(
+            json!(format!("invalid_grant: no trust policy for issuer {}", idp.url)),
+            Value::Null
+        )]
+    );
 }
 
 /// The whole chain, with no stored secret: `mayfly token --github-actions`

@@ -3,9 +3,9 @@
 //! or a policy-bound workload token, and a trust policy past its expiry.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::federation::{JWT_BEARER, exchange, github_policy, policy};
+use crate::federation::{JWT_BEARER, denied, denied_since, exchange, github_policy, policy};
 use crate::harness::{Backend, TestApp, claims, eventually, fixture, spawn_app};
 use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
@@ -128,8 +128,17 @@ async fn private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token(b
         (StatusCode::UNAUTHORIZED, json!("invalid_client")),
         "replayed"
     );
-    let (s, _) = cc(assertion("https://elsewhere.test", "j-2")).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "wrong audience");
+    let before = denied(&app, &f).await;
+    let (s, body) = cc(assertion("https://elsewhere.test", "j-2")).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+        "wrong audience"
+    );
+    assert_eq!(
+        denied_since(&app, &f, &before).await,
+        [(json!("invalid_grant: client assertion: audience"), json!("acme-keyed"))]
+    );
     let (s, _) = cc(assertion(&format!("{}/oauth2/token", app.issuer), "j-3")).await;
     assert_eq!(s, StatusCode::OK, "the token endpoint is an accepted audience too");
 
@@ -154,8 +163,16 @@ async fn private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token(b
         (Some(f.agent.0.as_str()), Some("k8s:triage"))
     );
     let other_pod = idp.token("rsa-1", oidc::kubernetes(&app.issuer, "agents", "intruder"));
-    let (s, _) = cc(other_pod).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let before = denied(&app, &f).await;
+    let (s, body) = cc(other_pod).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    assert_eq!(
+        denied_since(&app, &f, &before).await,
+        [(json!("invalid_grant: subject (policy agent-pods)"), Value::Null)]
+    );
 }
 
 /// single_use is enforced across replicas: a token spent at one is refused at the other.
@@ -211,7 +228,9 @@ async fn a_hanging_issuer_does_not_stall_other_tenants_mints() {
             http.post(url).form(&form).send().await.unwrap().status()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The other tenant's mint starts once the dead issuer really holds the
+    // first one (not after a guessed 200 ms, which a busy machine can miss).
+    eventually("the dead issuer holds a request", || async { dead_idp.held() > 0 }).await;
     let started = std::time::Instant::now();
     let token = good_idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
     let (s, _) = exchange(

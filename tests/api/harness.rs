@@ -155,6 +155,7 @@ pub struct Spawn {
     db: Result<Database, Backend>,
     adjust: Adjust,
     wall_clock: bool,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Spawn {
@@ -172,6 +173,12 @@ impl Spawn {
         self
     }
 
+    /// Runs on `clock` instead of the test's manual clock (one that misbehaves).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         init_test_log();
         let db = match self.db {
@@ -184,10 +191,10 @@ impl Spawn {
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
         let config = (self.adjust)(config(&db, &base));
         let issuer = config.issuer.clone();
-        let app_clock: Arc<dyn Clock> = if self.wall_clock {
-            Arc::new(SystemClock)
-        } else {
-            clock.clone()
+        let app_clock: Arc<dyn Clock> = match self.clock {
+            Some(own) => own,
+            None if self.wall_clock => Arc::new(SystemClock),
+            None => clock.clone(),
         };
         let options = Options {
             config,
@@ -223,6 +230,7 @@ impl TestApp {
             db: Err(backend),
             adjust: Box::new(|c| c),
             wall_clock: false,
+            clock: None,
         }
     }
 
@@ -232,6 +240,7 @@ impl TestApp {
             db: Ok(db),
             adjust: Box::new(|c| c),
             wall_clock: false,
+            clock: None,
         }
     }
 
@@ -245,6 +254,11 @@ impl TestApp {
             std::time::Duration::from_secs(7 * 24 * 3600),
             Arc::new(tokio::sync::Notify::new()),
         )
+    }
+
+    /// Whether the server task has ended (stopped, or gone down with a panic).
+    pub fn has_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,7 +1,8 @@
 //! Identity Assertion JWT Authorization Grants (ID-JAG): an enterprise IdP
 //! vouches for a person to one agent, for one server and one resource. One
-//! that is accepted, then each way one can be wrong, refused with the OAuth
-//! error the grant calls for and audited once, with its reason.
+//! that is accepted, then each way one can be wrong, one test each: refused
+//! with the OAuth error the grant calls for, audited once with its reason
+//! (where a tenant is known), and no lease made.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -11,7 +12,11 @@ use crate::oidc::{FakeIssuer, now};
 use crate::on_both_backends;
 
 on_both_backends!(
-    an_identity_assertion_is_honoured_only_for_this_server_its_client_and_its_resource,
+    an_identity_assertion_for_this_server_its_client_and_its_resource_is_honoured,
+    an_identity_assertion_for_another_authorization_server_is_refused,
+    an_identity_assertion_issued_to_another_client_is_refused,
+    an_identity_assertion_for_another_resource_is_refused,
+    an_identity_assertion_without_client_authentication_is_refused,
     an_identity_assertion_never_yields_more_than_the_scope_the_idp_granted,
 );
 
@@ -72,7 +77,8 @@ fn id_jag(idp: &FakeIssuer, aud: &str, client_id: &str, resource: &str) -> Strin
 }
 
 /// Presents an ID-JAG as the SDK's IdentityAssertionOAuthProvider does
-/// (jwt-bearer, client_secret_post), or with no client authentication.
+/// (jwt-bearer, client_secret_post), or with no client authentication (no
+/// client, or a client id and no secret).
 async fn present(app: &TestApp, by: Option<&(String, String)>, assertion: &str, resource: &str) -> (StatusCode, Value) {
     let mut form = vec![
         ("grant_type", JWT_BEARER),
@@ -81,7 +87,10 @@ async fn present(app: &TestApp, by: Option<&(String, String)>, assertion: &str, 
         ("scope", "issues:read"),
     ];
     if let Some((id, secret)) = by {
-        form.extend([("client_id", id.as_str()), ("client_secret", secret.as_str())]);
+        form.push(("client_id", id.as_str()));
+        if !secret.is_empty() {
+            form.push(("client_secret", secret.as_str()));
+        }
     }
     let res = app
         .http
@@ -103,17 +112,54 @@ async fn denied_events(app: &TestApp, f: &Fixture) -> Vec<Value> {
 }
 
 async fn lease_count(app: &TestApp, f: &Fixture) -> usize {
-    let (_, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?limit=1000").await;
+    let (s, leases) = app.get(&f.admin, "/v1/tenants/acme/leases?limit=1000").await;
+    assert_eq!(s, StatusCode::OK, "{leases}");
     leases["items"].as_array().unwrap().len()
 }
 
-async fn an_identity_assertion_is_honoured_only_for_this_server_its_client_and_its_resource(b: Backend) {
+/// Presents `assertion` as `by` for the github resource and checks the
+/// refusal: 400 invalid_grant, one `token.denied` event naming `why` and
+/// the presenter, the assertion echoed nowhere, and no lease made.
+async fn refused(app: &TestApp, f: &Fixture, by: &(String, String), assertion: &str, why: &str) {
+    let leases = lease_count(app, f).await;
+    let before = denied_events(app, f).await;
+    let (s, body) = present(app, Some(by), assertion, &f.resource).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("invalid_grant")),
+        "{why}: {body}"
+    );
+    assert!(body["access_token"].is_null(), "{why}: {body}");
+    assert!(!body.to_string().contains(assertion), "never echoed");
+    let after = denied_events(app, f).await;
+    let new: Vec<&Value> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert_eq!(new.len(), 1, "{why}: one event: {new:?}");
+    let e = new[0];
+    assert_eq!(
+        (
+            e["reason"].clone(),
+            e["outcome"].clone(),
+            e["tenant"].clone(),
+            e["client_id"].clone()
+        ),
+        (
+            json!(format!("invalid_grant: delegation: identity assertion: {why}")),
+            json!("denied"),
+            json!("acme"),
+            json!(by.0)
+        ),
+        "{e}"
+    );
+    assert!(!e.to_string().contains(assertion), "never in the audit trail");
+    assert_eq!(lease_count(app, f).await, leases, "{why}: no lease");
+}
+
+async fn an_identity_assertion_for_this_server_its_client_and_its_resource_is_honoured(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let idp = FakeIssuer::start().await;
-    let (assistant, other) = setup(&app, &f, &idp).await;
-
-    // The control: right server, right client, right resource.
+    let (assistant, _) = setup(&app, &f, &idp).await;
+    let leases = lease_count(&app, &f).await;
     let (s, body) = present(
         &app,
         Some(&assistant),
@@ -137,74 +183,76 @@ async fn an_identity_assertion_is_honoured_only_for_this_server_its_client_and_i
             json!({"sub": "assistant", "client_id": "assistant"})
         )
     );
+    assert_eq!(lease_count(&app, &f).await, leases + 1, "one lease");
+}
 
-    let cases = [
-        (
-            "aud is not this server",
-            &assistant,
-            id_jag(&idp, "https://another-as.test", "assistant", &f.resource),
-        ),
-        (
-            "issued to another client",
-            &other,
-            id_jag(&idp, &app.issuer, "assistant", &f.resource),
-        ),
-        (
-            "for another resource",
-            &assistant,
-            id_jag(&idp, &app.issuer, "assistant", JIRA),
-        ),
-    ];
-    let leases = lease_count(&app, &f).await;
-    for (why, by, assertion) in &cases {
-        let before = denied_events(&app, &f).await;
-        let (s, body) = present(&app, Some(by), assertion, &f.resource).await;
-        assert_eq!(
-            (s, body["error"].clone()),
-            (StatusCode::BAD_REQUEST, json!("invalid_grant")),
-            "{why}: {body}"
-        );
-        assert!(!body.to_string().contains(assertion.as_str()), "never echoed");
-        let after = denied_events(&app, &f).await;
-        let new: Vec<&Value> = after.iter().filter(|e| !before.contains(e)).collect();
-        assert_eq!(new.len(), 1, "{why}: one event: {new:?}");
-        let e = new[0];
-        assert_eq!(
-            e["reason"],
-            format!("invalid_grant: delegation: identity assertion: {why}"),
-            "{e}"
-        );
-        assert_eq!(
-            (e["outcome"].clone(), e["tenant"].clone(), e["client_id"].clone()),
-            (json!("denied"), json!("acme"), json!(by.0)),
-            "{why}: {e}"
-        );
-        assert!(!e.to_string().contains(assertion.as_str()), "never in the audit trail");
-    }
-    assert_eq!(lease_count(&app, &f).await, leases, "no lease for a refused assertion");
+/// An ID-JAG whose `aud` names another authorization server, even one that
+/// is otherwise right in every claim, is refused.
+async fn an_identity_assertion_for_another_authorization_server_is_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (assistant, _) = setup(&app, &f, &idp).await;
+    let elsewhere = id_jag(&idp, "https://another-as.test", "assistant", &f.resource);
+    refused(&app, &f, &assistant, &elsewhere, "aud is not this server").await;
+}
 
-    // The assertion issued to the assistant, refused from the other agent, is
-    // good for the assistant itself: the refusal above was about the presenter.
-    let (s, body) = present(&app, Some(&assistant), &cases[1].2, &f.resource).await;
+/// An ID-JAG issued to the assistant is refused from another agent that the
+/// same policy lets act, and is still good for the assistant itself: the
+/// refusal was about the presenter.
+async fn an_identity_assertion_issued_to_another_client_is_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (assistant, other) = setup(&app, &f, &idp).await;
+    let assertion = id_jag(&idp, &app.issuer, "assistant", &f.resource);
+    refused(&app, &f, &other, &assertion, "issued to another client").await;
+    let (s, body) = present(&app, Some(&assistant), &assertion, &f.resource).await;
     assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["client_id"], "assistant");
+}
 
-    // Without client authentication an ID-JAG is no credential at all.
+/// An ID-JAG for the Jira server is refused for the GitHub one, though the
+/// agent and the policy both hold GitHub.
+async fn an_identity_assertion_for_another_resource_is_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (assistant, _) = setup(&app, &f, &idp).await;
+    let for_jira = id_jag(&idp, &app.issuer, "assistant", JIRA);
+    refused(&app, &f, &assistant, &for_jira, "for another resource").await;
+    let (s, body) = present(&app, Some(&assistant), &for_jira, JIRA).await;
+    assert_eq!(s, StatusCode::OK, "good for the resource it names: {body}");
+}
+
+/// Without client authentication an ID-JAG is no credential at all: not
+/// with no client named, nor with the client it was issued to named but no
+/// secret.
+async fn an_identity_assertion_without_client_authentication_is_refused(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    let (assistant, _) = setup(&app, &f, &idp).await;
+    let assertion = id_jag(&idp, &app.issuer, "assistant", &f.resource);
     let leases = lease_count(&app, &f).await;
-    let (s, body) = present(
-        &app,
-        None,
-        &id_jag(&idp, &app.issuer, "assistant", &f.resource),
-        &f.resource,
-    )
-    .await;
+    let (s, body) = present(&app, None, &assertion, &f.resource).await;
     assert_eq!(
         (s, body["error"].clone()),
         (StatusCode::UNAUTHORIZED, json!("invalid_client")),
-        "{body}"
+        "no client named: {body}"
     );
-    assert_eq!(lease_count(&app, &f).await, leases);
+    let named_only = ("assistant".to_string(), String::new());
+    let (s, body) = present(&app, Some(&named_only), &assertion, &f.resource).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("invalid_client")),
+        "client named, no secret: {body}"
+    );
+    assert_eq!(lease_count(&app, &f).await, leases, "no lease");
     // Not audited today: src/http/oauth.rs answers invalid_client before any
-    // tenant is known (issue 20 names it; the fix belongs with the grant).
+    // tenant is known. The same assertion with the client's secret is good.
+    let (s, body) = present(&app, Some(&assistant), &assertion, &f.resource).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
 }
 
 /// The IdP's `scope` in the ID-JAG bounds the token, however much the

@@ -2,7 +2,7 @@
 //! loopback port, an RSA and an EC signing key, tokens shaped like GitHub
 //! Actions', GitLab CI's and Kubernetes' — and it can rotate keys or hang.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -74,6 +74,8 @@ type Keys = Arc<Mutex<Vec<(String, Arc<Signer>)>>>;
 struct Shared {
     keys: Keys,
     hang: Arc<AtomicBool>,
+    /// JWKS requests held by `hang` so far.
+    held: Arc<AtomicUsize>,
     url: String,
     /// Where discovery points for the JWKS, when not at `{url}/jwks`.
     jwks_uri: Arc<Mutex<Option<String>>>,
@@ -98,6 +100,7 @@ async fn discovery(State(s): State<Shared>) -> Json<Value> {
 
 async fn jwks(State(s): State<Shared>) -> Json<Value> {
     if s.hang.load(Ordering::Relaxed) {
+        s.held.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(std::time::Duration::from_secs(30)).await;
     }
     let keys: Vec<Value> = s.keys.lock().unwrap().iter().map(|(kid, k)| k.jwk(kid)).collect();
@@ -129,6 +132,7 @@ impl FakeIssuer {
                 ("ec-1".into(), Arc::new(ec_signer())),
             ])),
             hang: Arc::default(),
+            held: Arc::default(),
             url: url.clone(),
             jwks_uri: Arc::default(),
         };
@@ -188,6 +192,11 @@ impl FakeIssuer {
     /// From now on the JWKS endpoint takes 30 seconds to answer.
     pub fn hang(&self) {
         self.shared.hang.store(true, Ordering::Relaxed);
+    }
+
+    /// How many JWKS requests `hang` has held so far.
+    pub fn held(&self) -> usize {
+        self.shared.held.load(Ordering::SeqCst)
     }
 
     /// The public JWK of any signer (to register a client's key).

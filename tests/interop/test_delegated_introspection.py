@@ -85,4 +85,6 @@ def test_a_delegated_token_is_introspected_and_refused_once_its_agent_is_revoked
         "resource": stack.mcp_url})
     assert fresh[0] == 200, fresh[2]
     assert status_at(url, fresh[2]["access_token"]) == 401
-    assert any(e.get("event") == "token_refused" and e["delegated"] for e in stack.server_log(blind))
+    refused = {(e["jti"], e["reason"], e["delegated"]) for e in stack.server_log(blind)
+               if e.get("event") == "token_refused"}
+    assert refused == {(jti(fresh[2]["access_token"]), "cannot introspect (no credentials)", True)}, refused

@@ -17,7 +17,7 @@ from mcp import ClientSession
 from mcp.client.auth.extensions.identity_assertion import IdentityAssertionOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 
-from test_mcp_sdk import MemoryStorage, payload, request, stack  # noqa: F401  (the fixture)
+from test_mcp_sdk import MemoryStorage, jti, payload, request, stack  # noqa: F401  (the fixture)
 from test_private_key_jwt import FakeIssuer
 
 
@@ -68,6 +68,9 @@ def test_an_agent_acts_for_a_person_through_an_identity_assertion_and_revocation
         status, _, _ = request("POST", stack.mcp_url, json_body=body, bearer=token,
                                headers={"Accept": "application/json, text/event-stream"})
         assert status == 401
-        assert any(e.get("event") == "token_refused" for e in stack.server_log())
+        # Refused as inactive at mayfly: this token, and only this one.
+        refused = [(e["jti"], e["reason"], e["delegated"]) for e in stack.server_log()
+                   if e.get("event") == "token_refused"]
+        assert set(refused) == {(jti(token), "inactive at mayfly", True)}, refused
     finally:
         idp.close()
