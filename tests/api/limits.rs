@@ -302,7 +302,16 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
     assert_eq!(ready, json!({"status": "ready"}));
     let metrics = app.http.get(format!("http://{ops}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
-    assert!(metrics.text().await.unwrap().contains("mayfly_"));
+    let text = metrics.text().await.unwrap();
+    // Latency as a histogram (buckets add up across replicas), not a summary's quantiles.
+    assert!(
+        text.contains("mayfly_http_request_duration_seconds_bucket{") && text.contains("le=\"0.005\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("mayfly_http_request_duration_seconds{quantile"),
+        "{text}"
+    );
     let detailed: serde_json::Value = app
         .http
         .get(format!("http://{ops}/readyz"))
