@@ -122,12 +122,11 @@ impl AuditLog {
                 v.first_broken = Some(id);
                 Some("the chain differs from a checkpoint: events were replaced".to_string())
             } else if longest > checked {
-                v.first_broken = Some(uuid::Uuid::nil());
+                // No event is wrong: some are missing. `problem` says so.
                 Some(format!(
                     "the chain has {checked} events but a checkpoint saw {longest}: its tail was removed"
                 ))
             } else if checked != count {
-                v.first_broken = Some(uuid::Uuid::nil());
                 Some(format!("the chain has {checked} events but {count} were appended"))
             } else {
                 None

@@ -202,8 +202,8 @@ pub struct ChainedEvent {
 pub struct Verification {
     pub ok: bool,
     pub checked: u64,
-    /// The first event whose hash or link is wrong (the nil UUID when the
-    /// chain itself is sound but shorter than it should be).
+    /// The first event whose hash or link is wrong; null when none is (a
+    /// chain that is sound but shorter than it should be: `problem` says so).
     pub first_broken: Option<Uuid>,
     /// What is wrong, when something is.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -102,12 +102,19 @@ async fn readiness(AppState { web, keys, issuer, .. }: AppState, detailed: bool)
     (status, Json(body)).into_response()
 }
 
-/// Prometheus text exposition (404 here when MAYFLY_METRICS_LISTEN moves it to its own listener).
+/// Prometheus text exposition, on the public listener for loopback callers
+/// only (after trusted-proxy resolution): tenant names and traffic are not
+/// the internet's business. 404 otherwise, and always when
+/// MAYFLY_METRICS_LISTEN moves it to its own listener.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format.", content_type = "text/plain"),
-        (status = 404, description = "Served on the operations listener instead.")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
-    if state.web.ops_listen.is_some() {
+        (status = 404, description = "Not for this caller, or served on the operations listener instead.")))]
+pub async fn metrics(State(state): State<AppState>, origin: crate::audit::Origin) -> Response {
+    let loopback = origin
+        .source
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback() || ip.to_canonical().is_loopback());
+    if state.web.ops_listen.is_some() || !loopback {
         return StatusCode::NOT_FOUND.into_response();
     }
     metrics_private(State(state)).await

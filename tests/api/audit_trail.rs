@@ -107,7 +107,16 @@ async fn a_rolled_back_audit_tail_is_caught_by_an_exported_checkpoint(b: Backend
     ])
     .await;
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tail was removed"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["problem"].as_str().unwrap().contains("tail was removed"),
+        "{report}"
+    );
+    assert_eq!(
+        report["first_broken"],
+        serde_json::Value::Null,
+        "no event is wrong, some are missing"
+    );
     // A forged checkpoint is refused as such.
     let mut forged = checkpoint.clone();
     forged["count"] = serde_json::json!(keep);

@@ -486,3 +486,34 @@ async fn healthz_says_the_process_is_up_while_the_database_is_gone_and_readyz_sa
     );
     assert_eq!(ready["signing_key"], true, "only the database is down: {ready}");
 }
+
+/// `/metrics` on the public listener is for the machine itself: a caller
+/// behind a trusted proxy is whoever the proxy names, and a remote one gets 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_the_public_listener_answer_loopback_callers_only() {
+    let app = TestApp::on(Backend::Sqlite)
+        .config(|c| mayfly::Config {
+            trusted_proxies: vec![mayfly::config::parse_cidr("127.0.0.0/8").unwrap()],
+            ..c
+        })
+        .start()
+        .await;
+    let local = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(local.status(), StatusCode::OK);
+    let remote = app
+        .http
+        .get(app.url("/metrics"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote.status(), StatusCode::NOT_FOUND);
+    let proxied_local = app
+        .http
+        .get(app.url("/metrics"))
+        .header("x-forwarded-for", "127.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied_local.status(), StatusCode::OK);
+}
