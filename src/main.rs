@@ -123,7 +123,7 @@ async fn fetch_token(mut args: mayfly::client::TokenArgs) -> anyhow::Result<()> 
         mayfly::client::refresh_into(&fetcher, path).await?;
         return Ok(());
     }
-    let answer = fetcher.fetch().await?;
+    let answer = fetcher.fetch_retrying().await?;
     let out = mayfly::client::deliver(&args, &answer)?;
     if !out.is_empty() {
         println!("{out}");

@@ -142,6 +142,19 @@ pub enum FetchError {
     Signal(std::io::Error),
 }
 
+impl FetchError {
+    /// Worth another try: mayfly was unreachable or said so itself (503).
+    fn is_transient(&self) -> bool {
+        match self {
+            FetchError::Http(e) => e.is_connect() || e.is_timeout(),
+            FetchError::Refused { error, .. } => {
+                error == "temporarily_unavailable" || ["502", "503", "504"].iter().any(|c| error.starts_with(c))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Looks up an environment variable; injected so tests need not mutate the process's.
 pub type Env<'a> = dyn Fn(&str) -> Option<String> + Send + Sync + 'a;
 
@@ -182,6 +195,7 @@ impl<'a> Fetcher<'a> {
             ));
         }
         check_url(&args.url)?;
+        check_output(args, &env)?;
         // ring is the only crypto provider in this binary; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -192,8 +206,27 @@ impl<'a> Fetcher<'a> {
             credential,
             env: Box::new(env),
             http,
-            token_url: format!("{}/oauth2/token", args.url.trim_end_matches('/')),
+            token_url: format!("{}/oauth2/token", issuer_base(&args.url)),
         })
+    }
+
+    /// One shot (a CI step, an agent's start-up): mayfly briefly unable to
+    /// answer (a 503, a connection error, a timeout) is retried with backoff,
+    /// four attempts over about seven seconds; a refusal is final at once.
+    pub async fn fetch_retrying(&self) -> Result<serde_json::Value, FetchError> {
+        let mut wait = std::time::Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            match self.fetch().await {
+                Err(e) if attempt < 4 && e.is_transient() => {
+                    eprintln!("mayfly token: {e}; trying again in {} ms", wait.as_millis());
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Fetches a token and returns the token endpoint's raw JSON answer.
@@ -267,7 +300,7 @@ fn credential(args: &TokenArgs) -> Result<Credential<'_>, FetchError> {
         let audience = args
             .audience
             .clone()
-            .unwrap_or_else(|| args.url.trim_end_matches('/').to_string());
+            .unwrap_or_else(|| issuer_base(&args.url).to_string());
         modes.push(Subject::GithubActions { audience });
     }
     if args.gitlab {
@@ -309,6 +342,27 @@ fn credential(args: &TokenArgs) -> Result<Credential<'_>, FetchError> {
 }
 
 /// Credentials travel in the request: only over TLS, or to this machine.
+/// `--from` is mayfly's URL; one that names the token endpoint itself is understood.
+fn issuer_base(url: &str) -> &str {
+    let url = url.trim_end_matches('/');
+    url.strip_suffix("/oauth2/token").unwrap_or(url)
+}
+
+/// Where the token will go, checked before anything is minted: a token that
+/// cannot be delivered would leave a lease behind for nothing.
+fn check_output(args: &TokenArgs, env: &dyn Fn(&str) -> Option<String>) -> Result<(), FetchError> {
+    match args.output {
+        Output::Github if env("GITHUB_OUTPUT").is_none_or(|v| v.is_empty()) => Err(FetchError::Usage(
+            "--output github writes to $GITHUB_OUTPUT, which is not set (not in GitHub Actions?)",
+        )),
+        Output::EnvFile if args.env_file.is_none() => Err(FetchError::Usage("--output env-file needs --env-file")),
+        Output::Token | Output::Json | Output::Github if args.env_file.is_some() => {
+            Err(FetchError::Usage("--env-file goes with --output env-file"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::BadUrl(e.to_string()))?;
     // The URL parser normalises hosts: lowercase names, dotted IPv4, bracketed IPv6.

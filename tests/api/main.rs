@@ -8,6 +8,7 @@ mod admin;
 mod audit_trail;
 mod catalog;
 mod cli;
+mod cli_one_shot;
 mod client_keys;
 mod clients;
 mod console_assets;
