@@ -340,10 +340,18 @@ pub fn announce(prepared: &Prepared) {
         );
     }
     if let Some(cmd) = &started.dev_command {
+        let issuer = &prepared.state.issuer.id().url;
         println!("mayfly --dev: a demo tenant is ready. Mint a token for workflow `release`:\n\n{cmd}\n");
+        println!("The console: {issuer}/console (sign in as mayfly-admin with its secret)\n");
+        // The secret is known here only on the start that generated it.
+        let export = match &started.bootstrap_secret {
+            Some(secret) => format!("  export MAYFLY_ADMIN_SECRET='{secret}'\n"),
+            None => "  export MAYFLY_ADMIN_SECRET=…   # printed when the database was created\n".to_string(),
+        };
         println!(
-            "The console: {}/console (sign in as mayfly-admin with its secret)\n",
-            prepared.state.issuer.id().url
+            "The admin API (the tour in the README uses $ADMIN; a token lasts its `expires_in`, then mint another):\n\n\
+             {export}  ADMIN=$(curl -sf -u \"mayfly-admin:$MAYFLY_ADMIN_SECRET\" -d grant_type=client_credentials \\\n    \
+             -d resource={issuer} -d scope=mayfly:admin {issuer}/oauth2/token | jq -er .access_token)\n"
         );
     }
     tracing::info!(

@@ -85,8 +85,10 @@ enum AuditCommand {
 fn init_telemetry(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // Colour only for a person at a terminal, never into a log file or collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -131,8 +133,21 @@ async fn fetch_token(mut args: mayfly::client::TokenArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Errors end the process with one line on stderr (the whole cause chain),
+/// never a backtrace, whatever RUST_BACKTRACE says: they are the operator's
+/// to read, not a crash report.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mayfly: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_telemetry(cli.log_format);
     // The server's flags may come before `serve` or after it.

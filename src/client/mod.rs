@@ -31,6 +31,8 @@ pub struct TokenArgs {
     /// The MCP server's resource URI.
     #[arg(long, env = "MAYFLY_RESOURCE")]
     pub resource: String,
+    /// The scopes to ask for, space-separated [default: every scope the client
+    /// holds on the resource; ask for fewer to get a narrower token].
     #[arg(long, env = "MAYFLY_SCOPE")]
     pub scope: Option<String>,
     /// With a client secret only: with an OIDC token the trust policy decides.

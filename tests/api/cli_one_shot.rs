@@ -52,6 +52,7 @@ async fn token(from: String, extra: &[&str]) -> std::process::Output {
             ])
             .args(&extra)
             .env("MAYFLY_CLIENT_SECRET", "mfy_cs_not-a-real-secret")
+            .env("RUST_BACKTRACE", "1")
             .env_remove("GITHUB_OUTPUT")
             .output()
             .unwrap()

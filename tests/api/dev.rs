@@ -49,7 +49,8 @@ fn dev_mode_once(args: &[&str]) {
     let stdout = BufReader::new(child.0.stdout.take().unwrap());
     let mut command = String::new();
     let mut printing = false;
-    for line in stdout.lines() {
+    let mut lines = stdout.lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if line.contains("a demo tenant is ready") {
             printing = true;
@@ -63,6 +64,36 @@ fn dev_mode_once(args: &[&str]) {
     assert!(
         command.contains("curl"),
         "{args:?}: no mint command printed: {command:?}"
+    );
+    // Then the admin API: the export and the token command, pasted as printed.
+    let mut admin = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("  ") {
+            admin.push_str(&line);
+            admin.push('\n');
+        }
+        if line.contains(".access_token)") {
+            break;
+        }
+    }
+    assert!(admin.contains("export MAYFLY_ADMIN_SECRET='mfy_cs_"), "{admin}");
+    let admin_run = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "set -e\n{}\nprintf %s \"$ADMIN\"",
+            admin.replace("curl -sf", "curl -sf --retry 20 --retry-connrefused --retry-delay 1")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        admin_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin_run.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&admin_run.stdout).starts_with("eyJ"),
+        "an admin token"
     );
     // Pasted as printed (with -sS so a refusal is loud), against the port it names.
     let run = Command::new("sh")
