@@ -173,6 +173,17 @@ async fn run() -> anyhow::Result<()> {
     let listen = serve.listen;
     // Secrets are read from the environment (or their _FILE), never from flags.
     let config = Config::from_args(serve, |name| std::env::var_os(name))?;
+    // Commands that work on an existing database never create one (nor a
+    // master key beside it), say in the wrong working directory.
+    if matches!(command, Command::Audit { .. } | Command::Keys { .. })
+        && let Some(file) = mayfly::storage::files::sqlite_file(&config.database_url)
+        && !file.exists()
+    {
+        anyhow::bail!(
+            "no database at {}: run this where the server keeps its data, or set MAYFLY_DATABASE_URL",
+            file.display()
+        );
+    }
     match command {
         Command::Token(_) | Command::Openapi | Command::Gateway(_) => {}
         Command::Serve(_) => {

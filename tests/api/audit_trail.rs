@@ -303,3 +303,25 @@ async fn the_database_refuses_to_change_or_delete_an_audit_event(b: Backend) {
     let (_, v) = app.get(&f.admin, "/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "{v}");
 }
+
+/// In the wrong directory, a read-only command creates nothing: no data
+/// directory, no master key, no database (issue 26, finding 4).
+#[test]
+fn audit_verify_against_a_missing_sqlite_database_creates_nothing() {
+    let dir = std::env::temp_dir().join(format!("mayfly-nowhere-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite://{}/mayfly-data/mayfly.db", dir.display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .args(["audit", "verify"])
+        .env("MAYFLY_DATABASE_URL", &url)
+        .env_remove("MAYFLY_MASTER_KEY")
+        .env_remove("MAYFLY_ISSUER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no database at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.exists(), "a read-only command created {}", dir.display());
+}
