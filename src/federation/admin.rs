@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::policy::{ClaimCondition, TrustPolicy, anchored, template_claims};
+use super::policy::{ClaimCondition, TrustPolicy, anchored, pinned, template_claims};
 use super::reach::{Reach, Refused};
 use crate::audit::{Caller, actions};
 use crate::clock::Clock;
@@ -123,6 +123,10 @@ impl TrustPolicies {
         if b.issuer.len() > 512 {
             return Err(invalid("issuer", "at most 512 characters").into());
         }
+        // Stored without a trailing `/`, which never tells issuers apart (a
+        // GitHub policy naming `…githubusercontent.com/` could never match).
+        let mut b = b;
+        b.issuer = b.issuer.trim_end_matches('/').to_string();
         // Refused here so a tenant admin learns at once; never contacted in any case.
         self.reach.issuer(&b.issuer).map_err(|e| match e {
             Refused::Invalid(m) => Error::from(invalid("issuer", m)),
@@ -135,6 +139,7 @@ impl TrustPolicies {
             (Some(s), None) if !s.is_empty() && s.len() <= 512 => {}
             (None, Some(p)) => {
                 anchored("subject_pattern", p)?;
+                pinned(p, &b.claims)?;
             }
             _ => return Err(invalid("subject", "give exactly one of subject and subject_pattern").into()),
         }

@@ -357,7 +357,7 @@ impl Federation {
                 .into_iter()
                 // A policy naming actors is for delegation only: its
                 // subjects never authenticate as a client of their own.
-                .filter(|p| p.issuer == iss && p.actors.is_empty())
+                .filter(|p| p.issuer.trim_end_matches('/') == iss.trim_end_matches('/') && p.actors.is_empty())
                 .collect();
             let federated = self
                 .judge(&token, policies, &client.tenant_id, Some(&client.client_id), origin)

@@ -103,6 +103,85 @@ pub fn anchored(field: &'static str, pattern: &str) -> Result<regex_lite::Regex,
     Ok(re)
 }
 
+/// Subject formats whose owner can be read from the subject itself: the
+/// prefix, and what ends the owner (GitHub `repo:OWNER/…`, GitLab
+/// `project_path:GROUP/…`, Kubernetes `system:serviceaccount:NAMESPACE:…`).
+const OWNED_SUBJECTS: [(&str, char, &str); 3] = [
+    ("repo:", '/', "a GitHub owner (`^repo:acme/…`)"),
+    ("project_path:", '/', "a GitLab group (`^project_path:acme/…`)"),
+    (
+        "system:serviceaccount:",
+        ':',
+        "a Kubernetes namespace (`^system:serviceaccount:agents:…`)",
+    ),
+];
+
+/// Claims that pin the owner when a condition names exact values.
+const OWNER_CLAIMS: [&str; 9] = [
+    "repository_owner",
+    "repository_owner_id",
+    "repository",
+    "repository_id",
+    "namespace_path",
+    "namespace_id",
+    "project_path",
+    "project_id",
+    "kubernetes.io.namespace",
+];
+
+/// What a pattern matches literally from its start (`^repo:acme/.+` →
+/// `repo:acme/`): up to the first construct that could vary.
+fn literal_prefix(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.strip_prefix('^').unwrap_or(pattern).chars().peekable();
+    while let Some(c) = chars.next() {
+        let literal = match c {
+            '\\' => match chars.next() {
+                Some(e) if e.is_ascii_punctuation() => e,
+                _ => break,
+            },
+            '.' | '[' | ']' | '(' | ')' | '{' | '}' | '*' | '+' | '?' | '|' | '$' | '^' => break,
+            c => c,
+        };
+        // A quantifier after it makes this character optional or repeatable.
+        match chars.peek() {
+            Some('?' | '*' | '{') => break,
+            Some('+') => {
+                out.push(literal);
+                break;
+            }
+            _ => out.push(literal),
+        }
+    }
+    out
+}
+
+/// A subject pattern for a shared issuer (GitHub, GitLab, a cluster) must
+/// pin the owner, or a claim condition must: `^repo:.*$` lets every
+/// repository in the world mint.
+pub fn pinned(pattern: &str, claims: &BTreeMap<String, ClaimCondition>) -> Result<(), crate::tenants::Invalid> {
+    let by_claim = claims
+        .iter()
+        .any(|(name, c)| OWNER_CLAIMS.contains(&name.as_str()) && !matches!(c, ClaimCondition::Pattern(_)));
+    let prefix = literal_prefix(pattern);
+    for (kind, end, what) in OWNED_SUBJECTS {
+        let Some(rest) = prefix.strip_prefix(kind) else {
+            continue;
+        };
+        let owner_fixed = rest.find(end).is_some_and(|i| i > 0);
+        if !owner_fixed && !by_claim {
+            return Err(invalid(
+                "subject_pattern",
+                format!(
+                    "matches subjects of any owner: pin {what} literally, or add an exact claim condition on the owner \
+                     (`repository_owner`, `namespace_path`, `kubernetes.io.namespace`); otherwise anyone using this issuer could mint"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A claim by dotted path; keys may contain dots themselves
 /// (`kubernetes.io.namespace` is `{"kubernetes.io": {"namespace": …}}`).
 fn lookup<'a>(claims: &'a serde_json::Map<String, serde_json::Value>, path: &str) -> Option<&'a serde_json::Value> {
@@ -370,6 +449,40 @@ mod tests {
             "k8s:agents/triage"
         );
         assert!(render("{kubernetes.io.pod.name}", &c).is_err());
+    }
+
+    #[test]
+    fn a_shared_issuers_subject_pattern_must_pin_the_owner_or_a_claim_must() {
+        let none = BTreeMap::new();
+        for ok in [
+            "^repo:acme/app:ref:refs/heads/main$",
+            "^repo:acme/.+:ref:refs/heads/main$",
+            "^project_path:acme/infra:ref_type:branch:ref:main$",
+            "^system:serviceaccount:agents:.+$",
+            "^[a-z]+@acme\\.test$",
+            "^repo:acme\\.corp/app:.*$",
+            "^r[a-z]+@acme\\.test$",
+        ] {
+            assert!(pinned(ok, &none).is_ok(), "{ok}");
+        }
+        for bad in [
+            "^repo:.*$",
+            "^repo:acme.*$",
+            "^repo:acme-?/app:.*$",
+            "^repo:[a-z]+/app:ref:refs/heads/main$",
+            "^project_path:.+/infra:.*$",
+            "^system:serviceaccount:.+:default$",
+        ] {
+            let err = pinned(bad, &none).unwrap_err();
+            assert!(err.to_string().contains("pin"), "{bad}: {err}");
+        }
+        let owner = BTreeMap::from([("repository_owner".to_string(), ClaimCondition::Exact("acme".into()))]);
+        assert!(pinned("^repo:[a-z-]+/app:ref:refs/heads/main$", &owner).is_ok());
+        let loose = BTreeMap::from([(
+            "repository_owner".to_string(),
+            ClaimCondition::Pattern(PatternCondition { pattern: "^.+$".into() }),
+        )]);
+        assert!(pinned("^repo:.*$", &loose).is_err(), "a pattern condition does not pin");
     }
 
     #[test]

@@ -66,11 +66,15 @@ impl Conn<'_> {
             .bind(tenant).bind(after).bind(limit).fetch_all(c).await)?)
     }
 
-    /// The tenant's policies for tokens of `issuer`, in name order.
+    /// The tenant's policies for tokens of `issuer`, in name order. A trailing
+    /// `/` does not tell issuers apart: policies are stored without it, and
+    /// older ones stored with it still match.
     pub async fn policies_for_issuer(&mut self, tenant: &str, issuer: &str) -> Result<Vec<TrustPolicy>> {
+        let bare = issuer.trim_end_matches('/');
+        let slashed = format!("{bare}/");
         Ok(run!(self, c => sqlx::query_as::<_, TrustPolicy>(concat!(
-            "SELECT ", policy_columns!(), " FROM trust_policies WHERE tenant_id = $1 AND issuer = $2 ORDER BY name"))
-            .bind(tenant).bind(issuer).fetch_all(c).await)?)
+            "SELECT ", policy_columns!(), " FROM trust_policies WHERE tenant_id = $1 AND issuer IN ($2, $3) ORDER BY name"))
+            .bind(tenant).bind(bare).bind(slashed.as_str()).fetch_all(c).await)?)
     }
 
     /// The tenant's policies that authenticate `client_id` (private_key_jwt).

@@ -21,6 +21,7 @@ on_both_backends!(
     a_loopback_issuer_is_refused_without_the_setting_and_never_contacted,
     an_operator_allowlist_refuses_other_issuers_and_never_contacts_them,
     issuer_fetch_failures_read_the_same_to_the_caller_and_are_detailed_in_the_audit,
+    a_trailing_slash_on_the_issuer_still_matches_and_a_pattern_must_pin_the_owner,
 );
 
 /// What the caller learns of any failure to get an issuer's keys.
@@ -263,4 +264,46 @@ async fn issuer_fetch_failures_read_the_same_to_the_caller_and_are_detailed_in_t
             "no audit event for {issuer} says `{detail}`: {reasons:?}"
         );
     }
+}
+
+/// Issue 26, finding 5: `^repo:.*$` with no owner condition would let every
+/// GitHub repository in the world mint, and an issuer written with a trailing
+/// slash could never match. The first is refused, saying why; the second is
+/// stored without the slash and matches.
+async fn a_trailing_slash_on_the_issuer_still_matches_and_a_pattern_must_pin_the_owner(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+
+    let mut any_repo = policy_body(&idp.url, "any-repo", &app, &f);
+    any_repo["subject_pattern"] = json!("^repo:.*$");
+    let (s, out) = app
+        .post(&f.admin, "/v1/tenants/acme/trust-policies", any_repo.clone())
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{out}");
+    assert!(out["message"].as_str().unwrap().contains("any owner"), "{out}");
+    // An exact condition on the owner pins it instead.
+    any_repo["claims"] = json!({"repository_owner": "acme"});
+    let (s, out) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", any_repo).await;
+    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let (s, _) = app
+        .admin(
+            &f.admin,
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/acme/trust-policies/{}", out["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert!(s.is_success());
+
+    let slashed = format!("{}/", idp.url);
+    let out = policy(&app, &f, policy_body(&slashed, "slashed", &app, &f)).await;
+    assert_eq!(out["issuer"], json!(idp.url), "stored without the slash");
+    let (s, out) = bearer(
+        &app,
+        &f,
+        &idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "the issuer's token matches: {out}");
 }
