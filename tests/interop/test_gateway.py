@@ -305,6 +305,15 @@ def test_the_typescript_sdk_calls_a_tool_through_the_gateway(gw):
     assert sorted(t["name"] for t in out["tools"]) == ["echo", "trigger-long-running-operation"]
     assert not out["toolResult"].get("isError") and "hi" in out["toolResult"]["content"][0]["text"]
 
+    # A tool its token may not call: the gateway's 403 insufficient_scope reaches the SDK,
+    # which tries to step up; mayfly will not grant the scope, so the call fails.
+    refused = subprocess.run(["node", str(NODE / "client.mjs"), gw.mcp_url, *gw.reader, "", "get-sum", json.dumps({"a": 1, "b": 2})],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    events = gw.mcp_events(lambda items: any(e["mcp"]["name"] == "get-sum" for e in items))
+    assert any(e["mcp"]["name"] == "get-sum" and e["outcome"] == "denied" and e["reason"] == "insufficient_scope"
+               for e in events), events
+
 
 def test_a_stdio_server_from_pypi_is_bridged_by_the_gateway(gw):
     async def work(s):
