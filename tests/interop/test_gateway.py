@@ -112,10 +112,13 @@ class GatewayStack:
             "tools": {"echo": {"scopes": ["tools:read"]}, "trigger-long-running-operation": {"scopes": ["tools:read"]},
                       "get-sum": {"scopes": ["tools:write"]}}})
         self.api("POST", "/v1/tenants/acme/resources", {"uri": self.time_url, "scopes": ["time:read"]})
-        self.api("POST", "/v1/tenants/acme/resources", {"uri": self.static_url, "scopes": ["tools:read"]})
+        self.api("POST", "/v1/tenants/acme/resources", {
+            "uri": self.static_url, "scopes": ["tools:read"],
+            "tools": {"whoami": {"scopes": ["tools:read"], "calls_per_minute": 3}, "*": {"scopes": ["tools:read"]}}})
         self.reader = self.client("reader", "agent", ["triage"], {
             self.mcp_url: ["tools:read"], self.time_url: ["time:read"], self.static_url: ["tools:read"]})
-        self.writer = self.client("writer", "agent", ["deploy"], {self.mcp_url: ["tools:read", "tools:write"]})
+        self.writer = self.client("writer", "agent", ["deploy"], {
+            self.mcp_url: ["tools:read", "tools:write"], self.static_url: ["tools:read"]})
         self.gw_client = self.client("gateway", "resource_server", ["*"], {})
 
         credential = tmp_path / "upstream-pat"
@@ -470,3 +473,18 @@ def test_a_delegated_token_is_introspected_so_revoking_the_persons_lease_stops_t
     time.sleep(1.1)  # past the gateway's one-second introspection cache
     status, headers, _ = mcp_post(gw.static_url, delegated, INIT)
     assert status == 401 and 'error="invalid_token"' in headers["WWW-Authenticate"], status
+
+
+def test_calls_per_minute_limit_each_workload_and_tool_with_a_429_and_retry_after(gw):
+    reader, writer = gw.mint(gw.reader, gw.static_url), gw.mint(gw.writer, gw.static_url)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+    statuses = [mcp_post(gw.static_url, reader, dict(call, id=i))[0] for i in range(3)]
+    assert statuses == [200, 200, 200], statuses
+    status, headers, body = mcp_post(gw.static_url, reader, dict(call, id=9))
+    assert (status, body["error"]) == (429, "rate_limited"), (status, body)
+    assert 1 <= int(headers["Retry-After"]) <= 60, headers
+    assert mcp_post(gw.static_url, writer, call)[0] == 200, "another workload has its own budget"
+    other_tool = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "anything", "arguments": {}}}
+    assert mcp_post(gw.static_url, reader, other_tool)[0] == 200, "and another tool too"
+    limited = gw.mcp_events(lambda items: any(e["reason"] == "rate_limited" for e in items))
+    assert any(e["reason"] == "rate_limited" and e["workload"] == "reader" for e in limited), limited
