@@ -3,7 +3,7 @@
 // resource, and revocation by lease, workflow, workload or client.
 
 import { $, badge, byTid, clipped, el, num, once, reconcile, setCells, setText } from './dom.js';
-import { debounce, fail, loadPages, poll, tenantPath } from './api.js';
+import { debounce, fail, loadPages, poll, say, tenantPath } from './api.js';
 import { revoke } from './confirm.js';
 import { actorChain, fmtDur, fmtTime, ms, plural } from './format.js';
 import { S } from './state.js';
@@ -20,7 +20,14 @@ export const Leases = {
     const filter = debounce(() => { this.reset(); this.refresh().catch(fail); });
     ['filter-workflow', 'filter-workload', 'filter-client', 'filter-actor'].forEach((id) => byTid(id).addEventListener('input', filter));
     byTid('filter-inactive').addEventListener('change', () => this.refresh().catch(fail));
-    $('#lease-filters').addEventListener('submit', (e) => e.preventDefault());
+    // What an MCP server logs is the jti: open that lease's custody, listed here or not.
+    $('#lease-filters').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const id = byTid('filter-lease').value.trim().toLowerCase();
+      if (!id) return;
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) { say('A lease id is a UUID (the token\'s jti).', 'error'); return; }
+      Custody.show({ id });
+    });
     $('#lease-body').addEventListener('click', (e) => this.onClick(e));
     Custody.wire();
   },

@@ -5,7 +5,7 @@ import json
 
 from playwright.sync_api import expect
 
-from test_console import (ADMIN_ID, ADMIN_SECRET, GITHUB, chromium, choose_tenant, go, new_page,  # noqa: F401
+from test_console import (ADMIN_ID, ADMIN_SECRET, GITHUB, chromium, choose_tenant, go, jti, new_page,  # noqa: F401
                           no_js_errors, shot, sign_in, stack)
 
 
@@ -49,4 +49,25 @@ def test_an_admin_sets_a_resources_tool_policy_and_bad_json_changes_nothing(stac
     page.get_by_test_id("tools-form-submit").click()
     expect(row).to_contain_text("any tool")
     assert resource(stack, GITHUB)["tools"] is None
+    no_js_errors(page)
+
+
+def test_a_lease_id_from_an_mcp_servers_log_opens_its_chain_of_custody(stack, new_page):
+    token = stack.mint_ci("release")
+    _, page = new_page()
+    sign_in(page, ADMIN_ID, ADMIN_SECRET)
+    choose_tenant(page, "acme")
+    go(page, "leases")
+    page.get_by_test_id("filter-lease").fill("not-a-lease")
+    page.get_by_test_id("filter-lease-open").click()
+    expect(page.get_by_test_id("status")).to_contain_text("UUID")
+    expect(page.get_by_test_id("custody")).to_be_hidden()
+
+    lease = jti(token)
+    page.get_by_test_id("filter-lease").fill(lease.upper())
+    page.get_by_test_id("filter-lease").press("Enter")
+    expect(page.get_by_test_id("custody")).to_be_visible()
+    expect(page.get_by_test_id("custody-title")).to_contain_text(lease)
+    expect(page.get_by_test_id("custody-person")).to_contain_text("acme-ci")
+    shot(page, "lease-by-jti")
     no_js_errors(page)
