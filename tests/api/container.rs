@@ -4,21 +4,12 @@
 //! stage runs as its own user in a directory it may write (the SQLite default
 //! and a generated master key live there).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::house::rust_files;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
 }
 
 /// The first string literal after each `marker` in `text`.

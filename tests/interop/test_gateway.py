@@ -22,7 +22,7 @@ from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuth
 from mcp.client.streamable_http import streamable_http_client
 
 import httpx2
-from test_mcp_sdk import ADMIN_SECRET, MASTER_KEY, NODE, ROOT, MemoryStorage, free_port, request, secrets_in, wait_for
+from test_mcp_sdk import ADMIN_SECRET, AdminApi, MASTER_KEY, NODE, ROOT, MemoryStorage, free_port, request, secrets_in, wait_for
 
 EVERYTHING = NODE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 # An argument value that must never reach the audit log or any log.
@@ -77,7 +77,7 @@ class StaticTokenUpstream:
         self.server.shutdown()
 
 
-class GatewayStack:
+class GatewayStack(AdminApi):
     """mayfly, server-everything, and one gateway with two routes (HTTP and stdio)."""
 
     def __init__(self, backend, tmp_path):
@@ -181,25 +181,6 @@ forward_identity = true
                     return
             time.sleep(0.1)
         raise RuntimeError(f"{what} did not listen on {port}")
-
-    def api(self, method, path, body=None):
-        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
-        assert status < 300, f"{method} {path}: {status} {out}"
-        return out
-
-    def client(self, name, kind, workflows, grants):
-        out = self.api("POST", "/v1/tenants/acme/clients", {
-            "client_id": name, "kind": kind, "workflows": workflows,
-            "grants": [{"resource": r, "scopes": s} for r, s in grants.items()]})
-        return name, out["client_secret"]
-
-    def mint(self, creds, resource, scope=None):
-        form = {"grant_type": "client_credentials", "resource": resource}
-        if scope:
-            form["scope"] = scope
-        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
-        assert status == 200, out
-        return out["access_token"]
 
     def mcp_events(self, until):
         """The tenant's mcp.request events, once `until(items)` holds (delivery is asynchronous)."""

@@ -98,7 +98,30 @@ def wait_for(url, proc, what, timeout=30):
     raise RuntimeError(f"{what} did not come up at {url}")
 
 
-class Stack:
+class AdminApi:
+    """The admin API and the token endpoint, for a stack with `issuer` and an `admin` token."""
+
+    def api(self, method, path, body=None):
+        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
+        assert status < 300, f"{method} {path}: {status} {out}"
+        return out
+
+    def client(self, name, kind, workflows, grants):
+        out = self.api("POST", "/v1/tenants/acme/clients", {
+            "client_id": name, "kind": kind, "workflows": workflows,
+            "grants": [{"resource": r, "scopes": s} for r, s in grants.items()]})
+        return name, out["client_secret"]
+
+    def mint(self, creds, resource, scope=None, **extra):
+        form = {"grant_type": "client_credentials", "resource": resource, **extra}
+        if scope:
+            form["scope"] = scope
+        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
+        assert status == 200, out
+        return out["access_token"]
+
+
+class Stack(AdminApi):
     """mayfly + the example MCP server (strict mode unless told) + a tenant with clients."""
 
     def __init__(self, backend, tmp_path, strict=True):
@@ -153,25 +176,6 @@ class Stack:
         self.procs.append(subprocess.Popen([sys.executable, str(server)], env=env, stdout=log, stderr=subprocess.STDOUT))
         wait_for(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp", self.procs[-1], "MCP server")
         return log_path
-
-    def api(self, method, path, body=None):
-        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
-        assert status < 300, f"{method} {path}: {status} {out}"
-        return out
-
-    def client(self, name, kind, workflows, grants):
-        out = self.api("POST", "/v1/tenants/acme/clients", {
-            "client_id": name, "kind": kind, "workflows": workflows,
-            "grants": [{"resource": r, "scopes": s} for r, s in grants.items()]})
-        return name, out["client_secret"]
-
-    def mint(self, creds, resource, scope=None, **extra):
-        form = {"grant_type": "client_credentials", "resource": resource, **extra}
-        if scope:
-            form["scope"] = scope
-        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
-        assert status == 200, out
-        return out["access_token"]
 
     def cli_token(self, creds, resource, *extra):
         """A token fetched the way CI jobs do: `mayfly token`."""
