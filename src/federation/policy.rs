@@ -89,7 +89,10 @@ pub fn anchored(field: &'static str, pattern: &str) -> Result<regex_lite::Regex,
             "must be an anchored pattern `^…$` of at most 512 characters",
         ));
     }
-    let re = regex_lite::Regex::new(pattern).map_err(|e| invalid(field, format!("does not compile: {e}")))?;
+    // Judged as it is applied (`tenants::matches_whole`): wrapped whole, so a
+    // top-level `|` cannot unanchor one branch.
+    let re = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| invalid(field, format!("does not compile: {e}")))?;
     let probes = [
         "",
         "x",
@@ -163,6 +166,24 @@ pub fn pinned(pattern: &str, claims: &BTreeMap<String, ClaimCondition>) -> Resul
     let by_claim = claims
         .iter()
         .any(|(name, c)| OWNER_CLAIMS.contains(&name.as_str()) && !matches!(c, ClaimCondition::Pattern(_)));
+    // Whatever its spelling (`(?i)`, `[r]epo`, `\x72epo`, `.epo`…), a pattern
+    // that takes a subject of some owner nobody named is not pinned.
+    const STRANGER: [&str; 6] = [
+        "repo:zz-mayfly-stranger/app:ref:refs/heads/main",
+        "repo:zz-mayfly-stranger/zz-repo:environment:prod",
+        "project_path:zz-mayfly-stranger/app:ref_type:branch:ref:main",
+        "project_path:zz-mayfly-stranger/zz-project:ref_type:tag:ref:v1",
+        "system:serviceaccount:zz-mayfly-stranger:default",
+        "system:serviceaccount:zz-mayfly-stranger:zz-sa",
+    ];
+    if !by_claim && STRANGER.iter().any(|s| crate::tenants::matches_whole(pattern, s)) {
+        return Err(invalid(
+            "subject_pattern",
+            "matches subjects of any owner (a repository, group or namespace nobody named): pin the owner \
+             literally, or add an exact claim condition on it (`repository_owner`, `namespace_path`, \
+             `kubernetes.io.namespace`); otherwise anyone using this issuer could mint",
+        ));
+    }
     let prefix = literal_prefix(pattern);
     for (kind, end, what) in OWNED_SUBJECTS {
         let Some(rest) = prefix.strip_prefix(kind) else {
@@ -472,6 +493,12 @@ mod tests {
             "^repo:[a-z]+/app:ref:refs/heads/main$",
             "^project_path:.+/infra:.*$",
             "^system:serviceaccount:.+:default$",
+            "^(?i)repo:.+$",
+            "^[r]epo:.+$",
+            "^(repo):.+$",
+            "^\\x72epo:.+$",
+            "^.epo:.+$",
+            "^(?i)REPO:.+/app:ref:refs/heads/main$",
         ] {
             let err = pinned(bad, &none).unwrap_err();
             assert!(err.to_string().contains("pin"), "{bad}: {err}");
@@ -488,7 +515,14 @@ mod tests {
     #[test]
     fn patterns_must_be_anchored_and_selective() {
         assert!(anchored("subject_pattern", "^repo:acme/.+:ref:refs/heads/main$").is_ok());
-        for bad in ["repo:.*", "^.*$", "^.*", "^(.*)$", "^[^z]*$"] {
+        for bad in [
+            "repo:.*",
+            "^.*$",
+            "^.*",
+            "^(.*)$",
+            "^[^z]*$",
+            "^repo:acme/app:ref:refs/heads/main$|^.*$",
+        ] {
             assert!(anchored("subject_pattern", bad).is_err(), "{bad}");
         }
         assert!(template_claims("t", "github:{repository}@{ref}").is_ok());
