@@ -14,12 +14,13 @@ use crate::audit::AuditLog;
 use crate::audit::checkpoint::Checkpointer;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DpopNonce};
 use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
 use crate::federation::keys::IssuerKeys;
 use crate::grants::TokenEndpoint;
+use crate::grants::dpop::{Nonces, ProofCheck};
 use crate::keys::rotation::{MasterKeys, RotationError};
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::{KeyService, Schedule};
@@ -110,6 +111,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let masters = Arc::new(master_keys(&config)?);
     let checkpoint_key = masters.current.checkpoint_key();
     let console_csrf = masters.current.console_csrf_key();
+    let dpop_nonce_key = masters.current.dpop_nonce_key();
     let data_lock = crate::storage::files::lock_sqlite_dir(&config.database_url).map_err(crate::config::ConfigError)?;
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
@@ -228,6 +230,12 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             federation.clone(),
             delegation.clone(),
             issuer.clone(),
+            Arc::new(ProofCheck::new(
+                format!("{}/oauth2/token", issuer_id.url),
+                store.clone(),
+                clock.clone(),
+                (config.dpop_nonce == DpopNonce::Required).then(|| Nonces::new(dpop_nonce_key)),
+            )),
         )),
         delegation,
         federation,

@@ -49,6 +49,7 @@ pub fn lease(tenant: &str, workflow: &str, now: DateTime<Utc>) -> Lease {
         federated: None,
         policy_id: None,
         parent_id: None,
+        jkt: None,
         links: Default::default(),
     }
 }

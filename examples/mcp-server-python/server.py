@@ -13,6 +13,11 @@
 - Strict mode (MAYFLY_STRICT=1) asks mayfly's introspection endpoint for
   every token, so any revocation bites on the next call instead of at expiry.
 - Logs every tool call with the tenant, workflow and workload of its token.
+- Sender-constrained tokens (RFC 9449): a token bound to a DPoP key
+  (`cnf.jkt`) is accepted only as `Authorization: DPoP` with a proof of that
+  key for this request (`htm`, `htu` = MCP_RESOURCE, `ath`, `iat` within
+  60 s, each `jti` once); the same token sent as `Bearer` is refused, as is
+  an unbound token sent as `DPoP`.
 
 Environment: MAYFLY_ISSUER and MAYFLY_TENANT (both required: a token is
 accepted only if its `tenant` is the one that registered this server),
@@ -23,11 +28,14 @@ and delegated tokens, MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a
 """
 
 import base64
+import contextvars
+import hashlib
 import json
 import logging
 import os
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 
@@ -72,6 +80,89 @@ def log_event(**fields) -> None:
         sys.stdout.flush()
 
 
+# The DPoP key the current request proved possession of (set by DpopGate).
+PROVEN_JKT: contextvars.ContextVar = contextvars.ContextVar("proven_jkt", default=None)
+DPOP_ALGS = ("ES256", "EdDSA", "RS256")
+PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+_seen_proofs: dict = {}  # (jkt, jti) -> iat, for the 60 s a proof is accepted
+_seen_lock = threading.Lock()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwk_thumbprint(jwk: dict) -> str:
+    """RFC 7638: SHA-256 over the required members, sorted, no whitespace."""
+    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
+    members = json.dumps({m: jwk[m] for m in required}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(members.encode()).digest())
+
+
+def check_dpop_proof(proofs: list, token: str, method: str) -> str:
+    """The thumbprint of the key a valid proof for this request was made with; ValueError otherwise."""
+    if len(proofs) != 1:
+        raise ValueError("exactly one DPoP proof is required")
+    proof = proofs[0]
+    header = jwt.get_unverified_header(proof)
+    jwk = header.get("jwk")
+    if header.get("typ", "").lower() != "dpop+jwt" or header.get("alg") not in DPOP_ALGS:
+        raise ValueError("not a DPoP proof (typ dpop+jwt, ES256/EdDSA/RS256)")
+    if not isinstance(jwk, dict) or any(m in jwk for m in PRIVATE_JWK_MEMBERS):
+        raise ValueError("the proof's jwk must be one public key")
+    key = jwt.PyJWK(jwk, algorithm=header["alg"])
+    claims = jwt.decode(proof, key.key, algorithms=[header["alg"]], options={
+        "require": ["jti", "htm", "htu", "iat"], "verify_iat": False})
+    now = int(time.time())
+    if claims["htm"] != method or claims["htu"].split("?")[0].split("#")[0] != RESOURCE:
+        raise ValueError("the proof names another request (htm/htu)")
+    if not isinstance(claims["iat"], int) or not now - 60 <= claims["iat"] <= now + 5:
+        raise ValueError("the proof's iat is too old or in the future")
+    if claims.get("ath") != b64url(hashlib.sha256(token.encode()).digest()):
+        raise ValueError("the proof's ath is not this token's hash")
+    jkt = jwk_thumbprint(jwk)
+    with _seen_lock:
+        for seen, iat in list(_seen_proofs.items()):
+            if iat < now - 65:
+                del _seen_proofs[seen]
+        if (jkt, claims["jti"]) in _seen_proofs:
+            raise ValueError("the proof was used before")
+        _seen_proofs[(jkt, claims["jti"])] = claims["iat"]
+    return jkt
+
+
+class DpopGate:
+    """Outermost ASGI middleware: checks `Authorization: DPoP` and its proof,
+    then hands the token on as Bearer (all the SDK's auth reads) with the
+    proven key in PROVEN_JKT for the verifier, which matches it to `cnf.jkt`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        headers = scope.get("headers", []) if scope["type"] == "http" else []
+        auth = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), "")
+        if auth[:5].lower() != "dpop ":
+            return await self.app(scope, receive, send)
+        token = auth[5:].strip()
+        try:
+            jkt = check_dpop_proof([v.decode("latin-1") for k, v in headers if k == b"dpop"], token, scope["method"])
+        except Exception as e:  # any failure is a 401 with the DPoP challenge
+            log_event(event="dpop_refused", reason=str(e) if isinstance(e, ValueError) else type(e).__name__)
+            body = json.dumps({"error": "invalid_dpop_proof", "error_description": "the DPoP proof is not valid"}).encode()
+            challenge = f'DPoP error="invalid_dpop_proof", algs="{" ".join(DPOP_ALGS)}"'
+            await send({"type": "http.response.start", "status": 401, "headers": [
+                (b"content-type", b"application/json"), (b"www-authenticate", challenge.encode())]})
+            return await send({"type": "http.response.body", "body": body})
+        rest = [(k, v) for k, v in headers if k != b"authorization"]
+        scope = dict(scope, headers=rest + [(b"authorization", f"Bearer {token}".encode())])
+        proven = PROVEN_JKT.set(jkt)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            PROVEN_JKT.reset(proven)
+
+
 class MayflyVerifier:
     """mcp.server.auth.provider.TokenVerifier for mayfly access tokens."""
 
@@ -80,18 +171,25 @@ class MayflyVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:  # PyJWKClient and urllib block: keep them off the event loop
-            return await anyio.to_thread.run_sync(self._verify, token)
+            return await anyio.to_thread.run_sync(self._verify, token, PROVEN_JKT.get())
         except Exception as e:  # any failure is a 401, never a 500
             log.info("token rejected: %s", type(e).__name__)
             return None
 
-    def _verify(self, token: str) -> AccessToken | None:
+    def _verify(self, token: str, proven_jkt: str | None) -> AccessToken | None:
         if jwt.get_unverified_header(token).get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
             return None  # RFC 9068: only access tokens
         key = self._jwks.get_signing_key_from_jwt(token)
         claims = jwt.decode(token, key, algorithms=["ES256", "EdDSA"], audience=RESOURCE, issuer=ISSUER,
                             options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]})
         if claims.get("tenant") != TENANT:
+            return None
+        # A bound token needs the proof of its key (DpopGate), and a bearer
+        # token must not pose as a bound one.
+        bound = (claims.get("cnf") or {}).get("jkt")
+        if bound != proven_jkt:
+            reason = "a DPoP-bound token without its proof" if bound else "a bearer token sent as DPoP"
+            log_event(event="token_refused", reason=reason, jti=claims["jti"])
             return None
         # Offline checks match revocations against the token's own claims; a
         # delegated token can be ended by a rule on an actor or an ancestor
@@ -216,6 +314,7 @@ class ToolScopeGate:
 
 app = mcp.streamable_http_app(host=HOST)  # /mcp and /.well-known/oauth-protected-resource/mcp
 app.user_middleware.append(Middleware(ToolScopeGate))  # innermost: after the SDK's auth
+app.user_middleware.insert(0, Middleware(DpopGate))  # outermost: before the SDK's auth
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)

@@ -118,6 +118,19 @@ pub struct ServeArgs {
     /// implied by --dev.
     #[arg(long, env = "MAYFLY_FEDERATION_ALLOW_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub federation_allow_loopback: bool,
+
+    /// DPoP nonces (RFC 9449 §8): `required` makes every proof at the token
+    /// endpoint carry a fresh server nonce (answered with `use_dpop_nonce`).
+    #[arg(long, env = "MAYFLY_DPOP_NONCE", default_value = "off", value_enum)]
+    pub dpop_nonce: DpopNonce,
+}
+
+/// Whether DPoP proofs must carry a server-issued nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DpopNonce {
+    #[default]
+    Off,
+    Required,
 }
 
 pub use proxies::{Cidr, client_address, parse_cidr};
@@ -158,6 +171,7 @@ pub struct Config {
     /// Empty: no allowlist (see `federation::reach::Reach::of`).
     pub federation_issuers: Vec<crate::federation::reach::AllowedIssuer>,
     pub federation_allow_loopback: bool,
+    pub dpop_nonce: DpopNonce,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +280,7 @@ impl Config {
             metrics_listen: args.metrics_listen,
             federation_issuers: args.federation_issuers,
             federation_allow_loopback: args.federation_allow_loopback,
+            dpop_nonce: args.dpop_nonce,
         };
         config.validate()?;
         Ok(config)
@@ -296,6 +311,7 @@ impl Config {
             metrics_listen: None,
             federation_issuers: Vec::new(),
             federation_allow_loopback: false,
+            dpop_nonce: DpopNonce::Off,
         }
     }
 

@@ -445,6 +445,8 @@ impl Delegation {
             actor: Some(act),
             parent_id: subject.parent.as_ref().map(|(l, _)| l.id),
             links,
+            // Bound by the token endpoint, to the key of the request's proof.
+            jkt: None,
         };
         Ok(Delegated {
             terms,

@@ -89,6 +89,7 @@ impl Federated {
             workload_verified: true,
             max_mints_per_second: bound.and_then(|c| c.max_mints_per_second),
             stamp: bound.and_then(|c| c.catalog_version),
+            dpop_bound: bound.is_some_and(|c| c.dpop_bound_access_tokens),
         }
     }
 }

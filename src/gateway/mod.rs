@@ -7,6 +7,7 @@
 
 mod answer;
 pub mod config;
+pub mod dpop;
 pub mod events;
 pub mod policy;
 pub mod proxy;
@@ -41,6 +42,8 @@ pub struct Gateway {
     /// To upstreams: no overall timeout, since answers may stream for long.
     pub upstream: reqwest::Client,
     pub sessions: session::SessionSeal,
+    /// DPoP proofs already presented to this replica.
+    pub proofs: dpop::SeenProofs,
     pub clock: Arc<dyn crate::clock::Clock>,
     metrics: PrometheusHandle,
 }
@@ -101,6 +104,7 @@ pub async fn serve(
         events,
         upstream,
         sessions: session::SessionSeal::new(&config.client_secret),
+        proofs: dpop::SeenProofs::default(),
         clock: Arc::new(crate::clock::SystemClock),
         metrics: crate::http::ops::metrics_handle(),
     });

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::config::{Route, Upstream};
+use super::dpop::{self, Scheme, authorization};
 use super::events::{McpEvent, Outcome, clip};
 use super::policy::{Policy, RoutePolicy, Verdict};
 use super::session::SessionError;
@@ -199,22 +200,46 @@ pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response
         .into_response()
 }
 
-fn challenge(route: &RouteState, extra: &str) -> HeaderValue {
-    let value = format!("Bearer resource_metadata=\"{}\"{extra}", route.metadata_url);
+fn challenge(route: &RouteState, scheme: Scheme, extra: &str) -> HeaderValue {
+    let value = match scheme {
+        Scheme::Bearer => format!("Bearer resource_metadata=\"{}\"{extra}", route.metadata_url),
+        Scheme::Dpop => format!(
+            "DPoP algs=\"{}\", resource_metadata=\"{}\"{extra}",
+            crate::jose::dpop::ALGORITHMS.join(" "),
+            route.metadata_url
+        ),
+    };
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
-fn unauthorized(route: &RouteState, reason: Option<&str>) -> Response {
-    let extra = reason.map_or(String::new(), |r| {
-        format!(", error=\"invalid_token\", error_description=\"{r}\"")
-    });
+/// The scheme a caller's token needs, to challenge with.
+fn caller_scheme(caller: &Caller) -> Scheme {
+    match caller.claims.cnf {
+        Some(_) => Scheme::Dpop,
+        None => Scheme::Bearer,
+    }
+}
+
+/// 401 with the challenge of the scheme at fault (with no token: both, so
+/// a client may pick either, RFC 9449 §7.1).
+fn unauthorized(route: &RouteState, at_fault: Option<(Scheme, &str, &str)>) -> Response {
+    let (error, reason) = at_fault.map_or(("invalid_token", None), |(_, e, r)| (e, Some(r)));
     let mut res = json_error(
         StatusCode::UNAUTHORIZED,
-        "invalid_token",
+        error,
         reason.unwrap_or("a mayfly access token for this resource is required"),
     );
-    res.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
+    let h = res.headers_mut();
+    match at_fault {
+        None => {
+            h.insert(header::WWW_AUTHENTICATE, challenge(route, Scheme::Bearer, ""));
+            h.append(header::WWW_AUTHENTICATE, challenge(route, Scheme::Dpop, ""));
+        }
+        Some((scheme, error, reason)) => {
+            let extra = format!(", error=\"{error}\", error_description=\"{reason}\"");
+            h.insert(header::WWW_AUTHENTICATE, challenge(route, scheme, &extra));
+        }
+    }
     res
 }
 
@@ -223,15 +248,6 @@ pub fn unavailable(why: &str) -> Response {
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     res
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// Elements a JSON-RPC batch may hold.
@@ -331,7 +347,7 @@ pub async fn handle(
     }
     // Until the caller is known, a refusal is one event however many elements it carried.
     let first = calls.first().cloned().unwrap_or_else(|| Call::stream(&method));
-    let Some(token) = bearer(&parts.headers) else {
+    let Some((scheme, token)) = authorization(&parts.headers) else {
         return ctx.refuse(std::slice::from_ref(&first), "no_token", unauthorized(&route, None));
     };
     let now = gw.clock.now().timestamp();
@@ -341,7 +357,7 @@ pub async fn handle(
             return ctx.refuse(
                 std::slice::from_ref(&first),
                 "invalid_token",
-                unauthorized(&route, Some(why)),
+                unauthorized(&route, Some((scheme, "invalid_token", why))),
             );
         }
         Err(Refusal::Unavailable(why)) => {
@@ -356,10 +372,26 @@ pub async fn handle(
         );
     };
     if caller.claims.tenant != policy.tenant {
-        let res = unauthorized(&route, Some("the token is for another tenant"));
+        let res = unauthorized(
+            &route,
+            Some((scheme, "invalid_token", "the token is for another tenant")),
+        );
         return ctx.refuse(std::slice::from_ref(&first), "invalid_token", res);
     }
+    // A valid token presented without its key is still that lease's event.
     ctx.caller = Some(caller.clone());
+    let presented = dpop::Presented {
+        headers: &parts.headers,
+        scheme,
+        token,
+        method: method.as_str(),
+        htu: &route.route.resource,
+        now,
+    };
+    if let Err((error, why)) = dpop::check(&presented, &caller, &gw.proofs) {
+        let res = unauthorized(&route, Some((caller_scheme(&caller), error, &why)));
+        return ctx.refuse(std::slice::from_ref(&first), error, res);
+    }
     let owner = format!("{}/{}", caller.claims.tenant, caller.claims.sub);
     let upstream_session = match &ctx.session {
         None => None,
@@ -446,8 +478,10 @@ fn judge(ctx: &Ctx, route: &RouteState, policy: &Policy, caller: &Caller, calls:
                     &format!("calling {tool} needs the scopes: {scope}"),
                 );
                 let extra = format!(", error=\"insufficient_scope\", scope=\"{scope}\"");
-                res.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, challenge(route, &extra));
+                res.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    challenge(route, caller_scheme(caller), &extra),
+                );
                 ("insufficient_scope", res)
             }
             Verdict::NotListed => (

@@ -345,10 +345,6 @@ impl Trust {
             other => other,
         };
         verdict.map_err(|_| Refusal::Invalid("the token's signature does not verify"))?;
-        if parsed.claims.contains_key("cnf") {
-            // Sender-constrained: accepted only with its DPoP proof, which this gateway does not check yet.
-            return Err(Refusal::Invalid("a DPoP-bound token needs its proof"));
-        }
         let claims: AccessClaims = serde_json::from_value(serde_json::Value::Object(parsed.claims.clone()))
             .map_err(|_| Refusal::Invalid("the token's claims are not mayfly's"))?;
         if claims.iss != self.issuer {
@@ -425,6 +421,7 @@ pub(super) mod tests {
                 workflow: workflow.into(),
                 act: None,
                 lease_seq: Some(seq),
+                cnf: None,
             },
             kid: Some("k1".into()),
             lease_id: Some(Uuid::nil()),

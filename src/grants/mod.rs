@@ -6,6 +6,7 @@
 //! edge turns into RFC 6749 answers.
 
 mod client_credentials;
+pub mod dpop;
 mod jwt_bearer;
 pub mod request;
 mod token_exchange;
@@ -42,6 +43,14 @@ pub enum GrantError {
     /// A tenant or client limit: 429 with Retry-After.
     #[error("limit reached: {}", .0.what)]
     Limited(Limited),
+    /// A DPoP proof refused (`invalid_dpop_proof`), or a nonce asked for
+    /// (`use_dpop_nonce`, with the nonce to use).
+    #[error("{code}: {description}")]
+    Dpop {
+        code: &'static str,
+        description: String,
+        nonce: Option<String>,
+    },
     /// No signing key is loaded: 503.
     #[error("{0}")]
     Unavailable(&'static str),
@@ -121,6 +130,18 @@ impl Decided {
 pub struct Granted {
     pub issued: Issued,
     pub issued_token_type: Option<&'static str>,
+    /// A fresh DPoP nonce for the client's next proof, when nonces are required.
+    pub dpop_nonce: Option<String>,
+}
+
+impl Granted {
+    /// `DPoP` for a sender-constrained token, else `Bearer`.
+    pub fn token_type(&self) -> &'static str {
+        match self.issued.lease.jkt {
+            Some(_) => "DPoP",
+            None => "Bearer",
+        }
+    }
 }
 
 /// The token endpoint's services, each with its own parts.
@@ -130,6 +151,7 @@ pub struct TokenEndpoint {
     federation: Arc<Federation>,
     delegation: Arc<Delegation>,
     issuer: Arc<Issuer>,
+    proofs: Arc<dpop::ProofCheck>,
 }
 
 impl TokenEndpoint {
@@ -138,12 +160,14 @@ impl TokenEndpoint {
         federation: Arc<Federation>,
         delegation: Arc<Delegation>,
         issuer: Arc<Issuer>,
+        proofs: Arc<dpop::ProofCheck>,
     ) -> Self {
         Self {
             authn,
             federation,
             delegation,
             issuer,
+            proofs,
         }
     }
 
@@ -151,18 +175,29 @@ impl TokenEndpoint {
     /// a catalog entry that changed underneath it is decided again from
     /// authentication on; other grants may have spent a single-use
     /// assertion, so their caller is told to retry (503).
+    /// The DPoP proof, if any, is checked (and spent) once, before the grant.
     pub async fn token(&self, req: &TokenRequest<'_>, origin: &Origin) -> Result<Granted, GrantError> {
+        let jkt = self.proofs.check(req.dpop).await?;
         let attempts = if req.grant.replayable() { ATTEMPTS } else { 1 };
         for _ in 0..attempts {
-            match self.attempt(req, origin).await {
+            match self.attempt(req, jkt.as_deref(), origin).await {
                 Err(GrantError::Store(StoreError::Stale)) => continue,
+                Ok(mut granted) => {
+                    granted.dpop_nonce = self.proofs.nonce();
+                    return Ok(granted);
+                }
                 other => return other,
             }
         }
         Err(StoreError::Stale.into())
     }
 
-    async fn attempt(&self, req: &TokenRequest<'_>, origin: &Origin) -> Result<Granted, GrantError> {
+    /// A fresh DPoP nonce, when nonces are required (for refusals too).
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.proofs.nonce()
+    }
+
+    async fn attempt(&self, req: &TokenRequest<'_>, jkt: Option<&str>, origin: &Origin) -> Result<Granted, GrantError> {
         let decided = match &req.grant {
             Grant::ClientCredentials => client_credentials::decide(self, req, origin).await?,
             Grant::JwtBearer { assertion } => jwt_bearer::decide(self, assertion, req, origin).await?,
@@ -170,11 +205,14 @@ impl TokenEndpoint {
                 subject,
                 subject_type,
                 actor_token,
-            } => token_exchange::decide(self, subject, *subject_type, *actor_token, req, origin).await?,
+            } => {
+                token_exchange::bound_alike(subject, *subject_type, *actor_token, jkt)?;
+                token_exchange::decide(self, subject, *subject_type, *actor_token, req, origin).await?
+            }
         };
         let Decided {
             terms,
-            provenance,
+            mut provenance,
             workflow,
             workload,
             issued_token_type,
@@ -193,6 +231,7 @@ impl TokenEndpoint {
                 .as_ref()
                 .and(terms.grants.first().map(|g| g.resource.as_str()))
         });
+        provenance.jkt = jkt.map(str::to_string);
         let issued = self.issuer.mint(&terms, resource, &ask, origin, &provenance).await?;
         let span = tracing::Span::current();
         span.record("workflow", issued.lease.workflow.as_str());
@@ -200,6 +239,7 @@ impl TokenEndpoint {
         Ok(Granted {
             issued,
             issued_token_type,
+            dpop_nonce: None,
         })
     }
 

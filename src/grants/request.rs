@@ -69,6 +69,8 @@ pub struct TokenRequest<'a> {
     pub resource: Option<&'a str>,
     /// Scope, workflow, workload and lifetime as asked.
     pub ask: MintRequest<'a>,
+    /// The `DPoP` header's proof (RFC 9449), if one was sent.
+    pub dpop: Option<&'a str>,
 }
 
 fn invalid(why: impl Into<String>) -> GrantError {
@@ -136,6 +138,7 @@ impl<'a> TokenRequest<'a> {
             auth: client_auth(&get, basic)?,
             resource,
             ask,
+            dpop: None,
         })
     }
 }

@@ -52,6 +52,8 @@ pub struct ClientOut {
     pub jwks: Option<serde_json::Value>,
     /// Agents that may act for this client's tokens.
     pub delegates: Option<Vec<String>>,
+    /// Its tokens are bound to a DPoP key (RFC 9449).
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl From<Client> for ClientOut {
@@ -72,6 +74,7 @@ impl From<Client> for ClientOut {
             max_mints_per_second: c.max_mints_per_second,
             jwks: c.jwks,
             delegates: c.delegates,
+            dpop_bound_access_tokens: c.dpop_bound_access_tokens,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct ServerMetadata {
     id_token_signing_alg_values_supported: Vec<&'static str>,
     token_endpoint_auth_signing_alg_values_supported: Vec<&'static str>,
     code_challenge_methods_supported: Vec<&'static str>,
+    /// RFC 9449 §5.1: the algorithms a DPoP proof may be signed with.
+    dpop_signing_alg_values_supported: Vec<&'static str>,
 }
 
 /// A JSON Web Key Set (RFC 7517).
@@ -62,6 +64,7 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
         id_token_signing_alg_values_supported: vec!["ES256"],
         token_endpoint_auth_signing_alg_values_supported: vec!["RS256", "ES256", "EdDSA"],
         code_challenge_methods_supported: vec!["S256"],
+        dpop_signing_alg_values_supported: crate::jose::dpop::ALGORITHMS.to_vec(),
     }
 }
 

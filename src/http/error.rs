@@ -17,6 +17,9 @@ use crate::storage::StoreError;
 use crate::tenants::Invalid;
 use crate::tenants::authn::Refused;
 
+/// RFC 9449 §8's header.
+pub static DPOP_NONCE: axum::http::HeaderName = axum::http::HeaderName::from_static("dpop-nonce");
+
 /// An admin API error: a stable code and a message safe to show.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -199,6 +202,14 @@ impl From<GrantError> for OAuthError {
                 retry_after: Some(l.retry_after),
                 ..OAuthError::new("temporarily_unavailable", format!("limit reached: {}", l.what))
             },
+            GrantError::Dpop {
+                code,
+                description,
+                nonce,
+            } => OAuthError {
+                dpop_nonce: nonce,
+                ..OAuthError::new(code, description)
+            },
             GrantError::Unavailable(why) => OAuthError::new("temporarily_unavailable", why),
             GrantError::Store(e) => e.into(),
         }
@@ -238,6 +249,8 @@ pub struct OAuthError {
     pub error: &'static str,
     pub description: String,
     pub retry_after: Option<i64>,
+    /// RFC 9449 §8: the nonce the client's next DPoP proof must carry.
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -253,6 +266,7 @@ impl OAuthError {
             error,
             description: description.into(),
             retry_after: None,
+            dpop_nonce: None,
         }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
@@ -317,6 +331,9 @@ impl IntoResponse for OAuthError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"mayfly\""),
             );
+        }
+        if let Some(v) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            h.insert(DPOP_NONCE.clone(), v);
         }
         res
     }

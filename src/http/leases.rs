@@ -65,6 +65,9 @@ pub struct LeaseOut {
     pub policy_id: Option<Uuid>,
     /// The lease a delegated token was exchanged from.
     pub parent_id: Option<Uuid>,
+    /// The thumbprint of the DPoP key the token is bound to (its `cnf.jkt`);
+    /// null for a bearer token.
+    pub jkt: Option<String>,
     /// Exact: false as soon as a rule revokes it, marked or not.
     pub active: bool,
     /// Lease detail only: MCP requests gateways reported for this token.
@@ -99,6 +102,7 @@ impl LeaseOut {
             federated: l.federated,
             policy_id: l.policy_id,
             parent_id: l.parent_id,
+            jkt: l.jkt,
             active,
             mcp_requests: None,
             last_mcp_request: None,

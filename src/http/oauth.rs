@@ -11,12 +11,16 @@ use uuid::Uuid;
 
 use super::auth::{self, AdminScope, admin_from_token, bearer, client_credentials};
 use super::body::OAuthParams;
-use super::error::{OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable};
+use super::error::{DPOP_NONCE, OAuthBadRequest, OAuthError, OAuthInvalidClient, OAuthThrottled, OAuthUnavailable};
 use crate::audit::Origin;
 use crate::grants;
 use crate::state::AppState;
 use crate::tenants::{Client, ClientKind};
+use crate::tokens::claims::Confirmation;
 use crate::tokens::validate::Introspecting;
+
+/// RFC 9449's proof header.
+static DPOP: axum::http::HeaderName = axum::http::HeaderName::from_static("dpop");
 
 /// `POST /oauth2/token`, form-encoded. Client authentication is
 /// `client_secret_basic` or `client_secret_post`.
@@ -60,6 +64,8 @@ pub struct TokenRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// `DPoP` when the request carried a valid DPoP proof (the token is
+    /// bound to its key, `cnf.jkt`), else `Bearer`.
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: i64,
@@ -103,6 +109,9 @@ pub struct IntrospectionDoc {
     workflow: Option<String>,
     /// RFC 8693 actor chain, when delegated.
     act: Option<serde_json::Value>,
+    /// RFC 9449 §6.2: the thumbprint of the DPoP key a bound token needs
+    /// (`{"jkt": …}`); `token_type` is then `DPoP`.
+    cnf: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,6 +130,8 @@ pub struct ActiveClaims {
     pub workflow: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
 }
 
 /// `POST /oauth2/introspect` and `/oauth2/revoke`, form-encoded.
@@ -144,8 +155,11 @@ async fn authenticate(state: &AppState, params: &OAuthParams, origin: &Origin) -
 /// Mint a token: client credentials (secret or private_key_jwt), an external
 /// OIDC token (RFC 7523 jwt-bearer), or RFC 8693 token exchange of one.
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth",
+    params(("DPoP" = Option<String>, Header,
+        description = "RFC 9449 proof (`typ dpop+jwt`, ES256, EdDSA or RS256; `htm` POST, `htu` the metadata's token_endpoint). With it the token is bound to the proof's key: `token_type` DPoP, `cnf.jkt`.")),
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, description = "OK.", body = TokenResponse, headers(("Cache-Control" = String))),
+    responses((status = 200, description = "OK.", body = TokenResponse, headers(("Cache-Control" = String),
+            ("DPoP-Nonce" = String, description = "With MAYFLY_DPOP_NONCE=required: the nonce for the next proof."))),
         (status = 400, response = OAuthBadRequest), (status = 401, response = OAuthInvalidClient),
         (status = 429, response = OAuthThrottled), (status = 503, response = OAuthUnavailable)))]
 pub async fn token(
@@ -154,20 +168,41 @@ pub async fn token(
     params: OAuthParams,
 ) -> Result<Response, OAuthError> {
     let basic = auth::basic_credentials(&params.headers).transpose()?;
-    let request = grants::TokenRequest::parse(|name| params.get(name), basic)?;
-    let granted = tokens.token(&request, &origin).await?;
+    let mut request = grants::TokenRequest::parse(|name| params.get(name), basic)?;
+    request.dpop = match params.headers.get_all(&DPOP).iter().collect::<Vec<_>>()[..] {
+        [] => None,
+        [one] => Some(
+            one.to_str()
+                .map_err(|_| OAuthError::new("invalid_dpop_proof", "the DPoP header is not visible ASCII"))?,
+        ),
+        _ => return Err(OAuthError::new("invalid_dpop_proof", "one DPoP header at most")),
+    };
+    let granted = match tokens.token(&request, &origin).await {
+        Ok(g) => g,
+        // A client that sent a proof learns the nonce for its next one.
+        Err(e) => {
+            let mut e = OAuthError::from(e);
+            if request.dpop.is_some() && e.dpop_nonce.is_none() {
+                e.dpop_nonce = tokens.dpop_nonce();
+            }
+            return Err(e);
+        }
+    };
+    let token_type = granted.token_type();
     let mut res = Json(TokenResponse {
         access_token: granted.issued.access_token,
-        token_type: "Bearer",
+        token_type,
         expires_in: granted.issued.expires_in,
         scope: granted.issued.scope,
         issued_token_type: granted.issued_token_type,
     })
     .into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    if let Some(v) = granted.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        h.insert(DPOP_NONCE.clone(), v);
+    }
     Ok(res)
 }
 
@@ -225,7 +260,7 @@ pub async fn introspect(
         Some(c) => Introspection {
             active: true,
             claims: Some(ActiveClaims {
-                token_type: "Bearer",
+                token_type: if c.cnf.is_some() { "DPoP" } else { "Bearer" },
                 scope: c.scope,
                 client_id: c.client_id,
                 sub: c.sub,
@@ -238,6 +273,7 @@ pub async fn introspect(
                 tenant: c.tenant,
                 workflow: c.workflow,
                 act: c.act,
+                cnf: c.cnf,
             }),
         },
     }))

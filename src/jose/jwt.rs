@@ -78,7 +78,9 @@ impl Jwk {
         }
     }
 
-    fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+    /// Whether `sig` is this key's signature of `message`, under the key's
+    /// one algorithm.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         let field = |v: &Option<String>| v.as_deref().and_then(|s| URL_SAFE_NO_PAD.decode(s).ok());
         match self.algorithm() {
             Some("RS256") => {
@@ -121,6 +123,9 @@ pub struct Header {
     pub kid: Option<String>,
     #[serde(default)]
     pub typ: Option<String>,
+    /// A key the header carries (DPoP proofs only; never trusted elsewhere).
+    #[serde(default)]
+    pub jwk: Option<serde_json::Value>,
 }
 
 /// A token split but not yet trusted.
@@ -128,8 +133,8 @@ pub struct Header {
 pub struct Unverified {
     pub header: Header,
     pub claims: serde_json::Map<String, serde_json::Value>,
-    signed: String,
-    signature: Vec<u8>,
+    pub(crate) signed: String,
+    pub(crate) signature: Vec<u8>,
 }
 
 pub fn parse(token: &str) -> Result<Unverified, JwtError> {

@@ -35,6 +35,8 @@ pub struct MasterKey {
     /// Keys the console's CSRF tokens (HKDF from the master key, so every
     /// replica sharing the master key derives the same one).
     console_csrf: ring::hmac::Key,
+    /// Seals DPoP nonces (HKDF from the master key: any replica opens them).
+    dpop_nonces: LessSafeKey,
     /// Short digest naming this key, stored beside what it sealed so a wrong
     /// key is reported as such. Reveals nothing usable about the key.
     pub id: String,
@@ -62,7 +64,13 @@ impl MasterKey {
             .expand(&[b"mayfly console csrf key v1"], ring::hmac::HMAC_SHA256)
             .map_err(|_| SealError::BadMasterKey)?
             .into();
+        let dpop_nonces: UnboundKey = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"mayfly")
+            .extract(bytes)
+            .expand(&[b"mayfly dpop nonce key v1"], &AES_256_GCM)
+            .map_err(|_| SealError::BadMasterKey)?
+            .into();
         Ok(Self {
+            dpop_nonces: LessSafeKey::new(dpop_nonces),
             key: LessSafeKey::new(unbound),
             checkpoint: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
             console_csrf,
@@ -73,6 +81,11 @@ impl MasterKey {
     /// The key the console's CSRF tokens are MAC'd with.
     pub fn console_csrf_key(&self) -> ring::hmac::Key {
         self.console_csrf.clone()
+    }
+
+    /// The key DPoP nonces are sealed with.
+    pub fn dpop_nonce_key(&self) -> LessSafeKey {
+        self.dpop_nonces.clone()
     }
 
     /// The key audit checkpoints are MAC'd with.

@@ -47,6 +47,9 @@ pub struct Lease {
     pub policy_id: Option<Uuid>,
     /// The lease a delegated token was exchanged from.
     pub parent_id: Option<Uuid>,
+    /// The RFC 7638 thumbprint of the DPoP key the token is bound to (None:
+    /// a bearer token).
+    pub jkt: Option<String>,
     /// Written beside the lease (not a column): what revocation must reach it by.
     #[sqlx(skip)]
     pub links: Links,

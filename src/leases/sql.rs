@@ -12,7 +12,7 @@ macro_rules! lease_columns {
     () => {
         "l.seq, l.id, l.tenant_id, l.workflow, l.workload, l.client_id, l.actor, l.resource, l.scopes, l.kid,
          l.issued_at, l.expires_at, l.revoked_at, l.revocation_id, l.source, l.request_id, l.federated, l.policy_id,
-         l.parent_id"
+         l.parent_id, l.jkt"
     };
 }
 
@@ -157,13 +157,14 @@ impl Conn<'_> {
         let numbered = run!(self, c => {
             let mut q = sqlx::QueryBuilder::new(
                 "INSERT INTO leases (id, tenant_id, workflow, workload, client_id, actor, resource, scopes, kid,
-                                     issued_at, expires_at, source, request_id, federated, policy_id, parent_id) ");
+                                     issued_at, expires_at, source, request_id, federated, policy_id, parent_id, jkt) ");
             q.push_values(leases, |mut row, l| {
                 row.push_bind(l.id).push_bind(&l.tenant_id).push_bind(&l.workflow).push_bind(&l.workload)
                     .push_bind(&l.client_id).push_bind(l.actor.as_ref().map(Json)).push_bind(&l.resource)
                     .push_bind(Json(&l.scopes)).push_bind(&l.kid).push_bind(l.issued_at).push_bind(l.expires_at)
                     .push_bind(l.source.as_deref()).push_bind(l.request_id.as_deref())
-                    .push_bind(l.federated.as_ref().map(Json)).push_bind(l.policy_id).push_bind(l.parent_id);
+                    .push_bind(l.federated.as_ref().map(Json)).push_bind(l.policy_id).push_bind(l.parent_id)
+                    .push_bind(l.jkt.as_deref());
             });
             q.push(" RETURNING id, seq");
             q.build_query_as::<(Uuid, i64)>().fetch_all(c).await

@@ -75,6 +75,9 @@ pub struct NewClient {
     /// Agent clients of this tenant that may act for this client's tokens.
     #[schema(max_items = 100)]
     pub delegates: Option<Vec<String>>,
+    /// Every token it gets is bound to a DPoP key (RFC 9449): a token
+    /// request without a proof is refused.
+    pub dpop_bound_access_tokens: Option<bool>,
 }
 
 /// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.
@@ -104,6 +107,8 @@ pub struct ClientPatch {
     /// Replaces the agents that may act for its tokens (`[]`: none).
     #[schema(max_items = 100)]
     pub delegates: Option<Vec<String>>,
+    /// Whether every token it gets must be bound to a DPoP key.
+    pub dpop_bound_access_tokens: Option<bool>,
 }
 
 /// `POST …/clients/{client_id}/secrets`.

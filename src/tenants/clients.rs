@@ -238,6 +238,7 @@ impl Directory {
             workload_pattern: body.workload_pattern.filter(|p| !p.is_empty()),
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
             jwks: body.jwks.map(check_jwks).transpose()?,
+            dpop_bound_access_tokens: body.dpop_bound_access_tokens.unwrap_or(false),
             ..Client::new(tenant, &client_id, body.kind, now)
         };
         let mut client = client;
@@ -342,6 +343,9 @@ impl Directory {
         }
         if let Some(delegates) = patch.delegates {
             c.delegates = Some(Self::check_delegates(&mut tx, tenant, &c.client_id, delegates).await?);
+        }
+        if let Some(bound) = patch.dpop_bound_access_tokens {
+            c.dpop_bound_access_tokens = bound;
         }
         if let Some(rate) = patch.max_mints_per_second {
             c.max_mints_per_second = check_rate("max_mints_per_second", Some(rate).filter(|r| *r != 0))?;

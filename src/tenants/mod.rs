@@ -129,6 +129,8 @@ pub struct Client {
     /// Agent clients allowed to act for this client's tokens (token exchange).
     #[sqlx(json(nullable))]
     pub delegates: Option<Vec<String>>,
+    /// RFC 9449 / RFC 7591: every token it gets is bound to a DPoP key.
+    pub dpop_bound_access_tokens: bool,
     /// The tenant's catalog version this client was read at, if it came
     /// from the catalog: minting with it commits only while that holds.
     #[sqlx(skip)]
@@ -155,6 +157,7 @@ impl Client {
             max_mints_per_second: None,
             jwks: None,
             delegates: None,
+            dpop_bound_access_tokens: false,
             catalog_version: None,
         }
     }

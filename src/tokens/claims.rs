@@ -26,6 +26,15 @@ pub struct AccessClaims {
     /// and rules exactly whatever the replicas' clocks say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_seq: Option<i64>,
+    /// RFC 9449 §6: the DPoP key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 confirmation: the thumbprint of the holder's DPoP key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 impl AccessClaims {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::DateTime;
 use uuid::Uuid;
 
-use super::claims::AccessClaims;
+use super::claims::{AccessClaims, Confirmation};
 use super::commit::IssueWriter;
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
 use super::terms::MintTerms;
@@ -58,6 +58,8 @@ pub struct Provenance {
     pub parent_id: Option<Uuid>,
     /// The chain's actors and ancestor leases, for revocation.
     pub links: crate::leases::Links,
+    /// The DPoP key the token is bound to (RFC 9449): its thumbprint.
+    pub jkt: Option<String>,
 }
 
 /// This server as an issuer: `iss`, and the admin API's resource URI.
@@ -170,6 +172,9 @@ impl Issuer {
     ) -> Result<Issued, MintError> {
         let mut read_at = None;
         let decided = match resource {
+            _ if terms.dpop_bound && provenance.jkt.is_none() => Err(MintError::Denied(Denial::InvalidDpopProof(
+                "this client's tokens are sender-constrained: send a DPoP proof".into(),
+            ))),
             None => Err(MintError::Denied(Denial::InvalidRequest(
                 "`resource` (or `audience`) is required".into(),
             ))),
@@ -235,6 +240,7 @@ impl Issuer {
             federated: provenance.federated.clone(),
             policy_id: provenance.policy_id,
             parent_id: provenance.parent_id,
+            jkt: provenance.jkt.clone(),
             links: provenance.links.clone(),
         };
         let action = match lease.actor {
@@ -295,6 +301,7 @@ impl Issuer {
             workflow: lease.workflow.clone(),
             act: lease.actor.clone(),
             lease_seq: Some(lease.seq),
+            cnf: lease.jkt.clone().map(|jkt| Confirmation { jkt }),
         };
         let access_token = match jws::sign(&*signer, &claims).await {
             Ok(token) => token,

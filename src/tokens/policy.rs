@@ -52,6 +52,8 @@ pub enum Denial {
     InvalidScope(String),
     InvalidTarget(String),
     UnauthorizedClient(String),
+    /// RFC 9449: the client must prove possession of a DPoP key.
+    InvalidDpopProof(String),
 }
 
 impl Denial {
@@ -61,6 +63,7 @@ impl Denial {
             Denial::InvalidScope(_) => "invalid_scope",
             Denial::InvalidTarget(_) => "invalid_target",
             Denial::UnauthorizedClient(_) => "unauthorized_client",
+            Denial::InvalidDpopProof(_) => "invalid_dpop_proof",
         }
     }
 
@@ -69,7 +72,8 @@ impl Denial {
             Denial::InvalidRequest(m)
             | Denial::InvalidScope(m)
             | Denial::InvalidTarget(m)
-            | Denial::UnauthorizedClient(m) => m,
+            | Denial::UnauthorizedClient(m)
+            | Denial::InvalidDpopProof(m) => m,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct MintTerms {
     /// while it holds. None only for terms no catalog client stands behind
     /// (a trust policy that names no client).
     pub stamp: Option<Stamp>,
+    /// The client gets sender-constrained tokens only: no DPoP proof, no token.
+    pub dpop_bound: bool,
 }
 
 impl MintTerms {
@@ -46,6 +48,7 @@ impl MintTerms {
             workload_verified: false,
             max_mints_per_second: client.max_mints_per_second,
             stamp: client.catalog_version,
+            dpop_bound: client.dpop_bound_access_tokens,
         }
     }
 

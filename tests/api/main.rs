@@ -16,6 +16,7 @@ mod console_session;
 mod container;
 mod delegation;
 mod dev;
+mod dpop;
 mod durability;
 mod federation;
 mod federation_edges;

@@ -30,7 +30,7 @@ impl Signer {
         }
     }
 
-    fn jwk(&self, kid: &str) -> Value {
+    pub fn jwk(&self, kid: &str) -> Value {
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
         match self {
             Signer::Rsa(k) => {
@@ -63,7 +63,7 @@ pub fn ec_signer() -> Signer {
     Signer::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap())
 }
 
-fn rsa_signer() -> Signer {
+pub fn rsa_signer() -> Signer {
     Signer::Rsa(RsaKeyPair::from_der(&STANDARD.decode(RSA_KEY).unwrap()).unwrap())
 }
 

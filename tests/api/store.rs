@@ -83,6 +83,7 @@ fn lease(tenant: &str) -> Lease {
         federated: None,
         policy_id: None,
         parent_id: None,
+        jkt: None,
         links: Default::default(),
     }
 }

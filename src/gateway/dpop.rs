@@ -1,0 +1,164 @@
+//! Sender-constrained tokens at the gateway (RFC 9449 §7): a token bound to
+//! a DPoP key (`cnf.jkt`) is accepted only as `Authorization: DPoP` with a
+//! proof for this request (`htm`, `htu` = the route's public URI, `ath` =
+//! the token's hash) made with that key, and each proof once per gateway
+//! replica. A bound token sent as `Bearer`, or an unbound one sent as
+//! `DPoP`, is refused: the scheme must say what the token is.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::http::{HeaderMap, HeaderName, header};
+
+use super::trust::Caller;
+use crate::jose::dpop::{self, Expected, MAX_AGE_SECONDS, MAX_SKEW_SECONDS};
+
+static DPOP: HeaderName = HeaderName::from_static("dpop");
+/// Proofs remembered at most (then the oldest half of the window is dropped early).
+const MAX_SEEN: usize = 200_000;
+
+/// How the caller presented its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// The token and its scheme from `Authorization`, if one of ours.
+pub fn authorization(headers: &HeaderMap) -> Option<(Scheme, &str)> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// Proof `jti`s seen within the window a proof is accepted in, per key.
+#[derive(Default)]
+pub struct SeenProofs {
+    seen: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl SeenProofs {
+    /// True the first time this key's `jti` is presented.
+    fn first_use(&self, jkt: &str, jti: &str, now: i64) -> bool {
+        let Ok(mut seen) = self.seen.lock() else {
+            return false;
+        };
+        if seen.len() >= MAX_SEEN {
+            seen.retain(|_, iat| *iat >= now - MAX_AGE_SECONDS);
+            if seen.len() >= MAX_SEEN {
+                // Still full of live proofs: refuse rather than forget one.
+                return false;
+            }
+        }
+        let key = (jkt.to_string(), jti.to_string());
+        if seen.contains_key(&key) {
+            return false;
+        }
+        seen.insert(key, now + MAX_SKEW_SECONDS);
+        true
+    }
+}
+
+/// Why a presentation was refused: the `error` of the DPoP challenge and a
+/// description.
+pub type Refused = (&'static str, String);
+
+/// One request's presentation of a token.
+pub struct Presented<'a> {
+    pub headers: &'a HeaderMap,
+    pub scheme: Scheme,
+    pub token: &'a str,
+    pub method: &'a str,
+    /// The route's public URI.
+    pub htu: &'a str,
+    pub now: i64,
+}
+
+/// Checks how a token was presented against what it is.
+pub fn check(p: &Presented<'_>, caller: &Caller, seen: &SeenProofs) -> Result<(), Refused> {
+    let Presented {
+        headers,
+        scheme,
+        token,
+        method,
+        htu,
+        now,
+    } = *p;
+    let bound = caller.claims.cnf.as_ref().map(|c| c.jkt.as_str());
+    let proof = match (scheme, bound) {
+        (Scheme::Bearer, None) => return Ok(()),
+        (Scheme::Bearer, Some(_)) => {
+            return Err((
+                "invalid_token",
+                "a DPoP-bound token is sent as `Authorization: DPoP` with its proof".into(),
+            ));
+        }
+        (Scheme::Dpop, None) => {
+            return Err((
+                "invalid_token",
+                "this token is not DPoP-bound: send it as Bearer".into(),
+            ));
+        }
+        (Scheme::Dpop, Some(_)) => match headers.get_all(&DPOP).iter().collect::<Vec<_>>()[..] {
+            [one] => one
+                .to_str()
+                .map_err(|_| ("invalid_dpop_proof", "the DPoP header is not visible ASCII".to_string()))?,
+            [] => return Err(("invalid_dpop_proof", "a DPoP proof is required".into())),
+            _ => return Err(("invalid_dpop_proof", "one DPoP header at most".into())),
+        },
+    };
+    let ath = dpop::ath(token);
+    let expected = Expected {
+        htm: method,
+        htu,
+        now,
+        ath: Some(&ath),
+    };
+    let proof = dpop::verify(proof, &expected).map_err(|e| ("invalid_dpop_proof", e.to_string()))?;
+    if Some(proof.jkt.as_str()) != bound {
+        return Err((
+            "invalid_dpop_proof",
+            "the DPoP proof is made with another key than the token is bound to".into(),
+        ));
+    }
+    if !seen.first_use(&proof.jkt, &proof.jti, now) {
+        return Err((
+            "invalid_dpop_proof",
+            "the DPoP proof was used before (jti replayed)".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_is_taken_once_per_key() {
+        let seen = SeenProofs::default();
+        assert!(seen.first_use("k1", "j", 100));
+        assert!(!seen.first_use("k1", "j", 101));
+        assert!(seen.first_use("k2", "j", 101), "another key's jti is its own");
+    }
+
+    #[test]
+    fn the_scheme_is_read_case_insensitively_and_others_are_not_ours() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "dpop abc".parse().unwrap());
+        assert_eq!(authorization(&h), Some((Scheme::Dpop, "abc")));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(authorization(&h), Some((Scheme::Bearer, "abc")));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(authorization(&h), None);
+        h.insert(header::AUTHORIZATION, "DPoP ".parse().unwrap());
+        assert_eq!(authorization(&h), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! The token endpoint's DPoP stage (RFC 9449 §5): the proof checked once per
+//! request, before any grant decides: against the configured public token
+//! URL (never one rebuilt from forwarded headers), its `jti` spent in the
+//! database (so a proof replayed to another replica is refused), and, when
+//! nonces are required, its nonce opened and judged fresh. A nonce is an
+//! AEAD-sealed timestamp under a key every replica derives from the master
+//! key: no state, any replica accepts it.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, TimeDelta};
+use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
+
+use super::GrantError;
+use crate::clock::Clock;
+use crate::jose::dpop::{self, DpopError, Expected, MAX_AGE_SECONDS};
+use crate::storage::Store;
+
+/// How long a nonce is accepted after it was issued.
+const NONCE_LIFETIME_SECONDS: i64 = 300;
+const NONCE_AAD: &[u8] = b"mayfly dpop nonce v1";
+
+/// Server nonces: sealed timestamps.
+pub struct Nonces {
+    key: LessSafeKey,
+}
+
+impl Nonces {
+    pub fn new(key: LessSafeKey) -> Self {
+        Self { key }
+    }
+
+    /// A fresh nonce naming `now`.
+    pub fn issue(&self, now: i64) -> String {
+        let mut nonce = [0u8; NONCE_LEN];
+        crate::keys::seal::fill_random(&mut nonce);
+        let mut body = now.to_be_bytes().to_vec();
+        // Sealing fails only for inputs larger than GCM allows; this is 8 bytes.
+        if self
+            .key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(NONCE_AAD), &mut body)
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut out = nonce.to_vec();
+        out.extend(body);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// Whether `nonce` is one of ours, issued within its lifetime.
+    pub fn fresh(&self, nonce: &str, now: i64) -> bool {
+        let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+            return false;
+        };
+        if raw.len() != NONCE_LEN + 8 + 16 {
+            return false;
+        }
+        let (n, body) = raw.split_at(NONCE_LEN);
+        let Ok(n) = Nonce::try_assume_unique_for_key(n) else {
+            return false;
+        };
+        let mut body = body.to_vec();
+        let Ok(plain) = self.key.open_in_place(n, Aad::from(NONCE_AAD), &mut body) else {
+            return false;
+        };
+        let Ok(at) = <[u8; 8]>::try_from(&plain[..]) else {
+            return false;
+        };
+        let at = i64::from_be_bytes(at);
+        at <= now && now - at <= NONCE_LIFETIME_SECONDS
+    }
+}
+
+/// The DPoP stage.
+pub struct ProofCheck {
+    /// The public token endpoint URL, as the metadata names it.
+    htu: String,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    nonces: Option<Nonces>,
+}
+
+fn refuse(e: DpopError) -> GrantError {
+    GrantError::Dpop {
+        code: "invalid_dpop_proof",
+        description: e.to_string(),
+        nonce: None,
+    }
+}
+
+impl ProofCheck {
+    pub fn new(htu: String, store: Store, clock: Arc<dyn Clock>, nonces: Option<Nonces>) -> Self {
+        Self {
+            htu,
+            store,
+            clock,
+            nonces,
+        }
+    }
+
+    /// A fresh nonce to hand out with an answer, when nonces are required.
+    pub fn nonce(&self) -> Option<String> {
+        self.nonces.as_ref().map(|n| n.issue(self.clock.now().timestamp()))
+    }
+
+    /// The thumbprint of the key a valid proof binds the token to; None
+    /// without a proof. Spends the proof's `jti`.
+    pub async fn check(&self, header: Option<&str>) -> Result<Option<String>, GrantError> {
+        let Some(proof) = header else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let expected = Expected {
+            htm: "POST",
+            htu: &self.htu,
+            now: now.timestamp(),
+            ath: None,
+        };
+        let proof = dpop::verify(proof, &expected).map_err(refuse)?;
+        if let Some(nonces) = &self.nonces {
+            let why = match &proof.nonce {
+                None => Some("a DPoP nonce is required: retry with the one in DPoP-Nonce"),
+                Some(n) if !nonces.fresh(n, now.timestamp()) => {
+                    Some("the DPoP nonce is stale: retry with the one in DPoP-Nonce")
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                return Err(GrantError::Dpop {
+                    code: "use_dpop_nonce",
+                    description: why.into(),
+                    nonce: Some(nonces.issue(now.timestamp())),
+                });
+            }
+        }
+        // Remembered as long as the proof could be accepted, and a little more.
+        let until = DateTime::from_timestamp(proof.iat, 0).unwrap_or(now) + TimeDelta::seconds(MAX_AGE_SECONDS + 60);
+        let fresh = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .use_assertion(&format!("dpop:{}", proof.jkt), &proof.jti, until)
+            .await?;
+        if !fresh {
+            return Err(GrantError::Dpop {
+                code: "invalid_dpop_proof",
+                description: "the DPoP proof was used before (jti replayed)".into(),
+                nonce: None,
+            });
+        }
+        Ok(Some(proof.jkt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ring::aead::{AES_256_GCM, UnboundKey};
+
+    use super::*;
+
+    fn nonces(byte: u8) -> Nonces {
+        Nonces::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[byte; 32]).unwrap()))
+    }
+
+    #[test]
+    fn a_nonce_is_fresh_for_its_lifetime_and_only_under_its_key() {
+        let n = nonces(1);
+        let issued = n.issue(1000);
+        assert!(n.fresh(&issued, 1000));
+        assert!(n.fresh(&issued, 1000 + NONCE_LIFETIME_SECONDS));
+        assert!(!n.fresh(&issued, 1001 + NONCE_LIFETIME_SECONDS), "stale");
+        assert!(!n.fresh(&issued, 999), "from the future");
+        assert!(!nonces(2).fresh(&issued, 1000), "another master key");
+        assert!(!n.fresh("bm9wZQ", 1000));
+        let mut forged = URL_SAFE_NO_PAD.decode(&issued).unwrap();
+        forged[NONCE_LEN] ^= 1;
+        assert!(!n.fresh(&URL_SAFE_NO_PAD.encode(forged), 1000));
+    }
+}
