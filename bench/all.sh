@@ -13,7 +13,7 @@ out=$(mktemp)
   echo "oha, mayfly and Postgres $(psql -At postgres://postgres@127.0.0.1:5432/postgres -c 'show server_version' | cut -d' ' -f1) share the cores."
   echo "\`postgres\` is \`sslmode=disable\`; \`postgres-tls\` is the driver's default (\`prefer\`: TLS, as the server offers it)."
   echo
-  for s in mint introspect jwks mixed memory compare-openbao gateway; do
+  for s in mint dpop introspect jwks mixed memory compare-openbao gateway; do
     "bench/$s.sh"
     echo
   done

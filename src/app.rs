@@ -232,7 +232,6 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             issuer.clone(),
             Arc::new(ProofCheck::new(
                 format!("{}/oauth2/token", issuer_id.url),
-                store.clone(),
                 clock.clone(),
                 (config.dpop_nonce == DpopNonce::Required).then(|| Nonces::new(dpop_nonce_key)),
             )),

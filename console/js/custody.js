@@ -31,7 +31,8 @@ export const Custody = {
     setText(byTid('custody-person'), agents.length ? l.workload : `${l.workload} (no delegation)`);
     setText(byTid('custody-agents'), agents.length ? agents.join(' → ') : '—');
     setText(byTid('custody-lease'), `${l.workflow} · ${l.client_id} · ${l.resource} · ${(l.scopes || []).join(' ')}`
-      + ` · issued ${fmtTime(l.issued_at)} · ${l.active ? 'active' : 'inactive'}`);
+      + ` · issued ${fmtTime(l.issued_at)} · ${l.active ? 'active' : 'inactive'}`
+      + (l.jkt ? ` · DPoP-bound to key ${l.jkt}` : ' · bearer token'));
     setText(byTid('custody-count'), String(l.mcp_requests ?? 0));
     const calls = events.filter((e) => e.action === 'mcp.request');
     const body = byTid('custody-calls');

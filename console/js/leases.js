@@ -125,9 +125,12 @@ export const Leases = {
     return tr;
   },
   fill({ lease: l, tr }) {
-    Object.assign(tr.dataset, { workflow: l.workflow, workload: l.workload, clientId: l.client_id, resource: l.resource });
+    // A DPoP-bound token (RFC 9449) is useless without its holder's key: say which are.
+    Object.assign(tr.dataset, { workflow: l.workflow, workload: l.workload, clientId: l.client_id, resource: l.resource,
+      binding: l.jkt ? 'dpop' : 'bearer' });
     const agents = actorChain(l.actor);
-    const via = agents.length ? `for ${l.workload} via ${agents.join(' → ')}` : '';
+    const via = [agents.length ? `for ${l.workload} via ${agents.join(' → ')}` : '', l.jkt ? 'DPoP-bound' : '']
+      .filter(Boolean).join(' · ');
     const [wf, wl, cl, res, sc] = tr.cells;
     clipped(l.workflow)(wf);
     setText(wl.firstChild, l.workload);

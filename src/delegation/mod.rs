@@ -447,6 +447,7 @@ impl Delegation {
             links,
             // Bound by the token endpoint, to the key of the request's proof.
             jkt: None,
+            spend: None,
         };
         Ok(Delegated {
             terms,

@@ -99,6 +99,26 @@ impl Conn<'_> {
         Ok(n == 1)
     }
 
+    /// Records single-use values in one statement; answers those that were
+    /// new (the others were used before). Keys must be distinct.
+    pub async fn use_assertions(
+        &mut self,
+        items: &[(&str, &str, DateTime<Utc>)],
+    ) -> Result<std::collections::HashSet<(String, String)>> {
+        if items.is_empty() {
+            return Ok(Default::default());
+        }
+        let fresh = run!(self, c => {
+            let mut q = sqlx::QueryBuilder::new("INSERT INTO used_assertions (issuer, jti, expires_at) ");
+            q.push_values(items, |mut row, (issuer, jti, until)| {
+                row.push_bind(*issuer).push_bind(*jti).push_bind(*until);
+            });
+            q.push(" ON CONFLICT (issuer, jti) DO NOTHING RETURNING issuer, jti");
+            q.build_query_as::<(String, String)>().fetch_all(c).await
+        })?;
+        Ok(fresh.into_iter().collect())
+    }
+
     pub async fn prune_used_assertions(&mut self, now: DateTime<Utc>) -> Result<u64> {
         Ok(
             run!(self, c => sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")

@@ -206,6 +206,8 @@ fn protected_resource(gw: &Gateway, path: &str) -> Response {
         "authorization_servers": [gw.issuer],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
+        // RFC 9449 §5.1: bound tokens are accepted here with a proof.
+        "dpop_signing_alg_values_supported": crate::jose::dpop::ALGORITHMS,
     }))
     .into_response()
 }

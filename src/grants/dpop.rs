@@ -1,8 +1,10 @@
 //! The token endpoint's DPoP stage (RFC 9449 §5): the proof checked once per
 //! request, before any grant decides: against the configured public token
-//! URL (never one rebuilt from forwarded headers), its `jti` spent in the
-//! database (so a proof replayed to another replica is refused), and, when
-//! nonces are required, its nonce opened and judged fresh. A nonce is an
+//! URL (never one rebuilt from forwarded headers) and, when nonces are
+//! required, its nonce opened and judged fresh. Its `jti` is spent with the
+//! lease, in the lease's own transaction (`tokens::commit`), so a proof
+//! replayed to any replica mints nothing and a good one costs no extra
+//! round trip. A nonce is an
 //! AEAD-sealed timestamp under a key every replica derives from the master
 //! key: no state, any replica accepts it.
 
@@ -16,7 +18,7 @@ use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
 use super::GrantError;
 use crate::clock::Clock;
 use crate::jose::dpop::{self, DpopError, Expected, MAX_AGE_SECONDS};
-use crate::storage::Store;
+use crate::tokens::commit::Spend;
 
 /// How long a nonce is accepted after it was issued.
 const NONCE_LIFETIME_SECONDS: i64 = 300;
@@ -74,11 +76,16 @@ impl Nonces {
     }
 }
 
+/// A valid proof: the thumbprint the token binds to, and its `jti` to spend.
+pub struct Bound {
+    pub jkt: String,
+    pub spend: Spend,
+}
+
 /// The DPoP stage.
 pub struct ProofCheck {
     /// The public token endpoint URL, as the metadata names it.
     htu: String,
-    store: Store,
     clock: Arc<dyn Clock>,
     nonces: Option<Nonces>,
 }
@@ -92,13 +99,8 @@ fn refuse(e: DpopError) -> GrantError {
 }
 
 impl ProofCheck {
-    pub fn new(htu: String, store: Store, clock: Arc<dyn Clock>, nonces: Option<Nonces>) -> Self {
-        Self {
-            htu,
-            store,
-            clock,
-            nonces,
-        }
+    pub fn new(htu: String, clock: Arc<dyn Clock>, nonces: Option<Nonces>) -> Self {
+        Self { htu, clock, nonces }
     }
 
     /// A fresh nonce to hand out with an answer, when nonces are required.
@@ -106,9 +108,9 @@ impl ProofCheck {
         self.nonces.as_ref().map(|n| n.issue(self.clock.now().timestamp()))
     }
 
-    /// The thumbprint of the key a valid proof binds the token to; None
-    /// without a proof. Spends the proof's `jti`.
-    pub async fn check(&self, header: Option<&str>) -> Result<Option<String>, GrantError> {
+    /// The key a valid proof binds the token to, and the `jti` to spend
+    /// with its lease; None without a proof.
+    pub fn check(&self, header: Option<&str>) -> Result<Option<Bound>, GrantError> {
         let Some(proof) = header else {
             return Ok(None);
         };
@@ -138,21 +140,14 @@ impl ProofCheck {
         }
         // Remembered as long as the proof could be accepted, and a little more.
         let until = DateTime::from_timestamp(proof.iat, 0).unwrap_or(now) + TimeDelta::seconds(MAX_AGE_SECONDS + 60);
-        let fresh = self
-            .store
-            .read()
-            .await?
-            .conn()
-            .use_assertion(&format!("dpop:{}", proof.jkt), &proof.jti, until)
-            .await?;
-        if !fresh {
-            return Err(GrantError::Dpop {
-                code: "invalid_dpop_proof",
-                description: "the DPoP proof was used before (jti replayed)".into(),
-                nonce: None,
-            });
-        }
-        Ok(Some(proof.jkt))
+        Ok(Some(Bound {
+            spend: Spend {
+                key: format!("dpop:{}", proof.jkt),
+                jti: proof.jti,
+                until,
+            },
+            jkt: proof.jkt,
+        }))
     }
 }
 

@@ -98,6 +98,12 @@ impl From<MintError> for GrantError {
             MintError::Signing(_) => GrantError::Unavailable("the signing key is unavailable; retry shortly"),
             MintError::Limited(l) => GrantError::Limited(l),
             MintError::Stale => StoreError::Stale.into(),
+            // The proof's jti, spent with the lease, was spent before.
+            MintError::Store(StoreError::Spent) => GrantError::Dpop {
+                code: "invalid_dpop_proof",
+                description: "the DPoP proof was used before (jti replayed)".into(),
+                nonce: None,
+            },
             MintError::Store(e) => e.into(),
         }
     }
@@ -177,10 +183,10 @@ impl TokenEndpoint {
     /// assertion, so their caller is told to retry (503).
     /// The DPoP proof, if any, is checked (and spent) once, before the grant.
     pub async fn token(&self, req: &TokenRequest<'_>, origin: &Origin) -> Result<Granted, GrantError> {
-        let jkt = self.proofs.check(req.dpop).await?;
+        let bound = self.proofs.check(req.dpop)?;
         let attempts = if req.grant.replayable() { ATTEMPTS } else { 1 };
         for _ in 0..attempts {
-            match self.attempt(req, jkt.as_deref(), origin).await {
+            match self.attempt(req, bound.as_ref(), origin).await {
                 Err(GrantError::Store(StoreError::Stale)) => continue,
                 Ok(mut granted) => {
                     granted.dpop_nonce = self.proofs.nonce();
@@ -197,7 +203,13 @@ impl TokenEndpoint {
         self.proofs.nonce()
     }
 
-    async fn attempt(&self, req: &TokenRequest<'_>, jkt: Option<&str>, origin: &Origin) -> Result<Granted, GrantError> {
+    async fn attempt(
+        &self,
+        req: &TokenRequest<'_>,
+        bound: Option<&dpop::Bound>,
+        origin: &Origin,
+    ) -> Result<Granted, GrantError> {
+        let jkt = bound.map(|b| b.jkt.as_str());
         let decided = match &req.grant {
             Grant::ClientCredentials => client_credentials::decide(self, req, origin).await?,
             Grant::JwtBearer { assertion } => jwt_bearer::decide(self, assertion, req, origin).await?,
@@ -232,6 +244,7 @@ impl TokenEndpoint {
                 .and(terms.grants.first().map(|g| g.resource.as_str()))
         });
         provenance.jkt = jkt.map(str::to_string);
+        provenance.spend = bound.map(|b| b.spend.clone());
         let issued = self.issuer.mint(&terms, resource, &ask, origin, &provenance).await?;
         let span = tracing::Span::current();
         span.record("workflow", issued.lease.workflow.as_str());

@@ -153,6 +153,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Busy(m) => ApiError::unavailable(m),
             StoreError::Stale => ApiError::unavailable(e.to_string()),
+            StoreError::Spent => ApiError::conflict("a single-use value was used before"),
             other => ApiError::internal(other),
         }
     }
@@ -299,6 +300,7 @@ impl From<StoreError> for OAuthError {
         match e {
             StoreError::Busy(m) => OAuthError::new("temporarily_unavailable", m),
             StoreError::Stale => OAuthError::new("temporarily_unavailable", e.to_string()),
+            StoreError::Spent => OAuthError::new("invalid_grant", e.to_string()),
             StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 OAuthError::new("temporarily_unavailable", "the database is unavailable; retry shortly")

@@ -56,6 +56,9 @@ pub enum StoreError {
     /// A catalog version a decision was made on is no longer the stored one.
     #[error("the clients or resources changed while the request was decided; retry")]
     Stale,
+    /// A single-use value (an assertion's or a DPoP proof's `jti`) was used before.
+    #[error("a single-use value was used before")]
+    Spent,
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
     /// A stored value this build cannot read (a state or kind it does not know).
@@ -114,6 +117,7 @@ impl StoreError {
             StoreError::NotFound => StoreError::NotFound,
             StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
             StoreError::Stale => StoreError::Stale,
+            StoreError::Spent => StoreError::Spent,
             other => StoreError::Corrupt(other.to_string()),
         })
     }

@@ -5,6 +5,11 @@
 //! is durable; under load many leases share one commit (and one turn of the
 //! audit-chain lock) instead of queueing for their own.
 //!
+//! A single-use value the mint rests on (a DPoP proof's `jti`) is spent in
+//! the same transaction: a value spent before (by this batch, another batch
+//! or another replica) takes its lease out again and answers `Spent`, so a
+//! replayed proof costs no extra round trip and never yields a token.
+//!
 //! A lease decided on the in-memory catalog carries the tenant's catalog
 //! version; inside the batch's transaction, after the chain lock (which every
 //! catalog change takes first), a lease whose version moved is taken out
@@ -12,8 +17,10 @@
 //! than the database going away is split: each lease is tried on its own, so
 //! one bad lease fails only its own request.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::audit::AuditEvent;
@@ -31,12 +38,51 @@ const IN_FLIGHT: usize = 2;
 type Answer = Result<i64, Arc<StoreError>>;
 type Reply = oneshot::Sender<Answer>;
 
-/// A lease to commit, its audit event, and the catalog version it was
-/// decided on (None: not decided on the catalog).
+/// A single-use value to spend with a lease: recorded in `used_assertions`
+/// under `(key, jti)` until `until`.
+#[derive(Debug, Clone)]
+pub struct Spend {
+    pub key: String,
+    pub jti: String,
+    pub until: DateTime<Utc>,
+}
+
+/// A lease to commit, its audit event, the catalog version it was decided
+/// on (None: not decided on the catalog), and what it spends.
 struct Pending {
     lease: Lease,
     event: AuditEvent,
     check: Option<Stamp>,
+    spend: Option<Spend>,
+}
+
+/// The items (by position) whose spend was spent before: a key twice in the
+/// batch spends it for the first only, and a key the store knows for none.
+async fn spent_before(
+    conn: &mut crate::storage::Conn<'_>,
+    items: &[Pending],
+    holds: &[bool],
+) -> Result<HashSet<usize>, StoreError> {
+    let mut firsts: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut spent = HashSet::new();
+    for (i, p) in items.iter().enumerate().filter(|(i, _)| holds[*i]) {
+        if let Some(s) = &p.spend
+            && firsts.insert((s.key.as_str(), s.jti.as_str()), i).is_some()
+        {
+            spent.insert(i);
+        }
+    }
+    let wanted: Vec<(&str, &str, DateTime<Utc>)> = firsts
+        .iter()
+        .filter_map(|(&(key, jti), &i)| items[i].spend.as_ref().map(|s| (key, jti, s.until)))
+        .collect();
+    let fresh = conn.use_assertions(&wanted).await?;
+    for ((key, jti), i) in firsts {
+        if !fresh.contains(&(key.to_string(), jti.to_string())) {
+            spent.insert(i);
+        }
+    }
+    Ok(spent)
 }
 
 /// Commits the leases whose catalog versions still hold, with their audit
@@ -70,17 +116,31 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                     s.global == global || current.get(&p.lease.tenant_id).copied().unwrap_or(0) == s.tenant
                 })
             };
-            let stale: Vec<uuid::Uuid> = items.iter().filter(|p| !holds(p)).map(|p| p.lease.id).collect();
-            tx.conn().delete_uncommitted_leases(&stale).await?;
-            let events: Vec<AuditEvent> = items.iter().filter(|p| holds(p)).map(|p| p.event.clone()).collect();
-            tx.conn().append_audit_locked(head, &events).await?;
-            let answers: Vec<Answer> = items
+            let holding: Vec<bool> = items.iter().map(holds).collect();
+            let spent = spent_before(&mut tx.conn(), items, &holding).await?;
+            let outcome = |i: usize| match (holding[i], spent.contains(&i)) {
+                (false, _) => Err(StoreError::Stale),
+                (true, true) => Err(StoreError::Spent),
+                (true, false) => Ok(()),
+            };
+            let out: Vec<uuid::Uuid> = items
                 .iter()
-                .zip(seqs)
-                .map(|(p, seq)| match holds(p) {
-                    true => Ok(seq),
-                    false => Err(Arc::new(StoreError::Stale)),
-                })
+                .enumerate()
+                .filter(|(i, _)| outcome(*i).is_err())
+                .map(|(_, p)| p.lease.id)
+                .collect();
+            tx.conn().delete_uncommitted_leases(&out).await?;
+            let events: Vec<AuditEvent> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| outcome(*i).is_ok())
+                .map(|(_, p)| p.event.clone())
+                .collect();
+            tx.conn().append_audit_locked(head, &events).await?;
+            let answers: Vec<Answer> = seqs
+                .into_iter()
+                .enumerate()
+                .map(|(i, seq)| outcome(i).map(|()| seq).map_err(Arc::new))
                 .collect();
             Ok::<_, StoreError>((tx, answers))
         }
@@ -160,10 +220,22 @@ impl IssueWriter {
     /// Commits one lease with its audit event if the tenant's catalog
     /// version is still `check` (when given); returns, once it is durable,
     /// the lease's sequence number.
-    pub async fn commit(&self, lease: Lease, event: AuditEvent, check: Option<Stamp>) -> Result<i64, StoreError> {
+    /// `spend` is spent with it, or the lease is not committed (`Spent`).
+    pub async fn commit(
+        &self,
+        lease: Lease,
+        event: AuditEvent,
+        check: Option<Stamp>,
+        spend: Option<Spend>,
+    ) -> Result<i64, StoreError> {
         let (tx, rx) = oneshot::channel();
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
-        let pending = Pending { lease, event, check };
+        let pending = Pending {
+            lease,
+            event,
+            check,
+            spend,
+        };
         self.queue.send((pending, tx)).await.map_err(|_| gone())?;
         // Shared by the whole batch: each request keeps the batch error's class.
         rx.await.map_err(|_| gone())?.map_err(StoreError::unshare)
@@ -205,12 +277,12 @@ mod tests {
         let writer = IssueWriter::spawn(store.clone());
         let taken = Uuid::now_v7();
         let at = lease(taken).issued_at;
-        writer.commit(lease(taken), event(at), None).await.unwrap();
+        writer.commit(lease(taken), event(at), None, None).await.unwrap();
 
         let (a, bad, b) = tokio::join!(
-            writer.commit(lease(Uuid::now_v7()), event(at), None),
-            writer.commit(lease(taken), event(at), None),
-            writer.commit(lease(Uuid::now_v7()), event(at), None),
+            writer.commit(lease(Uuid::now_v7()), event(at), None, None),
+            writer.commit(lease(taken), event(at), None, None),
+            writer.commit(lease(Uuid::now_v7()), event(at), None, None),
         );
         assert!(matches!(bad, Err(StoreError::Conflict(_))), "{bad:?}");
         let (a, b) = (a.unwrap(), b.unwrap());
@@ -219,5 +291,49 @@ mod tests {
         let (_, count) = c.conn().audit_head().await.unwrap();
         assert_eq!(count, 3, "one event per committed lease");
         assert_eq!(c.conn().last_lease_seq().await.unwrap(), a.max(b));
+    }
+
+    /// A proof's jti spent with its lease: spent before, or twice in one
+    /// batch, only the first use commits; the others leave no lease and no
+    /// event behind.
+    #[tokio::test]
+    async fn a_value_spent_before_or_twice_in_a_batch_commits_only_its_first_lease() {
+        let (store, _dir) = temp_store().await;
+        let writer = IssueWriter::spawn(store.clone());
+        let at = lease(Uuid::now_v7()).issued_at;
+        let spend = |jti: &str| {
+            Some(Spend {
+                key: "dpop:k".into(),
+                jti: jti.into(),
+                until: at + chrono::Duration::minutes(2),
+            })
+        };
+        writer
+            .commit(lease(Uuid::now_v7()), event(at), None, spend("old"))
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+        let (again, first, twice, other) = tokio::join!(
+            writer.commit(lease(ids[0]), event(at), None, spend("old")),
+            writer.commit(lease(ids[1]), event(at), None, spend("new")),
+            writer.commit(lease(ids[2]), event(at), None, spend("new")),
+            writer.commit(lease(ids[3]), event(at), None, spend("other")),
+        );
+        assert!(matches!(again, Err(StoreError::Spent)), "{again:?}");
+        assert_eq!(
+            [&first, &twice].iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{first:?} {twice:?}"
+        );
+        assert!([&first, &twice].iter().any(|r| matches!(r, Err(StoreError::Spent))));
+        other.unwrap();
+        let mut c = store.read().await.unwrap();
+        let (_, count) = c.conn().audit_head().await.unwrap();
+        assert_eq!(count, 3, "one event per committed lease");
+        let committed = [again.is_ok(), first.is_ok(), twice.is_ok(), true];
+        for (id, ok) in ids.iter().zip(committed) {
+            let found = c.conn().lease_status(*id, None).await;
+            assert_eq!(found.is_ok(), ok, "lease {id}: {found:?}");
+        }
     }
 }

@@ -60,6 +60,8 @@ pub struct Provenance {
     pub links: crate::leases::Links,
     /// The DPoP key the token is bound to (RFC 9449): its thumbprint.
     pub jkt: Option<String>,
+    /// Spent with the lease, or no lease (the proof's `jti`).
+    pub spend: Option<super::commit::Spend>,
 }
 
 /// This server as an issuer: `iss`, and the admin API's resource URI.
@@ -274,7 +276,11 @@ impl Issuer {
             (a, b) => a.or(b),
         };
         let mut lease = lease;
-        lease.seq = match self.writer.commit(lease.clone(), event, check).await {
+        lease.seq = match self
+            .writer
+            .commit(lease.clone(), event, check, provenance.spend.clone())
+            .await
+        {
             Ok(seq) => {
                 slot.committed();
                 seq

@@ -9,8 +9,9 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::federation;
 use crate::harness::{Backend, Database, TestApp, claims, fixture, spawn_app};
-use crate::oidc::{self, Signer, sign_with};
+use crate::oidc::{self, FakeIssuer, Signer, sign_with};
 use crate::on_both_backends;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -99,6 +100,7 @@ on_both_backends!(
     each_bad_proof_is_refused_with_invalid_dpop_proof_and_mints_nothing,
     a_client_registered_for_bound_tokens_gets_nothing_without_a_proof,
     an_exchanged_token_binds_to_the_proof_and_a_bound_subject_needs_its_own_key,
+    a_ci_jobs_oidc_token_through_jwt_bearer_is_bound_by_its_proof_too,
 );
 
 async fn a_valid_proof_binds_the_token_its_lease_and_its_introspection_to_the_key(b: Backend) {
@@ -314,6 +316,34 @@ async fn an_exchanged_token_binds_to_the_proof_and_a_bound_subject_needs_its_own
     let seen = app.introspect((&f.rs.0, &f.rs.1), exchanged).await;
     assert_eq!(seen["cnf"], json!({"jkt": holder.jkt()}), "{seen}");
     assert_eq!(seen["token_type"], "DPoP");
+}
+
+async fn a_ci_jobs_oidc_token_through_jwt_bearer_is_bound_by_its_proof_too(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let idp = FakeIssuer::start().await;
+    federation::policy(&app, &f, federation::github_policy(&idp, &app, &f)).await;
+    let holder = Holder::ec();
+    let assertion = idp.token("rsa-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
+    let res = app
+        .http
+        .post(app.url("/oauth2/token"))
+        .header("DPoP", holder.proof(&app, json!({})))
+        .form(&[
+            ("grant_type", federation::JWT_BEARER),
+            ("assertion", assertion.as_str()),
+            ("resource", f.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["cnf"], json!({"jkt": holder.jkt()}));
+    assert_eq!(c["sub"], "github:acme/app@refs/heads/main");
 }
 
 /// Nonces required: a proof without one, or with one past its lifetime,

@@ -384,6 +384,21 @@ def test_a_lease_minted_through_the_api_appears_live(stack, new_page):
     expect(page.get_by_test_id("count-resource")).to_contain_text(GITHUB)
     expect(page.get_by_test_id("stats-chart")).to_be_visible()
     expect(lease_row(page, jti(stack.other_token))).to_have_count(0)
+    expect(row).to_have_attribute("data-binding", "bearer")
+
+    # A DPoP-bound token's lease says so (its proof made here with PyJWT).
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    proof = jwt.encode({"jti": os.urandom(8).hex(), "htm": "POST", "htu": f"{stack.issuer}/oauth2/token",
+                        "iat": int(time.time())}, key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+    status, _, out = request("POST", f"{stack.issuer}/oauth2/token", basic=stack.ci, headers={"DPoP": proof},
+                             form={"grant_type": "client_credentials", "resource": GITHUB, "workflow": "release"})
+    assert status == 200 and out["token_type"] == "DPoP", out
+    bound = lease_row(page, jti(out["access_token"]))
+    expect(bound).to_have_attribute("data-binding", "dpop", timeout=LIVE)
+    expect(bound).to_contain_text("DPoP-bound")
     no_js_errors(page)
 
 

@@ -127,6 +127,8 @@ def test_a_bound_token_works_at_the_gateway_only_with_a_proof_of_its_key_for_tha
     assert refused == {case: 401 for case in refused}, refused
     status, headers, _ = post(gw.mcp_url, token, scheme="Bearer")
     assert headers["WWW-Authenticate"].startswith("DPoP "), headers["WWW-Authenticate"]
+    status, _, prm = request("GET", f"{gw.gateway}/.well-known/oauth-protected-resource/everything")
+    assert prm["dpop_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"], prm
     # An unbound token may not pose as a bound one.
     bearer = gw.mint(gw.reader, gw.mcp_url)
     status, _, _ = post(gw.mcp_url, bearer, proof=holder.proof("POST", gw.mcp_url, bearer))
