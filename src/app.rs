@@ -264,7 +264,11 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             ops_listen: config.metrics_listen,
             trusted_proxies: config.trusted_proxies.clone(),
             jwks_max_age: config.jwks_max_age,
-            metrics: crate::http::ops::metrics_handle(),
+            metrics: {
+                let handle = crate::http::ops::metrics_handle();
+                crate::http::ops::zero_counters();
+                handle
+            },
             clock: clock.clone(),
             store: store.clone(),
             console_csrf,

@@ -39,7 +39,7 @@ enum Command {
     /// Run the server (the default; `mayfly serve --dev` and `mayfly --dev` alike).
     Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
-    Migrate,
+    Migrate(StoreArgs),
     /// Fetch a token (for CI jobs, agent start-up and sidecars): with a client
     /// id and a secret in MAYFLY_CLIENT_SECRET, or by exchanging the job's or
     /// pod's OIDC token (--github-actions, --gitlab, --subject-token-file).
@@ -61,11 +61,34 @@ enum Command {
     Gateway(Box<mayfly::gateway::GatewayArgs>),
 }
 
+/// Where the data is, for the commands that work on an existing store: also
+/// accepted after the subcommand (`mayfly audit verify --database-url …`).
+#[derive(Debug, Clone, Default, clap::Args)]
+struct StoreArgs {
+    /// `sqlite://path` or `postgres://…` (default: MAYFLY_DATABASE_URL, else the embedded SQLite).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// File holding the master key (default: MAYFLY_MASTER_KEY or MAYFLY_MASTER_KEY_FILE).
+    #[arg(long)]
+    master_key_file: Option<std::path::PathBuf>,
+}
+
+impl StoreArgs {
+    fn apply(self, serve: &mut ServeArgs) {
+        if let Some(url) = self.database_url {
+            serve.database_url = url;
+        }
+        if let Some(file) = self.master_key_file {
+            serve.master_key_file = Some(file);
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Re-seal every stored signing key under MAYFLY_MASTER_KEY, reading those
     /// still sealed under MAYFLY_MASTER_KEY_PREVIOUS.
-    Rewrap,
+    Rewrap(StoreArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,10 +99,12 @@ enum AuditCommand {
         /// A checkpoint exported earlier with `mayfly audit checkpoint`.
         #[arg(long)]
         checkpoint: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Checkpoint the chain now and print the checkpoint (JSON) to keep
     /// outside the database; it is MAC'd under the master key.
-    Checkpoint,
+    Checkpoint(StoreArgs),
 }
 
 fn init_telemetry(format: LogFormat) {
@@ -151,11 +176,25 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_telemetry(cli.log_format);
     // The server's flags may come before `serve` or after it.
-    let (command, serve) = match cli.command {
+    let (command, mut serve) = match cli.command {
         Some(Command::Serve(args)) => (Command::Serve(args.clone()), *args),
         Some(other) => (other, cli.serve),
         None => (Command::Serve(Box::new(cli.serve.clone())), cli.serve),
     };
+    // …and the store's after the commands that work on one.
+    let store_args = match &command {
+        Command::Migrate(s)
+        | Command::Keys {
+            command: KeysCommand::Rewrap(s),
+        }
+        | Command::Audit {
+            command: AuditCommand::Verify { store: s, .. } | AuditCommand::Checkpoint(s),
+        } => Some(s.clone()),
+        _ => None,
+    };
+    if let Some(s) = store_args {
+        s.apply(&mut serve);
+    }
     if let Command::Token(args) = command {
         return fetch_token(*args).await;
     }
@@ -192,13 +231,13 @@ async fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen}"))?;
             mayfly::launch(mayfly::Options::new(config), listener, shutdown_signal()).await?;
         }
-        Command::Migrate => {
+        Command::Migrate(_) => {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             store.migrate().await?;
             println!("migrations applied ({})", store.backend());
         }
         Command::Keys {
-            command: KeysCommand::Rewrap,
+            command: KeysCommand::Rewrap(_),
         } => {
             let masters = mayfly::app::master_keys(&config)?;
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
@@ -217,7 +256,7 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Audit {
-            command: AuditCommand::Verify { checkpoint },
+            command: AuditCommand::Verify { checkpoint, .. },
         } => {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             let exported: Vec<mayfly::audit::checkpoint::Checkpoint> = match checkpoint {
@@ -246,7 +285,7 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Audit {
-            command: AuditCommand::Checkpoint,
+            command: AuditCommand::Checkpoint(_),
         } => {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             let key = mayfly::app::master_keys(&config)?.current.checkpoint_key();

@@ -69,10 +69,23 @@ where
                     return Err(e);
                 };
                 if now >= until {
+                    // An expired token left in the file would fail at its
+                    // reader with a confusing 401: take it away, loudly.
+                    if let Err(gone) = std::fs::remove_file(path) {
+                        tracing::error!(path = %path.display(), error = %gone, "cannot remove the expired token file");
+                    }
                     return Err(FetchError::Expired {
                         path: path.display().to_string(),
                         last: Box::new(e),
                     });
+                }
+                if replayed(&e) {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "mayfly refused the OIDC token as replayed: its trust policy is single_use, so this \
+                         token cannot be exchanged again; refreshing needs a fresh OIDC token each time \
+                         (a projected token file that rotates, or --github-actions), or a policy without single_use"
+                    );
                 }
                 // Retry no later than the expiry, for one last chance.
                 let wait = jitter(retry).min(until - now);
@@ -92,6 +105,11 @@ where
             () = &mut stop => return stopped(path),
         }
     }
+}
+
+/// A single_use policy's refusal of an OIDC token already exchanged.
+fn replayed(e: &FetchError) -> bool {
+    matches!(e, FetchError::Refused { error, description } if error == "invalid_grant" && description.contains("replayed"))
 }
 
 fn stopped(path: &Path) -> Result<(), FetchError> {
@@ -222,6 +240,37 @@ mod tests {
         let e = outcome.unwrap_err();
         assert!(matches!(e, FetchError::Expired { .. }), "{e}");
         assert!(e.to_string().contains("/run/mayfly/token") && e.to_string().contains("temporarily_unavailable"));
+    }
+
+    /// Given up, the expired token does not stay in the file for its reader.
+    #[tokio::test(start_paused = true)]
+    async fn the_expired_token_file_is_removed_when_the_loop_gives_up() {
+        let dir = std::env::temp_dir().join(format!("mayfly-refresh-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let script = RefCell::new(VecDeque::from(vec![ok(1, 30)]));
+        let outcome = keep_fresh(
+            || {
+                let next = script.borrow_mut().pop_front().unwrap_or_else(down);
+                async move { next }
+            },
+            |token| {
+                std::fs::write(&path, token).map_err(|e| {
+                    FetchError::Usage(if e.kind() == std::io::ErrorKind::NotFound {
+                        "nf"
+                    } else {
+                        "io"
+                    })
+                })
+            },
+            &path,
+            tokio::time::sleep(Duration::from_secs(1000)),
+            |d| d,
+        )
+        .await;
+        assert!(matches!(outcome, Err(FetchError::Expired { .. })));
+        assert!(!path.exists(), "the expired token was left in {}", path.display());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

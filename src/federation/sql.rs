@@ -119,6 +119,28 @@ impl Conn<'_> {
         Ok(fresh.into_iter().collect())
     }
 
+    /// Forgets single-use values recorded in this transaction whose use did
+    /// not happen after all.
+    pub async fn forget_assertions(&mut self, items: &[(&str, &str)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        run!(self, c => {
+            let mut q = sqlx::QueryBuilder::new("DELETE FROM used_assertions WHERE (issuer, jti) IN (");
+            let mut list = q.separated(", ");
+            for (issuer, jti) in items {
+                list.push("(");
+                list.push_bind_unseparated(*issuer);
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(*jti);
+                list.push_unseparated(")");
+            }
+            q.push(")");
+            q.build().execute(c).await.map(|r| r.rows_affected())
+        })?;
+        Ok(())
+    }
+
     pub async fn prune_used_assertions(&mut self, now: DateTime<Utc>) -> Result<u64> {
         Ok(
             run!(self, c => sqlx::query("DELETE FROM used_assertions WHERE expires_at < $1")

@@ -41,6 +41,26 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The server's counters, at 0 from start: a rate alert needs the series to
+/// exist before the first event (an absent series alerts on nothing).
+pub fn zero_counters() {
+    for name in [
+        "mayfly_tokens_issued_total",
+        "mayfly_signing_failures_total",
+        "mayfly_client_auth_failures_total",
+        "mayfly_federation_refusals_total",
+        "mayfly_leases_marked_revoked_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for result in ["accepted", "duplicate", "rejected"] {
+        metrics::counter!("mayfly_mcp_events_total", "result" => result).increment(0);
+    }
+    for active in ["true", "false"] {
+        metrics::counter!("mayfly_introspections_total", "active" => active).increment(0);
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     #[schema(example = "ok")]
@@ -120,7 +140,12 @@ pub async fn metrics(State(state): State<AppState>, origin: crate::audit::Origin
     metrics_private(State(state)).await
 }
 
-pub async fn metrics_private(State(AppState { web, .. }): State<AppState>) -> Response {
+pub async fn metrics_private(State(AppState { web, keys, .. }): State<AppState>) -> Response {
+    // Alert when it grows past the rotation period: rotation has stopped.
+    if let Some(since) = keys.keyring().current().active_since {
+        let age = (web.clock.now() - since).num_milliseconds() as f64 / 1000.0;
+        metrics::gauge!("mayfly_signing_key_age_seconds").set(age.max(0.0));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         web.metrics.render(),

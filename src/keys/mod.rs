@@ -225,6 +225,8 @@ pub struct StoredKey {
 #[derive(Debug, Default)]
 pub struct KeySet {
     pub active: Option<Arc<dyn Signer>>,
+    /// When the active key started signing (its age is a metric).
+    pub active_since: Option<DateTime<Utc>>,
     pub published: HashMap<String, VerifyingKey>,
     pub jwks: JwksDocument,
 }
@@ -267,6 +269,7 @@ impl KeySet {
                     sealed_under: row.master_key_id.clone(),
                 })?;
                 set.active = Some(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), alg, &pkcs8)?));
+                set.active_since = row.activated_at.or(Some(row.created_at));
             }
             set.published.insert(row.kid.clone(), verifying);
         }

@@ -236,6 +236,13 @@ impl Conn<'_> {
             .bind(tenant).bind(now).fetch_one(c).await)?)
     }
 
+    /// Unexpired, unmarked leases per tenant (the `mayfly_live_leases` gauge).
+    pub async fn count_live_leases_by_tenant(&mut self, now: DateTime<Utc>) -> Result<Vec<(String, i64)>> {
+        Ok(run!(self, c => sqlx::query_as::<_, (String, i64)>(
+            "SELECT tenant_id, COUNT(*) FROM leases WHERE expires_at > $1 AND revoked_at IS NULL GROUP BY tenant_id")
+            .bind(now).fetch_all(c).await)?)
+    }
+
     /// The newest lease number so far (a rule's cutoff).
     pub async fn last_lease_seq(&mut self) -> Result<i64> {
         Ok(

@@ -3,6 +3,7 @@
 //! prunes expired leases and rules that can no longer match anything.
 //! Validity never waits for this: introspection consults the rules directly.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use crate::storage::{Store, StoreError};
 pub const MARK_BATCH: i64 = 1000;
 const PRUNE_BATCH: i64 = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// How often the live-lease gauges are recounted.
+const COUNT_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Sweeper {
@@ -43,7 +46,13 @@ impl Sweeper {
     /// every two seconds anyway.
     pub async fn run(self) {
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut last_count: Option<tokio::time::Instant> = None;
+        let mut counted: HashSet<String> = HashSet::new();
         loop {
+            if last_count.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+                last_count = Some(tokio::time::Instant::now());
+                self.count_live(&mut counted).await;
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -59,6 +68,30 @@ impl Sweeper {
                     Err(e) => tracing::warn!(error = %e, "pruning failed; will retry"),
                 }
             }
+        }
+    }
+
+    /// Sets `mayfly_live_leases{tenant}` (unexpired, unmarked: a rule's rows
+    /// are marked within seconds); a tenant with none left reads 0.
+    async fn count_live(&self, counted: &mut HashSet<String>) {
+        let now = self.clock.now();
+        let counts = match self.store.read().await {
+            Ok(mut c) => c.conn().count_live_leases_by_tenant(now).await,
+            Err(e) => Err(e),
+        };
+        match counts {
+            Ok(counts) => {
+                let mut seen = HashSet::new();
+                for (tenant, n) in counts {
+                    metrics::gauge!("mayfly_live_leases", "tenant" => tenant.clone()).set(n as f64);
+                    seen.insert(tenant);
+                }
+                for gone in counted.difference(&seen) {
+                    metrics::gauge!("mayfly_live_leases", "tenant" => gone.clone()).set(0.0);
+                }
+                *counted = seen;
+            }
+            Err(e) => tracing::warn!(error = %e, "counting live leases failed; will retry"),
         }
     }
 

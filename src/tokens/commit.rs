@@ -58,14 +58,10 @@ struct Pending {
 
 /// The items (by position) whose spend was spent before: a key twice in the
 /// batch spends it for the first only, and a key the store knows for none.
-async fn spent_before(
-    conn: &mut crate::storage::Conn<'_>,
-    items: &[Pending],
-    holds: &[bool],
-) -> Result<HashSet<usize>, StoreError> {
+async fn spent_before(conn: &mut crate::storage::Conn<'_>, items: &[Pending]) -> Result<HashSet<usize>, StoreError> {
     let mut firsts: HashMap<(&str, &str), usize> = HashMap::new();
     let mut spent = HashSet::new();
-    for (i, p) in items.iter().enumerate().filter(|(i, _)| holds[*i]) {
+    for (i, p) in items.iter().enumerate() {
         if let Some(s) = &p.spend
             && firsts.insert((s.key.as_str(), s.jti.as_str()), i).is_some()
         {
@@ -99,6 +95,10 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
             // overlaps the commit of the batch ahead of it.
             let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
             let seqs = tx.conn().insert_leases(&leases).await?;
+            // Proofs are spent before the lock too (it is held only for
+            // what must be exact), and given back below if their lease is
+            // taken out as stale, so that its retry may use them.
+            let spent = spent_before(&mut tx.conn(), items).await?;
             // Under the lock every catalog change takes first, the sequence
             // read here is exact: if a decision's is still current, nothing
             // in the catalog changed since; otherwise its tenant's version says.
@@ -117,7 +117,13 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                 })
             };
             let holding: Vec<bool> = items.iter().map(holds).collect();
-            let spent = spent_before(&mut tx.conn(), items, &holding).await?;
+            let unspend: Vec<(&str, &str)> = items
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !holding[*i] && !spent.contains(i))
+                .filter_map(|(_, p)| p.spend.as_ref().map(|s| (s.key.as_str(), s.jti.as_str())))
+                .collect();
+            tx.conn().forget_assertions(&unspend).await?;
             let outcome = |i: usize| match (holding[i], spent.contains(&i)) {
                 (false, _) => Err(StoreError::Stale),
                 (true, true) => Err(StoreError::Spent),
@@ -335,5 +341,19 @@ mod tests {
             let found = c.conn().lease_status(*id, None).await;
             assert_eq!(found.is_ok(), ok, "lease {id}: {found:?}");
         }
+        drop(c);
+        // A lease taken out as stale gives its value back: its retry may use it.
+        let moved = Some(crate::tenants::catalog::Stamp {
+            tenant: 999_999,
+            global: 999_999,
+        });
+        let stale = writer
+            .commit(lease(Uuid::now_v7()), event(at), moved, spend("retried"))
+            .await;
+        assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
+        writer
+            .commit(lease(Uuid::now_v7()), event(at), None, spend("retried"))
+            .await
+            .unwrap();
     }
 }

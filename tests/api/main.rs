@@ -30,6 +30,7 @@ mod leases;
 mod limits;
 mod oidc;
 mod openapi;
+mod operations;
 mod revocation;
 mod rotation;
 mod security;
