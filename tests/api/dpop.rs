@@ -101,6 +101,7 @@ on_both_backends!(
     a_client_registered_for_bound_tokens_gets_nothing_without_a_proof,
     an_exchanged_token_binds_to_the_proof_and_a_bound_subject_needs_its_own_key,
     a_ci_jobs_oidc_token_through_jwt_bearer_is_bound_by_its_proof_too,
+    a_private_key_jwt_client_registered_for_bound_tokens_gets_one_with_its_proof,
 );
 
 async fn a_valid_proof_binds_the_token_its_lease_and_its_introspection_to_the_key(b: Backend) {
@@ -344,6 +345,61 @@ async fn a_ci_jobs_oidc_token_through_jwt_bearer_is_bound_by_its_proof_too(b: Ba
     let c = claims(body["access_token"].as_str().unwrap());
     assert_eq!(c["cnf"], json!({"jkt": holder.jkt()}));
     assert_eq!(c["sub"], "github:acme/app@refs/heads/main");
+}
+
+async fn a_private_key_jwt_client_registered_for_bound_tokens_gets_one_with_its_proof(b: Backend) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let signer = oidc::ec_signer();
+    let (s, body) = app
+        .post(
+            &f.admin,
+            "/v1/tenants/acme/clients",
+            json!({"client_id": "acme-keyed", "kind": "agent", "workflows": ["triage"],
+                   "grants": [{"resource": f.resource, "scopes": ["issues:read"]}],
+                   "jwks": {"keys": [FakeIssuer::jwk_of(&signer, "ec-key")]}, "dpop_bound_access_tokens": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(body["dpop_bound_access_tokens"], true);
+    let holder = Holder::ec();
+    let mint = |jti: &'static str, proof: Option<String>| {
+        let t = app.clock.now().timestamp();
+        let assertion = sign_with(
+            &signer,
+            &json!({"alg": "ES256", "kid": "ec-key"}),
+            &json!({"iss": "acme-keyed", "sub": "acme-keyed", "aud": app.issuer, "iat": t, "exp": t + 60, "jti": jti}),
+        );
+        let mut req = app.http.post(app.url("/oauth2/token")).form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("resource", f.resource.as_str()),
+        ]);
+        if let Some(p) = proof {
+            req = req.header("DPoP", p);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, body) = mint("a-1", None).await;
+    assert_eq!(
+        (s, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")),
+        "{body}"
+    );
+    let (s, body) = mint("a-2", Some(holder.proof(&app, json!({})))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        json!(holder.jkt())
+    );
 }
 
 /// Nonces required: a proof without one, or with one past its lifetime,
