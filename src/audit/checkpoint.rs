@@ -162,4 +162,42 @@ mod tests {
         assert_eq!(authentic, [true, true, false], "a forged one stays a finding");
         assert_eq!(checkpointer.reseal(&previous).await.unwrap(), 0, "once");
     }
+
+    /// The periodic job: a checkpoint at start, then one per period that
+    /// the chain moved in, each covering the events written before it.
+    #[tokio::test]
+    async fn the_periodic_job_checkpoints_the_chain_each_period_it_moved() {
+        use crate::audit::{AuditEvent, AuditLog, Outcome, actions};
+        use crate::clock::Clock;
+        let (store, _dir) = crate::testing::temp_store().await;
+        let clock = crate::testing::test_clock();
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let log = AuditLog::new(store.clone());
+        let event = || AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, clock.now());
+        log.append(&[event()]).await.unwrap();
+        // A short period: tokio's paused time would also time out the pool.
+        let every = std::time::Duration::from_millis(200);
+        let job = tokio::spawn(Checkpointer::new(store.clone(), key.clone()).run(clock.clone(), every));
+        let stored = || async { store.read().await.unwrap().conn().checkpoints().await.unwrap() };
+        let until = |n: usize| async move {
+            for _ in 0..500 {
+                if stored().await.len() >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("fewer than {n} checkpoints");
+        };
+        until(1).await;
+        assert_eq!(stored().await.last().map(|c| c.count), Some(1));
+        log.append(&[event(), event()]).await.unwrap();
+        until(2).await;
+        let all = stored().await;
+        assert_eq!(all.last().map(|c| c.count), Some(3), "covers the events written since");
+        assert!(all.iter().all(|c| c.is_authentic(&key)));
+        // A period in which nothing moved adds nothing.
+        tokio::time::sleep(every * 2).await;
+        assert_eq!(stored().await.len(), 2);
+        job.abort();
+    }
 }
