@@ -4,6 +4,8 @@
 
 pub mod checkpoint;
 pub mod log;
+pub mod merkle;
+pub mod note;
 pub mod sql;
 
 use chrono::{DateTime, Utc};
