@@ -129,21 +129,6 @@ pub fn config(db: &Database, issuer: &str) -> Config {
     config
 }
 
-/// `TEST_LOG=1` (or a filter such as `TEST_LOG=mayfly=debug`) shows the
-/// server's tracing output for failing tests.
-fn init_test_log() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            let filter = if filter == "1" { "info".to_string() } else { filter };
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
-    });
-}
-
 pub async fn spawn_app(backend: Backend) -> TestApp {
     TestApp::on(backend).start().await
 }
@@ -180,7 +165,7 @@ impl Spawn {
     }
 
     pub async fn start(self) -> TestApp {
-        init_test_log();
+        crate::logscan::init_test_log();
         let db = match self.db {
             Ok(db) => db,
             Err(backend) => Database::fresh(backend).await,
@@ -382,8 +367,10 @@ fn surface(result: Result<(), tokio::task::JoinError>) {
 
 impl Drop for TestApp {
     /// A test that never calls `stop()` still fails if the server task
-    /// panicked while it ran (unless the test is failing already).
+    /// panicked while it ran (unless the test is failing already), and every
+    /// test fails once a server logged a secret.
     fn drop(&mut self) {
+        crate::logscan::assert_no_leaks();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

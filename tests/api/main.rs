@@ -28,6 +28,7 @@ mod issuer_drift;
 mod issuers;
 mod leases;
 mod limits;
+mod logscan;
 mod oidc;
 mod openapi;
 mod operations;
