@@ -186,13 +186,21 @@ export const Leases = {
     const l = r.lease, t = S.tenant, kind = b.dataset.action;
     if (kind === 'custody') { Custody.show(l); return; }
     if (kind === 'lease') {
-      revoke({ lease_id: l.id }, `End the token ${l.id} (workflow ${l.workflow}, workload ${l.workload}, client ${l.client_id}) in tenant ${t}. No other token is affected.`, () => this.refresh());
+      revoke({ lease_id: l.id }, `End the token ${l.id} (workflow ${l.workflow}, workload ${l.workload}, client ${l.client_id}) in tenant ${t}. No other token is affected.`, () => this.refresh(), l.client_id);
       return;
     }
     const field = kind === 'client' ? 'client_id' : kind;
     let n = 0;
     for (const x of this.rows.values()) if (x.state === 'active' && x.lease[field] === l[field]) n += 1;
     revoke({ [field]: l[field] }, `End every token of ${kind} ${l[field]} in tenant ${t} minted before now `
-      + `(${plural(n, 'live token')} listed here). Tokens minted afterwards are not affected.`, () => this.refresh());
+      + `(${plural(n, 'live token')} listed here). Tokens minted afterwards are not affected.`, () => this.refresh(),
+    // A workflow spans clients; a workload or a client names the one that minted it.
+    kind === 'workflow' ? null : l.client_id);
   },
 };
+
+/** Issue time in a narrow cell: the time of day for today's leases, else month, day and minute (the full time is in the tooltip). */
+function shortTime(iso) {
+  const full = fmtTime(iso);
+  return full.slice(0, 10) === fmtTime(Date.now()).slice(0, 10) ? full.slice(11) : full.slice(5, 16);
+}
