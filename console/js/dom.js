@@ -84,3 +84,5 @@ export const once = (build) => (cell) => { if (!cell.firstChild) cell.append(...
 export const num = (n) => (cell) => { cell.className = 'num'; setText(cell, n); };
 /** Text the fixed layout may cut: the whole of it stays in a tooltip. */
 export const clipped = (text) => (cell) => { setText(cell, text); cell.title = text || ''; };
+/** Text that must be read whole (resource URIs): it wraps instead of being cut. */
+export const wrapped = (text) => (cell) => { cell.classList.add('wrap'); setText(cell, text); cell.title = text || ''; };

@@ -83,10 +83,13 @@ export const Keys = {
   onClick(e) {
     const b = e.target.closest('button[data-testid="key-revoke"]');
     if (!b) return;
-    const kid = b.dataset.kid;
+    const kid = b.dataset.kid, active = b.closest('tr').dataset.state === 'active';
     confirmThen({
       title: 'Revoke signing key', reason: true, yes: 'Revoke key',
       text: `Revoke key ${kid}: every token it signed, in every tenant, stops being valid at once, and it leaves the JWKS. This cannot be undone.`,
+      // The console's own session is a token the active key signed (the cookie is out of this page's reach, so the active key is the test).
+      warning: active ? 'This is the active signing key: unless you signed in before it became active, it signed your own console session too, so this also signs you out. '
+        + 'A fresh key signs at once; sign in again to carry on.' : '',
       run: async (reason) => { await api('POST', `/v1/keys/${enc(kid)}/revoke`, { reason }); say(`Key ${kid} revoked.`, 'ok'); },
     }, () => this.refresh());
   },

@@ -2,7 +2,7 @@
 // row, a TTL that counts down every second, live counts by workflow and
 // resource, and revocation by lease, workflow, workload or client.
 
-import { $, badge, byTid, clipped, el, num, once, reconcile, setCells, setText } from './dom.js';
+import { $, badge, byTid, clipped, el, num, once, reconcile, setCells, setText, wrapped } from './dom.js';
 import { debounce, fail, loadPages, poll, say, tenantPath } from './api.js';
 import { revoke } from './confirm.js';
 import { actorChain, fmtDur, fmtTime, ms, plural } from './format.js';
@@ -114,13 +114,16 @@ export const Leases = {
     const btn = (action, target) => el('button', {
       type: 'button', className: 'btn btn-xs', testid: `revoke-${action}`, dataset: { action }, title: `Revoke ${action} ${target}`,
     }, el('span', { className: 'sr-only', text: 'Revoke ' }), action, el('span', { className: 'sr-only', text: ` ${target}` }));
-    setCells(tr, ['', (c) => c.append(el('span', { className: 'main' }), el('span', { className: 'sub', hidden: true })), '', '', '', '', '',
+    const twoLines = (c) => c.append(el('span', { className: 'main' }), el('span', { className: 'sub', hidden: true }));
+    setCells(tr, ['', twoLines, twoLines, '', '', twoLines, '',
       once(() => [el('button', { type: 'button', className: 'btn btn-xs', testid: 'show-custody', dataset: { action: 'custody' },
         title: `Tool calls of lease ${l.id}` }, 'calls'),
       el('div', { className: 'btn-group', attrs: { role: 'group', 'aria-label': 'Revoke' } },
         btn('lease', l.id), btn('workflow', l.workflow), btn('workload', l.workload), btn('client', l.client_id))])]);
     Object.assign(tr.cells[5], { className: 'num ttl' });
     tr.cells[5].dataset.testid = 'ttl';
+    tr.cells[5].lastChild.dataset.testid = 'issued';
+    tr.cells[2].lastChild.dataset.testid = 'source';
     tr.cells[6].dataset.testid = 'state';
     return tr;
   },
@@ -131,15 +134,22 @@ export const Leases = {
     const agents = actorChain(l.actor);
     const via = [agents.length ? `for ${l.workload} via ${agents.join(' → ')}` : '', l.jkt ? 'DPoP-bound' : '']
       .filter(Boolean).join(' · ');
-    const [wf, wl, cl, res, sc] = tr.cells;
+    const [wf, wl, cl, res, sc, ttl] = tr.cells;
     clipped(l.workflow)(wf);
     setText(wl.firstChild, l.workload);
     wl.lastChild.hidden = !via;
     if (via) setText(wl.lastChild, via);
     wl.title = via ? `${l.workload}, ${via}` : l.workload;
-    clipped(l.client_id)(cl);
-    clipped(l.resource)(res);
+    // Who and from where: the address the token request came from (behind trusted proxies, the forwarded one).
+    setText(cl.firstChild, l.client_id);
+    setText(cl.lastChild, l.source ? `from ${l.source}` : 'source not recorded');
+    cl.lastChild.hidden = false;
+    cl.title = l.source ? `${l.client_id}, from ${l.source}` : l.client_id;
+    wrapped(l.resource)(res); // in an incident the whole URI matters: it wraps rather than clips
     clipped((l.scopes || []).join(' '))(sc);
+    setText(ttl.lastChild, `issued ${shortTime(l.issued_at)}`);
+    ttl.lastChild.hidden = false;
+    ttl.lastChild.title = `issued ${fmtTime(l.issued_at)}`;
   },
   setState(r, state) {
     if (r.state === state) return;
@@ -154,7 +164,7 @@ export const Leases = {
     let text = fmtDur(left);
     if (r.state === 'revoked') text = '—';
     else if (r.state === 'expired' || left <= 0) text = 'expired';
-    setText(r.tr.cells[5], text);
+    setText(r.tr.cells[5].firstChild, text);
   },
   /** Every second: count down, and end leases whose time ran out without waiting for the poll. */
   tick() {
@@ -173,7 +183,7 @@ export const Leases = {
       // Sorted by name, not count, so rows do not swap places as the numbers move.
       reconcile(body, [...m.entries()].sort((a, b) => a[0].localeCompare(b[0])), (x) => x[0], (tr, [name, n]) => {
         tr.dataset[field] = name;
-        setCells(tr, [clipped(name), num(n)]);
+        setCells(tr, [field === 'resource' ? wrapped(name) : clipped(name), num(n)]);
       });
     };
     fillCount($('#count-workflow-body'), 'workflow');
@@ -186,13 +196,21 @@ export const Leases = {
     const l = r.lease, t = S.tenant, kind = b.dataset.action;
     if (kind === 'custody') { Custody.show(l); return; }
     if (kind === 'lease') {
-      revoke({ lease_id: l.id }, `End the token ${l.id} (workflow ${l.workflow}, workload ${l.workload}, client ${l.client_id}) in tenant ${t}. No other token is affected.`, () => this.refresh());
+      revoke({ lease_id: l.id }, `End the token ${l.id} (workflow ${l.workflow}, workload ${l.workload}, client ${l.client_id}) in tenant ${t}. No other token is affected.`, () => this.refresh(), l.client_id);
       return;
     }
     const field = kind === 'client' ? 'client_id' : kind;
     let n = 0;
     for (const x of this.rows.values()) if (x.state === 'active' && x.lease[field] === l[field]) n += 1;
     revoke({ [field]: l[field] }, `End every token of ${kind} ${l[field]} in tenant ${t} minted before now `
-      + `(${plural(n, 'live token')} listed here). Tokens minted afterwards are not affected.`, () => this.refresh());
+      + `(${plural(n, 'live token')} listed here). Tokens minted afterwards are not affected.`, () => this.refresh(),
+    // A workflow spans clients; a workload or a client names the one that minted it.
+    kind === 'workflow' ? null : l.client_id);
   },
 };
+
+/** Issue time in a narrow cell: the time of day for today's leases, else month, day and minute (the full time is in the tooltip). */
+function shortTime(iso) {
+  const full = fmtTime(iso);
+  return full.slice(0, 10) === fmtTime(Date.now()).slice(0, 10) ? full.slice(11) : full.slice(5, 16);
+}

@@ -14,7 +14,7 @@ import { Stats } from './stats.js';
 import { Rules } from './rules.js';
 import { Audit } from './audit.js';
 import { Keys } from './keys.js';
-import { Clients, Secret } from './clients.js';
+import { Clients, Secret, Trust } from './clients.js';
 
 // ================================================================ session
 
@@ -73,7 +73,7 @@ function showSignin() {
 
 // ================================================================ router
 
-const PAGES = { tenants: Tenants, leases: Leases, rules: Rules, audit: Audit, keys: Keys, clients: Clients };
+const PAGES = { tenants: Tenants, leases: Leases, rules: Rules, audit: Audit, keys: Keys, clients: Clients, trust: Trust };
 const NAMES = Object.keys(PAGES);
 /** Show the page named in the hash (#/leases); every page restarts its own polling. */
 function route(moveFocus = true) {
