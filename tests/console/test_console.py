@@ -476,8 +476,11 @@ def test_the_audit_page_shows_the_revocation_and_verifies_the_chain(stack, new_p
         button = button if button.count() else more
         if not button.is_visible() or not button.is_enabled():
             break
+        before = page.get_by_test_id("audit-row").count()
         button.click()
-        page.wait_for_timeout(500)
+        # Until the next page has arrived (more rows), not a fixed wait.
+        page.wait_for_function(f"document.querySelectorAll('[data-testid=\"audit-row\"]').length > {before}",
+                               timeout=LIVE)
     expect(rows).to_have_count(1)
     row = rows.first
     expect(row).to_contain_text(ADMIN_ID)
@@ -532,10 +535,18 @@ def test_security_headers_and_csrf(stack, new_page):
     _, page = new_page()
     sign_in(page, ADMIN_ID, ADMIN_SECRET)
     # The browser enforces the policy: injected markup cannot run inline code.
-    page.evaluate("""document.body.insertAdjacentHTML('beforeend',
+    page.evaluate("""window.__violations = 0;
+        document.addEventListener('securitypolicyviolation', () => { window.__violations += 1; });
+        document.body.insertAdjacentHTML('beforeend',
         '<img src="/console/none.png" onerror="window.__injected = 1">')""")
-    page.wait_for_timeout(500)
+    # Until the browser has refused the handler (and the image has failed), not a fixed wait.
+    page.wait_for_function("window.__violations > 0 && document.querySelector('img[src=\"/console/none.png\"]').complete",
+                           timeout=LIVE)
     assert page.evaluate("window.__injected === undefined"), "an inline event handler ran despite the CSP"
+    for _ in range(50):  # the console message reaches Python after the page event
+        if any("Content Security Policy" in e for e in JS_ERRORS[page]):
+            break
+        time.sleep(0.1)
     violations = [e for e in JS_ERRORS[page] if "Content Security Policy" in e]
     assert violations, f"no CSP violation reported: {JS_ERRORS[page]}"
     JS_ERRORS[page][:] = [e for e in JS_ERRORS[page] if e not in violations]
