@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod files;
 pub mod gate;
+pub mod gather;
 
 use std::str::FromStr;
 use std::time::Duration;

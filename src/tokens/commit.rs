@@ -21,10 +21,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::audit::AuditEvent;
 use crate::leases::Lease;
+use crate::storage::gather::Gather;
 use crate::storage::{Store, StoreError};
 use crate::tenants::catalog::Stamp;
 
@@ -36,7 +36,6 @@ const IN_FLIGHT: usize = 2;
 
 /// Each request gets its lease's sequence number, or its own or the batch's error.
 type Answer = Result<i64, Arc<StoreError>>;
-type Reply = oneshot::Sender<Answer>;
 
 /// A single-use value to spend with a lease: recorded in `used_assertions`
 /// under `(key, jti)` until `until`.
@@ -187,7 +186,7 @@ async fn record_batch(store: &Store, items: &[Pending]) -> Vec<Answer> {
 
 #[derive(Debug, Clone)]
 pub struct IssueWriter {
-    queue: mpsc::Sender<(Pending, Reply)>,
+    gather: Gather<Pending, Answer>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -198,29 +197,17 @@ impl std::fmt::Debug for Pending {
 
 impl IssueWriter {
     /// Starts the writer task; it ends when the last `IssueWriter` is dropped.
+    /// While both slots are busy, more mints gather for the next batch.
     pub fn spawn(store: Store) -> Self {
-        let (queue, mut rx) = mpsc::channel::<(Pending, Reply)>(4 * MAX_BATCH);
-        tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                // While both slots are busy, more mints gather for the next batch.
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let answers = record_batch(&store, &items).await;
-                    drop(slot);
-                    metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
-                    for (answer, reply) in answers.into_iter().zip(replies) {
-                        let _ = reply.send(answer);
-                    }
-                });
+        let gather = Gather::spawn(MAX_BATCH, IN_FLIGHT, move |items: Vec<Pending>| {
+            let store = store.clone();
+            async move {
+                let answers = record_batch(&store, &items).await;
+                metrics::histogram!("mayfly_mint_batch_size").record(items.len() as f64);
+                answers
             }
         });
-        Self { queue }
+        Self { gather }
     }
 
     /// Commits one lease with its audit event if the tenant's catalog
@@ -234,7 +221,6 @@ impl IssueWriter {
         check: Option<Stamp>,
         spend: Option<Spend>,
     ) -> Result<i64, StoreError> {
-        let (tx, rx) = oneshot::channel();
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
         let pending = Pending {
             lease,
@@ -242,14 +228,17 @@ impl IssueWriter {
             check,
             spend,
         };
-        self.queue.send((pending, tx)).await.map_err(|_| gone())?;
         // Shared by the whole batch: each request keeps the batch error's class.
-        rx.await.map_err(|_| gone())?.map_err(StoreError::unshare)
+        self.gather
+            .ask(pending)
+            .await
+            .ok_or_else(gone)?
+            .map_err(StoreError::unshare)
     }
 
     /// False once the writer task has stopped (it would only on a panic).
     pub fn is_running(&self) -> bool {
-        !self.queue.is_closed()
+        self.gather.is_running()
     }
 }
 
