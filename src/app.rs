@@ -111,7 +111,10 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let masters = Arc::new(master_keys(&config)?);
     let checkpoint_key = masters.current.checkpoint_key();
     let console_csrf = masters.current.console_csrf_key();
-    let dpop_nonce_key = masters.current.dpop_nonce_key();
+    let dpop_nonce_keys = (
+        masters.current.dpop_nonce_key(),
+        masters.previous.as_ref().map(|p| p.dpop_nonce_key()),
+    );
     let data_lock = crate::storage::files::lock_sqlite_dir(&config.database_url).map_err(crate::config::ConfigError)?;
     let store = Store::connect(&config.database_url).await?;
     store.migrate().await?;
@@ -233,7 +236,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
             Arc::new(ProofCheck::new(
                 format!("{}/oauth2/token", issuer_id.url),
                 clock.clone(),
-                (config.dpop_nonce == DpopNonce::Required).then(|| Nonces::new(dpop_nonce_key)),
+                (config.dpop_nonce == DpopNonce::Required).then(|| Nonces::new(dpop_nonce_keys.0, dpop_nonce_keys.1)),
             )),
         )),
         delegation,

@@ -28,6 +28,7 @@ and delegated tokens, MAYFLY_CLIENT_ID/MAYFLY_CLIENT_SECRET of a
 """
 
 import base64
+import collections
 import contextvars
 import hashlib
 import json
@@ -80,12 +81,29 @@ def log_event(**fields) -> None:
         sys.stdout.flush()
 
 
-# The DPoP key the current request proved possession of (set by DpopGate).
-PROVEN_JKT: contextvars.ContextVar = contextvars.ContextVar("proven_jkt", default=None)
+# The proof the current request carried, checked (set by DpopGate): (jkt, jti).
+PROVEN: contextvars.ContextVar = contextvars.ContextVar("proven_dpop", default=None)
 DPOP_ALGS = ("ES256", "EdDSA", "RS256")
 PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
-_seen_proofs: dict = {}  # (jkt, jti) -> iat, for the 60 s a proof is accepted
+MAX_SEEN_PROOFS = 100_000
+# Proofs already used, for as long as one could be accepted: spent only once
+# the token they came with verified (so junk tokens cannot fill it).
+_seen_proofs: set = set()
+_seen_order: collections.deque = collections.deque()  # (forget at, (jkt, jti)), in time order
 _seen_lock = threading.Lock()
+
+
+def spend_proof(jkt: str, jti: str) -> bool:
+    """True the first time this key's proof jti is used."""
+    now = int(time.time())
+    with _seen_lock:
+        while _seen_order and _seen_order[0][0] < now:
+            _seen_proofs.discard(_seen_order.popleft()[1])
+        if (jkt, jti) in _seen_proofs or len(_seen_proofs) >= MAX_SEEN_PROOFS:
+            return False
+        _seen_proofs.add((jkt, jti))
+        _seen_order.append((now + 65, (jkt, jti)))
+        return True
 
 
 def b64url(data: bytes) -> str:
@@ -99,8 +117,8 @@ def jwk_thumbprint(jwk: dict) -> str:
     return b64url(hashlib.sha256(members.encode()).digest())
 
 
-def check_dpop_proof(proofs: list, token: str, method: str) -> str:
-    """The thumbprint of the key a valid proof for this request was made with; ValueError otherwise."""
+def check_dpop_proof(proofs: list, token: str, method: str) -> tuple:
+    """(thumbprint, jti) of a valid proof for this request; ValueError otherwise."""
     if len(proofs) != 1:
         raise ValueError("exactly one DPoP proof is required")
     proof = proofs[0]
@@ -110,7 +128,11 @@ def check_dpop_proof(proofs: list, token: str, method: str) -> str:
         raise ValueError("not a DPoP proof (typ dpop+jwt, ES256/EdDSA/RS256)")
     if not isinstance(jwk, dict) or any(m in jwk for m in PRIVATE_JWK_MEMBERS):
         raise ValueError("the proof's jwk must be one public key")
+    if jwk.get("kty") == "OKP" and jwk.get("crv") != "Ed25519":
+        raise ValueError("EdDSA proofs use Ed25519 keys")
     key = jwt.PyJWK(jwk, algorithm=header["alg"])
+    if jwk.get("kty") == "RSA" and key.key.key_size < 2048:
+        raise ValueError("RSA proof keys have at least 2048 bits")
     claims = jwt.decode(proof, key.key, algorithms=[header["alg"]], options={
         "require": ["jti", "htm", "htu", "iat"], "verify_iat": False})
     now = int(time.time())
@@ -120,21 +142,14 @@ def check_dpop_proof(proofs: list, token: str, method: str) -> str:
         raise ValueError("the proof's iat is too old or in the future")
     if claims.get("ath") != b64url(hashlib.sha256(token.encode()).digest()):
         raise ValueError("the proof's ath is not this token's hash")
-    jkt = jwk_thumbprint(jwk)
-    with _seen_lock:
-        for seen, iat in list(_seen_proofs.items()):
-            if iat < now - 65:
-                del _seen_proofs[seen]
-        if (jkt, claims["jti"]) in _seen_proofs:
-            raise ValueError("the proof was used before")
-        _seen_proofs[(jkt, claims["jti"])] = claims["iat"]
-    return jkt
+    return jwk_thumbprint(jwk), str(claims["jti"])
 
 
 class DpopGate:
     """Outermost ASGI middleware: checks `Authorization: DPoP` and its proof,
     then hands the token on as Bearer (all the SDK's auth reads) with the
-    proven key in PROVEN_JKT for the verifier, which matches it to `cnf.jkt`."""
+    proven key and jti in PROVEN for the verifier, which matches the key to `cnf.jkt`
+    and spends the jti once the token has verified."""
 
     def __init__(self, app):
         self.app = app
@@ -146,7 +161,7 @@ class DpopGate:
             return await self.app(scope, receive, send)
         token = auth[5:].strip()
         try:
-            jkt = check_dpop_proof([v.decode("latin-1") for k, v in headers if k == b"dpop"], token, scope["method"])
+            proven = check_dpop_proof([v.decode("latin-1") for k, v in headers if k == b"dpop"], token, scope["method"])
         except Exception as e:  # any failure is a 401 with the DPoP challenge
             log_event(event="dpop_refused", reason=str(e) if isinstance(e, ValueError) else type(e).__name__)
             body = json.dumps({"error": "invalid_dpop_proof", "error_description": "the DPoP proof is not valid"}).encode()
@@ -156,11 +171,11 @@ class DpopGate:
             return await send({"type": "http.response.body", "body": body})
         rest = [(k, v) for k, v in headers if k != b"authorization"]
         scope = dict(scope, headers=rest + [(b"authorization", f"Bearer {token}".encode())])
-        proven = PROVEN_JKT.set(jkt)
+        reset = PROVEN.set(proven)
         try:
             await self.app(scope, receive, send)
         finally:
-            PROVEN_JKT.reset(proven)
+            PROVEN.reset(reset)
 
 
 class MayflyVerifier:
@@ -171,12 +186,12 @@ class MayflyVerifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:  # PyJWKClient and urllib block: keep them off the event loop
-            return await anyio.to_thread.run_sync(self._verify, token, PROVEN_JKT.get())
+            return await anyio.to_thread.run_sync(self._verify, token, PROVEN.get())
         except Exception as e:  # any failure is a 401, never a 500
             log.info("token rejected: %s", type(e).__name__)
             return None
 
-    def _verify(self, token: str, proven_jkt: str | None) -> AccessToken | None:
+    def _verify(self, token: str, proven: tuple | None) -> AccessToken | None:
         if jwt.get_unverified_header(token).get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
             return None  # RFC 9068: only access tokens
         key = self._jwks.get_signing_key_from_jwt(token)
@@ -187,9 +202,12 @@ class MayflyVerifier:
         # A bound token needs the proof of its key (DpopGate), and a bearer
         # token must not pose as a bound one.
         bound = (claims.get("cnf") or {}).get("jkt")
-        if bound != proven_jkt:
+        if bound != (proven[0] if proven else None):
             reason = "a DPoP-bound token without its proof" if bound else "a bearer token sent as DPoP"
             log_event(event="token_refused", reason=reason, jti=claims["jti"])
+            return None
+        if proven and not spend_proof(*proven):
+            log_event(event="token_refused", reason="the DPoP proof was used before", jti=claims["jti"])
             return None
         # Offline checks match revocations against the token's own claims; a
         # delegated token can be ended by a rule on an actor or an ancestor

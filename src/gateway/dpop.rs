@@ -5,7 +5,7 @@
 //! replica. A bound token sent as `Bearer`, or an unbound one sent as
 //! `DPoP`, is refused: the scheme must say what the token is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use axum::http::{HeaderMap, HeaderName, header};
@@ -14,8 +14,10 @@ use super::trust::Caller;
 use crate::jose::dpop::{self, Expected, MAX_AGE_SECONDS, MAX_SKEW_SECONDS};
 
 static DPOP: HeaderName = HeaderName::from_static("dpop");
-/// Proofs remembered at most (then the oldest half of the window is dropped early).
+/// Proofs remembered at most, and per key: a holder flooding its own proofs
+/// is refused before it can crowd out anyone else's.
 const MAX_SEEN: usize = 200_000;
+const MAX_SEEN_PER_KEY: usize = 20_000;
 
 /// How the caller presented its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,10 +40,19 @@ pub fn authorization(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
 }
 
-/// Proof `jti`s seen within the window a proof is accepted in, per key.
+/// Proof `jti`s seen within the window a proof is accepted in, per key,
+/// forgotten in the order they expire (O(1) a request, whatever the load).
 #[derive(Default)]
 pub struct SeenProofs {
-    seen: Mutex<HashMap<(String, String), i64>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    keys: HashSet<(String, String)>,
+    /// (forget at, key), in the order they were seen: expiry order too.
+    order: VecDeque<(i64, (String, String))>,
+    per_key: HashMap<String, usize>,
 }
 
 impl SeenProofs {
@@ -50,18 +61,31 @@ impl SeenProofs {
         let Ok(mut seen) = self.seen.lock() else {
             return false;
         };
-        if seen.len() >= MAX_SEEN {
-            seen.retain(|_, iat| *iat >= now - MAX_AGE_SECONDS);
-            if seen.len() >= MAX_SEEN {
-                // Still full of live proofs: refuse rather than forget one.
-                return false;
+        let seen = &mut *seen;
+        while seen.order.front().is_some_and(|(until, _)| *until < now) {
+            if let Some((_, key)) = seen.order.pop_front() {
+                if let Some(n) = seen.per_key.get_mut(&key.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        seen.per_key.remove(&key.0);
+                    }
+                }
+                seen.keys.remove(&key);
             }
         }
         let key = (jkt.to_string(), jti.to_string());
-        if seen.contains_key(&key) {
+        if seen.keys.contains(&key) {
             return false;
         }
-        seen.insert(key, now + MAX_SKEW_SECONDS);
+        // Full of live proofs (or this key's share is): refuse rather than forget one.
+        if seen.keys.len() >= MAX_SEEN || seen.per_key.get(jkt).copied().unwrap_or(0) >= MAX_SEEN_PER_KEY {
+            return false;
+        }
+        // Kept as long as a proof seen now could still be accepted.
+        seen.order
+            .push_back((now + MAX_AGE_SECONDS + MAX_SKEW_SECONDS, key.clone()));
+        *seen.per_key.entry(jkt.to_string()).or_default() += 1;
+        seen.keys.insert(key);
         true
     }
 }
@@ -142,11 +166,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_proof_is_taken_once_per_key() {
+    fn a_proof_is_taken_once_per_key_while_it_could_be_accepted() {
         let seen = SeenProofs::default();
         assert!(seen.first_use("k1", "j", 100));
         assert!(!seen.first_use("k1", "j", 101));
+        assert!(!seen.first_use("k1", "j", 100 + MAX_AGE_SECONDS + MAX_SKEW_SECONDS));
         assert!(seen.first_use("k2", "j", 101), "another key's jti is its own");
+        // Forgotten only once no proof with it could be accepted any more.
+        assert!(seen.first_use("k1", "j", 101 + MAX_AGE_SECONDS + MAX_SKEW_SECONDS));
+    }
+
+    #[test]
+    fn one_key_flooding_its_proofs_is_refused_and_others_are_not() {
+        let seen = SeenProofs::default();
+        for i in 0..MAX_SEEN_PER_KEY {
+            assert!(seen.first_use("flood", &i.to_string(), 100));
+        }
+        assert!(!seen.first_use("flood", "one more", 100));
+        assert!(seen.first_use("other", "j", 100));
+        // Its share comes back as its proofs expire.
+        assert!(seen.first_use("flood", "later", 100 + MAX_AGE_SECONDS + MAX_SKEW_SECONDS + 1));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
 use super::GrantError;
 use crate::clock::Clock;
 use crate::jose::dpop::{self, DpopError, Expected, MAX_AGE_SECONDS};
+use crate::jose::jwt;
 use crate::tokens::commit::Spend;
 
 /// How long a nonce is accepted after it was issued.
@@ -29,11 +30,14 @@ const NONCE_AAD: &[u8] = b"mayfly dpop nonce v1";
 /// Server nonces: sealed timestamps.
 pub struct Nonces {
     key: LessSafeKey,
+    /// The previous master key's, while a rotation rolls through the
+    /// replicas: their nonces are still good.
+    previous: Option<LessSafeKey>,
 }
 
 impl Nonces {
-    pub fn new(key: LessSafeKey) -> Self {
-        Self { key }
+    pub fn new(key: LessSafeKey, previous: Option<LessSafeKey>) -> Self {
+        Self { key, previous }
     }
 
     /// A fresh nonce naming `now`.
@@ -63,17 +67,15 @@ impl Nonces {
             return false;
         }
         let (n, body) = raw.split_at(NONCE_LEN);
-        let Ok(n) = Nonce::try_assume_unique_for_key(n) else {
+        let opened = |key: &LessSafeKey| {
+            let n = Nonce::try_assume_unique_for_key(n).ok()?;
+            let mut body = body.to_vec();
+            let plain = key.open_in_place(n, Aad::from(NONCE_AAD), &mut body).ok()?;
+            <[u8; 8]>::try_from(&plain[..]).ok().map(i64::from_be_bytes)
+        };
+        let Some(at) = opened(&self.key).or_else(|| self.previous.as_ref().and_then(&opened)) else {
             return false;
         };
-        let mut body = body.to_vec();
-        let Ok(plain) = self.key.open_in_place(n, Aad::from(NONCE_AAD), &mut body) else {
-            return false;
-        };
-        let Ok(at) = <[u8; 8]>::try_from(&plain[..]) else {
-            return false;
-        };
-        let at = i64::from_be_bytes(at);
         at <= now + NONCE_SKEW_SECONDS && now - at <= NONCE_LIFETIME_SECONDS
     }
 }
@@ -153,20 +155,51 @@ impl ProofCheck {
     }
 }
 
+/// A bound token (a subject, an actor token, a jwt-bearer assertion; ours
+/// or any issuer's) is used only by its holder: the request's proof must be
+/// made with the key it is bound to (RFC 9449 allows one proof a request, so
+/// all of them, if bound, must share the key). The claims are read
+/// unverified here; every token is verified before anything is minted, so a
+/// `cnf` cannot be forged or stripped.
+pub(super) fn bound_alike(tokens: &[&str], jkt: Option<&str>) -> Result<(), GrantError> {
+    for token in tokens {
+        let bound = jwt::parse(token)
+            .ok()
+            .and_then(|t| t.claims.get("cnf")?.get("jkt")?.as_str().map(str::to_string));
+        if let Some(bound) = bound
+            && Some(bound.as_str()) != jkt
+        {
+            return Err(GrantError::Dpop {
+                code: "invalid_dpop_proof",
+                description: "a DPoP-bound token is exchanged only with a proof made with its key".into(),
+                nonce: None,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use ring::aead::{AES_256_GCM, UnboundKey};
 
     use super::*;
 
+    fn key(byte: u8) -> LessSafeKey {
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[byte; 32]).unwrap())
+    }
+
     fn nonces(byte: u8) -> Nonces {
-        Nonces::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[byte; 32]).unwrap()))
+        Nonces::new(key(byte), None)
     }
 
     #[test]
     fn a_nonce_is_fresh_for_its_lifetime_and_only_under_its_key() {
         let n = nonces(1);
         let issued = n.issue(1000);
+        // While the master key rotates, the previous key's nonces still open.
+        let rotated = Nonces::new(key(2), Some(key(1)));
+        assert!(rotated.fresh(&issued, 1000));
         assert!(n.fresh(&issued, 1000));
         assert!(n.fresh(&issued, 1000 + NONCE_LIFETIME_SECONDS));
         assert!(!n.fresh(&issued, 1001 + NONCE_LIFETIME_SECONDS), "stale");

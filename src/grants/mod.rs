@@ -212,13 +212,17 @@ impl TokenEndpoint {
         let jkt = bound.map(|b| b.jkt.as_str());
         let decided = match &req.grant {
             Grant::ClientCredentials => client_credentials::decide(self, req, origin).await?,
-            Grant::JwtBearer { assertion } => jwt_bearer::decide(self, assertion, req, origin).await?,
+            Grant::JwtBearer { assertion } => {
+                dpop::bound_alike(&[assertion], jkt)?;
+                jwt_bearer::decide(self, assertion, req, origin).await?
+            }
             Grant::TokenExchange {
                 subject,
                 subject_type,
                 actor_token,
             } => {
-                token_exchange::bound_alike(subject, *subject_type, *actor_token, jkt)?;
+                let tokens: Vec<&str> = std::iter::once(*subject).chain(*actor_token).collect();
+                dpop::bound_alike(&tokens, jkt)?;
                 token_exchange::decide(self, subject, *subject_type, *actor_token, req, origin).await?
             }
         };

@@ -9,36 +9,6 @@ use super::request::{SubjectType, TOKEN_TYPE_ACCESS_TOKEN};
 use super::{Decided, GrantError, TokenEndpoint, TokenRequest, is_id_jag};
 use crate::audit::Origin;
 use crate::delegation::SubjectToken;
-use crate::jose::jwt;
-
-/// A bound mayfly token (subject or actor) is exchanged only by its holder:
-/// the request's proof must be made with the key it is bound to (RFC 9449
-/// allows one proof a request, so both, if bound, must share the key). The
-/// claims are read unverified here; the delegation verifies the tokens
-/// before anything is minted, so a `cnf` cannot be forged or stripped.
-pub(super) fn bound_alike(
-    subject: &str,
-    subject_type: SubjectType,
-    actor_token: Option<&str>,
-    jkt: Option<&str>,
-) -> Result<(), GrantError> {
-    let mayfly_subject = (subject_type == SubjectType::AccessToken).then_some(subject);
-    for token in mayfly_subject.into_iter().chain(actor_token) {
-        let bound = jwt::parse(token)
-            .ok()
-            .and_then(|t| t.claims.get("cnf")?.get("jkt")?.as_str().map(str::to_string));
-        if let Some(bound) = bound
-            && Some(bound.as_str()) != jkt
-        {
-            return Err(GrantError::Dpop {
-                code: "invalid_dpop_proof",
-                description: "a DPoP-bound token is exchanged only with a proof made with its key".into(),
-                nonce: None,
-            });
-        }
-    }
-    Ok(())
-}
 
 pub(super) async fn decide(
     ep: &TokenEndpoint,

@@ -162,6 +162,13 @@ pub async fn admin_from_token(state: &AppState, token: &str, origin: Origin) -> 
     if uri::canonicalize(&claims.aud).ok().as_deref() != Some(issuer.canonical.as_str()) {
         return Err(ApiError::unauthorized("this token is not for the admin API (aud)"));
     }
+    // The admin API checks no DPoP proofs, so it takes no bound token (none
+    // is minted for it either): a bound token here would be a bearer one.
+    if claims.cnf.is_some() {
+        return Err(ApiError::unauthorized(
+            "a DPoP-bound token is not accepted on the admin API",
+        ));
+    }
     let scope = if claims.scopes().any(|s| s == tenants::GLOBAL_ADMIN_SCOPE) && claims.tenant == tenants::SYSTEM_TENANT
     {
         AdminScope::Global

@@ -61,16 +61,24 @@ async fn spent_before(conn: &mut crate::storage::Conn<'_>, items: &[Pending]) ->
     let mut firsts: HashMap<(&str, &str), usize> = HashMap::new();
     let mut spent = HashSet::new();
     for (i, p) in items.iter().enumerate() {
-        if let Some(s) = &p.spend
-            && firsts.insert((s.key.as_str(), s.jti.as_str()), i).is_some()
-        {
-            spent.insert(i);
+        let Some(s) = &p.spend else { continue };
+        // The first copy in the batch is the candidate; every later one is a replay.
+        match firsts.entry((s.key.as_str(), s.jti.as_str())) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                spent.insert(i);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
         }
     }
-    let wanted: Vec<(&str, &str, DateTime<Utc>)> = firsts
+    let mut wanted: Vec<(&str, &str, DateTime<Utc>)> = firsts
         .iter()
         .filter_map(|(&(key, jti), &i)| items[i].spend.as_ref().map(|s| (key, jti, s.until)))
         .collect();
+    // One order for every batch and replica: two inserts waiting on each
+    // other's rows in opposite orders would deadlock.
+    wanted.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let fresh = conn.use_assertions(&wanted).await?;
     for ((key, jti), i) in firsts {
         if !fresh.contains(&(key.to_string(), jti.to_string())) {
@@ -307,14 +315,17 @@ mod tests {
             .commit(lease(Uuid::now_v7()), event(at), None, spend("old"))
             .await
             .unwrap();
-        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
-        let (again, first, twice, other) = tokio::join!(
+        let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+        let (again, first, twice, other, again_too) = tokio::join!(
             writer.commit(lease(ids[0]), event(at), None, spend("old")),
             writer.commit(lease(ids[1]), event(at), None, spend("new")),
             writer.commit(lease(ids[2]), event(at), None, spend("new")),
             writer.commit(lease(ids[3]), event(at), None, spend("other")),
+            writer.commit(lease(ids[4]), event(at), None, spend("old")),
         );
+        // A value spent before stays spent however many copies share a batch.
         assert!(matches!(again, Err(StoreError::Spent)), "{again:?}");
+        assert!(matches!(again_too, Err(StoreError::Spent)), "{again_too:?}");
         assert_eq!(
             [&first, &twice].iter().filter(|r| r.is_ok()).count(),
             1,
@@ -325,7 +336,7 @@ mod tests {
         let mut c = store.read().await.unwrap();
         let (_, count) = c.conn().audit_head().await.unwrap();
         assert_eq!(count, 3, "one event per committed lease");
-        let committed = [again.is_ok(), first.is_ok(), twice.is_ok(), true];
+        let committed = [false, first.is_ok(), twice.is_ok(), true, false];
         for (id, ok) in ids.iter().zip(committed) {
             let found = c.conn().lease_status(*id, None).await;
             assert_eq!(found.is_ok(), ok, "lease {id}: {found:?}");

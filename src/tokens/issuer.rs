@@ -181,6 +181,13 @@ impl Issuer {
                 "`resource` (or `audience`) is required".into(),
             ))),
             Some(resource) => match self.resolve_target(&terms.tenant_id, resource).await {
+                // The admin API checks no DPoP proofs: a bound admin token would
+                // be a bearer one there, so none is minted (DESIGN deviation).
+                Ok((target, _)) if matches!(target.scopes, TargetScopes::AdminApi) && provenance.jkt.is_some() => {
+                    Err(MintError::Denied(Denial::InvalidDpopProof(
+                        "the admin API does not take DPoP-bound tokens: request admin tokens without a proof".into(),
+                    )))
+                }
                 Ok((target, stamp)) => {
                     read_at = stamp;
                     policy::decide(terms, &target, req, self.lifetimes.max_ttl).map_err(MintError::Denied)

@@ -136,6 +136,16 @@ async fn a_valid_proof_binds_the_token_its_lease_and_its_introspection_to_the_ke
     assert!(claims(token).get("cnf").is_none());
     let seen = app.introspect((&f.rs.0, &f.rs.1), token).await;
     assert_eq!((seen["token_type"].as_str(), seen.get("cnf")), (Some("Bearer"), None));
+    // The admin API checks no proofs, so no bound token is minted for it.
+    let admin_form = [
+        ("grant_type", "client_credentials"),
+        ("resource", app.issuer.as_str()),
+        ("scope", "mayfly:admin"),
+    ];
+    let root = ("mayfly-admin".to_string(), crate::harness::ADMIN_SECRET.to_string());
+    let (s, body, _) = crate::dpop::token(&app, &root, &admin_form, &[&Holder::ec().proof(&app, json!({}))]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_dpop_proof");
     // Discovery names the proof algorithms.
     let meta: Value = app
         .http
