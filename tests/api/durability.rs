@@ -360,6 +360,24 @@ fn test_cluster() -> (String, String) {
         .unwrap_or_else(|| panic!("no Postgres cluster on port {port} in pg_lsclusters"))
 }
 
+/// When the server behind MAYFLY_TEST_DATABASE_URL started (empty if it
+/// cannot be asked yet: it is retried while recovery finishes).
+fn postmaster_start() -> String {
+    let url = std::env::var("MAYFLY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    for _ in 0..100 {
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-Atc", "SELECT pg_postmaster_start_time()"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    String::new()
+}
+
 /// Runs `pg_ctlcluster` on the tests' cluster.
 fn pg_ctlcluster(args: &[&str]) {
     let (version, name) = test_cluster();
@@ -416,6 +434,7 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
         }));
     }
     let mut admin_during = Vec::new();
+    let mut started = vec![tokio::task::block_in_place(postmaster_start)];
     for k in 0..3 {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         phase.store(2 * k + 1, Ordering::Relaxed);
@@ -428,7 +447,13 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         tokio::task::spawn_blocking(|| pg_ctlcluster(&["start"])).await.unwrap();
         phase.store(2 * k + 2, Ordering::Relaxed);
+        started.push(tokio::task::block_in_place(postmaster_start));
     }
+    // Each crash reached the server behind MAYFLY_TEST_DATABASE_URL: it restarted.
+    assert!(
+        started.windows(2).all(|w| w[0] != w[1] && !w[1].is_empty()),
+        "the server did not restart at each crash: {started:?}"
+    );
     assert!(
         admin_during
             .iter()
@@ -467,16 +492,21 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
         refused.is_empty(),
         "answers other than 200 or 503 temporarily_unavailable with Retry-After: {refused:?}"
     );
+    // A mint may ride out a one-second outage (the lease writer retries once
+    // on a fresh connection, which waits for the server), so not every
+    // outage must fail a request; the crashes together must.
     let failed = answers.iter().filter(|(s, ..)| *s != reqwest::StatusCode::OK).count();
-    for k in 0..3 {
-        let during = |(s, .., sent_in): &&(reqwest::StatusCode, bool, Option<String>, Option<String>, bool, usize)| {
-            *sent_in == 2 * k + 1 && *s != reqwest::StatusCode::OK
-        };
-        assert!(
-            answers.iter().any(|a| during(&a)),
-            "no request failed during outage {k}: the crash did not reach this app's database"
-        );
-    }
+    assert!(
+        failed > 0,
+        "no request failed while Postgres was down ({} answers)",
+        answers.len()
+    );
+    let in_outages: Vec<usize> = answers
+        .iter()
+        .filter(|(s, ..)| *s != reqwest::StatusCode::OK)
+        .map(|(.., sent_in)| *sent_in)
+        .collect();
+    eprintln!("failures by phase sent in (odd: during an outage): {in_outages:?}");
     let tokens: Vec<&String> = answers.iter().filter_map(|(_, _, _, t, ..)| t.as_ref()).collect();
     let after: usize = answers
         .iter()
