@@ -144,20 +144,16 @@ impl Subtrees for [Hash] {
     }
 }
 
-/// RFC 9162 §2.1.3.2: whether `proof` shows `leaf` at `index` in the tree
-/// of `size` leaves whose root is `root`.
-pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
-    if index >= size {
-        return false;
-    }
-    let (mut f_n, mut s_n) = (index, size - 1);
-    let mut r = *leaf;
+/// The walk both RFC 9162 checks share: each proof hash joins the running
+/// hash on the left (`true`) or the right, as the indexes `f_n` and `s_n`
+/// say. False if the proof does not end exactly at the root.
+fn walk(mut f_n: u64, mut s_n: u64, proof: &[Hash], mut step: impl FnMut(&Hash, bool)) -> bool {
     for p in proof {
         if s_n == 0 {
             return false;
         }
         if f_n & 1 == 1 || f_n == s_n {
-            r = node_hash(p, &r);
+            step(p, true);
             if f_n & 1 == 0 {
                 while f_n & 1 == 0 && f_n != 0 {
                     f_n >>= 1;
@@ -165,12 +161,25 @@ pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root
                 }
             }
         } else {
-            r = node_hash(&r, p);
+            step(p, false);
         }
         f_n >>= 1;
         s_n >>= 1;
     }
-    s_n == 0 && r == *root
+    s_n == 0
+}
+
+/// RFC 9162 §2.1.3.2: whether `proof` shows `leaf` at `index` in the tree
+/// of `size` leaves whose root is `root`.
+pub fn verify_inclusion(leaf: &Hash, index: u64, size: u64, proof: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let mut r = *leaf;
+    let whole = walk(index, size - 1, proof, |p, left| {
+        r = if left { node_hash(p, &r) } else { node_hash(&r, p) };
+    });
+    whole && r == *root
 }
 
 /// RFC 9162 §2.1.4.2: whether `proof` shows the tree of `from` leaves with
@@ -195,26 +204,15 @@ pub fn verify_consistency(from: u64, to: u64, proof: &[Hash], old: &Hash, new: &
         s_n >>= 1;
     }
     let (mut fr, mut sr) = (*first, *first);
-    for c in rest {
-        if s_n == 0 {
-            return false;
-        }
-        if f_n & 1 == 1 || f_n == s_n {
+    let whole = walk(f_n, s_n, rest, |c, left| {
+        if left {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            if f_n & 1 == 0 {
-                while f_n & 1 == 0 && f_n != 0 {
-                    f_n >>= 1;
-                    s_n >>= 1;
-                }
-            }
         } else {
             sr = node_hash(&sr, c);
         }
-        f_n >>= 1;
-        s_n >>= 1;
-    }
-    s_n == 0 && fr == *old && sr == *new
+    });
+    whole && fr == *old && sr == *new
 }
 
 #[cfg(test)]

@@ -89,6 +89,14 @@ async fn token(
     (status, res.json().await.unwrap(), headers)
 }
 
+/// PATCHes the fixture's CI client.
+async fn patch_ci(app: &TestApp, f: &crate::harness::Fixture, body: Value) -> Value {
+    let path = format!("/v1/tenants/acme/clients/{}", f.ci.0);
+    let (s, out) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    out
+}
+
 async fn lease_count(app: &TestApp, admin: &str) -> usize {
     let (s, b) = app.get(admin, "/v1/tenants/acme/leases?limit=500").await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -245,15 +253,7 @@ async fn each_bad_proof_is_refused_with_invalid_dpop_proof_and_mints_nothing(b: 
 async fn a_client_registered_for_bound_tokens_gets_nothing_without_a_proof(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let (s, body) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            &format!("/v1/tenants/acme/clients/{}", f.ci.0),
-            Some(json!({"dpop_bound_access_tokens": true})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let body = patch_ci(&app, &f, json!({"dpop_bound_access_tokens": true})).await;
     assert_eq!(body["dpop_bound_access_tokens"], true);
     let form = [("grant_type", "client_credentials"), ("resource", &f.resource)];
     let before = lease_count(&app, &f.admin).await;
@@ -285,15 +285,7 @@ async fn a_client_registered_for_bound_tokens_gets_nothing_without_a_proof(b: Ba
 async fn an_exchanged_token_binds_to_the_proof_and_a_bound_subject_needs_its_own_key(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let (s, body) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            &format!("/v1/tenants/acme/clients/{}", f.ci.0),
-            Some(json!({"delegates": [f.agent.0]})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    patch_ci(&app, &f, json!({"delegates": [f.agent.0]})).await;
     let holder = Holder::ec();
     let form = [("grant_type", "client_credentials"), ("resource", &f.resource)];
     let (s, body, _) = token(&app, &f.ci, &form, &[&holder.proof(&app, json!({}))]).await;
