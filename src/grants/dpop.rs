@@ -160,20 +160,30 @@ impl ProofCheck {
 /// made with the key it is bound to (RFC 9449 allows one proof a request, so
 /// all of them, if bound, must share the key). The claims are read
 /// unverified here; every token is verified before anything is minted, so a
-/// `cnf` cannot be forged or stripped.
+/// `cnf` cannot be forged or stripped. A token bound any other way (mTLS
+/// `x5t#S256`, a `jwk`, a malformed `cnf`) is refused: its holder cannot be
+/// proven here, so it fails closed.
 pub(super) fn bound_alike(tokens: &[&str], jkt: Option<&str>) -> Result<(), GrantError> {
+    let refuse = |why: &str| GrantError::Dpop {
+        code: "invalid_dpop_proof",
+        description: why.to_string(),
+        nonce: None,
+    };
     for token in tokens {
-        let bound = jwt::parse(token)
-            .ok()
-            .and_then(|t| t.claims.get("cnf")?.get("jkt")?.as_str().map(str::to_string));
-        if let Some(bound) = bound
-            && Some(bound.as_str()) != jkt
-        {
-            return Err(GrantError::Dpop {
-                code: "invalid_dpop_proof",
-                description: "a DPoP-bound token is exchanged only with a proof made with its key".into(),
-                nonce: None,
-            });
+        let Some(cnf) = jwt::parse(token).ok().and_then(|t| t.claims.get("cnf").cloned()) else {
+            continue;
+        };
+        let bound = cnf
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.get("jkt"))
+            .and_then(|j| j.as_str());
+        match bound {
+            None => return Err(refuse("a token bound other than by DPoP (cnf.jkt) cannot be used here")),
+            Some(b) if Some(b) != jkt => {
+                return Err(refuse("a DPoP-bound token is used only with a proof made with its key"));
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -191,6 +201,30 @@ mod tests {
 
     fn nonces(byte: u8) -> Nonces {
         Nonces::new(key(byte), None)
+    }
+
+    fn token_with(claims: serde_json::Value) -> String {
+        format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))
+    }
+
+    #[test]
+    fn a_bound_token_needs_its_keys_proof_and_any_other_binding_fails_closed() {
+        let jkt = serde_json::json!({"cnf": {"jkt": "k1"}});
+        assert!(bound_alike(&[&token_with(jkt.clone())], Some("k1")).is_ok());
+        assert!(bound_alike(&[&token_with(jkt.clone())], Some("k2")).is_err());
+        assert!(bound_alike(&[&token_with(jkt)], None).is_err());
+        assert!(bound_alike(&[&token_with(serde_json::json!({"sub": "x"}))], None).is_ok());
+        for other in [
+            serde_json::json!({"cnf": {"x5t#S256": "abc"}}),
+            serde_json::json!({"cnf": {"jkt": 7}}),
+            serde_json::json!({"cnf": "k1"}),
+            serde_json::json!({"cnf": {"jkt": "k1", "jwk": {}}}),
+        ] {
+            assert!(
+                bound_alike(&[&token_with(other.clone())], Some("k1")).is_err(),
+                "{other}"
+            );
+        }
     }
 
     #[test]

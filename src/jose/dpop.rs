@@ -105,7 +105,8 @@ pub fn verify(proof: &str, expected: &Expected<'_>) -> Result<Proof, DpopError> 
     }
     let claim = |name: &'static str| parsed.claim_str(name).ok_or(DpopError::Missing(name));
     let jti = claim("jti")?;
-    if jti.is_empty() || jti.len() > MAX_JTI {
+    // Stored for replay detection: printable text only (Postgres refuses NUL).
+    if jti.is_empty() || jti.len() > MAX_JTI || jti.chars().any(char::is_control) {
         return Err(DpopError::Missing("jti"));
     }
     if claim("htm")? != expected.htm {
@@ -229,6 +230,10 @@ pub(crate) mod tests {
         assert_eq!(verify(&with("iat", json!(1000 + 6)), &e), Err(DpopError::Time));
         assert_eq!(verify(&with("iat", json!("1000")), &e), Err(DpopError::Missing("iat")));
         assert_eq!(verify(&with("jti", json!("")), &e), Err(DpopError::Missing("jti")));
+        assert_eq!(
+            verify(&with("jti", json!("a\u{0}b")), &e),
+            Err(DpopError::Missing("jti"))
+        );
         let mut h = key.header();
         h["typ"] = json!("JWT");
         assert_eq!(verify(&key.sign(&h, &claims(1000)), &e), Err(DpopError::Type));
