@@ -204,7 +204,10 @@ mod tests {
     }
 
     fn token_with(claims: serde_json::Value) -> String {
-        format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()))
+        format!(
+            "eyJhbGciOiJFUzI1NiJ9.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
     }
 
     #[test]
