@@ -5,13 +5,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::audit::AuditLog;
 use crate::audit::checkpoint::Checkpointer;
+use crate::audit::export::{Exporter, Sink};
+use crate::audit::tlog::TransparencyLog;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, DpopNonce};
@@ -39,12 +40,10 @@ struct Background {
     keys: KeyService,
     sweeper: Sweeper,
     authn: Authenticator,
-    checkpoints: Checkpointer,
+    tlog: TransparencyLog,
+    exporters: Vec<Exporter>,
     clock: Arc<dyn Clock>,
 }
-
-/// How often each replica checkpoints the audit chain (when it moved).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -60,6 +59,8 @@ pub enum StartError {
     Keys(#[from] RotationError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    AuditLog(#[from] crate::audit::tlog::LogError),
 }
 
 /// Everything `launch` needs besides the listener; tests swap the clock.
@@ -143,15 +144,22 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         config.max_ttl,
         config.key_publish_lead,
     );
+    // The log's key after the signing keys' check: a wrong master key is
+    // reported by the keys it would have opened first.
     let keys = KeyService::new(
         store.clone(),
-        masters,
+        masters.clone(),
         config.signing_alg,
         schedule,
         clock.clone(),
         revocations.clone(),
     );
     keys.ensure_signing_key().await?;
+    let tlog = {
+        let mut masters_in_order = vec![&masters.current];
+        masters_in_order.extend(masters.previous.as_ref());
+        TransparencyLog::open(store.clone(), &config.issuer, &masters_in_order).await?
+    };
 
     let boot = Bootstrap {
         store: &store,
@@ -263,6 +271,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         revocations: Arc::new(revocations),
         audit: Arc::new(audit),
         checkpoints: Arc::new(Checkpointer::new(store.clone(), checkpoint_key)),
+        tlog: Arc::new(tlog.clone()),
         web: Arc::new(Web {
             ops_listen: config.metrics_listen,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -280,7 +289,14 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let background = Background {
         catalog,
         authn: (*state.authn).clone(),
-        checkpoints: (*state.checkpoints).clone(),
+        tlog,
+        exporters: config
+            .audit_export_file
+            .iter()
+            .map(|p| Sink::File(p.clone()))
+            .chain(config.audit_export_url.iter().map(|u| Sink::Url(u.clone())))
+            .map(|sink| Exporter::new(store.clone(), sink))
+            .collect(),
         clock: clock.clone(),
         keys,
         sweeper: Sweeper::new(store.clone(), clock, config.lease_retention, sweeper_wake),
@@ -323,7 +339,14 @@ pub async fn serve(
     tasks.spawn(background.keys.run_schedule());
     tasks.spawn(background.sweeper.run());
     tasks.spawn(background.authn.run_flush());
-    tasks.spawn(background.checkpoints.run(background.clock, CHECKPOINT_EVERY));
+    tasks.spawn(
+        background
+            .tlog
+            .run(background.clock, crate::audit::tlog::INTEGRATE_EVERY),
+    );
+    for exporter in background.exporters {
+        tasks.spawn(Arc::new(exporter).run(crate::audit::tlog::INTEGRATE_EVERY));
+    }
     let serving = crate::http::serve(state, listener, shutdown);
     tokio::pin!(serving);
     // Each background task loops for as long as the server runs: one that

@@ -1,7 +1,8 @@
 //! Start-up work that must happen exactly once per database, whichever replica
 //! gets there first: the global admin client and (with --dev) the demo
 //! tenant. (The first signing key is the key service's.) Each runs under the
-//! audit-chain lock, which serialises replicas racing through start-up.
+//! writer-order lock (the `audit_chain` row, exclusively), which serialises
+//! replicas racing through start-up.
 
 use std::sync::Arc;
 

@@ -93,18 +93,36 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the audit hash chain and report the first broken event; its
-    /// length is checked against the recorded count and every checkpoint.
+    /// Recompute the audit record (the chain written before the log, then
+    /// the transparency log's tree) and check every stored checkpoint and
+    /// those given; report the first finding.
     Verify {
-        /// A checkpoint exported earlier with `mayfly audit checkpoint`.
+        /// A checkpoint kept outside the database: a signed note from
+        /// `mayfly audit checkpoint` (or the JSON of the older chain's).
         #[arg(long)]
-        checkpoint: Option<std::path::PathBuf>,
+        checkpoint: Vec<std::path::PathBuf>,
+        /// The log's verifier key to check checkpoints with (default: the stored one).
+        #[arg(long)]
+        key: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Checkpoint the chain now and print the checkpoint (JSON) to keep
-    /// outside the database; it is MAC'd under the master key.
+    /// Print the latest signed checkpoint of the audit log, to keep outside
+    /// the database.
     Checkpoint(StoreArgs),
+    /// Prove one event is in the log a checkpoint kept elsewhere vouches for.
+    Prove {
+        /// The event's id.
+        event: uuid::Uuid,
+        /// The signed checkpoint note.
+        #[arg(long)]
+        checkpoint: std::path::PathBuf,
+        /// The log's verifier key (default: the stored one).
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 fn init_telemetry(format: LogFormat) {
@@ -188,7 +206,8 @@ async fn run() -> anyhow::Result<()> {
             command: KeysCommand::Rewrap(s),
         }
         | Command::Audit {
-            command: AuditCommand::Verify { store: s, .. } | AuditCommand::Checkpoint(s),
+            command:
+                AuditCommand::Verify { store: s, .. } | AuditCommand::Checkpoint(s) | AuditCommand::Prove { store: s, .. },
         } => Some(s.clone()),
         _ => None,
     };
@@ -246,6 +265,9 @@ async fn run() -> anyhow::Result<()> {
             let n = mayfly::keys::rotation::rewrap(&store, &masters, now).await?;
             println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
             if let Some(previous) = &masters.previous {
+                if mayfly::audit::tlog::TransparencyLog::reseal(&store, &masters.current, previous).await? {
+                    println!("re-sealed the audit log key under master key {}", masters.current.id);
+                }
                 let checkpoints =
                     mayfly::audit::checkpoint::Checkpointer::new(store.clone(), masters.current.checkpoint_key());
                 let m = checkpoints.reseal(&previous.checkpoint_key()).await?;
@@ -255,45 +277,66 @@ async fn run() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Audit {
-            command: AuditCommand::Verify { checkpoint, .. },
-        } => {
-            let store = mayfly::storage::Store::connect(&config.database_url).await?;
-            let exported: Vec<mayfly::audit::checkpoint::Checkpoint> = match checkpoint {
-                Some(path) => vec![
-                    serde_json::from_str(
-                        &std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
-                    )
-                    .with_context(|| format!("{} is not a checkpoint", path.display()))?,
-                ],
-                None => Vec::new(),
-            };
+        Command::Audit { command } => audit_command(command, &config).await?,
+    }
+    Ok(())
+}
+
+/// `mayfly audit …`: reads the database; the master key only to check the
+/// older chain's MAC'd checkpoints.
+async fn audit_command(command: AuditCommand, config: &Config) -> anyhow::Result<()> {
+    use mayfly::audit::note::NoteVerifier;
+    let store = mayfly::storage::Store::connect(&config.database_url).await?;
+    let pinned = |key: Option<String>| -> anyhow::Result<Option<NoteVerifier>> {
+        key.map(|k| NoteVerifier::parse(&k).context("--key is not a verifier key"))
+            .transpose()
+    };
+    match command {
+        AuditCommand::Verify { checkpoint, key, .. } => {
+            let (mut macs, mut notes) = (Vec::new(), Vec::new());
+            for path in checkpoint {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                if text.trim_start().starts_with('{') {
+                    macs.push(
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("{} is not a checkpoint", path.display()))?,
+                    );
+                } else {
+                    notes.push(text);
+                }
+            }
             // Without the master key the chain and lengths are still checked,
-            // but not whether checkpoints are authentic.
-            let key = mayfly::app::master_keys(&config)
+            // but not whether the older chain's checkpoints are authentic.
+            let mac_key = mayfly::app::master_keys(config)
                 .ok()
                 .map(|m| m.current.checkpoint_key());
-            if key.is_none() {
-                eprintln!("no master key: checkpoints are compared but not authenticated");
+            if mac_key.is_none() && !macs.is_empty() {
+                eprintln!("no master key: chain checkpoints are compared but not authenticated");
             }
             let report = mayfly::audit::AuditLog::new(store)
-                .verify(key.as_ref(), &exported)
+                .verify(mac_key.as_ref(), &macs, &notes, pinned(key)?.as_ref())
                 .await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 std::process::exit(1);
             }
         }
-        Command::Audit {
-            command: AuditCommand::Checkpoint(_),
+        AuditCommand::Checkpoint(_) => {
+            let head = store.read().await?.conn().latest_tree_head().await?;
+            let head =
+                head.context("the audit log has no checkpoint yet: it is signed within a second of the first event")?;
+            print!("{}", head.note);
+        }
+        AuditCommand::Prove {
+            event, checkpoint, key, ..
         } => {
-            let store = mayfly::storage::Store::connect(&config.database_url).await?;
-            let key = mayfly::app::master_keys(&config)?.current.checkpoint_key();
-            let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
-            let checkpoint = mayfly::audit::checkpoint::Checkpointer::new(store, key)
-                .write(now)
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&checkpoint)?);
+            let note = std::fs::read_to_string(&checkpoint)
+                .with_context(|| format!("cannot read {}", checkpoint.display()))?;
+            let report = mayfly::audit::prove::prove(&store, event, &note, pinned(key)?.as_ref()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::activity::Activity;
 use crate::audit::AuditLog;
 use crate::audit::checkpoint::Checkpointer;
+use crate::audit::tlog::TransparencyLog;
 use crate::clock::Clock;
 use crate::config::Cidr;
 use crate::delegation::Delegation;
@@ -40,7 +41,10 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub ledger: Arc<Ledger>,
     pub audit: Arc<AuditLog>,
+    /// Keys the MAC'd checkpoints of the chain written before the log.
     pub checkpoints: Arc<Checkpointer>,
+    /// The transparency log: signed checkpoints and proofs.
+    pub tlog: Arc<TransparencyLog>,
     pub federation: Arc<Federation>,
     pub delegation: Arc<Delegation>,
     pub trust_policies: Arc<TrustPolicies>,

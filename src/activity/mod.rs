@@ -163,8 +163,9 @@ impl Activity {
 
     /// Records a batch: each event is checked on its own (a bad one is
     /// rejected, the others go in), those already recorded are skipped, and
-    /// the rest commit together. Checking for duplicates under the chain lock
-    /// makes two concurrent deliveries of one batch record it once.
+    /// the rest commit together. The event id's unique constraint decides
+    /// what is already recorded, so two concurrent deliveries of one batch
+    /// record it once without any lock.
     pub async fn ingest(&self, gateway: &Client, events: Vec<McpEventIn>) -> Result<IngestReport, Error> {
         if gateway.kind != ClientKind::ResourceServer {
             return Err(Error::Forbidden("only resource_server clients act as gateways".into()));
@@ -223,16 +224,11 @@ impl Activity {
         if records.is_empty() {
             return Ok(report);
         }
-        let ids: Vec<Uuid> = records.iter().map(|r| r.id).collect();
         let mut tx = self.store.begin().await?;
-        let (head, _) = tx.conn().lock_chain_head().await?;
-        let known = tx.conn().recorded_event_ids(&ids).await?;
-        let before = records.len();
-        records.retain(|r| !known.contains(&r.id));
-        report.duplicates = before - records.len();
-        report.accepted = records.len();
-        tx.conn().append_audit_locked(head, &records).await?;
+        let accepted = tx.conn().append_audit_once(&records).await? as usize;
         tx.commit().await?;
+        report.duplicates = records.len() - accepted;
+        report.accepted = accepted;
         metrics::counter!("mayfly_mcp_events_total", "result" => "accepted").increment(report.accepted as u64);
         metrics::counter!("mayfly_mcp_events_total", "result" => "duplicate").increment(report.duplicates as u64);
         metrics::counter!("mayfly_mcp_events_total", "result" => "rejected").increment(report.rejected.len() as u64);

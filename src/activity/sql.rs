@@ -1,5 +1,5 @@
-//! The SQL of MCP activity: which reported events are already recorded, and
-//! what a lease has done (its `mcp.request` events, on the lease index).
+//! The SQL of MCP activity: what a lease has done (its `mcp.request`
+//! events, on the lease index).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -16,22 +16,6 @@ pub struct LastRequest {
 }
 
 impl Conn<'_> {
-    /// Those of `ids` the audit log already holds (a gateway's redelivery).
-    pub async fn recorded_event_ids(&mut self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(run!(self, c => {
-            let mut q = sqlx::QueryBuilder::new("SELECT id FROM audit_events WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
-            }
-            q.push(")");
-            q.build_query_scalar::<Uuid>().fetch_all(c).await
-        })?)
-    }
-
     /// How many MCP requests were made with `lease`, and the last one.
     pub async fn lease_activity(&mut self, lease: Uuid) -> Result<(i64, Option<LastRequest>)> {
         let count = run!(self, c => sqlx::query_scalar::<_, i64>(

@@ -1,8 +1,8 @@
-//! Audit checkpoints: the chain's length and head at a moment, MAC'd under a
-//! key derived from the master key. Someone with database access can drop
-//! the tail of the chain and move the head back; a checkpoint kept outside
-//! the database (`mayfly audit checkpoint`) shows that the chain once went
-//! further. Stored checkpoints catch the careless; exported ones everyone.
+//! Checkpoints of the chain written before the transparency log: its length
+//! and head at a moment, MAC'd under a key derived from the master key.
+//! Superseded by the log's signed checkpoints (`tlog`), which anyone can
+//! check with a public key; these stay verifiable, and `mayfly keys rewrap`
+//! re-MACs them when the master key is rotated.
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
@@ -57,7 +57,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Writes checkpoints of the chain.
+/// Keeps the chain's checkpoints authentic across master-key rotation.
 #[derive(Clone)]
 pub struct Checkpointer {
     store: Store,
@@ -71,22 +71,6 @@ impl Checkpointer {
 
     pub fn key(&self) -> &hmac::Key {
         &self.key
-    }
-
-    /// Records a checkpoint of the chain as it is now (unless the chain has
-    /// not moved since the last one) and returns it.
-    pub async fn write(&self, now: DateTime<Utc>) -> Result<Checkpoint, StoreError> {
-        let mut c = self.store.read().await?;
-        let (head, count) = c.conn().audit_head().await?;
-        if let Some(last) = c.conn().latest_checkpoint().await?
-            && last.count == count
-            && last.head == head
-        {
-            return Ok(last);
-        }
-        let checkpoint = Checkpoint::new(&self.key, count, head, now);
-        c.conn().insert_checkpoint(&checkpoint).await?;
-        Ok(checkpoint)
     }
 
     /// Re-MACs under this checkpointer's key every stored checkpoint made
@@ -107,17 +91,6 @@ impl Checkpointer {
         }
         tx.commit().await?;
         Ok(resealed)
-    }
-
-    /// Every `every`, until the task is dropped.
-    pub async fn run(self, clock: std::sync::Arc<dyn crate::clock::Clock>, every: std::time::Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.write(clock.now()).await {
-                tracing::warn!(error = %e, "cannot write an audit checkpoint; will retry");
-            }
-        }
     }
 }
 
@@ -161,43 +134,5 @@ mod tests {
         let authentic: Vec<bool> = stored.iter().map(|cp| cp.is_authentic(&current)).collect();
         assert_eq!(authentic, [true, true, false], "a forged one stays a finding");
         assert_eq!(checkpointer.reseal(&previous).await.unwrap(), 0, "once");
-    }
-
-    /// The periodic job: a checkpoint at start, then one per period that
-    /// the chain moved in, each covering the events written before it.
-    #[tokio::test]
-    async fn the_periodic_job_checkpoints_the_chain_each_period_it_moved() {
-        use crate::audit::{AuditEvent, AuditLog, Outcome, actions};
-        use crate::clock::Clock;
-        let (store, _dir) = crate::testing::temp_store().await;
-        let clock = crate::testing::test_clock();
-        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
-        let log = AuditLog::new(store.clone());
-        let event = || AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, clock.now());
-        log.append(&[event()]).await.unwrap();
-        // A short period: tokio's paused time would also time out the pool.
-        let every = std::time::Duration::from_millis(200);
-        let job = tokio::spawn(Checkpointer::new(store.clone(), key.clone()).run(clock.clone(), every));
-        let stored = || async { store.read().await.unwrap().conn().checkpoints().await.unwrap() };
-        let until = |n: usize| async move {
-            for _ in 0..500 {
-                if stored().await.len() >= n {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            panic!("fewer than {n} checkpoints");
-        };
-        until(1).await;
-        assert_eq!(stored().await.last().map(|c| c.count), Some(1));
-        log.append(&[event(), event()]).await.unwrap();
-        until(2).await;
-        let all = stored().await;
-        assert_eq!(all.last().map(|c| c.count), Some(3), "covers the events written since");
-        assert!(all.iter().all(|c| c.is_authentic(&key)));
-        // A period in which nothing moved adds nothing.
-        tokio::time::sleep(every * 2).await;
-        assert_eq!(stored().await.len(), 2);
-        job.abort();
     }
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::checkpoint::Checkpoint;
+use super::note::NoteVerifier;
 use super::sql::AuditFilter;
 use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification, actions};
 use crate::storage::gate::bounded;
@@ -72,12 +73,41 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// Verifies the whole record: the chain written before the log (below),
+    /// then the transparency log (`verify::verify_tree`) against its stored
+    /// signed checkpoints and `notes` kept elsewhere, checked with `pinned`
+    /// or else the log's stored key. The first finding is reported.
+    pub async fn verify(
+        &self,
+        key: Option<&ring::hmac::Key>,
+        exported: &[Checkpoint],
+        notes: &[String],
+        pinned: Option<&NoteVerifier>,
+    ) -> Result<Verification, StoreError> {
+        let mut v = self.verify_chain(key, exported).await?;
+        let stored = super::verify::stored_verifier_key(&self.store).await?;
+        let stored = stored.and_then(|k| NoteVerifier::parse(&k).ok());
+        let Some(log_key) = pinned.or(stored.as_ref()) else {
+            // No log yet (nothing was ever served by this database).
+            return Ok(v);
+        };
+        let tree = super::verify::verify_tree(&self.store, log_key, notes).await?;
+        v.checked += tree.checked;
+        v.log_size = Some(tree.size);
+        if v.ok && tree.problem.is_some() {
+            v.ok = false;
+            v.first_broken = tree.first_broken;
+            v.problem = tree.problem;
+        }
+        Ok(v)
+    }
+
     /// Walks the chain from the first event to the head recorded when the
-    /// walk began (events appended meanwhile are past it), and checks its
+    /// walk began (the chain ended there when the log began), and checks its
     /// length against the recorded count and against checkpoints: those
     /// stored in the database and `exported` ones kept elsewhere. With `key`,
     /// a checkpoint that is not authentic is itself a finding.
-    pub async fn verify(
+    async fn verify_chain(
         &self,
         key: Option<&ring::hmac::Key>,
         exported: &[Checkpoint],
@@ -94,6 +124,7 @@ impl AuditLog {
                 checked: 0,
                 first_broken: None,
                 problem: Some(format!("a checkpoint of {} events is not authentic", forged.count)),
+                log_size: None,
             });
         }
         let mut verifier = ChainVerifier::default();
@@ -104,6 +135,10 @@ impl AuditLog {
             let Some(last) = page.last() else { break };
             after = last.seq;
             for e in &page {
+                if e.prev_hash.is_empty() {
+                    // The first log entry: the chain ended before it.
+                    break 'walk;
+                }
                 verifier.check(e);
                 let n = verifier.checked as i64;
                 if mismatch.is_none() && checkpoints.iter().any(|c| c.count == n && c.head != e.hash) {

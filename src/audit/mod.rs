@@ -1,12 +1,20 @@
-//! The audit trail: append-only events, each hashed over its predecessor's
-//! hash, so any edit or deletion breaks the chain where it happened. Events
-//! carry who/what/for-whom/outcome, never a secret or a token.
+//! The audit trail: append-only events that carry who/what/for-whom/outcome,
+//! never a secret or a token. Each event is hashed over its own canonical
+//! content and folded into a transparency log (`log`: an RFC 6962 tree with
+//! signed checkpoints); events from before the log were chained, each hashed
+//! over its predecessor's hash, and stay verifiable as that chain.
 
 pub mod checkpoint;
+pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod prove;
 pub mod sql;
+pub mod tlog;
+pub mod tree;
+pub mod tree_sql;
+pub mod verify;
 
 use chrono::{DateTime, Utc};
 use ring::digest;
@@ -105,7 +113,17 @@ impl AuditEvent {
         }
     }
 
-    /// hash = SHA-256(previous hash ‖ '\n' ‖ canonical JSON of the event), hex.
+    /// SHA-256 of the canonical JSON of the event (the struct's field order,
+    /// no whitespace, object keys sorted): what a log leaf commits to.
+    pub fn content_hash(&self) -> [u8; 32] {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest::digest(&digest::SHA256, &body).as_ref());
+        out
+    }
+
+    /// hash = SHA-256(previous hash ‖ '\n' ‖ canonical JSON of the event), hex:
+    /// the link of the chain written before the log.
     pub fn chain_hash(&self, prev_hash: &str) -> String {
         let body = serde_json::to_vec(self).unwrap_or_default();
         let mut ctx = digest::Context::new(&digest::SHA256);
@@ -190,7 +208,9 @@ impl Caller {
     }
 }
 
-/// A stored event with its place in the chain.
+/// A stored event with its place in the record: a chain link (`prev_hash`
+/// set: written before the log) or a log entry (`prev_hash` empty, `hash`
+/// its content hash, `log_index` once integrated).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChainedEvent {
     pub seq: i64,
@@ -198,6 +218,7 @@ pub struct ChainedEvent {
     pub event: AuditEvent,
     pub prev_hash: String,
     pub hash: String,
+    pub log_index: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -210,6 +231,9 @@ pub struct Verification {
     /// What is wrong, when something is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Events in the transparency log, every one recomputed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_size: Option<u64>,
 }
 
 /// Walks events in chain order, carrying the expected previous hash.
@@ -232,6 +256,10 @@ impl Default for ChainVerifier {
 
 impl ChainVerifier {
     pub fn check(&mut self, e: &ChainedEvent) {
+        if e.prev_hash.is_empty() {
+            // A log entry: the tree vouches for it, not the chain.
+            return;
+        }
         self.checked += 1;
         if self.first_broken.is_none()
             && (e.prev_hash != self.expected_prev || e.event.chain_hash(&e.prev_hash) != e.hash)
@@ -254,6 +282,7 @@ impl ChainVerifier {
             checked: self.checked,
             first_broken,
             problem,
+            log_size: None,
         }
     }
 }
@@ -304,6 +333,7 @@ mod tests {
                     event: e.clone(),
                     prev_hash: prev.clone(),
                     hash: hash.clone(),
+                    log_index: None,
                 };
                 prev = hash;
                 c
@@ -327,6 +357,7 @@ mod tests {
                 checked: 3,
                 first_broken: None,
                 problem: None,
+                log_size: None,
             }
         );
 

@@ -36,6 +36,14 @@ fn key_hash(name: &str, public: &[u8]) -> [u8; 4] {
     out
 }
 
+/// The verifier key of an Ed25519 `public` key under `name`:
+/// `name+hash+base64(0x01 || public key)`.
+pub fn verifier_key(name: &str, public: &[u8]) -> String {
+    let mut data = vec![ED25519_ALG];
+    data.extend_from_slice(public);
+    format!("{name}+{}+{}", hex(&key_hash(name, public)), STANDARD.encode(data))
+}
+
 /// A log's signing key under its origin name.
 pub struct NoteSigner {
     name: String,
@@ -60,11 +68,7 @@ impl NoteSigner {
 
     /// `name+hash+base64(0x01 || public key)`, for verifiers.
     pub fn verifier_key(&self) -> String {
-        let public = self.key.public_key().as_ref();
-        let hash = key_hash(&self.name, public);
-        let mut data = vec![ED25519_ALG];
-        data.extend_from_slice(public);
-        format!("{}+{}+{}", self.name, hex(&hash), STANDARD.encode(data))
+        verifier_key(&self.name, self.key.public_key().as_ref())
     }
 
     /// `text` (ending in a newline) signed: the text, a blank line, and the

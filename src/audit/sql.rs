@@ -1,4 +1,5 @@
-//! The audit log: appends extend the hash chain under the chain-head row lock.
+//! The audit events' SQL: appends without a shared row, lists, the
+//! per-minute counts, and the pre-log chain's walk.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -12,6 +13,14 @@ macro_rules! event_columns {
          lease_id, request_id, source, mcp"
     };
 }
+
+/// An event's log index, if integrated (one probe of `audit_leaves_seq_key`).
+macro_rules! log_index {
+    () => {
+        "(SELECT l.log_index FROM audit_leaves l WHERE l.seq = audit_events.seq) AS log_index"
+    };
+}
+pub(crate) use event_columns;
 
 /// The console's per-minute counts: the minute bucket is the one expression
 /// the backends spell differently (SQLite stores `at` as RFC 3339 text).
@@ -51,7 +60,9 @@ fn list_audit_sql(f: &AuditFilter, postgres: bool) -> String {
     let mut sql = String::from(concat!(
         "SELECT seq, ",
         event_columns!(),
-        ", prev_hash, hash FROM audit_events WHERE tenant_id = $1 AND seq < $2"
+        ", prev_hash, hash, ",
+        log_index!(),
+        " FROM audit_events WHERE tenant_id = $1 AND seq < $2"
     ));
     let mut n = 2;
     let given = [
@@ -80,24 +91,57 @@ fn list_audit_sql(f: &AuditFilter, postgres: bool) -> String {
 }
 
 impl Conn<'_> {
-    /// Appends events to the chain. The first statement takes the chain-head
-    /// row lock, so concurrent writers (on any replica) extend one chain. Run
-    /// it in a transaction.
+    /// Appends events as log entries: each carries its own content hash and
+    /// no link, so concurrent writers (on any replica) share no row; a
+    /// trigger queues each for the integrator (`audit_pending`). Commits
+    /// with the transaction it runs in.
     pub async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let (head, _) = self.lock_chain_head().await?;
-        self.append_audit_locked(head, events).await
+        self.insert_audit(events, false).await.map(|_| ())
     }
 
-    /// Takes the chain-head row lock and returns the head hash and the
-    /// catalog sequence: the first step of every append (and the lock every
-    /// catalog change takes, so the sequence read here is current).
-    pub async fn lock_chain_head(&mut self) -> Result<(String, i64)> {
-        Ok(run!(self, c => sqlx::query_as::<_, (String, i64)>(
-            "UPDATE audit_chain SET count = count WHERE id = 1 RETURNING head, catalog_seq")
-            .fetch_one(c).await)?)
+    /// Appends the events whose id is not recorded yet (a sender's retry,
+    /// or the same event from two senders at once) and returns how many were
+    /// new. The id's unique constraint decides, so no lock is needed.
+    pub async fn append_audit_once(&mut self, events: &[AuditEvent]) -> Result<u64> {
+        self.insert_audit(events, true).await
+    }
+
+    async fn insert_audit(&mut self, events: &[AuditEvent], skip_known: bool) -> Result<u64> {
+        let mut inserted = 0;
+        // 19 parameters a row: 1,000 rows stay under Postgres's limit.
+        for events in events.chunks(1000) {
+            inserted += run!(self, c => {
+                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
+                q.push_values(events, |mut row, e| {
+                    row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
+                        .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
+                        .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())
+                        .push_bind(e.actor.as_ref().map(Json)).push_bind(e.admin.as_ref().map(Json))
+                        .push_bind(e.resource.as_deref()).push_bind(e.scopes.as_ref().map(Json)).push_bind(e.lease_id)
+                        .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(e.mcp.as_ref().map(Json))
+                        .push_bind("").push_bind(crate::keys::seal::hex(&e.content_hash()));
+                });
+                if skip_known {
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                }
+                q.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(inserted)
+    }
+
+    /// The writer-order row in shared mode, and the catalog sequence: a lease
+    /// batch takes it so that a catalog change, a revocation or a key
+    /// rotation (which take it exclusively) is ordered wholly before or after
+    /// the batch, while batches do not wait for each other. On SQLite the
+    /// transaction's write lock already orders everything.
+    pub async fn share_writer_order(&mut self) -> Result<i64> {
+        let sql = if self.is_postgres() {
+            "SELECT catalog_seq FROM audit_chain WHERE id = 1 FOR SHARE"
+        } else {
+            "SELECT catalog_seq FROM audit_chain WHERE id = 1"
+        };
+        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(sql).fetch_one(c).await)?)
     }
 
     /// The catalog sequence now (read before a tenant's catalog rows).
@@ -106,49 +150,6 @@ impl Conn<'_> {
             run!(self, c => sqlx::query_scalar::<_, i64>("SELECT catalog_seq FROM audit_chain WHERE id = 1")
             .fetch_one(c).await)?,
         )
-    }
-
-    /// Appends events after `lock_chain_head` returned `head`, in this transaction.
-    pub async fn append_audit_locked(&mut self, head: String, events: &[AuditEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut links = Vec::with_capacity(events.len());
-        let mut head = head;
-        for e in events {
-            let hash = e.chain_hash(&head);
-            links.push((std::mem::replace(&mut head, hash.clone()), hash));
-        }
-        // On Postgres a batch (up to 1,000 events: 19 parameters a row stay
-        // under the limit) and the new head go in one statement, one round
-        // trip under the chain lock. SQLite allows no UPDATE inside WITH; it
-        // runs in-process, so the extra statement costs no round trip there.
-        let one_statement = self.is_postgres() && events.len() <= 1000;
-        for (events, links) in events.chunks(1000).zip(links.chunks(1000)) {
-            run!(self, c => {
-                let mut q = sqlx::QueryBuilder::new("");
-                if one_statement {
-                    q.push("WITH chain AS (UPDATE audit_chain SET head = ").push_bind(head.as_str())
-                        .push(", count = count + ").push_bind(events.len() as i64).push(" WHERE id = 1) ");
-                }
-                q.push(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
-                q.push_values(events.iter().zip(links), |mut row, (e, (prev, hash))| {
-                    row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
-                        .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
-                        .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())
-                        .push_bind(e.actor.as_ref().map(Json)).push_bind(e.admin.as_ref().map(Json))
-                        .push_bind(e.resource.as_deref()).push_bind(e.scopes.as_ref().map(Json)).push_bind(e.lease_id)
-                        .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(e.mcp.as_ref().map(Json))
-                        .push_bind(prev).push_bind(hash);
-                });
-                q.build().execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        if !one_statement {
-            run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = count + $2 WHERE id = 1")
-                .bind(&head).bind(events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
-        }
-        Ok(())
     }
 
     /// A tenant's events newest first (see `list_audit_sql`).
@@ -197,7 +198,8 @@ impl Conn<'_> {
     /// Events in chain order after `after_seq`, for verification.
     pub async fn audit_chain_page(&mut self, after_seq: i64, limit: i64) -> Result<Vec<ChainedEvent>> {
         Ok(run!(self, c => sqlx::query_as::<_, ChainedEvent>(concat!(
-            "SELECT seq, ", event_columns!(), ", prev_hash, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+            "SELECT seq, ", event_columns!(), ", prev_hash, hash, ", log_index!(),
+            " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .bind(after_seq).bind(limit).fetch_all(c).await)?)
     }
 
@@ -216,14 +218,6 @@ impl Conn<'_> {
             .bind(cp.count).bind(&cp.head).bind(cp.at).bind(&cp.mac)
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
-    }
-
-    pub async fn latest_checkpoint(&mut self) -> Result<Option<crate::audit::checkpoint::Checkpoint>> {
-        Ok(
-            run!(self, c => sqlx::query_as::<_, crate::audit::checkpoint::Checkpoint>(
-            "SELECT count, head, at, mac FROM audit_checkpoints ORDER BY id DESC LIMIT 1")
-            .fetch_optional(c).await)?,
-        )
     }
 
     /// Replaces a stored checkpoint's MAC (the master key was rotated).

@@ -123,6 +123,16 @@ pub struct ServeArgs {
     /// endpoint carry a fresh server nonce (answered with `use_dpop_nonce`).
     #[arg(long, env = "MAYFLY_DPOP_NONCE", default_value = "off", value_enum)]
     pub dpop_nonce: DpopNonce,
+
+    /// Append every integrated audit event and signed checkpoint to this
+    /// file as NDJSON (a copy outside the database).
+    #[arg(long, env = "MAYFLY_AUDIT_EXPORT_FILE")]
+    pub audit_export_file: Option<PathBuf>,
+
+    /// POST audit events and checkpoints in NDJSON batches to this log
+    /// collector (at least once; dedupe on `log_index`).
+    #[arg(long, env = "MAYFLY_AUDIT_EXPORT_URL")]
+    pub audit_export_url: Option<String>,
 }
 
 /// Whether DPoP proofs must carry a server-issued nonce.
@@ -172,6 +182,8 @@ pub struct Config {
     pub federation_issuers: Vec<crate::federation::reach::AllowedIssuer>,
     pub federation_allow_loopback: bool,
     pub dpop_nonce: DpopNonce,
+    pub audit_export_file: Option<PathBuf>,
+    pub audit_export_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +293,8 @@ impl Config {
             federation_issuers: args.federation_issuers,
             federation_allow_loopback: args.federation_allow_loopback,
             dpop_nonce: args.dpop_nonce,
+            audit_export_file: args.audit_export_file,
+            audit_export_url: args.audit_export_url,
         };
         config.validate()?;
         Ok(config)
@@ -312,6 +326,8 @@ impl Config {
             federation_issuers: Vec::new(),
             federation_allow_loopback: false,
             dpop_nonce: DpopNonce::Off,
+            audit_export_file: None,
+            audit_export_url: None,
         }
     }
 
@@ -325,6 +341,11 @@ impl Config {
         }
         if self.issuer.contains('?') || self.issuer.ends_with('/') {
             return err("MAYFLY_ISSUER must not end with `/` or carry a query".into());
+        }
+        if let Some(url) = &self.audit_export_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return err("MAYFLY_AUDIT_EXPORT_URL must be an http(s) URL".into());
         }
         if self.max_ttl.is_zero() || self.default_ttl.is_zero() {
             return err("MAYFLY_DEFAULT_TTL and MAYFLY_MAX_TTL must be positive".into());

@@ -1,4 +1,5 @@
-//! `/v1/tenants/{tenant}/audit` and `/v1/audit/verify`.
+//! `/v1/tenants/{tenant}/audit`, `/v1/audit/verify`, and the transparency
+//! log's signed checkpoint, its key and its proofs.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,11 +7,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::{GlobalAdmin, TenantAdmin};
+use axum::http::header;
+use axum::response::IntoResponse;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::auth::{Admin, GlobalAdmin, TenantAdmin};
 use super::body::ApiQuery;
 use super::error::{ApiError, BadRequest, Forbidden, ListBusy, NotFound, Unauthorized};
 use super::pagination::{self, Page};
 use crate::audit::sql::AuditFilter;
+use crate::audit::tlog::ProofError;
 use crate::audit::{AuditEvent, ChainedEvent, Verification};
 use crate::state::AppState;
 
@@ -40,13 +47,17 @@ pub struct AuditQuery {
     cursor: Option<String>,
 }
 
-/// An event with its place in the hash chain.
+/// An event with its place in the record. A log entry: `hash` is the hex
+/// SHA-256 of its canonical content, `prev_hash` is empty, and `log_index`
+/// is set once it is integrated (within about a second). An event from
+/// before the log: `hash` is its chain link over `prev_hash`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventOut {
     #[serde(flatten)]
     pub event: AuditEvent,
     pub prev_hash: String,
     pub hash: String,
+    pub log_index: Option<i64>,
 }
 
 impl From<ChainedEvent> for AuditEventOut {
@@ -55,6 +66,7 @@ impl From<ChainedEvent> for AuditEventOut {
             event: e.event,
             prev_hash: e.prev_hash,
             hash: e.hash,
+            log_index: e.log_index,
         }
     }
 }
@@ -101,5 +113,137 @@ pub async fn verify_audit(
     State(AppState { audit, checkpoints, .. }): State<AppState>,
     _: GlobalAdmin,
 ) -> Result<Json<Verification>, ApiError> {
-    Ok(Json(audit.verify(Some(checkpoints.key()), &[]).await?))
+    Ok(Json(audit.verify(Some(checkpoints.key()), &[], &[], None).await?))
+}
+
+/// The latest signed checkpoint of the audit log: a C2SP signed note whose
+/// body is a `tlog-checkpoint` (origin, tree size, base64 root hash), signed
+/// with Ed25519 under the origin's name. Keep copies: a later checkpoint
+/// must be consistent with every earlier one.
+#[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "records",
+    responses((status = 200, description = "The signed note.", content_type = "text/plain", body = String),
+        (status = 401, response = Unauthorized)))]
+pub async fn checkpoint(
+    State(AppState { tlog, web, .. }): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let head = tlog.checkpoint(web.clock.now()).await?;
+    Ok(plain(head.note))
+}
+
+/// The audit log's verifier key in note format: `name+hash+base64(0x01 || key)`.
+#[utoipa::path(get, path = "/v1/audit/checkpoint/key", tag = "records",
+    responses((status = 200, description = "The verifier key.", content_type = "text/plain", body = String),
+        (status = 401, response = Unauthorized)))]
+pub async fn checkpoint_key(State(AppState { tlog, .. }): State<AppState>, _: Admin) -> impl IntoResponse {
+    plain(format!("{}\n", tlog.verifier_key()))
+}
+
+fn plain(body: String) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InclusionQuery {
+    /// The event's `log_index`.
+    #[param(minimum = 0)]
+    index: u64,
+    /// The size of the checkpoint to prove against.
+    #[param(minimum = 1)]
+    tree_size: u64,
+}
+
+/// An RFC 6962 / RFC 9162 audit path: sibling hashes from the leaf up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub tree_size: u64,
+    /// Base64 `SHA-256(0x00 || content hash)`.
+    pub leaf_hash: String,
+    /// Base64 hashes.
+    pub proof: Vec<String>,
+}
+
+/// The proof that the event at `index` is in the tree of `tree_size`
+/// events. A tenant admin gets proofs of its own tenant's events only.
+#[utoipa::path(get, path = "/v1/audit/proofs/inclusion", tag = "records", params(InclusionQuery),
+    responses((status = 200, description = "OK.", body = InclusionProof), (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized), (status = 404, response = NotFound)))]
+pub async fn inclusion(
+    State(AppState { tlog, .. }): State<AppState>,
+    admin: Admin,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    // Sizes first (they say only how long the log is, as checkpoints do).
+    let proof = tlog.inclusion(q.index, q.tree_size).await?;
+    let (leaf, tenant) = tlog
+        .leaf(q.index)
+        .await?
+        .ok_or_else(|| ApiError::not_found("log index"))?;
+    if let Some(own) = admin.own_tenant()
+        && tenant.as_deref() != Some(own)
+    {
+        // What another tenant's event is, is not theirs to learn.
+        return Err(ApiError::not_found("log index"));
+    }
+    Ok(Json(InclusionProof {
+        index: q.index,
+        tree_size: q.tree_size,
+        leaf_hash: STANDARD.encode(leaf),
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    #[param(minimum = 1)]
+    from: u64,
+    to: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Base64 hashes.
+    pub proof: Vec<String>,
+}
+
+/// The proof that the tree of `from` events is a prefix of the tree of `to`.
+#[utoipa::path(get, path = "/v1/audit/proofs/consistency", tag = "records", params(ConsistencyQuery),
+    responses((status = 200, description = "OK.", body = ConsistencyProof), (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized)))]
+pub async fn consistency(
+    State(AppState { tlog, .. }): State<AppState>,
+    _: Admin,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProof>, ApiError> {
+    if q.from == 0 {
+        return Err(ApiError::bad_request("invalid_query", "`from` must be at least 1"));
+    }
+    let proof = tlog.consistency(q.from, q.to).await?;
+    Ok(Json(ConsistencyProof {
+        from: q.from,
+        to: q.to,
+        proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+    }))
+}
+
+impl From<ProofError> for ApiError {
+    fn from(e: ProofError) -> Self {
+        match e {
+            ProofError::OutOfRange(m) => ApiError::bad_request("invalid_query", m),
+            ProofError::Store(e) => e.into(),
+        }
+    }
 }

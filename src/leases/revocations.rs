@@ -78,7 +78,9 @@ impl Revocations {
         cover: Cover,
     ) -> Result<Revocation, StoreError> {
         let mut conn = tx.conn();
-        // Under the chain lock, rules are numbered in commit order.
+        // Under the writer-order row (exclusive: lease batches hold it
+        // shared until they commit), rules are numbered in commit order and
+        // the cutoff sees every lease committed before.
         conn.lock_chain().await?;
         let now = self.clock.now();
         let (cutoff_seq, issued_before) = match cover {

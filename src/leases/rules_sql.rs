@@ -159,7 +159,7 @@ impl Conn<'_> {
     /// Records a rule. Constant cost, whatever the number of live leases:
     /// the rows it covers (a single lease's and the tokens exchanged from it
     /// included) are marked afterwards, in batches; validity never waits for
-    /// that. The caller holds the chain lock, so rules are numbered in commit
+    /// that. The caller holds the writer-order lock, so rules are numbered in commit
     /// order and a feed reader never skips a late one.
     pub async fn insert_revocation(&mut self, r: &NewRevocation<'_>) -> Result<Revocation> {
         let (marked, marked_at): (i64, Option<DateTime<Utc>>) = (0, None);

@@ -39,9 +39,11 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Takes the audit-chain row lock: serialises start-up work (bootstrap,
-    /// first key), key rotation and rule numbering across replicas. On SQLite
-    /// the transaction's write lock already does; the statement is the same.
+    /// Takes the writer-order lock (the `audit_chain` row, exclusively; the
+    /// name is from when it also headed the audit chain): serialises
+    /// start-up work (bootstrap, first key), key rotation and rule numbering
+    /// across replicas, and orders each against lease batches, which hold it
+    /// shared. On SQLite the transaction's write lock already does.
     pub async fn lock_chain(&mut self) -> Result<()> {
         super::run!(self, c => sqlx::query("UPDATE audit_chain SET count = count WHERE id = 1")
             .execute(c).await.map(|r| r.rows_affected()))?;

@@ -10,19 +10,27 @@
 //!
 //! # The backend contract
 //! What correctness across replicas rests on, and any new backend must give:
-//! - **One writer order.** Postgres: the `audit_chain` row (`id = 1`) is
-//!   row-locked (a no-op `UPDATE … RETURNING`) by every lease batch, every catalog
-//!   change (a BEFORE STATEMENT trigger takes it first, 0003_catalog), key
-//!   rotation and start-up; SQLite: `BEGIN IMMEDIATE` takes the one write
-//!   lock. Whatever takes it is ordered against everything else that does.
+//! - **One writer order, shared by mints.** Postgres: the `audit_chain` row
+//!   (`id = 1`) is row-locked exclusively (a no-op `UPDATE`) by every
+//!   catalog change (a BEFORE STATEMENT trigger takes it first,
+//!   0003_catalog), revocation, key rotation and start-up, and `FOR SHARE`
+//!   by every lease batch: a batch is ordered against each of those, never
+//!   against another batch. Audit appends take no shared row at all (0008:
+//!   each event hashes its own content). SQLite: `BEGIN IMMEDIATE` takes
+//!   the one write lock, which orders everything.
+//! - **One integrator.** The `audit_log` row is held `FOR UPDATE SKIP
+//!   LOCKED` by the replica integrating; the others skip. Only committed
+//!   events are visible in `audit_pending`, so no sequence gap is guessed at.
 //! - **Database sequences decide validity**, never a replica's clock: a
 //!   lease's `seq` against a rule's `cutoff_seq` (revocation), the global
 //!   `catalog_seq` and per-tenant `catalog_versions` (a mint's decision
 //!   holds only while they are unchanged, `tokens::commit`).
 //! - **Triggers correctness depends on:** the catalog triggers on `clients`,
 //!   `client_secrets` and `resources` (bump the versions, and on Postgres
-//!   `NOTIFY mayfly_catalog`), and the append-only triggers on
-//!   `audit_events` (no UPDATE or DELETE). Code never bumps a version
+//!   `NOTIFY mayfly_catalog`), the append-only triggers on
+//!   `audit_events`, `audit_leaves`, `audit_nodes` and `audit_tree_heads`
+//!   (no UPDATE or DELETE), and the trigger that queues every new event in
+//!   `audit_pending` for the integrator. Code never bumps a version
 //!   itself, so no code path can forget to.
 //! - **Uniqueness is the database's:** single-use assertion ids
 //!   (`used_assertions`), resource URIs (tombstones included) and client ids

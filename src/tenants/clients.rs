@@ -96,7 +96,7 @@ impl Directory {
 
     /// The system tenant must keep one enabled global admin, or nobody could
     /// administer mayfly again. Checked inside the write transaction, under
-    /// the chain lock, so two concurrent changes cannot both remove "the
+    /// the writer-order lock, so two concurrent changes cannot both remove "the
     /// other" admin. `after` is the client as it will be (None: deleted).
     async fn keep_a_global_admin(&self, tx: &mut Tx, client_id: &str, after: Option<&Client>) -> Result<(), Error> {
         let mut conn = tx.conn();
@@ -185,7 +185,7 @@ impl Directory {
     }
 
     /// Refuses a client past MAYFLY_MAX_CLIENTS_PER_TENANT. Counted under
-    /// the chain lock (which inserting a client takes anyway, first), so
+    /// the writer-order lock (which inserting a client takes anyway, first), so
     /// concurrent creations on any replica cannot both take the last place.
     async fn room_for_a_client(&self, tx: &mut Tx, tenant: &str) -> Result<(), Error> {
         let mut conn = tx.conn();

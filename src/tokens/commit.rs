@@ -2,8 +2,9 @@
 //! event to one writer task, which commits whatever has queued up in one
 //! transaction (one multi-row insert each for leases and events) and then
 //! answers each of them. A token is still returned only after its own lease
-//! is durable; under load many leases share one commit (and one turn of the
-//! audit-chain lock) instead of queueing for their own.
+//! is durable; under load many leases share one commit instead of queueing
+//! for their own. Batches do not wait for each other: audit events share no
+//! row (the transparency log integrates them afterwards).
 //!
 //! A single-use value the mint rests on (a DPoP proof's `jti`) is spent in
 //! the same transaction: a value spent before (by this batch, another batch
@@ -11,8 +12,9 @@
 //! replayed proof costs no extra round trip and never yields a token.
 //!
 //! A lease decided on the in-memory catalog carries the tenant's catalog
-//! version; inside the batch's transaction, after the chain lock (which every
-//! catalog change takes first), a lease whose version moved is taken out
+//! version; inside the batch's transaction, holding the writer-order row in
+//! shared mode (every catalog change takes it exclusively, first), a lease
+//! whose version moved is taken out
 //! again and its request alone is told `Stale`. A batch that fails for any other reason
 //! than the database going away is split: each lease is tried on its own, so
 //! one bad lease fails only its own request.
@@ -30,8 +32,7 @@ use crate::tenants::catalog::Stamp;
 
 /// Most leases committed in one transaction.
 pub const MAX_BATCH: usize = 256;
-/// Batches in flight at once: one commits while the next inserts its leases
-/// (they take the chain lock in turn).
+/// Batches in flight at once: one commits while the next inserts its leases.
 const IN_FLIGHT: usize = 2;
 
 /// Each request gets its lease's sequence number, or its own or the batch's error.
@@ -98,18 +99,18 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
     loop {
         let staged = async {
             let mut tx = store.begin().await?;
-            // Leases go in before the chain lock, so this batch's insert
-            // overlaps the commit of the batch ahead of it.
+            // Leases go in before the writer-order row, so that what a
+            // revocation or a catalog change waits for is short.
             let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
             let seqs = tx.conn().insert_leases(&leases).await?;
-            // Proofs are spent before the lock too (it is held only for
-            // what must be exact), and given back below if their lease is
+            // Proofs are spent before it too, and given back below if their lease is
             // taken out as stale, so that its retry may use them.
             let spent = spent_before(&mut tx.conn(), items).await?;
-            // Under the lock every catalog change takes first, the sequence
-            // read here is exact: if a decision's is still current, nothing
-            // in the catalog changed since; otherwise its tenant's version says.
-            let (head, global) = tx.conn().lock_chain_head().await?;
+            // Under the writer-order row (shared here, exclusive for every
+            // catalog change), the sequence read here is exact: if a
+            // decision's is still current, nothing in the catalog changed
+            // since; otherwise its tenant's version says.
+            let global = tx.conn().share_writer_order().await?;
             let mut tenants: Vec<&str> = items
                 .iter()
                 .filter(|p| p.check.is_some_and(|s| s.global != global))
@@ -149,7 +150,7 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                 .filter(|(i, _)| outcome(*i).is_ok())
                 .map(|(_, p)| p.event.clone())
                 .collect();
-            tx.conn().append_audit_locked(head, &events).await?;
+            tx.conn().append_audit(&events).await?;
             let answers: Vec<Answer> = seqs
                 .into_iter()
                 .enumerate()
@@ -291,7 +292,7 @@ mod tests {
         let (a, b) = (a.unwrap(), b.unwrap());
         assert!(a > 1 && b > 1 && a != b);
         let mut c = store.read().await.unwrap();
-        let (_, count) = c.conn().audit_head().await.unwrap();
+        let count = c.conn().audit_chain_page(0, 100).await.unwrap().len();
         assert_eq!(count, 3, "one event per committed lease");
         assert_eq!(c.conn().last_lease_seq().await.unwrap(), a.max(b));
     }
@@ -334,7 +335,7 @@ mod tests {
         assert!([&first, &twice].iter().any(|r| matches!(r, Err(StoreError::Spent))));
         other.unwrap();
         let mut c = store.read().await.unwrap();
-        let (_, count) = c.conn().audit_head().await.unwrap();
+        let count = c.conn().audit_chain_page(0, 100).await.unwrap().len();
         assert_eq!(count, 3, "one event per committed lease");
         let committed = [false, first.is_ok(), twice.is_ok(), true, false];
         for (id, ok) in ids.iter().zip(committed) {

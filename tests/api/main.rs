@@ -37,3 +37,4 @@ mod rotation;
 mod security;
 mod store;
 mod tokens;
+mod transparency;

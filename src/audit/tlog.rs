@@ -1,0 +1,327 @@
+//! The audit log as a transparency log: one integrator at a time (across
+//! replicas, by holding the log row) takes committed events off the queue in
+//! batches, gives them consecutive log indexes, folds them into the RFC 6962
+//! tree, stores the subtree hashes proofs need, and signs a checkpoint per
+//! batch with the log's Ed25519 key (sealed under the master key; it never
+//! leaves this process unsealed). Proofs are served from what is stored.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+use super::merkle::{Hash, Subtrees, empty_root, leaf_hash};
+use super::note::{NoteSigner, checkpoint_body};
+use super::tree::{Kept, NodeId, completed};
+use super::tree_sql::TreeHead;
+use crate::keys::seal::{MasterKey, SealError};
+use crate::storage::{Conn, Store, StoreError};
+
+/// Events integrated per batch (and per signed checkpoint) at most.
+pub const BATCH: i64 = 4096;
+/// How long the integrator rests when the queue is empty.
+pub const INTEGRATE_EVERY: Duration = Duration::from_millis(250);
+const KEY_AAD: &[u8] = b"mayfly audit log key v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the audit log key does not open under the master key (or the previous one): {0}")]
+    Key(#[from] SealError),
+    #[error("the stored audit log key is malformed")]
+    BadKey,
+}
+
+/// A proof request the log cannot answer: a size past the tree, an index
+/// past the size.
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The log's origin line: the issuer without its scheme, then `/audit`
+/// (C2SP origins are schema-less); fixed when the key is made.
+pub fn origin_of(issuer: &str) -> String {
+    let host = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
+    format!("{}/audit", host.trim_end_matches('/'))
+}
+
+#[derive(Clone)]
+pub struct TransparencyLog {
+    store: Store,
+    signer: Arc<NoteSigner>,
+    origin: Arc<str>,
+    verifier_key: Arc<str>,
+}
+
+impl std::fmt::Debug for TransparencyLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransparencyLog")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the sealed key with the current master key, else the previous one.
+fn open_key(sealed: &[u8], masters: &[&MasterKey]) -> Result<Ed25519KeyPair, LogError> {
+    let mut last = SealError::Open;
+    for m in masters {
+        match m.open(sealed, KEY_AAD) {
+            Ok(pkcs8) => return Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| LogError::BadKey),
+            Err(e) => last = e,
+        }
+    }
+    Err(LogError::Key(last))
+}
+
+impl TransparencyLog {
+    /// The log over `store`, making its key on first use (the first replica
+    /// to record one wins; every replica then reads that one).
+    pub async fn open(store: Store, issuer: &str, masters: &[&MasterKey]) -> Result<Self, LogError> {
+        let current = masters.first().ok_or(LogError::BadKey)?;
+        let mut c = store.read().await?;
+        if c.conn().log_key().await?.sealed_key.is_none() {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| LogError::BadKey)?;
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| LogError::BadKey)?;
+            let sealed = current.seal(pkcs8.as_ref(), KEY_AAD);
+            c.conn()
+                .init_log_key(&origin_of(issuer), pair.public_key().as_ref(), &sealed)
+                .await?;
+        }
+        let stored = c.conn().log_key().await?;
+        drop(c);
+        let (Some(origin), Some(sealed)) = (stored.origin, stored.sealed_key) else {
+            return Err(LogError::BadKey);
+        };
+        let pair = open_key(&sealed, masters)?;
+        if stored.public_key.as_deref() != Some(pair.public_key().as_ref()) {
+            return Err(LogError::BadKey);
+        }
+        let signer = NoteSigner::new(&origin, pair);
+        Ok(Self {
+            store,
+            verifier_key: signer.verifier_key().into(),
+            signer: Arc::new(signer),
+            origin: origin.into(),
+        })
+    }
+
+    /// Re-seals the log's key under `current` if it is sealed under
+    /// `previous` (`mayfly keys rewrap`); true if it did.
+    pub async fn reseal(store: &Store, current: &MasterKey, previous: &MasterKey) -> Result<bool, LogError> {
+        let mut tx = store.begin().await?;
+        let Some(sealed) = tx.conn().log_key().await?.sealed_key else {
+            return Ok(false);
+        };
+        if current.open(&sealed, KEY_AAD).is_ok() {
+            return Ok(false);
+        }
+        let pkcs8 = previous.open(&sealed, KEY_AAD)?;
+        tx.conn().reseal_log_key(&current.seal(&pkcs8, KEY_AAD)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// `name+hash+base64(0x01 || key)`: what verifiers pin.
+    pub fn verifier_key(&self) -> &str {
+        &self.verifier_key
+    }
+
+    fn sign(&self, size: u64, root: &Hash) -> String {
+        self.signer.sign(&checkpoint_body(&self.origin, size, root))
+    }
+
+    /// Integrates one batch, if this replica holds the log and events wait:
+    /// the new size, or `None`.
+    pub async fn integrate(&self, now: DateTime<Utc>) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let Some(size) = tx.conn().hold_log().await? else {
+            return Ok(None);
+        };
+        let pending = tx.conn().pending_events(BATCH).await?;
+        if pending.is_empty() {
+            return Ok(None);
+        }
+        let from = size as u64;
+        let to = from + pending.len() as u64;
+        let mut kept = Kept::default();
+        let mut leaves = Vec::with_capacity(pending.len());
+        for (i, p) in pending.iter().enumerate() {
+            let content = p.event.content_hash();
+            if crate::keys::seal::hex(&content) != p.hash {
+                // Changed between its commit and now, or written by hand.
+                tracing::error!(event = %p.event.id, "an audit event's content does not match the hash its writer recorded");
+            }
+            kept.known.insert(
+                NodeId {
+                    level: 0,
+                    start: from + i as u64,
+                },
+                leaf_hash(&content),
+            );
+            leaves.push((p.seq, content));
+        }
+        let mut nodes = Vec::new();
+        // Lowest level first: each is computed from stored ones and those
+        // just computed; one read per level for what is not at hand.
+        for level_nodes in group_by_level(completed(from, to)) {
+            fetch(&mut tx.conn(), &mut kept, |k| {
+                for id in &level_nodes {
+                    let _ = k.compute(*id);
+                }
+            })
+            .await?;
+            for id in level_nodes {
+                let h = kept.compute(id);
+                kept.known.insert(id, h);
+                nodes.push((id, h));
+            }
+        }
+        let root = fetch(&mut tx.conn(), &mut kept, |k| k.root(to).unwrap_or_else(|e| match e {})).await?;
+        let head = TreeHead {
+            size: to as i64,
+            root: root.to_vec(),
+            at: now,
+            note: self.sign(to, &root),
+        };
+        tx.conn().extend_log(size, &leaves, &nodes, &head).await?;
+        tx.commit().await?;
+        metrics::counter!("mayfly_audit_integrated_total").increment(to - from);
+        metrics::gauge!("mayfly_audit_log_size").set(to as f64);
+        Ok(Some(to))
+    }
+
+    /// Integrates until the queue is empty, every `every` while it is,
+    /// until the task is dropped. Every replica runs it; one integrates.
+    pub async fn run(self, clock: Arc<dyn crate::clock::Clock>, every: Duration) {
+        loop {
+            match self.integrate(clock.now()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot integrate audit events; will retry"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The latest signed checkpoint; before the first batch, one of the
+    /// empty tree signed now.
+    pub async fn checkpoint(&self, now: DateTime<Utc>) -> Result<TreeHead, StoreError> {
+        let head = self.store.read().await?.conn().latest_tree_head().await?;
+        Ok(head.unwrap_or_else(|| TreeHead {
+            size: 0,
+            root: empty_root().to_vec(),
+            at: now,
+            note: self.sign(0, &empty_root()),
+        }))
+    }
+
+    /// The RFC 6962 leaf hash at `index` and its event's tenant.
+    pub async fn leaf(&self, index: u64) -> Result<Option<(Hash, Option<String>)>, StoreError> {
+        let Ok(i) = i64::try_from(index) else { return Ok(None) };
+        let row = self.store.read().await?.conn().log_leaf(i).await?;
+        Ok(row.and_then(|(h, tenant)| Some((leaf_hash(&<[u8; 32]>::try_from(h.as_slice()).ok()?), tenant))))
+    }
+
+    /// The audit path of leaf `index` in the tree of `size` leaves, leaf first.
+    pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        inclusion_proof(&self.store, index, size).await
+    }
+
+    /// The proof that the tree of `from` leaves is a prefix of that of `to`.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
+        let mut c = self.store.read().await?;
+        let logged = c.conn().log_size().await? as u64;
+        if to > logged || from > to {
+            return Err(ProofError::OutOfRange(format!(
+                "no proof from {from} to {to} (the log has {logged})"
+            )));
+        }
+        let mut kept = Kept::default();
+        Ok(fetch(&mut c.conn(), &mut kept, |k| {
+            k.consistency_proof(from, to).unwrap_or_else(|e| match e {})
+        })
+        .await?)
+    }
+
+    /// The root of the first `size` leaves, from what is stored.
+    pub async fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        let mut c = self.store.read().await?;
+        let mut kept = Kept::default();
+        fetch(&mut c.conn(), &mut kept, |k| {
+            k.root(size).unwrap_or_else(|e| match e {})
+        })
+        .await
+    }
+}
+
+/// The audit path of leaf `index` in the tree of `size` leaves, leaf
+/// first, from what `store` keeps.
+pub async fn inclusion_proof(store: &Store, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+    let mut c = store.read().await?;
+    let logged = c.conn().log_size().await? as u64;
+    if size > logged || index >= size {
+        return Err(ProofError::OutOfRange(format!(
+            "index {index} is not in a tree of {size} (the log has {logged})"
+        )));
+    }
+    let mut kept = Kept::default();
+    Ok(fetch(&mut c.conn(), &mut kept, |k| {
+        k.inclusion_proof(index, size).unwrap_or_else(|e| match e {})
+    })
+    .await?)
+}
+
+fn group_by_level(ids: Vec<NodeId>) -> Vec<Vec<NodeId>> {
+    let mut out: Vec<Vec<NodeId>> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some(group) if group[0].level == id.level => group.push(id),
+            _ => out.push(vec![id]),
+        }
+    }
+    out
+}
+
+/// Runs `f` over `kept`; if it read stored hashes not at hand, fetches
+/// them (one read) and runs it again. A hash the store should hold and
+/// does not is a damaged log.
+async fn fetch<T>(conn: &mut Conn<'_>, kept: &mut Kept, f: impl Fn(&Kept) -> T) -> Result<T, StoreError> {
+    let out = f(kept);
+    let missing: BTreeSet<NodeId> = kept.take_missing();
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let found = conn.stored_hashes(&missing).await?;
+    if found.len() != missing.len() {
+        return Err(StoreError::Conflict(
+            "the audit log is missing stored subtree hashes: run `mayfly audit verify`".into(),
+        ));
+    }
+    kept.known.extend(found);
+    let out = f(kept);
+    debug_assert!(kept.take_missing().is_empty());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_the_issuer_without_its_scheme() {
+        assert_eq!(origin_of("https://mayfly.example.com"), "mayfly.example.com/audit");
+        assert_eq!(origin_of("http://127.0.0.1:8080/"), "127.0.0.1:8080/audit");
+    }
+}
