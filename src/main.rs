@@ -288,6 +288,9 @@ async fn audit_command(command: AuditCommand, config: &Config) -> anyhow::Result
     use mayfly::audit::note::NoteVerifier;
     let store = mayfly::storage::Store::connect(&config.database_url).await?;
     let pinned = |key: Option<String>| -> anyhow::Result<Option<NoteVerifier>> {
+        if key.is_none() {
+            eprintln!("checking checkpoints with the log key stored in the database; pin it with --key");
+        }
         key.map(|k| NoteVerifier::parse(&k).context("--key is not a verifier key"))
             .transpose()
     };

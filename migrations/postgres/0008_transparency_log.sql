@@ -4,6 +4,21 @@
 -- so writers share no row. The chain written before this migration stays as
 -- it was, ending at audit_chain.head, and is verified as a chain.
 
+-- The writer order: every catalog change, revocation, key rotation and
+-- start-up step takes it exclusively, every lease batch shared. It was the
+-- chain-head row lock; a row lock taken FOR SHARE lets new sharers in past a
+-- waiting exclusive locker (a revocation could wait as long as mints keep
+-- coming), so the order is now an advisory lock, whose queue is fair: a
+-- shared request waits behind an exclusive one already waiting. Keyed by
+-- schema, so stores in different schemas of one database do not meet.
+CREATE OR REPLACE FUNCTION catalog_lock() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(7370, hashtext(current_schema()));
+    UPDATE audit_chain SET catalog_seq = catalog_seq + 1 WHERE id = 1;
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql;
+
 -- Committed events wait here until the integrator gives them a log index.
 -- Filled by trigger, so no writer can forget, and only committed rows are
 -- ever visible to the integrator: no watermark over sequence gaps needed.

@@ -32,6 +32,17 @@ pub enum ExportError {
     Collector(String),
 }
 
+/// An event line. A struct, not a JSON map, so the event keeps its
+/// canonical field order: its hash can be recomputed from the line as is.
+#[derive(serde::Serialize)]
+struct EventLine<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    log_index: i64,
+    hash: String,
+    event: &'a super::AuditEvent,
+}
+
 /// The lines of one checkpoint: the events from `from` up to its size,
 /// then the checkpoint itself.
 async fn lines(store: &Store, from: u64, head: &TreeHead) -> Result<String, StoreError> {
@@ -47,13 +58,13 @@ async fn lines(store: &Store, from: u64, head: &TreeHead) -> Result<String, Stor
         let Some(last) = page.last() else { break };
         next = last.log_index + 1;
         for e in page {
-            let line = json!({
-                "type": "event",
-                "log_index": e.log_index,
-                "hash": crate::keys::seal::hex(&e.leaf),
-                "event": e.event,
-            });
-            out.push_str(&line.to_string());
+            let line = EventLine {
+                kind: "event",
+                log_index: e.log_index,
+                hash: crate::keys::seal::hex(&e.leaf),
+                event: &e.event,
+            };
+            out.push_str(&serde_json::to_string(&line).unwrap_or_default());
             out.push('\n');
         }
     }
@@ -168,6 +179,22 @@ impl Exporter {
                             .map_err(|e| std::io::Error::other(e.to_string()))??;
                     }
                     Sink::Url(url) => {
+                        // On Postgres one replica posts a batch at a time: the
+                        // others skip while this one's transaction holds the
+                        // sink. (SQLite has one process; a transaction there
+                        // would hold the write lock through the POST.)
+                        let sink = url_sink(url);
+                        let mut hold = match self.store.backend() {
+                            "postgres" => Some(self.store.begin().await?),
+                            _ => None,
+                        };
+                        if let Some(tx) = &mut hold
+                            && (!tx.conn().try_hold_export(&sink).await?
+                                || tx.conn().export_position(&sink).await? as u64 != from)
+                        {
+                            // Another replica holds it, or sent this meanwhile.
+                            return Ok(sent);
+                        }
                         let res = self
                             .http
                             .post(url)
@@ -179,12 +206,20 @@ impl Exporter {
                         if !res.status().is_success() {
                             return Err(ExportError::Collector(res.status().to_string()));
                         }
-                        self.store
-                            .read()
-                            .await?
-                            .conn()
-                            .set_export_position(&url_sink(url), head.size)
-                            .await?;
+                        match hold {
+                            Some(mut tx) => {
+                                tx.conn().set_export_position(&sink, head.size).await?;
+                                tx.commit().await?;
+                            }
+                            None => {
+                                self.store
+                                    .read()
+                                    .await?
+                                    .conn()
+                                    .set_export_position(&sink, head.size)
+                                    .await?
+                            }
+                        }
                     }
                 }
                 metrics::counter!("mayfly_audit_exported_total").increment(head.size as u64 - from);
@@ -207,6 +242,18 @@ impl Exporter {
 }
 
 impl crate::storage::Conn<'_> {
+    /// Holds a URL sink for this transaction (Postgres: an advisory lock, so
+    /// replicas take turns; SQLite has one writer process). False if another
+    /// replica holds it.
+    pub async fn try_hold_export(&mut self, sink: &str) -> crate::storage::Result<bool> {
+        if !self.is_postgres() {
+            return Ok(true);
+        }
+        Ok(crate::storage::run!(self, c => sqlx::query_scalar::<_, bool>(
+            "SELECT pg_try_advisory_xact_lock(7371, hashtext(current_schema() || $1))")
+            .bind(sink).fetch_one(c).await)?)
+    }
+
     /// The next log index a URL sink has not acknowledged.
     pub async fn export_position(&mut self, sink: &str) -> crate::storage::Result<i64> {
         Ok(crate::storage::run!(self, c => sqlx::query_scalar::<_, i64>(

@@ -88,7 +88,13 @@ impl AuditLog {
         let stored = super::verify::stored_verifier_key(&self.store).await?;
         let stored = stored.and_then(|k| NoteVerifier::parse(&k).ok());
         let Some(log_key) = pinned.or(stored.as_ref()) else {
-            // No log yet (nothing was ever served by this database).
+            let size = self.store.read().await?.conn().log_size().await?;
+            if size > 0 && v.ok {
+                v.ok = false;
+                v.problem = Some(format!(
+                    "the log has {size} events but no key to check its checkpoints with"
+                ));
+            }
             return Ok(v);
         };
         let tree = super::verify::verify_tree(&self.store, log_key, notes).await?;

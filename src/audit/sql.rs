@@ -130,18 +130,19 @@ impl Conn<'_> {
         Ok(inserted)
     }
 
-    /// The writer-order row in shared mode, and the catalog sequence: a lease
+    /// The writer order in shared mode, then the catalog sequence: a lease
     /// batch takes it so that a catalog change, a revocation or a key
-    /// rotation (which take it exclusively) is ordered wholly before or after
-    /// the batch, while batches do not wait for each other. On SQLite the
-    /// transaction's write lock already orders everything.
+    /// rotation (which take it exclusively, `lock_chain`) is ordered wholly
+    /// before or after the batch, while batches do not wait for each other.
+    /// Two statements: the sequence is read with a snapshot taken after the
+    /// lock is granted. On SQLite the transaction's write lock already
+    /// orders everything.
     pub async fn share_writer_order(&mut self) -> Result<i64> {
-        let sql = if self.is_postgres() {
-            "SELECT catalog_seq FROM audit_chain WHERE id = 1 FOR SHARE"
-        } else {
-            "SELECT catalog_seq FROM audit_chain WHERE id = 1"
-        };
-        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(sql).fetch_one(c).await)?)
+        if self.is_postgres() {
+            run!(self, c => sqlx::query(crate::storage::backend::WRITER_ORDER_SHARED)
+                .execute(c).await.map(|r| r.rows_affected()))?;
+        }
+        self.catalog_seq().await
     }
 
     /// The catalog sequence now (read before a tenant's catalog rows).

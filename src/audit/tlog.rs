@@ -22,8 +22,10 @@ use crate::storage::{Conn, Store, StoreError};
 
 /// Events integrated per batch (and per signed checkpoint) at most.
 pub const BATCH: i64 = 4096;
-/// How long the integrator rests when the queue is empty.
-pub const INTEGRATE_EVERY: Duration = Duration::from_millis(250);
+/// How long the integrator rests after a batch that was not full: events
+/// are logged at most about this long (plus a batch's work) after commit,
+/// and a quiet log signs at most two checkpoints a second.
+pub const INTEGRATE_EVERY: Duration = Duration::from_millis(500);
 const KEY_AAD: &[u8] = b"mayfly audit log key v1";
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,14 @@ pub enum ProofError {
 pub fn origin_of(issuer: &str) -> String {
     let host = issuer.split_once("://").map_or(issuer, |(_, rest)| rest);
     format!("{}/audit", host.trim_end_matches('/'))
+}
+
+/// What one integration did: the log's new size, and whether the batch was
+/// full (more may be waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Integrated {
+    pub size: u64,
+    pub full: bool,
 }
 
 #[derive(Clone)]
@@ -138,13 +148,15 @@ impl TransparencyLog {
         &self.verifier_key
     }
 
-    fn sign(&self, size: u64, root: &Hash) -> String {
-        self.signer.sign(&checkpoint_body(&self.origin, size, root))
+    /// A checkpoint: the C2SP body, then one extension line with the time
+    /// it was signed (verifiers that do not know it ignore it).
+    fn sign(&self, size: u64, root: &Hash, at: &DateTime<Utc>) -> String {
+        let body = checkpoint_body(&self.origin, size, root);
+        self.signer.sign(&format!("{body}time {}\n", crate::clock::rfc3339(at)))
     }
 
-    /// Integrates one batch, if this replica holds the log and events wait:
-    /// the new size, or `None`.
-    pub async fn integrate(&self, now: DateTime<Utc>) -> Result<Option<u64>, StoreError> {
+    /// Integrates one batch, if this replica holds the log and events wait.
+    pub async fn integrate(&self, now: DateTime<Utc>) -> Result<Option<Integrated>, StoreError> {
         let mut tx = self.store.begin().await?;
         let Some(size) = tx.conn().hold_log().await? else {
             return Ok(None);
@@ -155,7 +167,25 @@ impl TransparencyLog {
         }
         let from = size as u64;
         let to = from + pending.len() as u64;
+        let full = pending.len() as i64 == BATCH;
         let mut kept = Kept::default();
+        // What is stored must still be what was signed last, or this batch
+        // would sign a fork built on damaged rows.
+        if let Some(last) = tx.conn().latest_tree_head().await? {
+            let stored = fetch(&mut tx.conn(), &mut kept, |k| {
+                k.root(from).unwrap_or_else(|e| match e {})
+            })
+            .await?;
+            if last.size as u64 != from || last.root[..] != stored[..] {
+                tracing::error!(
+                    size = from,
+                    "the stored audit tree differs from its last signed checkpoint; not integrating"
+                );
+                return Err(StoreError::Conflict(
+                    "the stored audit tree differs from its last signed checkpoint: run `mayfly audit verify`".into(),
+                ));
+            }
+        }
         let mut leaves = Vec::with_capacity(pending.len());
         for (i, p) in pending.iter().enumerate() {
             let content = p.event.content_hash();
@@ -193,13 +223,13 @@ impl TransparencyLog {
             size: to as i64,
             root: root.to_vec(),
             at: now,
-            note: self.sign(to, &root),
+            note: self.sign(to, &root, &now),
         };
         tx.conn().extend_log(size, &leaves, &nodes, &head).await?;
         tx.commit().await?;
         metrics::counter!("mayfly_audit_integrated_total").increment(to - from);
         metrics::gauge!("mayfly_audit_log_size").set(to as f64);
-        Ok(Some(to))
+        Ok(Some(Integrated { size: to, full }))
     }
 
     /// Integrates until the queue is empty, every `every` while it is,
@@ -207,8 +237,8 @@ impl TransparencyLog {
     pub async fn run(self, clock: Arc<dyn crate::clock::Clock>, every: Duration) {
         loop {
             match self.integrate(clock.now()).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
+                Ok(Some(n)) if n.full => continue,
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot integrate audit events; will retry"),
             }
             tokio::time::sleep(every).await;
@@ -216,68 +246,65 @@ impl TransparencyLog {
     }
 
     /// The latest signed checkpoint; before the first batch, one of the
-    /// empty tree signed now.
-    pub async fn checkpoint(&self, now: DateTime<Utc>) -> Result<TreeHead, StoreError> {
-        let head = self.store.read().await?.conn().latest_tree_head().await?;
+    /// empty tree signed now. Admin reads take a slot of `gate`'s share of
+    /// the list gate (a tenant, or the system tenant for global admins), so
+    /// proofs cannot crowd out minting.
+    pub async fn checkpoint(&self, gate: &str, now: DateTime<Utc>) -> Result<TreeHead, StoreError> {
+        let head = self.store.list_read(gate).await?.tx.conn().latest_tree_head().await?;
         Ok(head.unwrap_or_else(|| TreeHead {
             size: 0,
             root: empty_root().to_vec(),
             at: now,
-            note: self.sign(0, &empty_root()),
+            note: self.sign(0, &empty_root(), &now),
         }))
     }
 
     /// The RFC 6962 leaf hash at `index` and its event's tenant.
-    pub async fn leaf(&self, index: u64) -> Result<Option<(Hash, Option<String>)>, StoreError> {
+    pub async fn leaf(&self, gate: &str, index: u64) -> Result<Option<(Hash, Option<String>)>, StoreError> {
         let Ok(i) = i64::try_from(index) else { return Ok(None) };
-        let row = self.store.read().await?.conn().log_leaf(i).await?;
+        let row = self.store.list_read(gate).await?.tx.conn().log_leaf(i).await?;
         Ok(row.and_then(|(h, tenant)| Some((leaf_hash(&<[u8; 32]>::try_from(h.as_slice()).ok()?), tenant))))
     }
 
     /// The audit path of leaf `index` in the tree of `size` leaves, leaf first.
-    pub async fn inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
-        inclusion_proof(&self.store, index, size).await
+    pub async fn inclusion(&self, gate: &str, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        let mut read = self.store.list_read(gate).await?;
+        inclusion_in(&mut read.tx.conn(), index, size).await
     }
 
     /// The proof that the tree of `from` leaves is a prefix of that of `to`.
-    pub async fn consistency(&self, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
-        let mut c = self.store.read().await?;
-        let logged = c.conn().log_size().await? as u64;
+    pub async fn consistency(&self, gate: &str, from: u64, to: u64) -> Result<Vec<Hash>, ProofError> {
+        let mut read = self.store.list_read(gate).await?;
+        let mut c = read.tx.conn();
+        let logged = c.log_size().await? as u64;
         if to > logged || from > to {
             return Err(ProofError::OutOfRange(format!(
                 "no proof from {from} to {to} (the log has {logged})"
             )));
         }
         let mut kept = Kept::default();
-        Ok(fetch(&mut c.conn(), &mut kept, |k| {
+        Ok(fetch(&mut c, &mut kept, |k| {
             k.consistency_proof(from, to).unwrap_or_else(|e| match e {})
         })
         .await?)
-    }
-
-    /// The root of the first `size` leaves, from what is stored.
-    pub async fn root(&self, size: u64) -> Result<Hash, StoreError> {
-        let mut c = self.store.read().await?;
-        let mut kept = Kept::default();
-        fetch(&mut c.conn(), &mut kept, |k| {
-            k.root(size).unwrap_or_else(|e| match e {})
-        })
-        .await
     }
 }
 
 /// The audit path of leaf `index` in the tree of `size` leaves, leaf
 /// first, from what `store` keeps.
 pub async fn inclusion_proof(store: &Store, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
-    let mut c = store.read().await?;
-    let logged = c.conn().log_size().await? as u64;
+    inclusion_in(&mut store.read().await?.conn(), index, size).await
+}
+
+async fn inclusion_in(c: &mut Conn<'_>, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+    let logged = c.log_size().await? as u64;
     if size > logged || index >= size {
         return Err(ProofError::OutOfRange(format!(
             "index {index} is not in a tree of {size} (the log has {logged})"
         )));
     }
     let mut kept = Kept::default();
-    Ok(fetch(&mut c.conn(), &mut kept, |k| {
+    Ok(fetch(c, &mut kept, |k| {
         k.inclusion_proof(index, size).unwrap_or_else(|e| match e {})
     })
     .await?)

@@ -177,6 +177,16 @@ impl Conn<'_> {
         Ok(out)
     }
 
+    /// Events written as log entries (no chain link) that are neither
+    /// integrated nor queued: taken off the queue by hand.
+    pub async fn events_outside_log(&mut self) -> Result<i64> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM audit_events e WHERE e.prev_hash = ''
+               AND NOT EXISTS (SELECT 1 FROM audit_leaves l WHERE l.seq = e.seq)
+               AND NOT EXISTS (SELECT 1 FROM audit_pending p WHERE p.seq = e.seq)")
+            .fetch_one(c).await)?)
+    }
+
     pub async fn latest_tree_head(&mut self) -> Result<Option<TreeHead>> {
         Ok(run!(self, c => sqlx::query_as::<_, TreeHead>(
             "SELECT size, root, at, note FROM audit_tree_heads ORDER BY size DESC LIMIT 1")

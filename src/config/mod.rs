@@ -131,7 +131,7 @@ pub struct ServeArgs {
 
     /// POST audit events and checkpoints in NDJSON batches to this log
     /// collector (at least once; dedupe on `log_index`).
-    #[arg(long, env = "MAYFLY_AUDIT_EXPORT_URL")]
+    #[arg(long, env = "MAYFLY_AUDIT_EXPORT_URL", hide_env_values = true)]
     pub audit_export_url: Option<String>,
 }
 
@@ -342,10 +342,16 @@ impl Config {
         if self.issuer.contains('?') || self.issuer.ends_with('/') {
             return err("MAYFLY_ISSUER must not end with `/` or carry a query".into());
         }
-        if let Some(url) = &self.audit_export_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return err("MAYFLY_AUDIT_EXPORT_URL must be an http(s) URL".into());
+        if let Some(url) = &self.audit_export_url {
+            let parsed = reqwest::Url::parse(url).ok();
+            match parsed {
+                Some(u) if u.scheme() == "https" => {}
+                Some(u) if u.scheme() == "http" && u.password().is_none() && u.username().is_empty() => {}
+                Some(u) if u.scheme() == "http" => {
+                    return err("MAYFLY_AUDIT_EXPORT_URL: credentials only over https".into());
+                }
+                _ => return err("MAYFLY_AUDIT_EXPORT_URL must be an http(s) URL".into()),
+            }
         }
         if self.max_ttl.is_zero() || self.default_ttl.is_zero() {
             return err("MAYFLY_DEFAULT_TTL and MAYFLY_MAX_TTL must be positive".into());

@@ -12,6 +12,13 @@ const KEYS_CHANNEL: &str = "mayfly_keys";
 /// (migrations/postgres/0003_catalog.sql).
 const CATALOG_CHANNEL: &str = "mayfly_catalog";
 
+/// The writer order on Postgres: a transaction-scoped advisory lock keyed by
+/// the schema (0008_transparency_log says why not a row lock), exclusive for
+/// catalog changes, revocations, key rotation and start-up (the catalog
+/// trigger takes the same one), shared for lease batches.
+pub const WRITER_ORDER_EXCLUSIVE: &str = "SELECT pg_advisory_xact_lock(7370, hashtext(current_schema()))";
+pub const WRITER_ORDER_SHARED: &str = "SELECT pg_advisory_xact_lock_shared(7370, hashtext(current_schema()))";
+
 impl Conn<'_> {
     /// The database's clock on Postgres (shared by every replica); on the
     /// single-node SQLite store the process clock is the database's clock.
@@ -39,12 +46,17 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Takes the writer-order lock (the `audit_chain` row, exclusively; the
-    /// name is from when it also headed the audit chain): serialises
+    /// Takes the writer-order lock exclusively (on Postgres an advisory lock,
+    /// then the `audit_chain` row as before; the name is from when that row
+    /// also headed the audit chain): serialises
     /// start-up work (bootstrap, first key), key rotation and rule numbering
     /// across replicas, and orders each against lease batches, which hold it
     /// shared. On SQLite the transaction's write lock already does.
     pub async fn lock_chain(&mut self) -> Result<()> {
+        if self.is_postgres() {
+            super::run!(self, c => sqlx::query(WRITER_ORDER_EXCLUSIVE)
+                .execute(c).await.map(|r| r.rows_affected()))?;
+        }
         super::run!(self, c => sqlx::query("UPDATE audit_chain SET count = count WHERE id = 1")
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())

@@ -10,12 +10,13 @@
 //!
 //! # The backend contract
 //! What correctness across replicas rests on, and any new backend must give:
-//! - **One writer order, shared by mints.** Postgres: the `audit_chain` row
-//!   (`id = 1`) is row-locked exclusively (a no-op `UPDATE`) by every
-//!   catalog change (a BEFORE STATEMENT trigger takes it first,
-//!   0003_catalog), revocation, key rotation and start-up, and `FOR SHARE`
+//! - **One writer order, shared by mints.** Postgres: an advisory lock
+//!   (`backend::WRITER_ORDER_*`, keyed by schema) is taken exclusively by
+//!   every catalog change (a BEFORE STATEMENT trigger takes it first,
+//!   0003_catalog, 0008), revocation, key rotation and start-up, and shared
 //!   by every lease batch: a batch is ordered against each of those, never
-//!   against another batch. Audit appends take no shared row at all (0008:
+//!   against another batch, and a waiting exclusive request is not starved
+//!   (the lock manager queues later shared requests behind it). Audit appends take no shared row at all (0008:
 //!   each event hashes its own content). SQLite: `BEGIN IMMEDIATE` takes
 //!   the one write lock, which orders everything.
 //! - **One integrator.** The `audit_log` row is held `FOR UPDATE SKIP
