@@ -158,7 +158,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let tlog = {
         let mut masters_in_order = vec![&masters.current];
         masters_in_order.extend(masters.previous.as_ref());
-        TransparencyLog::open(store.clone(), &config.issuer, &masters_in_order).await?
+        TransparencyLog::open(store.clone(), &config.issuer, &masters_in_order, clock.now()).await?
     };
 
     let boot = Bootstrap {

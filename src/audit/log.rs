@@ -8,6 +8,8 @@ use super::checkpoint::Checkpoint;
 use super::note::NoteVerifier;
 use super::sql::AuditFilter;
 use super::{AuditEvent, ChainVerifier, ChainedEvent, Verification, actions};
+#[cfg(test)]
+use crate::storage::Pooled;
 use crate::storage::gate::bounded;
 use crate::storage::{Store, StoreError};
 
@@ -85,6 +87,12 @@ impl AuditLog {
         pinned: Option<&NoteVerifier>,
     ) -> Result<Verification, StoreError> {
         let mut v = self.verify_chain(key, exported).await?;
+        if v.ok
+            && let Some(problem) = self.check_seal().await?
+        {
+            v.ok = false;
+            v.problem = Some(problem);
+        }
         let stored = super::verify::stored_verifier_key(&self.store).await?;
         let stored = stored.and_then(|k| NoteVerifier::parse(&k).ok());
         let Some(log_key) = pinned.or(stored.as_ref()) else {
@@ -106,6 +114,24 @@ impl AuditLog {
             v.problem = tree.problem;
         }
         Ok(v)
+    }
+
+    /// The chain's end must be what the log's seal event recorded (written
+    /// when the log began on a database with a chain): a chain cut or
+    /// rewound since, or events moved out of it, no longer match.
+    async fn check_seal(&self) -> Result<Option<String>, StoreError> {
+        let mut c = self.store.read().await?;
+        let (head, count) = c.conn().audit_head().await?;
+        let seals = c.conn().chain_seals().await?;
+        let expected = super::chain_seal_reason(count, &head);
+        Ok(match seals.as_slice() {
+            [] if count == 0 => None,
+            // Migrated but never served: the log has not begun.
+            [] if c.conn().log_size().await? == 0 => None,
+            [] => Some("the chain written before the log has no seal in the log".into()),
+            [seal] if seal.reason.as_deref() == Some(expected.as_str()) => None,
+            _ => Some("the chain written before the log does not end where the log's seal says".into()),
+        })
     }
 
     /// Walks the chain from the first event to the head recorded when the
@@ -176,5 +202,68 @@ impl AuditLog {
             v.problem = problem;
         }
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::tlog::TransparencyLog;
+    use crate::audit::{Outcome, actions};
+    use crate::keys::seal::MasterKey;
+
+    /// A database whose first events were chained (written before the log):
+    /// the log seals the chain's end when it begins, both verify together,
+    /// and moving chain events out of the chain (emptying their link and
+    /// rewinding the head) is caught by the seal, not waved through.
+    #[tokio::test]
+    async fn the_chain_before_the_log_is_sealed_in_it_and_a_rewound_chain_is_caught() {
+        let (store, _dir) = crate::testing::temp_store().await;
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let old: Vec<AuditEvent> = (0..3)
+            .map(|_| AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now))
+            .collect();
+        let mut tx = store.begin().await.unwrap();
+        tx.conn().append_chained(&old).await.unwrap();
+        tx.commit().await.unwrap();
+        let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+        let log = TransparencyLog::open(store.clone(), "https://mayfly.test", &[&master], now)
+            .await
+            .unwrap();
+        // A second start seals nothing more.
+        TransparencyLog::open(store.clone(), "https://mayfly.test", &[&master], now)
+            .await
+            .unwrap();
+        AuditLog::new(store.clone())
+            .append(&[AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now)])
+            .await
+            .unwrap();
+        while log.integrate(now).await.unwrap().is_some() {}
+        let audit = AuditLog::new(store.clone());
+        let v = audit.verify(None, &[], &[], None).await.unwrap();
+        assert!(v.ok, "{v:?}");
+        // The chain's three, then the log's five: the three chained ones
+        // (queued too, as this test wrote them after 0008), the seal, the new one.
+        assert_eq!(v.checked, 3 + 5);
+        assert_eq!(store.read().await.unwrap().conn().chain_seals().await.unwrap().len(), 1);
+
+        // The last chained event is made to look like a log entry and the
+        // chain's head is moved back over it.
+        let Pooled::Sqlite(mut c) = store.read().await.unwrap() else {
+            unreachable!()
+        };
+        let second = old[1].chain_hash(&old[0].chain_hash(crate::audit::GENESIS));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP TRIGGER audit_events_no_update;
+             UPDATE audit_events SET prev_hash = '' WHERE seq = 3;
+             UPDATE audit_chain SET head = '{second}', count = 2 WHERE id = 1;"
+        )))
+        .execute(&mut *c)
+        .await
+        .unwrap();
+        drop(c);
+        let v = audit.verify(None, &[], &[], None).await.unwrap();
+        assert!(!v.ok);
+        assert!(v.problem.unwrap().contains("does not end where the log's seal says"));
     }
 }

@@ -90,6 +90,12 @@ pub struct AuditEvent {
     pub mcp: Option<serde_json::Value>,
 }
 
+/// What the event sealing the pre-log chain says: the chain's length and
+/// head, so the chain's end is fixed inside the signed tree.
+pub fn chain_seal_reason(count: i64, head: &str) -> String {
+    format!("the chain written before the log ends here: {count} events, head {head}")
+}
+
 impl AuditEvent {
     pub fn new(action: &str, outcome: Outcome, at: DateTime<Utc>) -> Self {
         Self {
@@ -315,6 +321,7 @@ pub mod actions {
     pub const KEY_REVOKED: &str = "key.revoked";
     pub const KEY_REWRAPPED: &str = "key.rewrapped";
     pub const MCP_REQUEST: &str = "mcp.request";
+    pub const CHAIN_SEALED: &str = "audit.chain_sealed";
 }
 
 #[cfg(test)]

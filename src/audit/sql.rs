@@ -107,19 +107,48 @@ impl Conn<'_> {
     }
 
     async fn insert_audit(&mut self, events: &[AuditEvent], skip_known: bool) -> Result<u64> {
+        let links: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (String::new(), crate::keys::seal::hex(&e.content_hash())))
+            .collect();
+        self.insert_linked(events, &links, skip_known).await
+    }
+
+    /// Appends events linked as a chain, as writers did before the log
+    /// (tests of the chain's verification only).
+    #[cfg(test)]
+    pub async fn append_chained(&mut self, events: &[AuditEvent]) -> Result<()> {
+        let (mut head, count) = self.audit_head().await?;
+        let mut links = Vec::new();
+        for e in events {
+            let hash = e.chain_hash(&head);
+            links.push((std::mem::replace(&mut head, hash.clone()), hash));
+        }
+        self.insert_linked(events, &links, false).await?;
+        run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = $2 WHERE id = 1")
+            .bind(&head).bind(count + events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn insert_linked(
+        &mut self,
+        events: &[AuditEvent],
+        links: &[(String, String)],
+        skip_known: bool,
+    ) -> Result<u64> {
         let mut inserted = 0;
         // 19 parameters a row: 1,000 rows stay under Postgres's limit.
-        for events in events.chunks(1000) {
+        for (events, links) in events.chunks(1000).zip(links.chunks(1000)) {
             inserted += run!(self, c => {
                 let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
-                q.push_values(events, |mut row, e| {
+                q.push_values(events.iter().zip(links), |mut row, (e, (prev, hash))| {
                     row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
                         .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
                         .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())
                         .push_bind(e.actor.as_ref().map(Json)).push_bind(e.admin.as_ref().map(Json))
                         .push_bind(e.resource.as_deref()).push_bind(e.scopes.as_ref().map(Json)).push_bind(e.lease_id)
                         .push_bind(e.request_id.as_deref()).push_bind(e.source.as_deref()).push_bind(e.mcp.as_ref().map(Json))
-                        .push_bind("").push_bind(crate::keys::seal::hex(&e.content_hash()));
+                        .push_bind(prev).push_bind(hash);
                 });
                 if skip_known {
                     q.push(" ON CONFLICT (id) DO NOTHING");
@@ -202,6 +231,16 @@ impl Conn<'_> {
             "SELECT seq, ", event_columns!(), ", prev_hash, hash, ", log_index!(),
             " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
             .bind(after_seq).bind(limit).fetch_all(c).await)?)
+    }
+
+    /// The events that seal the chain written before the log (one, once
+    /// the log has begun on a database that had a chain).
+    pub async fn chain_seals(&mut self) -> Result<Vec<AuditEvent>> {
+        Ok(
+            run!(self, c => sqlx::query_as::<_, AuditEvent>(concat!("SELECT ", event_columns!(),
+            " FROM audit_events WHERE tenant_id IS NULL AND action = 'audit.chain_sealed' ORDER BY seq"))
+            .fetch_all(c).await)?,
+        )
     }
 
     /// The chain head hash and the number of events appended.

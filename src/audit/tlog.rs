@@ -94,8 +94,14 @@ fn open_key(sealed: &[u8], masters: &[&MasterKey]) -> Result<Ed25519KeyPair, Log
 impl TransparencyLog {
     /// The log over `store`, making its key on first use (the first replica
     /// to record one wins; every replica then reads that one).
-    pub async fn open(store: Store, issuer: &str, masters: &[&MasterKey]) -> Result<Self, LogError> {
+    pub async fn open(
+        store: Store,
+        issuer: &str,
+        masters: &[&MasterKey],
+        now: DateTime<Utc>,
+    ) -> Result<Self, LogError> {
         let current = masters.first().ok_or(LogError::BadKey)?;
+        seal_chain(&store, now).await?;
         let mut c = store.read().await?;
         if c.conn().log_key().await?.sealed_key.is_none() {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| LogError::BadKey)?;
@@ -308,6 +314,21 @@ async fn inclusion_in(c: &mut Conn<'_>, index: u64, size: u64) -> Result<Vec<Has
         k.inclusion_proof(index, size).unwrap_or_else(|e| match e {})
     })
     .await?)
+}
+
+/// On a database whose events were chained before the log, writes once the
+/// event that records the chain's length and head, so its end is in the
+/// signed tree: a chain cut or rewound later no longer matches it.
+async fn seal_chain(store: &Store, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    tx.conn().lock_chain().await?;
+    let (head, count) = tx.conn().audit_head().await?;
+    if count > 0 && tx.conn().chain_seals().await?.is_empty() {
+        let mut event = super::Caller::system("audit log").event(super::actions::CHAIN_SEALED, now);
+        event.reason = Some(super::chain_seal_reason(count, &head));
+        tx.conn().append_audit(&[event]).await?;
+    }
+    tx.commit().await
 }
 
 fn group_by_level(ids: Vec<NodeId>) -> Vec<Vec<NodeId>> {
