@@ -114,8 +114,9 @@ impl Conn<'_> {
         self.insert_linked(events, &links, skip_known).await
     }
 
-    /// Appends events linked as a chain, as writers did before the log
-    /// (tests of the chain's verification only).
+    /// Appends events linked as a chain, as writers did before the log, and
+    /// off the log's queue, as events from before 0008 are (tests of the
+    /// chain's verification only).
     #[cfg(test)]
     pub async fn append_chained(&mut self, events: &[AuditEvent]) -> Result<()> {
         let (mut head, count) = self.audit_head().await?;
@@ -127,6 +128,8 @@ impl Conn<'_> {
         self.insert_linked(events, &links, false).await?;
         run!(self, c => sqlx::query("UPDATE audit_chain SET head = $1, count = $2 WHERE id = 1")
             .bind(&head).bind(count + events.len() as i64).execute(c).await.map(|r| r.rows_affected()))?;
+        run!(self, c => sqlx::query("DELETE FROM audit_pending WHERE seq IN (SELECT seq FROM audit_events WHERE prev_hash <> '')")
+            .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 

@@ -55,6 +55,25 @@ pub fn origin_of(issuer: &str) -> String {
     format!("{}/audit", host.trim_end_matches('/'))
 }
 
+/// A batch ready to store.
+struct Batch {
+    leaves: Vec<(i64, Hash)>,
+    nodes: Vec<(NodeId, Hash)>,
+    head: TreeHead,
+    from: u64,
+    full: bool,
+}
+
+impl Batch {
+    /// Counted, once stored.
+    fn done(&self) -> Integrated {
+        let size = self.head.size as u64;
+        metrics::counter!("mayfly_audit_integrated_total").increment(size - self.from);
+        metrics::gauge!("mayfly_audit_log_size").set(size as f64);
+        Integrated { size, full: self.full }
+    }
+}
+
 /// What one integration did: the log's new size, and whether the batch was
 /// full (more may be waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,12 +181,49 @@ impl TransparencyLog {
     }
 
     /// Integrates one batch, if this replica holds the log and events wait.
+    /// On Postgres the batch is built inside the transaction that holds the
+    /// log's row (writers never wait for it). On SQLite, whose one write
+    /// lock every writer needs, it is built on a read connection and the
+    /// write transaction only stores it; this process is the only
+    /// integrator there (the data directory is locked to one server).
     pub async fn integrate(&self, now: DateTime<Utc>) -> Result<Option<Integrated>, StoreError> {
-        let mut tx = self.store.begin().await?;
-        let Some(size) = tx.conn().hold_log().await? else {
-            return Ok(None);
+        if self.store.backend() == "postgres" {
+            let mut tx = self.store.begin().await?;
+            let Some(size) = tx.conn().hold_log().await? else {
+                return Ok(None);
+            };
+            let Some(batch) = self.prepare(&mut tx.conn(), size, now).await? else {
+                return Ok(None);
+            };
+            tx.conn()
+                .extend_log(size, &batch.leaves, &batch.nodes, &batch.head)
+                .await?;
+            tx.commit().await?;
+            return Ok(Some(batch.done()));
+        }
+        let size = self.store.read().await?.conn().log_size().await?;
+        let batch = {
+            let mut read = self.store.read().await?;
+            self.prepare(&mut read.conn(), size, now).await?
         };
-        let pending = tx.conn().pending_events(BATCH).await?;
+        let Some(batch) = batch else { return Ok(None) };
+        let mut tx = self.store.begin().await?;
+        if tx.conn().hold_log().await? != Some(size) {
+            return Ok(None);
+        }
+        tx.conn()
+            .extend_log(size, &batch.leaves, &batch.nodes, &batch.head)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(batch.done()))
+    }
+
+    /// The next batch over a log of `size` events: leaves, the subtrees
+    /// they complete, the signed head. A leaf is the content hash its
+    /// writer recorded, so an event changed while it waited no longer
+    /// matches its leaf (`audit verify` finds it).
+    async fn prepare(&self, conn: &mut Conn<'_>, size: i64, now: DateTime<Utc>) -> Result<Option<Batch>, StoreError> {
+        let pending = conn.pending_hashes(BATCH).await?;
         if pending.is_empty() {
             return Ok(None);
         }
@@ -177,11 +233,8 @@ impl TransparencyLog {
         let mut kept = Kept::default();
         // What is stored must still be what was signed last, or this batch
         // would sign a fork built on damaged rows.
-        if let Some(last) = tx.conn().latest_tree_head().await? {
-            let stored = fetch(&mut tx.conn(), &mut kept, |k| {
-                k.root(from).unwrap_or_else(|e| match e {})
-            })
-            .await?;
+        if let Some(last) = conn.latest_tree_head().await? {
+            let stored = fetch(conn, &mut kept, |k| k.root(from).unwrap_or_else(|e| match e {})).await?;
             if last.size as u64 != from || last.root[..] != stored[..] {
                 tracing::error!(
                     size = from,
@@ -193,26 +246,26 @@ impl TransparencyLog {
             }
         }
         let mut leaves = Vec::with_capacity(pending.len());
-        for (i, p) in pending.iter().enumerate() {
-            let content = p.event.content_hash();
-            if crate::keys::seal::hex(&content) != p.hash {
-                // Changed between its commit and now, or written by hand.
-                tracing::error!(event = %p.event.id, "an audit event's content does not match the hash its writer recorded");
-            }
-            kept.known.insert(
-                NodeId {
-                    level: 0,
-                    start: from + i as u64,
-                },
-                leaf_hash(&content),
-            );
-            leaves.push((p.seq, content));
+        for (i, (seq, hash)) in pending.iter().enumerate() {
+            let content = match super::checkpoint::unhex(hash).and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+                Some(h) => h,
+                None => {
+                    // Not written by mayfly: a leaf no content matches.
+                    tracing::error!(seq, "an audit event's recorded hash is malformed");
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, hash.as_bytes()).as_ref());
+                    h
+                }
+            };
+            let start = from + i as u64;
+            kept.known.insert(NodeId { level: 0, start }, leaf_hash(&content));
+            leaves.push((*seq, content));
         }
         let mut nodes = Vec::new();
         // Lowest level first: each is computed from stored ones and those
         // just computed; one read per level for what is not at hand.
         for level_nodes in group_by_level(completed(from, to)) {
-            fetch(&mut tx.conn(), &mut kept, |k| {
+            fetch(conn, &mut kept, |k| {
                 for id in &level_nodes {
                     let _ = k.compute(*id);
                 }
@@ -224,18 +277,20 @@ impl TransparencyLog {
                 nodes.push((id, h));
             }
         }
-        let root = fetch(&mut tx.conn(), &mut kept, |k| k.root(to).unwrap_or_else(|e| match e {})).await?;
+        let root = fetch(conn, &mut kept, |k| k.root(to).unwrap_or_else(|e| match e {})).await?;
         let head = TreeHead {
             size: to as i64,
             root: root.to_vec(),
             at: now,
             note: self.sign(to, &root, &now),
         };
-        tx.conn().extend_log(size, &leaves, &nodes, &head).await?;
-        tx.commit().await?;
-        metrics::counter!("mayfly_audit_integrated_total").increment(to - from);
-        metrics::gauge!("mayfly_audit_log_size").set(to as f64);
-        Ok(Some(Integrated { size: to, full }))
+        Ok(Some(Batch {
+            leaves,
+            nodes,
+            head,
+            from,
+            full,
+        }))
     }
 
     /// Integrates until the queue is empty, every `every` while it is,

@@ -11,16 +11,6 @@ use super::merkle::{Hash, leaf_hash};
 use super::tree::NodeId;
 use crate::storage::{Conn, Result, StoreError, run};
 
-/// An event waiting for its log index.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PendingEvent {
-    pub seq: i64,
-    #[sqlx(flatten)]
-    pub event: AuditEvent,
-    /// The content hash its writer recorded (hex).
-    pub hash: String,
-}
-
 /// An integrated event, in log order.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LogEntry {
@@ -75,11 +65,11 @@ impl Conn<'_> {
         )
     }
 
-    /// Up to `limit` committed events not yet in the log, in write order.
-    pub async fn pending_events(&mut self, limit: i64) -> Result<Vec<PendingEvent>> {
-        Ok(run!(self, c => sqlx::query_as::<_, PendingEvent>(concat!(
-            "SELECT e.seq, ", super::sql::event_columns!(), ", hash
-             FROM audit_pending p JOIN audit_events e ON e.seq = p.seq ORDER BY p.seq LIMIT $1"))
+    /// Up to `limit` committed events not yet in the log, in write order:
+    /// each one's sequence and the content hash its writer recorded.
+    pub async fn pending_hashes(&mut self, limit: i64) -> Result<Vec<(i64, String)>> {
+        Ok(run!(self, c => sqlx::query_as::<_, (i64, String)>(
+            "SELECT e.seq, e.hash FROM audit_pending p JOIN audit_events e ON e.seq = p.seq ORDER BY p.seq LIMIT $1")
             .bind(limit).fetch_all(c).await)?)
     }
 
