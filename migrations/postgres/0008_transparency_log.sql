@@ -25,6 +25,10 @@ $$ LANGUAGE plpgsql;
 CREATE TABLE audit_pending (
     seq BIGINT PRIMARY KEY
 );
+-- A queue: every row is deleted within about a second of its insert, so
+-- vacuum it by row count, not by the table's (tiny) size.
+ALTER TABLE audit_pending SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 20000,
+                               autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 20000);
 
 CREATE FUNCTION audit_events_pending() RETURNS trigger AS $$
 BEGIN

@@ -73,7 +73,8 @@ impl Conn<'_> {
             .bind(limit).fetch_all(c).await)?)
     }
 
-    /// Records a batch: its leaves from `first` on, the subtrees it
+    /// Records a batch (its statements vary in shape with the batch, so
+    /// none is kept prepared): its leaves from `first` on, the subtrees it
     /// completed, its signed head; takes its events off the queue.
     pub async fn extend_log(
         &mut self,
@@ -90,7 +91,7 @@ impl Conn<'_> {
                 q.push_values(chunk.iter().enumerate(), |mut row, (j, (seq, hash))| {
                     row.push_bind(base + j as i64).push_bind(*seq).push_bind(hash.to_vec());
                 });
-                q.build().execute(c).await.map(|r| r.rows_affected())
+                q.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         for chunk in nodes.chunks(10_000) {
@@ -99,7 +100,7 @@ impl Conn<'_> {
                 q.push_values(chunk, |mut row, (id, hash)| {
                     row.push_bind(id.level as i16).push_bind(id.start as i64).push_bind(hash.to_vec());
                 });
-                q.build().execute(c).await.map(|r| r.rows_affected())
+                q.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         run!(self, c => sqlx::query(
@@ -130,7 +131,7 @@ impl Conn<'_> {
                     list.push_bind(*i);
                 }
                 q.push(")");
-                q.build_query_as::<(i64, Vec<u8>)>().fetch_all(c).await
+                q.build_query_as::<(i64, Vec<u8>)>().persistent(false).fetch_all(c).await
             })?;
             for (i, h) in rows {
                 out.insert(
@@ -152,7 +153,7 @@ impl Conn<'_> {
                     }
                     q.push("(level = ").push_bind(id.level as i16).push(" AND start = ").push_bind(id.start as i64).push(")");
                 }
-                q.build_query_as::<(i16, i64, Vec<u8>)>().fetch_all(c).await
+                q.build_query_as::<(i16, i64, Vec<u8>)>().persistent(false).fetch_all(c).await
             })?;
             for (level, start, h) in rows {
                 out.insert(
