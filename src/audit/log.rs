@@ -265,4 +265,38 @@ mod tests {
         assert!(!v.ok);
         assert!(v.problem.unwrap().contains("does not end where the log's seal says"));
     }
+
+    /// An integrated event deleted from the middle of the log, or two
+    /// events' places swapped, is caught by `verify`.
+    #[tokio::test]
+    async fn a_deleted_or_reordered_event_is_caught() {
+        for tamper in [
+            "DROP TRIGGER audit_events_no_delete;
+             DELETE FROM audit_events WHERE seq = (SELECT seq FROM audit_leaves WHERE log_index = 5);",
+            // Events 3 and 4 trade places in the log.
+            "DROP TRIGGER audit_leaves_no_update;
+             CREATE TEMP TABLE was AS SELECT log_index, seq FROM audit_leaves WHERE log_index IN (3, 4);
+             UPDATE audit_leaves SET seq = -seq WHERE log_index IN (3, 4);
+             UPDATE audit_leaves SET seq = (SELECT seq FROM was WHERE was.log_index = 7 - audit_leaves.log_index)
+             WHERE log_index IN (3, 4);",
+        ] {
+            let (store, _dir) = crate::testing::temp_store().await;
+            let now = chrono::DateTime::UNIX_EPOCH;
+            let master = MasterKey::from_bytes(&[7; 32]).unwrap();
+            let log = TransparencyLog::open(store.clone(), "https://mayfly.test", &[&master], now).await.unwrap();
+            let audit = AuditLog::new(store.clone());
+            for i in 0..8 {
+                let mut e = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
+                e.reason = Some(format!("event {i}"));
+                audit.append(&[e]).await.unwrap();
+            }
+            while log.integrate(now).await.unwrap().is_some() {}
+            assert!(audit.verify(None, &[], &[], None).await.unwrap().ok);
+            let Pooled::Sqlite(mut c) = store.read().await.unwrap() else { unreachable!() };
+            sqlx::raw_sql(tamper).execute(&mut *c).await.unwrap();
+            drop(c);
+            let v = audit.verify(None, &[], &[], None).await.unwrap();
+            assert!(!v.ok, "{tamper}: {v:?}");
+        }
+    }
 }

@@ -534,9 +534,19 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
     );
     assert!(after > 20, "minting resumed after the crashes ({after} tokens)");
     let admin = app.global_admin_token().await;
+    let tokens_count = tokens.len();
     for token in tokens {
         let jti = crate::harness::claims(token)["jti"].as_str().unwrap().to_string();
         let (s, _) = app.get(&admin, &format!("/v1/tenants/acme/leases/{jti}")).await;
         assert_eq!(s, reqwest::StatusCode::OK, "a token without its lease: {jti}");
     }
+    // Every event (each token's among them) is in the signed log within
+    // seconds: none waits, none was lost from the queue.
+    crate::harness::eventually("every event integrated after the crashes", || async {
+        let mut c = app.store.read().await.unwrap();
+        c.conn().pending_hashes(1).await.unwrap().is_empty() && c.conn().events_outside_log().await.unwrap() == 0
+    })
+    .await;
+    let size = app.store.read().await.unwrap().conn().log_size().await.unwrap();
+    assert!(size as usize > tokens_count, "{size} events logged for {tokens_count} tokens");
 }

@@ -36,5 +36,6 @@ mod revocation;
 mod rotation;
 mod security;
 mod store;
+mod tlog_recovery;
 mod tokens;
 mod transparency;
