@@ -283,7 +283,9 @@ mod tests {
             let (store, _dir) = crate::testing::temp_store().await;
             let now = chrono::DateTime::UNIX_EPOCH;
             let master = MasterKey::from_bytes(&[7; 32]).unwrap();
-            let log = TransparencyLog::open(store.clone(), "https://mayfly.test", &[&master], now).await.unwrap();
+            let log = TransparencyLog::open(store.clone(), "https://mayfly.test", &[&master], now)
+                .await
+                .unwrap();
             let audit = AuditLog::new(store.clone());
             for i in 0..8 {
                 let mut e = AuditEvent::new(actions::TOKEN_ISSUED, Outcome::Success, now);
@@ -292,7 +294,9 @@ mod tests {
             }
             while log.integrate(now).await.unwrap().is_some() {}
             assert!(audit.verify(None, &[], &[], None).await.unwrap().ok);
-            let Pooled::Sqlite(mut c) = store.read().await.unwrap() else { unreachable!() };
+            let Pooled::Sqlite(mut c) = store.read().await.unwrap() else {
+                unreachable!()
+            };
             sqlx::raw_sql(tamper).execute(&mut *c).await.unwrap();
             drop(c);
             let v = audit.verify(None, &[], &[], None).await.unwrap();

@@ -119,6 +119,27 @@ impl AuditEvent {
         }
     }
 
+    /// The event as every store gives it back: its time to the microsecond
+    /// (Postgres keeps no finer) and no negative zero in its JSON (a
+    /// `jsonb` number has none). What the content hash is taken over, so
+    /// the hash recomputed from a stored row is the one recorded.
+    pub fn as_stored(&self) -> std::borrow::Cow<'_, AuditEvent> {
+        let fine = crate::clock::truncate_micros(self.at) != self.at;
+        let zero = [&self.actor, &self.admin, &self.mcp]
+            .into_iter()
+            .flatten()
+            .any(has_negative_zero);
+        if !fine && !zero {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut e = self.clone();
+        e.at = crate::clock::truncate_micros(e.at);
+        for v in [&mut e.actor, &mut e.admin, &mut e.mcp].into_iter().flatten() {
+            clear_negative_zero(v);
+        }
+        std::borrow::Cow::Owned(e)
+    }
+
     /// SHA-256 of the canonical JSON of the event (the struct's field order,
     /// no whitespace, object keys sorted): what a log leaf commits to.
     pub fn content_hash(&self) -> [u8; 32] {
@@ -137,6 +158,26 @@ impl AuditEvent {
         ctx.update(b"\n");
         ctx.update(&body);
         crate::keys::seal::hex(ctx.finish().as_ref())
+    }
+}
+
+fn has_negative_zero(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()),
+        serde_json::Value::Array(a) => a.iter().any(has_negative_zero),
+        serde_json::Value::Object(o) => o.values().any(has_negative_zero),
+        _ => false,
+    }
+}
+
+fn clear_negative_zero(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()) => {
+            *v = serde_json::json!(0.0);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(clear_negative_zero),
+        serde_json::Value::Object(o) => o.values_mut().for_each(clear_negative_zero),
+        _ => {}
     }
 }
 

@@ -107,11 +107,13 @@ impl Conn<'_> {
     }
 
     async fn insert_audit(&mut self, events: &[AuditEvent], skip_known: bool) -> Result<u64> {
+        // Hashed as stored, so the hash recomputed from the row matches.
+        let events: Vec<std::borrow::Cow<'_, AuditEvent>> = events.iter().map(AuditEvent::as_stored).collect();
         let links: Vec<(String, String)> = events
             .iter()
             .map(|e| (String::new(), crate::keys::seal::hex(&e.content_hash())))
             .collect();
-        self.insert_linked(events, &links, skip_known).await
+        self.insert_linked(&events, &links, skip_known).await
     }
 
     /// Appends events linked as a chain, as writers did before the log, and
@@ -133,9 +135,9 @@ impl Conn<'_> {
         Ok(())
     }
 
-    async fn insert_linked(
+    async fn insert_linked<E: std::borrow::Borrow<AuditEvent> + Sync>(
         &mut self,
-        events: &[AuditEvent],
+        events: &[E],
         links: &[(String, String)],
         skip_known: bool,
     ) -> Result<u64> {
@@ -145,6 +147,7 @@ impl Conn<'_> {
             inserted += run!(self, c => {
                 let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_events (", event_columns!(), ", prev_hash, hash) "));
                 q.push_values(events.iter().zip(links), |mut row, (e, (prev, hash))| {
+                    let e: &AuditEvent = e.borrow();
                     row.push_bind(e.id).push_bind(e.at).push_bind(&e.action).push_bind(&e.outcome)
                         .push_bind(e.reason.as_deref()).push_bind(e.tenant.as_deref()).push_bind(e.workflow.as_deref())
                         .push_bind(e.workload.as_deref()).push_bind(e.client_id.as_deref())

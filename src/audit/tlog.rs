@@ -233,9 +233,10 @@ impl TransparencyLog {
         let mut kept = Kept::default();
         // What is stored must still be what was signed last, or this batch
         // would sign a fork built on damaged rows.
-        if let Some(last) = conn.latest_tree_head().await? {
+        let last = conn.latest_tree_head().await?;
+        if from > 0 || last.is_some() {
             let stored = fetch(conn, &mut kept, |k| k.root(from).unwrap_or_else(|e| match e {})).await?;
-            if last.size as u64 != from || last.root[..] != stored[..] {
+            if last.is_none_or(|last| last.size as u64 != from || last.root[..] != stored[..]) {
                 tracing::error!(
                     size = from,
                     "the stored audit tree differs from its last signed checkpoint; not integrating"

@@ -106,7 +106,11 @@ pub async fn verify_tree(store: &Store, key: &NoteVerifier, exported: &[String])
     };
     check_root(&frontier, &mut report);
     while frontier.size() < size {
-        let page = c.conn().log_entries(frontier.size() as i64, 1000).await?;
+        // Never past the size read at the start: the integrator may go on.
+        let page = c
+            .conn()
+            .log_entries(frontier.size() as i64, (size - frontier.size()).min(1000) as i64)
+            .await?;
         if page.is_empty() {
             break;
         }

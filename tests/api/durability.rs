@@ -548,5 +548,8 @@ async fn a_postgres_crash_under_concurrent_mints_answers_200_or_503_and_loses_no
     })
     .await;
     let size = app.store.read().await.unwrap().conn().log_size().await.unwrap();
-    assert!(size as usize > tokens_count, "{size} events logged for {tokens_count} tokens");
+    assert!(
+        size as usize > tokens_count,
+        "{size} events logged for {tokens_count} tokens"
+    );
 }

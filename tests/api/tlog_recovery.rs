@@ -12,7 +12,30 @@ use std::time::{Duration, Instant};
 use crate::harness::{ADMIN_SECRET, Backend, Database, MASTER_KEY, http_client};
 use crate::on_both_backends;
 
-on_both_backends!(the_integrator_killed_mid_batch_resumes_with_no_gap_and_no_index_twice);
+on_both_backends!(
+    the_integrator_killed_mid_batch_resumes_with_no_gap_and_no_index_twice,
+    an_event_hashed_with_nanoseconds_or_negative_zero_verifies_as_stored,
+);
+
+/// A gateway's own clock may say nanoseconds, and a JSON number may be
+/// `-0.0`; Postgres keeps neither. The event is hashed as stored, so the
+/// log verifies afterwards (it would report the event changed otherwise).
+async fn an_event_hashed_with_nanoseconds_or_negative_zero_verifies_as_stored(b: Backend) {
+    let app = crate::harness::spawn_app(b).await;
+    let f = crate::harness::fixture(&app, "acme").await;
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-07T00:00:00.123456789Z")
+        .unwrap()
+        .to_utc();
+    let mut event = mayfly::audit::AuditEvent::new("mcp.request", mayfly::audit::Outcome::Success, at);
+    event.tenant = Some("acme".into());
+    event.mcp = Some(serde_json::json!({"method": "tools/call", "latency_ms": -0.0, "n": [1.5, -0.0]}));
+    let mut tx = app.store.begin().await.unwrap();
+    tx.conn().append_audit(&[event]).await.unwrap();
+    tx.commit().await.unwrap();
+    crate::transparency::logged_events(&app, &f.admin, "acme").await;
+    let (_, v) = app.get(&f.admin, "/v1/audit/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+}
 
 fn start(url: &str, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mayfly"))
@@ -31,7 +54,12 @@ fn start(url: &str, port: u16) -> Child {
 async fn ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -59,7 +87,11 @@ async fn scalar(b: Backend, url: &str, sql: &'static str) -> i64 {
 
 async fn the_integrator_killed_mid_batch_resumes_with_no_gap_and_no_index_twice(b: Backend) {
     let db = Database::fresh(b).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
     let mut child = start(&db.url, port);
@@ -73,7 +105,11 @@ async fn the_integrator_killed_mid_batch_resumes_with_no_gap_and_no_index_twice(
             tokio::spawn(async move {
                 let mut ok = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let form = [("grant_type", "client_credentials"), ("resource", base.as_str()), ("scope", "mayfly:admin")];
+                    let form = [
+                        ("grant_type", "client_credentials"),
+                        ("resource", base.as_str()),
+                        ("scope", "mayfly:admin"),
+                    ];
                     let res = http
                         .post(format!("{base}/oauth2/token"))
                         .basic_auth("mayfly-admin", Some(ADMIN_SECRET))
@@ -123,8 +159,14 @@ async fn the_integrator_killed_mid_batch_resumes_with_no_gap_and_no_index_twice(
     let size = scalar(b, &db.url, "SELECT size FROM audit_log").await;
     assert!(size as u64 > minted, "every mint's event, and the start-up events");
     assert_eq!(scalar(b, &db.url, "SELECT COUNT(*) FROM audit_leaves").await, size);
-    assert_eq!(scalar(b, &db.url, "SELECT COALESCE(MAX(log_index), -1) FROM audit_leaves").await, size - 1);
-    assert_eq!(scalar(b, &db.url, "SELECT COUNT(DISTINCT seq) FROM audit_leaves").await, size);
+    assert_eq!(
+        scalar(b, &db.url, "SELECT COALESCE(MAX(log_index), -1) FROM audit_leaves").await,
+        size - 1
+    );
+    assert_eq!(
+        scalar(b, &db.url, "SELECT COUNT(DISTINCT seq) FROM audit_leaves").await,
+        size
+    );
     assert_eq!(scalar(b, &db.url, "SELECT COUNT(*) FROM audit_pending").await, 0);
     child.kill().unwrap();
     child.wait().unwrap();
