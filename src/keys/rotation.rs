@@ -245,8 +245,30 @@ impl KeyService {
         }
     }
 
+    /// Whether `tick` would change anything: a prepared key due to sign, no
+    /// prepared key, or a retired key past its grace.
+    fn anything_due(&self, keys: &[StoredKey], now: DateTime<Utc>) -> bool {
+        let lead = delta(self.schedule.lead);
+        let grace = self.schedule.removal_grace();
+        let next = find(keys, KeyState::Next);
+        let promote = next.is_some_and(|n| n.activates_at.is_none_or(|t| t <= now) && n.created_at + lead <= now);
+        let remove = keys
+            .iter()
+            .any(|k| k.state == KeyState::Retired && k.retired_at.is_some_and(|t| t + grace <= now));
+        next.is_none() || promote || remove
+    }
+
     /// One look at the schedule. Returns whether anything changed.
     pub async fn tick(&self) -> Result<bool, RotationError> {
+        // First without the writer order: most ticks find nothing due, and
+        // taking it exclusively would hold lease batches up for nothing.
+        {
+            let mut c = self.store.read().await?;
+            let now = c.conn().db_now(self.clock.now()).await?;
+            if !self.anything_due(&c.conn().list_keys().await?, now) {
+                return Ok(false);
+            }
+        }
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
