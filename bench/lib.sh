@@ -99,24 +99,37 @@ with open(path, "w") as f:
 PY
 }
 
-# load LABEL OHA-ARGS...: runs oha for DURATION over CONNECTIONS and prints one line
-# (the peak RSS column is LOAD_PID's, mayfly's by default).
+# load LABEL OHA-ARGS...: runs oha BENCH_RUNS times (default 1) for DURATION
+# over CONNECTIONS and prints one line: the median throughput (with the
+# lowest and highest run when there are several), the median p50 and p99,
+# the status codes of all runs (the peak RSS column is LOAD_PID's, mayfly's
+# by default).
 load() {
-  local label=$1 result
+  local label=$1 results=()
   shift
-  result=$(mktemp -p "$WORK")
-  oha --no-tui --output-format json -w -z "$DURATION" -c "$CONNECTIONS" "$@" >"$result"
-  python3 - "$label" "$result" "${LOAD_PID:-$MAYFLY_PID}" <<'PY'
-import json, sys
-label, path, pid = sys.argv[1], sys.argv[2], sys.argv[3]
-r = json.load(open(path))
-s, p = r["summary"], r["latencyPercentiles"]
-codes = r.get("statusCodeDistribution", {})
-errors = r.get("errorDistribution", {})
+  for _ in $(seq 1 "${BENCH_RUNS:-1}"); do
+    results+=("$(mktemp -p "$WORK")")
+    oha --no-tui --output-format json -w -z "$DURATION" -c "$CONNECTIONS" "$@" >"${results[-1]}"
+  done
+  python3 - "$label" "${LOAD_PID:-$MAYFLY_PID}" "${results[@]}" <<'PY'
+import collections, json, statistics, sys
+label, pid, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+runs = [json.load(open(p)) for p in paths]
+rates = sorted(r["summary"]["requestsPerSec"] for r in runs)
+med = lambda xs: statistics.median(x for x in xs if x is not None) if any(x is not None for x in xs) else None
+p50 = med([r["latencyPercentiles"]["p50"] for r in runs])
+p99 = med([r["latencyPercentiles"]["p99"] for r in runs])
+codes, errors = collections.Counter(), collections.Counter()
+for r in runs:
+    codes.update(r.get("statusCodeDistribution", {}))
+    errors.update(r.get("errorDistribution", {}))
 rss = next((l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")), "?")
 ms = lambda v: f"{v * 1000:.1f}" if v is not None else "-"
-print(f"| {label} | {s['requestsPerSec']:,.0f}/s | {ms(p['p50'])} ms | {ms(p['p99'])} ms | "
-      f"{' '.join(f'{k}×{v}' for k, v in sorted(codes.items()))}{' errors ' + str(errors) if errors else ''} | "
+rate = f"{statistics.median(rates):,.0f}/s"
+if len(rates) > 1:
+    rate += f" ({rates[0]:,.0f}–{rates[-1]:,.0f}, {len(rates)} runs)"
+print(f"| {label} | {rate} | {ms(p50)} ms | {ms(p99)} ms | "
+      f"{' '.join(f'{k}×{v}' for k, v in sorted(codes.items()))}{' errors ' + str(dict(errors)) if errors else ''} | "
       f"{int(rss) // 1024} MiB |")
 PY
 }
