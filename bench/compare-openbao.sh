@@ -24,7 +24,7 @@ bao_load() { # LABEL ADDR TOKEN
 echo "## mint beside OpenBao token create (oha -c $CONNECTIONS -z $DURATION)"
 table_header
 rates=()
-rate() { python3 -c 'import sys; print(sys.stdin.read().split("|")[2].strip().rstrip("/s").replace(",", ""))'; }
+rate() { python3 -c 'import sys; print(sys.stdin.read().split("|")[2].split()[0].rstrip("/s").replace(",", ""))'; }
 
 for backend in postgres sqlite; do
   mayfly_start "$backend"

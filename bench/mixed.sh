@@ -26,7 +26,7 @@ for backend in $BACKENDS; do
   cat "$WORK/m1" "$WORK/m2" "$WORK/m3"
   python3 - "$WORK/m1" "$WORK/m2" "$WORK/m3" <<'PY'
 import sys
-rates = [float(open(p).read().split("|")[2].strip().rstrip("/s").replace(",", "")) for p in sys.argv[1:]]
+rates = [float(open(p).read().split("|")[2].split()[0].rstrip("/s").replace(",", "")) for p in sys.argv[1:]]
 total = sum(rates)
 print(f"| mixed total | {total:,.0f}/s | | | mix {' / '.join(f'{100 * r / total:.1f}%' for r in rates)} | |")
 PY
