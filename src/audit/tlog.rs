@@ -164,10 +164,6 @@ impl TransparencyLog {
         Ok(true)
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     /// `name+hash+base64(0x01 || key)`: what verifiers pin.
     pub fn verifier_key(&self) -> &str {
         &self.verifier_key
