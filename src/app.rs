@@ -22,9 +22,10 @@ use crate::federation::admin::TrustPolicies;
 use crate::federation::keys::IssuerKeys;
 use crate::grants::TokenEndpoint;
 use crate::grants::dpop::{Nonces, ProofCheck};
-use crate::keys::rotation::{MasterKeys, RotationError};
+use crate::keys::rotation::RotationError;
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
-use crate::keys::{KeyService, Schedule};
+use crate::keys::transit::Transit;
+use crate::keys::{Custody, KeyService, MasterKeys, Schedule, Vault};
 use crate::leases::{Ledger, Revocations, Sweeper};
 use crate::storage::Store;
 use crate::tenants::brake::{Brake, FailureLog};
@@ -57,6 +58,8 @@ pub enum StartError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error(transparent)]
     Keys(#[from] RotationError),
+    #[error(transparent)]
+    Transit(#[from] crate::keys::transit::TransitError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -146,9 +149,22 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     );
     // The log's key after the signing keys' check: a wrong master key is
     // reported by the keys it would have opened first.
+    let transit = match &config.signer {
+        crate::config::SignerConfig::Local => None,
+        crate::config::SignerConfig::Transit(t) => Some(Arc::new(Transit::new(t.clone())?)),
+    };
+    let vault = Vault {
+        masters: masters.clone(),
+        new_keys: if transit.is_some() {
+            Custody::Transit
+        } else {
+            Custody::Local
+        },
+        transit,
+    };
     let keys = KeyService::new(
         store.clone(),
-        masters.clone(),
+        Arc::new(vault),
         config.signing_alg,
         schedule,
         clock.clone(),
@@ -336,6 +352,9 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(background.catalog.run());
     tasks.spawn(background.keys.clone().run_refresh());
+    if let Some(transit) = background.keys.vault().transit.clone() {
+        tasks.spawn(transit.run_renewal());
+    }
     tasks.spawn(background.keys.run_schedule());
     tasks.spawn(background.sweeper.run());
     tasks.spawn(background.authn.run_flush());

@@ -262,7 +262,7 @@ async fn run() -> anyhow::Result<()> {
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             store.migrate().await?;
             let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
-            let n = mayfly::keys::rotation::rewrap(&store, &masters, now).await?;
+            let n = mayfly::keys::rewrap::rewrap(&store, &masters, now).await?;
             println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
             if let Some(previous) = &masters.previous {
                 if mayfly::audit::tlog::TransparencyLog::reseal(&store, &masters.current, previous).await? {

@@ -65,8 +65,7 @@ pub async fn key_service(store: &Store, clock: std::sync::Arc<ManualClock>, max_
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::keys::rotation::MasterKeys;
-    use crate::keys::{Alg, KeyService, MasterKey, Schedule};
+    use crate::keys::{Alg, KeyService, MasterKey, MasterKeys, Schedule, Vault};
     use crate::leases::Revocations;
 
     let schedule = Schedule {
@@ -80,7 +79,8 @@ pub async fn key_service(store: &Store, clock: std::sync::Arc<ManualClock>, max_
         current: MasterKey::from_bytes(&[7u8; 32]).unwrap(),
         previous: None,
     });
-    let keys = KeyService::new(store.clone(), masters, Alg::Es256, schedule, clock, revocations);
+    let vault = Arc::new(Vault::local(masters));
+    let keys = KeyService::new(store.clone(), vault, Alg::Es256, schedule, clock, revocations);
     keys.ensure_signing_key().await.unwrap();
     keys
 }

@@ -361,6 +361,8 @@ pub mod actions {
     pub const KEY_REMOVED: &str = "key.removed";
     pub const KEY_REVOKED: &str = "key.revoked";
     pub const KEY_REWRAPPED: &str = "key.rewrapped";
+    /// A removed or revoked key held outside the database was destroyed there.
+    pub const KEY_DESTROYED: &str = "key.destroyed";
     pub const MCP_REQUEST: &str = "mcp.request";
     pub const CHAIN_SEALED: &str = "audit.chain_sealed";
 }

@@ -5,14 +5,18 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
 
 mod proxies;
+mod secrets;
+pub mod signer;
+
+use secrets::{read_secret, weak_secret};
+pub use signer::{SignerArgs, SignerConfig};
 
 /// Environment variables holding secrets, read by [`Config::from_args`].
 pub const MASTER_KEY_ENV: &str = "MAYFLY_MASTER_KEY";
@@ -133,6 +137,9 @@ pub struct ServeArgs {
     /// collector (at least once; dedupe on `log_index`).
     #[arg(long, env = "MAYFLY_AUDIT_EXPORT_URL", hide_env_values = true)]
     pub audit_export_url: Option<String>,
+
+    #[command(flatten)]
+    pub signer: SignerArgs,
 }
 
 /// Whether DPoP proofs must carry a server-issued nonce.
@@ -184,70 +191,12 @@ pub struct Config {
     pub dpop_nonce: DpopNonce,
     pub audit_export_file: Option<PathBuf>,
     pub audit_export_url: Option<String>,
+    pub signer: SignerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
-
-/// A secret from environment variable `name`, or from the file named by its
-/// `{name}_FILE` setting (`file`); giving both is an error. A file's trailing
-/// newlines are dropped (editors and `echo` add them).
-fn read_secret(
-    env: &impl Fn(&str) -> Option<OsString>,
-    name: &str,
-    file: Option<&Path>,
-) -> Result<Option<SecretString>, ConfigError> {
-    let value = match env(name) {
-        Some(v) => Some(
-            v.into_string()
-                .map_err(|_| ConfigError(format!("{name} is not valid UTF-8")))?,
-        ),
-        None => None,
-    };
-    match (value, file) {
-        (Some(_), Some(_)) => Err(ConfigError(format!("give {name} or {name}_FILE, not both"))),
-        (Some(v), None) => Ok(Some(SecretString::from(v))),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map(Zeroizing::new)
-                .map_err(|e| ConfigError(format!("cannot read {name}_FILE {}: {e}", path.display())))?;
-            Ok(Some(SecretString::from(text.trim_end_matches(['\n', '\r']))))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-/// Why a bootstrap admin secret is too guessable, if it is. The admin client
-/// can do everything, and its secret is often typed by a person.
-fn weak_secret(secret: &str) -> Option<&'static str> {
-    let chars: Zeroizing<Vec<char>> = Zeroizing::new(secret.chars().collect());
-    if chars.len() < 32 {
-        return Some("it has fewer than 32 characters");
-    }
-    let mut distinct = chars.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    if distinct.len() < 12 {
-        return Some("it has fewer than 12 distinct characters");
-    }
-    let class = |c: &char| match c {
-        'a'..='z' => 0,
-        'A'..='Z' => 1,
-        '0'..='9' => 2,
-        _ => 3,
-    };
-    let first = class(&chars[0]);
-    if chars.iter().all(|c| class(c) == first) {
-        return Some("it uses one kind of character only (all lowercase, all uppercase, all digits, …)");
-    }
-    // A string with period p equals itself shifted by p: `abc…abc…ab`.
-    let n = chars.len();
-    if (1..=n / 2).any(|p| (0..n - p).all(|i| chars[i] == chars[i + p])) {
-        return Some("it repeats a shorter pattern");
-    }
-    None
-}
 
 impl Config {
     /// Builds the configuration from the flags and, for secrets, `env` (the
@@ -295,6 +244,7 @@ impl Config {
             dpop_nonce: args.dpop_nonce,
             audit_export_file: args.audit_export_file,
             audit_export_url: args.audit_export_url,
+            signer: args.signer.resolve()?,
         };
         config.validate()?;
         Ok(config)
@@ -328,6 +278,7 @@ impl Config {
             dpop_nonce: DpopNonce::Off,
             audit_export_file: None,
             audit_export_url: None,
+            signer: SignerConfig::Local,
         }
     }
 

@@ -31,6 +31,12 @@ pub struct KeyOut {
     pub activated_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
     pub removed_at: Option<DateTime<Utc>>,
+    /// Where the private half lives: `local` (sealed in the database) or
+    /// `transit` (an OpenBao/Vault transit key `mayfly-{kid}`).
+    #[schema(example = "local")]
+    pub custody: &'static str,
+    /// When the private half was confirmed destroyed (removed and revoked keys).
+    pub destroyed_at: Option<DateTime<Utc>>,
     pub tokens_signed: i64,
 }
 
@@ -68,6 +74,8 @@ pub async fn list_keys(
             activated_at: k.activated_at,
             retired_at: k.retired_at,
             removed_at: k.removed_at,
+            custody: k.custody.as_str(),
+            destroyed_at: k.destroyed_at,
             tokens_signed,
         })
         .collect();

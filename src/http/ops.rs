@@ -80,6 +80,14 @@ pub struct Readiness {
     lease_writer: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<&'static str>,
+    /// Where signing keys live (`local`, `transit`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<&'static str>,
+    /// Whether the signer answers; with `signer_error` saying why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer_ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer_error: Option<String>,
 }
 
 /// The process is up.
@@ -88,8 +96,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Ready to mint: database reachable, signing key loaded, lease writer
-/// running. With MAYFLY_METRICS_LISTEN the details are served only there,
+/// Ready to mint: database reachable, signing key loaded, signer answering
+/// (an outside one: transit), lease writer running. With MAYFLY_METRICS_LISTEN the details are served only there,
 /// and this answers with `status` alone.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "OK.", body = Readiness), (status = 503, description = "Not ready.", body = Readiness)))]
@@ -106,13 +114,17 @@ async fn readiness(AppState { web, keys, issuer, .. }: AppState, detailed: bool)
     let database = web.store.ping().await.is_ok();
     let signing_key = keys.keyring().current().active.is_some() && !keys.keyring().is_stale();
     let lease_writer = issuer.is_writing();
-    let ready = database && signing_key && lease_writer;
+    let (signer, signer_ready, signer_error) = keys.signer_health().await;
+    let ready = database && signing_key && lease_writer && signer_ready;
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         database: detailed.then_some(database),
         signing_key: detailed.then_some(signing_key),
         lease_writer: detailed.then_some(lease_writer),
         backend: detailed.then_some(web.store.backend()),
+        signer: detailed.then_some(signer),
+        signer_ready: detailed.then_some(signer_ready),
+        signer_error: signer_error.filter(|_| detailed),
     };
     let status = if ready {
         StatusCode::OK

@@ -2,10 +2,14 @@
 //! mint path signs with, and the JWKS document verifiers fetch. Private
 //! material never leaves this module except sealed.
 
+pub mod custody;
+pub mod rewrap;
 pub mod rotation;
 pub mod seal;
 pub mod sql;
+pub mod transit;
 
+pub use custody::{Custody, MasterKeys, Vault};
 pub use rotation::{KeyService, Schedule};
 
 use std::collections::HashMap;
@@ -214,11 +218,15 @@ pub struct StoredKey {
     pub public_jwk: sqlx::types::Json<serde_json::Value>,
     pub sealed_private: Option<Vec<u8>>,
     pub master_key_id: String,
+    #[sqlx(try_from = "String")]
+    pub custody: Custody,
     pub created_at: DateTime<Utc>,
     pub activates_at: Option<DateTime<Utc>>,
     pub activated_at: Option<DateTime<Utc>>,
     pub retired_at: Option<DateTime<Utc>>,
     pub removed_at: Option<DateTime<Utc>>,
+    /// When the private half was confirmed destroyed where it lives.
+    pub destroyed_at: Option<DateTime<Utc>>,
 }
 
 /// What the keyring holds at one moment: the signer and every published key.
@@ -239,8 +247,11 @@ pub struct JwksDocument {
 }
 
 impl KeySet {
-    /// Builds the set from stored rows, opening the active key with the master key.
-    pub fn from_stored(rows: &[StoredKey], master: &MasterKey, previous: Option<&MasterKey>) -> Result<Self, KeyError> {
+    /// Builds the set from stored rows, opening the active key with `open`.
+    pub fn from_stored(
+        rows: &[StoredKey],
+        open: impl Fn(&StoredKey) -> Result<Arc<dyn Signer>, KeyError>,
+    ) -> Result<Self, KeyError> {
         let mut set = KeySet::default();
         let mut jwks = Vec::new();
         for row in rows {
@@ -254,21 +265,7 @@ impl KeySet {
             })?;
             jwks.push(verifying.jwk());
             if state == KeyState::Active {
-                let sealed = row.sealed_private.as_deref().ok_or_else(|| KeyError::Stored {
-                    kid: row.kid.clone(),
-                    why: "active key has no private material".into(),
-                })?;
-                // While the master key is being rotated, keys not yet rewrapped open with the previous one.
-                let opened = master.open(sealed, row.kid.as_bytes()).or_else(|e| match previous {
-                    Some(p) => p.open(sealed, row.kid.as_bytes()),
-                    None => Err(e),
-                });
-                let pkcs8 = opened.map_err(|_| KeyError::WrongMasterKey {
-                    kid: row.kid.clone(),
-                    given: master.id.clone(),
-                    sealed_under: row.master_key_id.clone(),
-                })?;
-                set.active = Some(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), alg, &pkcs8)?));
+                set.active = Some(open(row)?);
                 set.active_since = row.activated_at.or(Some(row.created_at));
             }
             set.published.insert(row.kid.clone(), verifying);
@@ -281,30 +278,6 @@ impl KeySet {
         };
         Ok(set)
     }
-}
-
-/// Start-up check: every stored private key that may still sign must open
-/// with the master key (or the previous one), so a wrong key stops start-up
-/// instead of surfacing at the next rotation.
-pub fn check_all_open(rows: &[StoredKey], master: &MasterKey, previous: Option<&MasterKey>) -> Result<(), KeyError> {
-    for row in rows
-        .iter()
-        .filter(|r| matches!(r.state, KeyState::Next | KeyState::Active))
-    {
-        let Some(sealed) = row.sealed_private.as_deref() else {
-            continue;
-        };
-        let opens = master.open(sealed, row.kid.as_bytes()).is_ok()
-            || previous.is_some_and(|p| p.open(sealed, row.kid.as_bytes()).is_ok());
-        if !opens {
-            return Err(KeyError::WrongMasterKey {
-                kid: row.kid.clone(),
-                given: master.id.clone(),
-                sealed_under: row.master_key_id.clone(),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// The current key set, swapped whole when keys change.

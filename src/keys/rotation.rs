@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::sql::NewKey;
-use super::{Alg, KeyError, KeySet, KeyState, Keyring, MasterKey, StoredKey, generate};
+use super::{Alg, Custody, KeyError, KeyState, Keyring, StoredKey, Vault};
 use crate::audit::{AuditEvent, Caller, actions};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -67,37 +67,28 @@ impl Schedule {
     }
 }
 
-/// The master keys that seal private halves: the current one, and the one
-/// being rotated away from while `mayfly keys rewrap` runs.
-#[derive(Debug)]
-pub struct MasterKeys {
-    pub current: MasterKey,
-    pub previous: Option<MasterKey>,
-}
-
-impl MasterKeys {
-    fn load(&self, rows: &[StoredKey]) -> Result<KeySet, KeyError> {
-        KeySet::from_stored(rows, &self.current, self.previous.as_ref())
-    }
-}
-
 /// Signing keys as a service: the schedule, emergency revocation, and the
 /// keyring every replica signs and verifies with.
 #[derive(Clone)]
 pub struct KeyService {
     store: Store,
     keyring: Arc<Keyring>,
-    masters: Arc<MasterKeys>,
+    vault: Arc<Vault>,
     alg: Alg,
     schedule: Schedule,
     clock: Arc<dyn Clock>,
     revocations: Revocations,
 }
 
-fn key_event(action: &str, kid: &str, now: DateTime<Utc>, reason: String, caller: &Caller) -> AuditEvent {
+pub(super) fn key_event(action: &str, kid: &str, now: DateTime<Utc>, reason: String, caller: &Caller) -> AuditEvent {
     let mut e = caller.event(action, now);
     e.reason = Some(format!("{kid}: {reason}"));
     e
+}
+
+/// A key that may no longer sign whose private half may still exist elsewhere.
+fn awaiting_destruction(k: &StoredKey) -> bool {
+    !k.state.is_published() && k.destroyed_at.is_none() && k.custody != Custody::Local
 }
 
 fn find(keys: &[StoredKey], s: KeyState) -> Option<&StoredKey> {
@@ -107,7 +98,7 @@ fn find(keys: &[StoredKey], s: KeyState) -> Option<&StoredKey> {
 impl KeyService {
     pub fn new(
         store: Store,
-        masters: Arc<MasterKeys>,
+        vault: Arc<Vault>,
         alg: Alg,
         schedule: Schedule,
         clock: Arc<dyn Clock>,
@@ -116,7 +107,7 @@ impl KeyService {
         Self {
             store,
             keyring: Arc::new(Keyring::default()),
-            masters,
+            vault,
             alg,
             schedule,
             clock,
@@ -132,7 +123,13 @@ impl KeyService {
         self.schedule
     }
 
-    /// Generates a key, seals it and stores it.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Makes a key where new keys live (sealed here, or inside transit) and
+    /// stores it. A transit key made for a transaction that then rolls back
+    /// stays in transit unused, under a name no row refers to.
     async fn create_key(
         &self,
         tx: &mut Tx,
@@ -140,23 +137,67 @@ impl KeyService {
         now: DateTime<Utc>,
         activates_at: Option<DateTime<Utc>>,
     ) -> Result<String, RotationError> {
-        let generated = generate(self.alg)?;
-        let kid = generated.verifying.kid.clone();
-        let master = &self.masters.current;
-        let sealed = master.seal(&generated.pkcs8, kid.as_bytes());
+        let made = self.vault.make(self.alg).await?;
         tx.conn()
             .insert_key(&NewKey {
-                kid: &kid,
+                kid: &made.kid,
                 alg: self.alg,
                 state,
-                public_jwk: &generated.verifying.jwk(),
-                sealed_private: &sealed,
-                master_key_id: &master.id,
+                public_jwk: &made.verifying.jwk(),
+                sealed_private: made.sealed.as_deref(),
+                master_key_id: &made.master_key_id,
+                custody: made.custody,
                 now,
                 activates_at,
             })
             .await?;
-        Ok(kid)
+        Ok(made.kid)
+    }
+
+    /// The signer backend, whether it answers, and why not. An outside
+    /// signer that failed last is asked again here, so `/readyz` sees it
+    /// come back without waiting for a mint.
+    pub async fn signer_health(&self) -> (&'static str, bool, Option<String>) {
+        let health = self.vault.health();
+        match (&self.vault.transit, health.1) {
+            (Some(transit), false) => {
+                let _ = transit.check().await;
+                self.vault.health()
+            }
+            _ => health,
+        }
+    }
+
+    /// Destroys, where they live, the removed and revoked keys not yet
+    /// confirmed destroyed (transit keys; a local key's sealed half went with
+    /// its row). Idempotent, so replicas racing here do no harm; what fails
+    /// is retried at the next tick.
+    pub async fn destroy_pending(&self) -> Result<usize, RotationError> {
+        let rows = self.store.read().await?.conn().list_keys().await?;
+        let mut destroyed = 0;
+        for row in rows.iter().filter(|k| awaiting_destruction(k)) {
+            self.vault.destroy(row).await?;
+            let mut tx = self.store.begin().await?;
+            let now = tx.conn().db_now(self.clock.now()).await?;
+            match tx.conn().mark_destroyed(&row.kid, now).await {
+                Ok(()) => {
+                    let reason = format!("private key destroyed in {}", row.custody.as_str());
+                    let event = key_event(
+                        actions::KEY_DESTROYED,
+                        &row.kid,
+                        now,
+                        reason,
+                        &Caller::system("key-rotation"),
+                    );
+                    tx.conn().append_audit(&[event]).await?;
+                    tx.commit().await?;
+                    destroyed += 1;
+                }
+                Err(StoreError::NotFound) => {} // another replica recorded it first
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(destroyed)
     }
 
     /// Retires the active key (if any) and activates `next`.
@@ -184,12 +225,17 @@ impl KeyService {
         Ok(())
     }
 
-    /// Commits key changes with their events, tells every replica, reloads here.
+    /// Commits key changes with their events, tells every replica, reloads
+    /// here, then destroys what was removed or revoked where it lives.
     async fn finish(&self, mut tx: Tx, events: &[AuditEvent]) -> Result<(), RotationError> {
         tx.conn().append_audit(events).await?;
         tx.conn().notify_keys_changed().await?;
         tx.commit().await?;
-        self.reload().await
+        self.reload().await?;
+        if let Err(e) = self.destroy_pending().await {
+            tracing::warn!(error = %e, "cannot destroy a removed signing key yet; will retry");
+        }
+        Ok(())
     }
 
     /// First start: makes sure one active signing key exists, then loads the
@@ -209,15 +255,15 @@ impl KeyService {
             tx.commit().await?;
             rows = self.store.read().await?.conn().list_keys().await?;
         }
-        super::check_all_open(&rows, &self.masters.current, self.masters.previous.as_ref())?;
-        self.keyring.replace(self.masters.load(&rows)?);
+        self.vault.check(&rows).await?;
+        self.keyring.replace(self.vault.load(&rows)?);
         Ok(())
     }
 
     /// Loads the keyring from the store.
     pub async fn reload(&self) -> Result<(), RotationError> {
         let rows = self.store.read().await?.conn().list_keys().await?;
-        match self.masters.load(&rows) {
+        match self.vault.load(&rows) {
             Ok(set) => {
                 self.keyring.replace(set);
                 self.keyring.set_stale(false);
@@ -255,7 +301,7 @@ impl KeyService {
         let remove = keys
             .iter()
             .any(|k| k.state == KeyState::Retired && k.retired_at.is_some_and(|t| t + grace <= now));
-        next.is_none() || promote || remove
+        next.is_none() || promote || remove || keys.iter().any(awaiting_destruction)
     }
 
     /// One look at the schedule. Returns whether anything changed.
@@ -311,7 +357,9 @@ impl KeyService {
             }
         }
         if events.is_empty() {
-            return Ok(false); // dropping the transaction rolls back the lock-taking no-op
+            drop(tx); // rolls back the lock-taking no-op
+            // Only a destruction that failed earlier can be due now.
+            return Ok(self.destroy_pending().await? > 0);
         }
         self.finish(tx, &events).await?;
         Ok(true)
@@ -434,7 +482,7 @@ impl KeyService {
                 Ok(rows) => {
                     let seen: Vec<_> = rows.iter().map(|k| (k.kid.clone(), k.state)).collect();
                     if seen != last {
-                        match self.masters.load(&rows) {
+                        match self.vault.load(&rows) {
                             Ok(set) => {
                                 self.keyring.replace(set);
                                 self.keyring.set_stale(false);
@@ -451,47 +499,6 @@ impl KeyService {
             }
         }
     }
-}
-
-/// `mayfly keys rewrap`: re-seals every stored private key under the current
-/// master key, opening those sealed under the previous one. Returns how many
-/// keys were re-sealed. Safe to run again; keys already under the current
-/// master key are left alone.
-pub async fn rewrap(store: &Store, masters: &MasterKeys, now: DateTime<Utc>) -> Result<usize, RotationError> {
-    let mut count = 0;
-    let master = &masters.current;
-    let keys = store.read().await?.conn().list_keys().await?;
-    for k in keys {
-        let Some(sealed) = &k.sealed_private else { continue };
-        if master.open(sealed, k.kid.as_bytes()).is_ok() {
-            continue;
-        }
-        let plain = masters
-            .previous
-            .as_ref()
-            .and_then(|p| p.open(sealed, k.kid.as_bytes()).ok())
-            .ok_or_else(|| KeyError::WrongMasterKey {
-                kid: k.kid.clone(),
-                given: master.id.clone(),
-                sealed_under: k.master_key_id.clone(),
-            })?;
-        let mut tx = store.begin().await?;
-        tx.conn()
-            .reseal_key(&k.kid, &master.seal(&plain, k.kid.as_bytes()), &master.id)
-            .await?;
-        let reason = format!("sealed under master key {} (was {})", master.id, k.master_key_id);
-        let event = key_event(
-            actions::KEY_REWRAPPED,
-            &k.kid,
-            now,
-            reason,
-            &Caller::system("mayfly keys rewrap"),
-        );
-        tx.conn().append_audit(&[event]).await?;
-        tx.commit().await?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 #[cfg(test)]

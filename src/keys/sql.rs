@@ -5,12 +5,13 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use crate::keys::{Alg, KeyState, StoredKey};
+use crate::keys::{Alg, Custody, KeyState, StoredKey};
 use crate::storage::{Conn, Result, StoreError, run};
 
 macro_rules! key_columns {
     () => {
-        "kid, alg, state, public_jwk, sealed_private, master_key_id, created_at, activates_at, activated_at, retired_at, removed_at"
+        "kid, alg, state, public_jwk, sealed_private, master_key_id, custody, created_at, activates_at, activated_at, retired_at, \
+         removed_at, destroyed_at"
     };
 }
 
@@ -20,8 +21,10 @@ pub struct NewKey<'a> {
     pub alg: Alg,
     pub state: KeyState,
     pub public_jwk: &'a serde_json::Value,
-    pub sealed_private: &'a [u8],
+    /// Local keys only; a key held elsewhere stores nothing private here.
+    pub sealed_private: Option<&'a [u8]>,
     pub master_key_id: &'a str,
+    pub custody: Custody,
     pub now: DateTime<Utc>,
     pub activates_at: Option<DateTime<Utc>>,
 }
@@ -56,10 +59,10 @@ impl Conn<'_> {
         let activated = (k.state == KeyState::Active).then_some(k.now);
         run!(self, c => sqlx::query(
             "INSERT INTO signing_keys (kid, alg, state, public_jwk, sealed_private, master_key_id, created_at,
-                                       activates_at, activated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                                       activates_at, activated_at, custody)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(k.kid).bind(k.alg.as_str()).bind(k.state.as_str()).bind(Json(k.public_jwk)).bind(k.sealed_private)
-            .bind(k.master_key_id).bind(k.now).bind(k.activates_at).bind(activated)
+            .bind(k.master_key_id).bind(k.now).bind(k.activates_at).bind(activated).bind(k.custody.as_str())
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -80,10 +83,13 @@ impl Conn<'_> {
         found(n)
     }
 
-    /// `retired` → `removed`: the private half is destroyed, the public half kept for audit.
+    /// `retired` → `removed`: the private half is destroyed, the public half
+    /// kept for audit. A local key's sealed half goes with this update; a key
+    /// held elsewhere is destroyed there next (`mark_destroyed`).
     pub async fn remove_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
         let n = run!(self, c => sqlx::query(
-            "UPDATE signing_keys SET state = 'removed', removed_at = $2, sealed_private = NULL
+            "UPDATE signing_keys SET state = 'removed', removed_at = $2, sealed_private = NULL,
+                    destroyed_at = CASE WHEN custody = 'local' THEN $2 END
              WHERE kid = $1 AND state = 'retired'")
             .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
@@ -92,7 +98,8 @@ impl Conn<'_> {
     /// Any published key → `revoked`: unpublished and its private half destroyed at once.
     pub async fn revoke_key(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
         let n = run!(self, c => sqlx::query(
-            "UPDATE signing_keys SET state = 'revoked', retired_at = $2, sealed_private = NULL
+            "UPDATE signing_keys SET state = 'revoked', retired_at = $2, sealed_private = NULL,
+                    destroyed_at = CASE WHEN custody = 'local' THEN $2 END
              WHERE kid = $1 AND state IN ('next', 'active', 'retired')")
             .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
@@ -103,6 +110,15 @@ impl Conn<'_> {
         let n = run!(self, c => sqlx::query(
             "UPDATE signing_keys SET sealed_private = $2, master_key_id = $3 WHERE kid = $1 AND sealed_private IS NOT NULL")
             .bind(kid).bind(sealed).bind(master_key_id).execute(c).await.map(|r| r.rows_affected()))?;
+        found(n)
+    }
+
+    /// The key held elsewhere was destroyed there.
+    pub async fn mark_destroyed(&mut self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = run!(self, c => sqlx::query(
+            "UPDATE signing_keys SET destroyed_at = $2
+             WHERE kid = $1 AND state IN ('removed', 'revoked') AND destroyed_at IS NULL")
+            .bind(kid).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
     }
 }

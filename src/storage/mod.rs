@@ -69,6 +69,10 @@ pub enum StoreError {
     /// A single-use value (an assertion's or a DPoP proof's `jti`) was used before.
     #[error("a single-use value was used before")]
     Spent,
+    /// The record's own check before commit failed (a token that could not
+    /// be signed), so it was taken out of the transaction again.
+    #[error("taken out before commit: {0}")]
+    Withdrawn(String),
     #[error("unsupported database URL (use sqlite://… or postgres://…)")]
     UnsupportedUrl,
     /// A stored value this build cannot read (a state or kind it does not know).
@@ -128,6 +132,7 @@ impl StoreError {
             StoreError::Conflict(c) => StoreError::Conflict(c.clone()),
             StoreError::Stale => StoreError::Stale,
             StoreError::Spent => StoreError::Spent,
+            StoreError::Withdrawn(why) => StoreError::Withdrawn(why.clone()),
             other => StoreError::Corrupt(other.to_string()),
         })
     }

@@ -11,6 +11,12 @@
 //! or another replica) takes its lease out again and answers `Spent`, so a
 //! replayed proof costs no extra round trip and never yields a token.
 //!
+//! Each token is signed inside its lease's transaction, once the lease has
+//! its sequence number and before the commit, all of a batch's at once (an
+//! outside signer such as transit gets them as one request). A lease whose
+//! token cannot be signed (the HSM or transit is down) is taken out again:
+//! no lease is committed without its token, no token returned without its lease.
+//!
 //! A lease decided on the in-memory catalog carries the tenant's catalog
 //! version; inside the batch's transaction, holding the writer-order row in
 //! shared mode (every catalog change takes it exclusively, first), a lease
@@ -23,6 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
 use crate::audit::AuditEvent;
 use crate::leases::Lease;
@@ -35,8 +42,18 @@ pub const MAX_BATCH: usize = 256;
 /// Batches in flight at once: one commits while the next inserts its leases.
 const IN_FLIGHT: usize = 2;
 
-/// Each request gets its lease's sequence number, or its own or the batch's error.
-type Answer = Result<i64, Arc<StoreError>>;
+/// Signs a lease's token once its sequence number is known.
+pub type Seal = Arc<dyn Fn(i64) -> BoxFuture<'static, Result<String, crate::jose::SignError>> + Send + Sync>;
+
+/// A committed lease: its sequence number and, when a seal was given, its signed token.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub seq: i64,
+    pub token: Option<String>,
+}
+
+/// Each request gets its committed lease, or its own or the batch's error.
+type Answer = Result<Committed, Arc<StoreError>>;
 
 /// A single-use value to spend with a lease: recorded in `used_assertions`
 /// under `(key, jti)` until `until`.
@@ -54,6 +71,21 @@ struct Pending {
     event: AuditEvent,
     check: Option<Stamp>,
     spend: Option<Spend>,
+    seal: Option<Seal>,
+}
+
+/// Every token of a batch, signed at once: `None` where no seal was given.
+async fn seal_all(items: &[Pending], seqs: &[i64]) -> Vec<Option<Result<String, String>>> {
+    let signing = items.iter().zip(seqs).map(|(p, &seq)| {
+        let seal = p.seal.clone();
+        async move {
+            match seal {
+                Some(seal) => Some(seal(seq).await.map_err(|e| e.to_string())),
+                None => None,
+            }
+        }
+    });
+    futures_util::future::join_all(signing).await
 }
 
 /// The items (by position) whose spend was spent before: a key twice in the
@@ -103,6 +135,9 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
             // revocation or a catalog change waits for is short.
             let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
             let seqs = tx.conn().insert_leases(&leases).await?;
+            // Signed before the writer-order row too: a slow signer holds up
+            // no revocation.
+            let mut tokens = seal_all(items, &seqs).await;
             // Proofs are spent before it too, and given back below if their lease is
             // taken out as stale, so that its retry may use them.
             let spent = spent_before(&mut tx.conn(), items).await?;
@@ -125,17 +160,25 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                 })
             };
             let holding: Vec<bool> = items.iter().map(holds).collect();
+            let unsigned: Vec<Option<String>> = tokens
+                .iter()
+                .map(|t| match t {
+                    Some(Err(why)) => Some(why.clone()),
+                    _ => None,
+                })
+                .collect();
             let unspend: Vec<(&str, &str)> = items
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| !holding[*i] && !spent.contains(i))
+                .filter(|(i, _)| (!holding[*i] || unsigned[*i].is_some()) && !spent.contains(i))
                 .filter_map(|(_, p)| p.spend.as_ref().map(|s| (s.key.as_str(), s.jti.as_str())))
                 .collect();
             tx.conn().forget_assertions(&unspend).await?;
-            let outcome = |i: usize| match (holding[i], spent.contains(&i)) {
-                (false, _) => Err(StoreError::Stale),
-                (true, true) => Err(StoreError::Spent),
-                (true, false) => Ok(()),
+            let outcome = |i: usize| match (holding[i], spent.contains(&i), &unsigned[i]) {
+                (false, _, _) => Err(StoreError::Stale),
+                (true, true, _) => Err(StoreError::Spent),
+                (true, false, Some(why)) => Err(StoreError::Withdrawn(why.clone())),
+                (true, false, None) => Ok(()),
             };
             let out: Vec<uuid::Uuid> = items
                 .iter()
@@ -154,7 +197,10 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
             let answers: Vec<Answer> = seqs
                 .into_iter()
                 .enumerate()
-                .map(|(i, seq)| outcome(i).map(|()| seq).map_err(Arc::new))
+                .map(|(i, seq)| {
+                    let token = tokens[i].take().and_then(Result::ok);
+                    outcome(i).map(|()| Committed { seq, token }).map_err(Arc::new)
+                })
                 .collect();
             Ok::<_, StoreError>((tx, answers))
         }
@@ -221,21 +267,24 @@ impl IssueWriter {
 
     /// Commits one lease with its audit event if the tenant's catalog
     /// version is still `check` (when given); returns, once it is durable,
-    /// the lease's sequence number.
-    /// `spend` is spent with it, or the lease is not committed (`Spent`).
+    /// the lease's sequence number and the token `seal` signed for it.
+    /// `spend` is spent with it, or the lease is not committed (`Spent`);
+    /// a token that cannot be signed leaves no lease either (`Withdrawn`).
     pub async fn commit(
         &self,
         lease: Lease,
         event: AuditEvent,
         check: Option<Stamp>,
         spend: Option<Spend>,
-    ) -> Result<i64, StoreError> {
+        seal: Option<Seal>,
+    ) -> Result<Committed, StoreError> {
         let gone = || StoreError::Unavailable("the lease writer has stopped".into());
         let pending = Pending {
             lease,
             event,
             check,
             spend,
+            seal,
         };
         // Shared by the whole batch: each request keeps the batch error's class.
         self.gather
@@ -281,15 +330,15 @@ mod tests {
         let writer = IssueWriter::spawn(store.clone());
         let taken = Uuid::now_v7();
         let at = lease(taken).issued_at;
-        writer.commit(lease(taken), event(at), None, None).await.unwrap();
+        writer.commit(lease(taken), event(at), None, None, None).await.unwrap();
 
         let (a, bad, b) = tokio::join!(
-            writer.commit(lease(Uuid::now_v7()), event(at), None, None),
-            writer.commit(lease(taken), event(at), None, None),
-            writer.commit(lease(Uuid::now_v7()), event(at), None, None),
+            writer.commit(lease(Uuid::now_v7()), event(at), None, None, None),
+            writer.commit(lease(taken), event(at), None, None, None),
+            writer.commit(lease(Uuid::now_v7()), event(at), None, None, None),
         );
         assert!(matches!(bad, Err(StoreError::Conflict(_))), "{bad:?}");
-        let (a, b) = (a.unwrap(), b.unwrap());
+        let (a, b) = (a.unwrap().seq, b.unwrap().seq);
         assert!(a > 1 && b > 1 && a != b);
         let mut c = store.read().await.unwrap();
         let count = c.conn().audit_chain_page(0, 100).await.unwrap().len();
@@ -313,16 +362,16 @@ mod tests {
             })
         };
         writer
-            .commit(lease(Uuid::now_v7()), event(at), None, spend("old"))
+            .commit(lease(Uuid::now_v7()), event(at), None, spend("old"), None)
             .await
             .unwrap();
         let ids: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
         let (again, first, twice, other, again_too) = tokio::join!(
-            writer.commit(lease(ids[0]), event(at), None, spend("old")),
-            writer.commit(lease(ids[1]), event(at), None, spend("new")),
-            writer.commit(lease(ids[2]), event(at), None, spend("new")),
-            writer.commit(lease(ids[3]), event(at), None, spend("other")),
-            writer.commit(lease(ids[4]), event(at), None, spend("old")),
+            writer.commit(lease(ids[0]), event(at), None, spend("old"), None),
+            writer.commit(lease(ids[1]), event(at), None, spend("new"), None),
+            writer.commit(lease(ids[2]), event(at), None, spend("new"), None),
+            writer.commit(lease(ids[3]), event(at), None, spend("other"), None),
+            writer.commit(lease(ids[4]), event(at), None, spend("old"), None),
         );
         // A value spent before stays spent however many copies share a batch.
         assert!(matches!(again, Err(StoreError::Spent)), "{again:?}");
@@ -349,11 +398,67 @@ mod tests {
             global: 999_999,
         });
         let stale = writer
-            .commit(lease(Uuid::now_v7()), event(at), moved, spend("retried"))
+            .commit(lease(Uuid::now_v7()), event(at), moved, spend("retried"), None)
             .await;
         assert!(matches!(stale, Err(StoreError::Stale)), "{stale:?}");
         writer
-            .commit(lease(Uuid::now_v7()), event(at), None, spend("retried"))
+            .commit(lease(Uuid::now_v7()), event(at), None, spend("retried"), None)
+            .await
+            .unwrap();
+    }
+
+    /// A token that cannot be signed takes its lease out again: no lease, no
+    /// event, its proof given back; the other leases of the batch commit
+    /// with their tokens, each signed with its own sequence number.
+    #[tokio::test]
+    async fn a_lease_whose_token_cannot_be_signed_is_not_committed() {
+        let (store, _dir) = temp_store().await;
+        let writer = IssueWriter::spawn(store.clone());
+        let at = lease(Uuid::now_v7()).issued_at;
+        let seal = |ok: bool| -> Option<Seal> {
+            Some(Arc::new(move |seq| {
+                Box::pin(async move {
+                    match ok {
+                        true => Ok(format!("token-{seq}")),
+                        false => Err(crate::jose::SignError {
+                            kid: "k".into(),
+                            why: "the HSM is away".into(),
+                        }),
+                    }
+                })
+            }))
+        };
+        let spend = Some(Spend {
+            key: "dpop:k".into(),
+            jti: "proof".into(),
+            until: at + chrono::Duration::minutes(2),
+        });
+        let (good, bad) = (Uuid::now_v7(), Uuid::now_v7());
+        let (signed, unsigned) = tokio::join!(
+            writer.commit(lease(good), event(at), None, None, seal(true)),
+            writer.commit(lease(bad), event(at), None, spend.clone(), seal(false)),
+        );
+        let signed = signed.unwrap();
+        assert_eq!(signed.token, Some(format!("token-{}", signed.seq)));
+        assert!(
+            matches!(&unsigned, Err(StoreError::Withdrawn(why)) if why.contains("HSM")),
+            "{unsigned:?}"
+        );
+        let mut c = store.read().await.unwrap();
+        assert!(c.conn().lease_status(good, None).await.is_ok());
+        assert!(
+            c.conn().lease_status(bad, None).await.is_err(),
+            "no lease without its token"
+        );
+        assert_eq!(
+            c.conn().audit_chain_page(0, 100).await.unwrap().len(),
+            1,
+            "no event either"
+        );
+        drop(c);
+        // The proof was given back: a retry that can be signed may use it.
+        writer
+            .commit(lease(Uuid::now_v7()), event(at), None, spend, seal(true))
             .await
             .unwrap();
     }

@@ -8,7 +8,7 @@ use chrono::DateTime;
 use uuid::Uuid;
 
 use super::claims::{AccessClaims, Confirmation};
-use super::commit::IssueWriter;
+use super::commit::{Committed, IssueWriter, Seal};
 use super::policy::{self, Denial, MintRequest, Target, TargetScopes};
 use super::terms::MintTerms;
 use crate::audit::{AuditLog, Origin, Outcome, actions};
@@ -282,23 +282,6 @@ impl Issuer {
             (Some(a), Some(b)) => Some(a.older(b)),
             (a, b) => a.or(b),
         };
-        let mut lease = lease;
-        lease.seq = match self
-            .writer
-            .commit(lease.clone(), event, check, provenance.spend.clone())
-            .await
-        {
-            Ok(seq) => {
-                slot.committed();
-                seq
-            }
-            Err(StoreError::Stale) => {
-                self.catalog.catch_up(&lease.tenant_id).await?;
-                return Err(MintError::Stale);
-            }
-            Err(e) => return Err(e.into()),
-        };
-
         let scope = lease.scopes.join(" ");
         let claims = AccessClaims {
             iss: self.id.url.clone(),
@@ -313,17 +296,44 @@ impl Issuer {
             tenant: lease.tenant_id.clone(),
             workflow: lease.workflow.clone(),
             act: lease.actor.clone(),
-            lease_seq: Some(lease.seq),
+            lease_seq: None,
             cnf: lease.jkt.clone().map(|jkt| Confirmation { jkt }),
         };
-        let access_token = match jws::sign(&*signer, &claims).await {
-            Ok(token) => token,
-            Err(e) => {
-                // The lease is committed but no token left: nothing to revoke.
-                tracing::error!(error = %e, lease = %lease.id, "cannot sign an access token");
-                metrics::counter!("mayfly_signing_failures_total").increment(1);
-                return Err(MintError::Signing(e));
+        // Signed inside the lease's transaction once its number is known: a
+        // token that cannot be signed leaves no lease behind.
+        let seal: Seal = Arc::new(move |seq| {
+            let (signer, mut claims) = (signer.clone(), claims.clone());
+            claims.lease_seq = Some(seq);
+            Box::pin(async move { jws::sign(&*signer, &claims).await })
+        });
+        let mut lease = lease;
+        let committed = self
+            .writer
+            .commit(lease.clone(), event, check, provenance.spend.clone(), Some(seal))
+            .await;
+        let access_token = match committed {
+            Ok(Committed {
+                seq,
+                token: Some(token),
+            }) => {
+                slot.committed();
+                lease.seq = seq;
+                token
             }
+            Ok(Committed { token: None, .. }) => return Err(MintError::NoSigningKey),
+            Err(StoreError::Stale) => {
+                self.catalog.catch_up(&lease.tenant_id).await?;
+                return Err(MintError::Stale);
+            }
+            Err(StoreError::Withdrawn(why)) => {
+                tracing::error!(error = %why, lease = %lease.id, "cannot sign an access token; its lease was not committed");
+                metrics::counter!("mayfly_signing_failures_total").increment(1);
+                return Err(MintError::Signing(crate::jose::SignError {
+                    kid: lease.kid.clone(),
+                    why,
+                }));
+            }
+            Err(e) => return Err(e.into()),
         };
         metrics::counter!("mayfly_tokens_issued_total").increment(1);
         Ok(Issued {

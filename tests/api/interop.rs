@@ -26,7 +26,7 @@ fn python() -> PathBuf {
     venv
 }
 
-fn pyjwt(jwks: &str, issuer: &str, audience: &str, token: &str) -> (bool, String) {
+pub(crate) fn pyjwt(jwks: &str, issuer: &str, audience: &str, token: &str) -> (bool, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/verify_pyjwt.py");
     let out = Command::new(python())
         .arg(script)

@@ -33,17 +33,42 @@ fn secs(t: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_on_schedule_on_sqlite() {
-    rotation_story(Backend::Sqlite, 1).await;
+    rotation_story(Backend::Sqlite, 1, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_postgres_rotate_once_per_period() {
-    rotation_story(Backend::Postgres, 3).await;
+    rotation_story(Backend::Postgres, 3, None).await;
 }
 
-async fn rotation_story(backend: Backend, replicas: usize) {
+/// The same story, unchanged, with every key made and used inside OpenBao
+/// transit; then every key that left the JWKS is gone from transit too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_keys_in_transit_rotate_once_per_period() {
+    let bao = crate::openbao::OpenBao::start().await;
+    let keys = rotation_story(Backend::Postgres, 2, Some(&bao)).await;
+    for k in &keys {
+        let kid = k["kid"].as_str().unwrap();
+        assert_eq!(k["custody"], "transit", "{k}");
+        if k["published"] == true {
+            assert!(bao.key(kid).await.is_some(), "published key {kid} is in transit");
+        } else {
+            assert!(k["destroyed_at"].is_string(), "{k}");
+            assert!(bao.key(kid).await.is_none(), "{kid} destroyed in transit");
+        }
+    }
+    assert!(keys.iter().any(|k| k["state"] == "removed") && keys.iter().any(|k| k["state"] == "revoked"));
+}
+
+/// Returns the keys as `GET /v1/keys` lists them at the end.
+async fn rotation_story(backend: Backend, replicas: usize, transit: Option<&crate::openbao::OpenBao>) -> Vec<Value> {
     let db = Database::fresh(backend).await;
-    let fast = |c: mayfly::Config| mayfly::Config {
+    let signer = match transit {
+        Some(bao) => mayfly::config::SignerConfig::Transit(bao.config()),
+        None => mayfly::config::SignerConfig::Local,
+    };
+    let fast = move |c: mayfly::Config| mayfly::Config {
+        signer: signer.clone(),
         issuer: "http://mayfly.rotation.test".into(),
         key_rotation_period: Duration::from_secs_f64(PERIOD),
         key_publish_lead: Duration::from_secs_f64(LEAD),
@@ -54,7 +79,13 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     };
     let mut apps: Vec<TestApp> = Vec::new();
     for _ in 0..replicas {
-        apps.push(TestApp::on_db(db.clone()).config(fast).wall_clock().start().await);
+        apps.push(
+            TestApp::on_db(db.clone())
+                .config(fast.clone())
+                .wall_clock()
+                .start()
+                .await,
+        );
     }
     let a = &apps[0];
     let admin = a.global_admin_token().await;
@@ -309,6 +340,8 @@ async fn rotation_story(backend: Backend, replicas: usize) {
     );
     let (_, v) = a.get(&a.global_admin_token().await, "/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "{v}");
+    let (_, keys) = a.get(&a.global_admin_token().await, "/v1/keys").await;
+    keys["items"].as_array().unwrap().clone()
 }
 
 /// The JWKS is cacheable for MAYFLY_JWKS_MAX_AGE and carries an ETag that

@@ -179,7 +179,7 @@ async fn unique_identifiers_are_conflicts_and_missing_rows_are_not_found(b: Back
 
 async fn key_states_move_only_along_the_lifecycle(b: Backend) {
     use mayfly::keys::sql::NewKey;
-    use mayfly::keys::{Alg, KeyState};
+    use mayfly::keys::{Alg, Custody, KeyState};
 
     let (store, _db) = store(b).await;
     let jwk = serde_json::json!({"kty": "EC"});
@@ -191,8 +191,23 @@ async fn key_states_move_only_along_the_lifecycle(b: Backend) {
         alg: Alg::Es256,
         state: KeyState::Next,
         public_jwk: &jwk,
-        sealed_private: b"sealed",
+        sealed_private: Some(b"sealed"),
         master_key_id: "m",
+        custody: Custody::Local,
+        now,
+        activates_at: Some(now),
+    })
+    .await
+    .unwrap();
+    // A key held in transit: nothing private here.
+    c.insert_key(&NewKey {
+        kid: "k2",
+        alg: Alg::Es256,
+        state: KeyState::Next,
+        public_jwk: &jwk,
+        sealed_private: None,
+        master_key_id: "m",
+        custody: Custody::Transit,
         now,
         activates_at: Some(now),
     })
@@ -213,10 +228,44 @@ async fn key_states_move_only_along_the_lifecycle(b: Backend) {
     c.remove_key("k1", now).await.unwrap();
     let keys = c.list_keys().await.unwrap();
     assert_eq!(
-        (keys[0].state, keys[0].sealed_private.is_none()),
-        (KeyState::Removed, true)
+        (
+            keys[0].state,
+            keys[0].sealed_private.is_none(),
+            keys[0].destroyed_at.is_some()
+        ),
+        (KeyState::Removed, true, true),
+        "a local key is destroyed with its row's update"
     );
     assert!(matches!(c.revoke_key("k1", now).await, Err(StoreError::NotFound)));
+    assert!(matches!(c.mark_destroyed("k1", now).await, Err(StoreError::NotFound)));
+
+    // A transit key's revocation waits for transit to confirm the destruction, once.
+    assert!(
+        matches!(c.mark_destroyed("k2", now).await, Err(StoreError::NotFound)),
+        "still published"
+    );
+    c.revoke_key("k2", now).await.unwrap();
+    let k2 = c
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.kid == "k2")
+        .unwrap();
+    assert_eq!(
+        (k2.state, k2.custody, k2.destroyed_at),
+        (KeyState::Revoked, Custody::Transit, None)
+    );
+    c.mark_destroyed("k2", now).await.unwrap();
+    assert!(matches!(c.mark_destroyed("k2", now).await, Err(StoreError::NotFound)));
+    let k2 = c
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.kid == "k2")
+        .unwrap();
+    assert!(k2.destroyed_at.is_some());
     tx.commit().await.unwrap();
 }
 

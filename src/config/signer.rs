@@ -1,0 +1,152 @@
+//! Where signing keys live (MAYFLY_SIGNER) and how to reach an outside
+//! signer. Checked here, before anything connects.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::ConfigError;
+use crate::keys::transit::TransitConfig;
+
+/// Which signer holds new signing keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SignerKind {
+    /// Sealed in the database under the master key.
+    #[default]
+    Local,
+    /// OpenBao/Vault transit: keys generated and used inside it.
+    Transit,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignerArgs {
+    /// Where new signing keys are made and kept: `local` (sealed in the
+    /// database) or `transit` (OpenBao/Vault transit).
+    #[arg(long, env = "MAYFLY_SIGNER", default_value = "local", value_enum)]
+    pub signer: SignerKind,
+
+    /// The transit server, `http(s)://host:port` (MAYFLY_SIGNER=transit).
+    #[arg(long, env = "MAYFLY_TRANSIT_ADDR")]
+    pub transit_addr: Option<String>,
+
+    /// A file holding the transit token (re-read when it changes).
+    #[arg(long, env = "MAYFLY_TRANSIT_TOKEN_FILE")]
+    pub transit_token_file: Option<PathBuf>,
+
+    /// The transit engine's mount path.
+    #[arg(long, env = "MAYFLY_TRANSIT_MOUNT", default_value = "transit")]
+    pub transit_mount: String,
+}
+
+/// The validated signer configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SignerConfig {
+    #[default]
+    Local,
+    Transit(TransitConfig),
+}
+
+impl SignerArgs {
+    pub fn resolve(self) -> Result<SignerConfig, ConfigError> {
+        match self.signer {
+            SignerKind::Local => Ok(SignerConfig::Local),
+            SignerKind::Transit => {
+                let (Some(addr), Some(token_file)) = (self.transit_addr, self.transit_token_file) else {
+                    return Err(ConfigError(
+                        "MAYFLY_SIGNER=transit needs MAYFLY_TRANSIT_ADDR and MAYFLY_TRANSIT_TOKEN_FILE".into(),
+                    ));
+                };
+                let config = TransitConfig {
+                    addr,
+                    token_file,
+                    mount: self.transit_mount,
+                };
+                check_transit(&config)?;
+                Ok(SignerConfig::Transit(config))
+            }
+        }
+    }
+}
+
+/// An address mayfly may send a token to: plain http only to loopback.
+pub fn check_transit(config: &TransitConfig) -> Result<(), ConfigError> {
+    let url = url::Url::parse(&config.addr)
+        .map_err(|_| ConfigError(format!("MAYFLY_TRANSIT_ADDR `{}` is not a URL", config.addr)))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(ConfigError(
+                "MAYFLY_TRANSIT_ADDR: the transit token may go over plain http only to a loopback address".into(),
+            ));
+        }
+        _ => return Err(ConfigError("MAYFLY_TRANSIT_ADDR must be an http(s) URL".into())),
+    }
+    if url.path().trim_matches('/').len() > 0 || url.query().is_some() || !url.username().is_empty() {
+        return Err(ConfigError(
+            "MAYFLY_TRANSIT_ADDR is the server alone (`https://bao.internal:8200`), without path, query or credentials"
+                .into(),
+        ));
+    }
+    let mount = config.mount.trim_matches('/');
+    let odd_segment = mount.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+    if odd_segment || !mount.chars().all(|c| c.is_ascii_alphanumeric() || "-_/.".contains(c)) {
+        return Err(ConfigError(format!(
+            "MAYFLY_TRANSIT_MOUNT `{}` is not a mount path",
+            config.mount
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transit(addr: &str, mount: &str) -> Result<SignerConfig, ConfigError> {
+        SignerArgs {
+            signer: SignerKind::Transit,
+            transit_addr: Some(addr.into()),
+            transit_token_file: Some("/run/bao-token".into()),
+            transit_mount: mount.into(),
+        }
+        .resolve()
+    }
+
+    #[test]
+    fn transit_addresses_carry_the_token_only_over_tls_or_loopback() {
+        assert!(transit("https://bao.internal:8200", "transit").is_ok());
+        assert!(transit("http://127.0.0.1:8200", "transit").is_ok());
+        assert!(transit("http://localhost:8200/", "kms/transit").is_ok());
+        for (addr, mount, why) in [
+            ("http://bao.internal:8200", "transit", "loopback"),
+            ("ftp://127.0.0.1", "transit", "http(s)"),
+            ("https://bao.internal:8200/v1", "transit", "without path"),
+            ("https://u:p@bao.internal", "transit", "credentials"),
+            ("https://bao.internal", "../sys", "mount path"),
+            ("https://bao.internal", "", "mount path"),
+        ] {
+            let e = transit(addr, mount).unwrap_err().to_string();
+            assert!(e.contains(why), "{addr} {mount}: {e}");
+        }
+        let missing = SignerArgs {
+            signer: SignerKind::Transit,
+            transit_addr: None,
+            transit_token_file: None,
+            transit_mount: "transit".into(),
+        };
+        assert!(
+            missing
+                .resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("MAYFLY_TRANSIT_ADDR")
+        );
+    }
+}
