@@ -15,13 +15,14 @@ use crate::audit::export::{Exporter, Sink};
 use crate::audit::tlog::TransparencyLog;
 use crate::bootstrap::{self, Bootstrap, Started};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DpopNonce};
+use crate::config::{Config, DpopNonce, SignerConfig};
 use crate::delegation::Delegation;
 use crate::federation::Federation;
 use crate::federation::admin::TrustPolicies;
 use crate::federation::keys::IssuerKeys;
 use crate::grants::TokenEndpoint;
 use crate::grants::dpop::{Nonces, ProofCheck};
+use crate::keys::pkcs11::Hsm;
 use crate::keys::rotation::RotationError;
 use crate::keys::seal::{MasterKey, MasterKeySource, load_master_key};
 use crate::keys::transit::Transit;
@@ -60,6 +61,8 @@ pub enum StartError {
     Keys(#[from] RotationError),
     #[error(transparent)]
     Transit(#[from] crate::keys::transit::TransitError),
+    #[error(transparent)]
+    Hsm(#[from] crate::keys::pkcs11::HsmError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -149,19 +152,20 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     );
     // The log's key after the signing keys' check: a wrong master key is
     // reported by the keys it would have opened first.
-    let transit = match &config.signer {
-        crate::config::SignerConfig::Local => None,
-        crate::config::SignerConfig::Transit(t) => Some(Arc::new(Transit::new(t.clone())?)),
-    };
-    let vault = Vault {
-        masters: masters.clone(),
-        new_keys: if transit.is_some() {
-            Custody::Transit
-        } else {
-            Custody::Local
-        },
-        transit,
-    };
+    // Where signing keys live: a PKCS#11 token or transit is reached (and
+    // logged in to) here, so a wrong PIN or token stops start-up.
+    let mut vault = Vault::local(masters.clone());
+    match &config.signer {
+        SignerConfig::Local => {}
+        SignerConfig::Pkcs11(p) => {
+            vault.hsm = Some(Arc::new(Hsm::open(p.clone())?));
+            vault.new_keys = Custody::Pkcs11;
+        }
+        SignerConfig::Transit(t) => {
+            vault.transit = Some(Arc::new(Transit::new(t.clone())?));
+            vault.new_keys = Custody::Transit;
+        }
+    }
     let keys = KeyService::new(
         store.clone(),
         Arc::new(vault),

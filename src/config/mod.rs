@@ -336,6 +336,9 @@ impl Config {
                 "MAYFLY_KEY_ROTATION_PERIOD must be at least 1s and MAYFLY_KEY_PUBLISH_LEAD at least 100ms".into(),
             );
         }
+        if matches!(self.signer, SignerConfig::Pkcs11(_)) && self.signing_alg != crate::keys::Alg::Es256 {
+            return err("MAYFLY_SIGNER=pkcs11 makes ES256 keys only: set MAYFLY_SIGNING_ALG=ES256".into());
+        }
         if self.max_clients_per_tenant == 0 {
             return err("MAYFLY_MAX_CLIENTS_PER_TENANT must be at least 1".into());
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::ConfigError;
+use crate::keys::pkcs11::Pkcs11Config;
 use crate::keys::transit::TransitConfig;
 
 /// Which signer holds new signing keys.
@@ -14,6 +15,8 @@ pub enum SignerKind {
     /// Sealed in the database under the master key.
     #[default]
     Local,
+    /// A PKCS#11 token (an HSM): keys generated and used inside it.
+    Pkcs11,
     /// OpenBao/Vault transit: keys generated and used inside it.
     Transit,
 }
@@ -21,9 +24,21 @@ pub enum SignerKind {
 #[derive(Debug, Clone, Args)]
 pub struct SignerArgs {
     /// Where new signing keys are made and kept: `local` (sealed in the
-    /// database) or `transit` (OpenBao/Vault transit).
+    /// database), `pkcs11` (an HSM) or `transit` (OpenBao/Vault transit).
     #[arg(long, env = "MAYFLY_SIGNER", default_value = "local", value_enum)]
     pub signer: SignerKind,
+
+    /// The PKCS#11 module (shared library) of the HSM (MAYFLY_SIGNER=pkcs11).
+    #[arg(long, env = "MAYFLY_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// The label of the token that holds the keys.
+    #[arg(long, env = "MAYFLY_PKCS11_TOKEN")]
+    pub pkcs11_token: Option<String>,
+
+    /// A file holding the token's user PIN.
+    #[arg(long, env = "MAYFLY_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
 
     /// The transit server, `http(s)://host:port` (MAYFLY_SIGNER=transit).
     #[arg(long, env = "MAYFLY_TRANSIT_ADDR")]
@@ -43,6 +58,7 @@ pub struct SignerArgs {
 pub enum SignerConfig {
     #[default]
     Local,
+    Pkcs11(Pkcs11Config),
     Transit(TransitConfig),
 }
 
@@ -50,6 +66,21 @@ impl SignerArgs {
     pub fn resolve(self) -> Result<SignerConfig, ConfigError> {
         match self.signer {
             SignerKind::Local => Ok(SignerConfig::Local),
+            SignerKind::Pkcs11 => {
+                let (Some(module), Some(token), Some(pin_file)) =
+                    (self.pkcs11_module, self.pkcs11_token, self.pkcs11_pin_file)
+                else {
+                    return Err(ConfigError(
+                        "MAYFLY_SIGNER=pkcs11 needs MAYFLY_PKCS11_MODULE, MAYFLY_PKCS11_TOKEN and MAYFLY_PKCS11_PIN_FILE"
+                            .into(),
+                    ));
+                };
+                Ok(SignerConfig::Pkcs11(Pkcs11Config {
+                    module,
+                    token,
+                    pin_file,
+                }))
+            }
             SignerKind::Transit => {
                 let (Some(addr), Some(token_file)) = (self.transit_addr, self.transit_token_file) else {
                     return Err(ConfigError(
@@ -88,7 +119,9 @@ pub fn check_transit(config: &TransitConfig) -> Result<(), ConfigError> {
         }
         _ => return Err(ConfigError("MAYFLY_TRANSIT_ADDR must be an http(s) URL".into())),
     }
-    if url.path().trim_matches('/').len() > 0 || url.query().is_some() || !url.username().is_empty() {
+    let extra =
+        url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some();
+    if !url.path().trim_matches('/').is_empty() || extra {
         return Err(ConfigError(
             "MAYFLY_TRANSIT_ADDR is the server alone (`https://bao.internal:8200`), without path, query or credentials"
                 .into(),
@@ -112,6 +145,9 @@ mod tests {
     fn transit(addr: &str, mount: &str) -> Result<SignerConfig, ConfigError> {
         SignerArgs {
             signer: SignerKind::Transit,
+            pkcs11_module: None,
+            pkcs11_token: None,
+            pkcs11_pin_file: None,
             transit_addr: Some(addr.into()),
             transit_token_file: Some("/run/bao-token".into()),
             transit_mount: mount.into(),
@@ -129,6 +165,8 @@ mod tests {
             ("ftp://127.0.0.1", "transit", "http(s)"),
             ("https://bao.internal:8200/v1", "transit", "without path"),
             ("https://u:p@bao.internal", "transit", "credentials"),
+            ("https://:p@bao.internal", "transit", "credentials"),
+            ("https://bao.internal#x", "transit", "credentials"),
             ("https://bao.internal", "../sys", "mount path"),
             ("https://bao.internal", "", "mount path"),
         ] {
@@ -137,6 +175,9 @@ mod tests {
         }
         let missing = SignerArgs {
             signer: SignerKind::Transit,
+            pkcs11_module: None,
+            pkcs11_token: None,
+            pkcs11_pin_file: None,
             transit_addr: None,
             transit_token_file: None,
             transit_mount: "transit".into(),

@@ -1,13 +1,14 @@
 //! Where private halves live (MAYFLY_SIGNER). `local`: sealed in the
-//! database under the master key and opened into memory. `transit`: inside an
-//! OpenBao/Vault transit engine, which signs; mayfly holds the name and the
-//! public half only. A stored key opens by where its row says it lives, so a
+//! database under the master key and opened into memory. `pkcs11`: inside an
+//! HSM's token. `transit`: inside an OpenBao/Vault transit engine. The last
+//! two sign for mayfly, which holds each key's label and public half only. A stored key opens by where its row says it lives, so a
 //! deployment moves from one to the other at its next rotation.
 
 use std::sync::Arc;
 
 use ring::rand::SecureRandom;
 
+use super::pkcs11::{Hsm, HsmSigner};
 use super::transit::{Transit, TransitSigner};
 use super::{Alg, KeyError, KeySet, MasterKey, SigningKey, StoredKey, VerifyingKey, generate};
 use crate::jose::Signer;
@@ -16,6 +17,7 @@ use crate::jose::Signer;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Custody {
     Local,
+    Pkcs11,
     Transit,
 }
 
@@ -23,6 +25,7 @@ impl Custody {
     pub fn as_str(self) -> &'static str {
         match self {
             Custody::Local => "local",
+            Custody::Pkcs11 => "pkcs11",
             Custody::Transit => "transit",
         }
     }
@@ -33,6 +36,7 @@ impl TryFrom<String> for Custody {
     fn try_from(s: String) -> Result<Self, String> {
         match s.as_str() {
             "local" => Ok(Custody::Local),
+            "pkcs11" => Ok(Custody::Pkcs11),
             "transit" => Ok(Custody::Transit),
             _ => Err(format!("unknown key custody `{s}` in store")),
         }
@@ -61,25 +65,48 @@ pub struct Made {
 #[derive(Debug)]
 pub struct Vault {
     pub masters: Arc<MasterKeys>,
+    pub hsm: Option<Arc<Hsm>>,
     pub transit: Option<Arc<Transit>>,
     /// Where new keys go.
     pub new_keys: Custody,
+    /// When a failing outside signer was last asked again (`/readyz`).
+    pub last_recheck: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-fn transit_error(kid: &str) -> impl Fn(super::transit::TransitError) -> KeyError + '_ {
+/// An outside signer's error about one key (its message names no secret).
+fn outside(kid: &str) -> impl Fn(&dyn std::fmt::Display) -> KeyError + '_ {
     move |e| KeyError::Stored {
         kid: kid.to_string(),
         why: e.to_string(),
     }
 }
 
+/// A new key's id for an outside signer, which names the key by it before
+/// the key exists: 128 random bits, hex (transit names allow no `=`).
+fn random_kid() -> Result<String, KeyError> {
+    let mut raw = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut raw)
+        .map_err(|_| KeyError::Generate)?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl Vault {
     pub fn local(masters: Arc<MasterKeys>) -> Self {
         Self {
             masters,
+            hsm: None,
             transit: None,
             new_keys: Custody::Local,
+            last_recheck: std::sync::Mutex::new(None),
         }
+    }
+
+    fn hsm_for(&self, kid: &str) -> Result<&Arc<Hsm>, KeyError> {
+        self.hsm.as_ref().ok_or_else(|| KeyError::Stored {
+            kid: kid.to_string(),
+            why: "it is held in a PKCS#11 token, and MAYFLY_PKCS11_MODULE is not set".into(),
+        })
     }
 
     fn transit_for(&self, kid: &str) -> Result<&Arc<Transit>, KeyError> {
@@ -104,22 +131,26 @@ impl Vault {
                     custody: Custody::Local,
                 })
             }
-            Custody::Transit => {
-                // The kid names the transit key, so it exists before the key
-                // does: 128 random bits, hex (transit names allow no `=`).
-                let mut raw = [0u8; 16];
-                ring::rand::SystemRandom::new()
-                    .fill(&mut raw)
-                    .map_err(|_| KeyError::Generate)?;
-                let kid: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                let transit = self.transit_for(&kid)?;
-                let verifying = transit.create(&kid, alg).await.map_err(transit_error(&kid))?;
+            custody => {
+                let kid = random_kid()?;
+                let verifying = match custody {
+                    Custody::Pkcs11 => self
+                        .hsm_for(&kid)?
+                        .create(&kid, alg)
+                        .await
+                        .map_err(|e| outside(&kid)(&e)),
+                    _ => self
+                        .transit_for(&kid)?
+                        .create(&kid, alg)
+                        .await
+                        .map_err(|e| outside(&kid)(&e)),
+                }?;
                 Ok(Made {
                     kid,
                     verifying,
                     sealed: None,
                     master_key_id: master.id.clone(),
-                    custody: Custody::Transit,
+                    custody,
                 })
             }
         }
@@ -136,6 +167,10 @@ impl Vault {
                 let pkcs8 = self.open_sealed(row, sealed)?;
                 Ok(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), row.alg, &pkcs8)?))
             }
+            Custody::Pkcs11 => Ok(Arc::new(HsmSigner::new(
+                self.hsm_for(&row.kid)?.clone(),
+                row.kid.clone(),
+            ))),
             Custody::Transit => {
                 let transit = self.transit_for(&row.kid)?.clone();
                 Ok(Arc::new(TransitSigner::open(transit, row.kid.clone(), row.alg)))
@@ -166,7 +201,7 @@ impl Vault {
     /// instead of surfacing at the next rotation.
     pub async fn check(&self, rows: &[StoredKey]) -> Result<(), KeyError> {
         if let Some(transit) = &self.transit {
-            transit.check().await.map_err(transit_error("(token check)"))?;
+            transit.check().await.map_err(|e| outside("(token check)")(&e))?;
         }
         for row in rows
             .iter()
@@ -178,9 +213,22 @@ impl Vault {
                         self.open_sealed(row, sealed)?;
                     }
                 }
+                Custody::Pkcs11 => {
+                    let hsm = self.hsm_for(&row.kid)?;
+                    if !hsm.holds(&row.kid).await.map_err(|e| outside(&row.kid)(&e))? {
+                        return Err(KeyError::Stored {
+                            kid: row.kid.clone(),
+                            why: format!(
+                                "the PKCS#11 token `{}` has no private key labelled {}",
+                                hsm.token(),
+                                row.kid
+                            ),
+                        });
+                    }
+                }
                 Custody::Transit => {
                     let transit = self.transit_for(&row.kid)?;
-                    if !transit.holds(&row.kid).await.map_err(transit_error(&row.kid))? {
+                    if !transit.holds(&row.kid).await.map_err(|e| outside(&row.kid)(&e))? {
                         return Err(KeyError::Stored {
                             kid: row.kid.clone(),
                             why: format!("transit at {} has no key mayfly-{}", transit.addr(), row.kid),
@@ -192,22 +240,33 @@ impl Vault {
         Ok(())
     }
 
-    /// Destroys a removed or revoked key where it lives. A local key's
-    /// sealed half went with its row's update; a transit key is deleted there.
-    pub async fn destroy(&self, row: &StoredKey) -> Result<(), KeyError> {
-        match row.custody {
+    /// Destroys a key where it lives. A local key's sealed half went with
+    /// its row's update; an outside key is destroyed there.
+    pub async fn destroy(&self, custody: Custody, kid: &str) -> Result<(), KeyError> {
+        match custody {
             Custody::Local => Ok(()),
-            Custody::Transit => self
-                .transit_for(&row.kid)?
-                .destroy(&row.kid)
-                .await
-                .map_err(transit_error(&row.kid)),
+            Custody::Pkcs11 => self.hsm_for(kid)?.destroy(kid).await.map_err(|e| outside(kid)(&e)),
+            Custody::Transit => self.transit_for(kid)?.destroy(kid).await.map_err(|e| outside(kid)(&e)),
         }
+    }
+
+    /// Whether a failing outside signer may be asked again now (at most once per `every`).
+    pub fn may_recheck(&self, every: std::time::Duration) -> bool {
+        let mut last = self.last_recheck.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     /// The signer backend's name and, for an outside one, whether it is
     /// answering and why not (for `/readyz`).
     pub fn health(&self) -> (&'static str, bool, Option<String>) {
+        if let Some(hsm) = &self.hsm {
+            let (ok, why) = hsm.health();
+            return ("pkcs11", ok, why);
+        }
         match &self.transit {
             Some(t) => {
                 let (ok, why) = t.health();

@@ -3,6 +3,8 @@
 //! material never leaves this module except sealed.
 
 pub mod custody;
+mod destruction;
+pub mod pkcs11;
 pub mod rewrap;
 pub mod rotation;
 pub mod seal;

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::custody::Made;
 use super::sql::NewKey;
-use super::{Alg, Custody, KeyError, KeyState, Keyring, StoredKey, Vault};
+use super::{Alg, KeyError, KeyState, Keyring, StoredKey, Vault};
 use crate::audit::{AuditEvent, Caller, actions};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -71,13 +72,15 @@ impl Schedule {
 /// keyring every replica signs and verifies with.
 #[derive(Clone)]
 pub struct KeyService {
-    store: Store,
+    pub(super) store: Store,
     keyring: Arc<Keyring>,
-    vault: Arc<Vault>,
-    alg: Alg,
+    pub(super) vault: Arc<Vault>,
+    pub(super) alg: Alg,
     schedule: Schedule,
-    clock: Arc<dyn Clock>,
+    pub(super) clock: Arc<dyn Clock>,
     revocations: Revocations,
+    /// When each outside key's destruction last failed (retried after a pause).
+    pub(super) destroy_failed: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 pub(super) fn key_event(action: &str, kid: &str, now: DateTime<Utc>, reason: String, caller: &Caller) -> AuditEvent {
@@ -86,12 +89,7 @@ pub(super) fn key_event(action: &str, kid: &str, now: DateTime<Utc>, reason: Str
     e
 }
 
-/// A key that may no longer sign whose private half may still exist elsewhere.
-fn awaiting_destruction(k: &StoredKey) -> bool {
-    !k.state.is_published() && k.destroyed_at.is_none() && k.custody != Custody::Local
-}
-
-fn find(keys: &[StoredKey], s: KeyState) -> Option<&StoredKey> {
+pub(super) fn find(keys: &[StoredKey], s: KeyState) -> Option<&StoredKey> {
     keys.iter().find(|k| k.state == s)
 }
 
@@ -112,6 +110,7 @@ impl KeyService {
             schedule,
             clock,
             revocations,
+            destroy_failed: Arc::default(),
         }
     }
 
@@ -127,17 +126,21 @@ impl KeyService {
         &self.vault
     }
 
-    /// Makes a key where new keys live (sealed here, or inside transit) and
-    /// stores it. A transit key made for a transaction that then rolls back
-    /// stays in transit unused, under a name no row refers to.
+    /// Stores a key made ahead (`spares`), or makes one now if none is left
+    /// (a race lost to another replica's step; rare, and then an outside
+    /// signer's round trip does hold the writer order).
     async fn create_key(
         &self,
         tx: &mut Tx,
+        spares: &mut Vec<Made>,
         state: KeyState,
         now: DateTime<Utc>,
         activates_at: Option<DateTime<Utc>>,
     ) -> Result<String, RotationError> {
-        let made = self.vault.make(self.alg).await?;
+        let made = match spares.pop() {
+            Some(made) => made,
+            None => self.vault.make(self.alg).await?,
+        };
         tx.conn()
             .insert_key(&NewKey {
                 kid: &made.kid,
@@ -152,52 +155,6 @@ impl KeyService {
             })
             .await?;
         Ok(made.kid)
-    }
-
-    /// The signer backend, whether it answers, and why not. An outside
-    /// signer that failed last is asked again here, so `/readyz` sees it
-    /// come back without waiting for a mint.
-    pub async fn signer_health(&self) -> (&'static str, bool, Option<String>) {
-        let health = self.vault.health();
-        match (&self.vault.transit, health.1) {
-            (Some(transit), false) => {
-                let _ = transit.check().await;
-                self.vault.health()
-            }
-            _ => health,
-        }
-    }
-
-    /// Destroys, where they live, the removed and revoked keys not yet
-    /// confirmed destroyed (transit keys; a local key's sealed half went with
-    /// its row). Idempotent, so replicas racing here do no harm; what fails
-    /// is retried at the next tick.
-    pub async fn destroy_pending(&self) -> Result<usize, RotationError> {
-        let rows = self.store.read().await?.conn().list_keys().await?;
-        let mut destroyed = 0;
-        for row in rows.iter().filter(|k| awaiting_destruction(k)) {
-            self.vault.destroy(row).await?;
-            let mut tx = self.store.begin().await?;
-            let now = tx.conn().db_now(self.clock.now()).await?;
-            match tx.conn().mark_destroyed(&row.kid, now).await {
-                Ok(()) => {
-                    let reason = format!("private key destroyed in {}", row.custody.as_str());
-                    let event = key_event(
-                        actions::KEY_DESTROYED,
-                        &row.kid,
-                        now,
-                        reason,
-                        &Caller::system("key-rotation"),
-                    );
-                    tx.conn().append_audit(&[event]).await?;
-                    tx.commit().await?;
-                    destroyed += 1;
-                }
-                Err(StoreError::NotFound) => {} // another replica recorded it first
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(destroyed)
     }
 
     /// Retires the active key (if any) and activates `next`.
@@ -232,9 +189,7 @@ impl KeyService {
         tx.conn().notify_keys_changed().await?;
         tx.commit().await?;
         self.reload().await?;
-        if let Err(e) = self.destroy_pending().await {
-            tracing::warn!(error = %e, "cannot destroy a removed signing key yet; will retry");
-        }
+        self.destroy_pending().await;
         Ok(())
     }
 
@@ -243,16 +198,20 @@ impl KeyService {
     pub async fn ensure_signing_key(&self) -> Result<(), RotationError> {
         let mut rows = self.store.read().await?.conn().list_keys().await?;
         if find(&rows, KeyState::Active).is_none() {
+            let mut spares = self.spares(1).await?;
             let mut tx = self.store.begin().await?;
             tx.conn().lock_chain().await?;
             if tx.conn().count_active_keys().await? == 0 {
                 let now = self.clock.now();
-                let kid = self.create_key(&mut tx, KeyState::Active, now, Some(now)).await?;
+                let kid = self
+                    .create_key(&mut tx, &mut spares, KeyState::Active, now, Some(now))
+                    .await?;
                 let reason = format!("first signing key ({})", self.alg.as_str());
                 let event = key_event(actions::KEY_CREATED, &kid, now, reason, &Caller::system("bootstrap"));
                 tx.conn().append_audit(&[event]).await?;
             }
             tx.commit().await?;
+            self.discard(spares).await;
             rows = self.store.read().await?.conn().list_keys().await?;
         }
         self.vault.check(&rows).await?;
@@ -291,30 +250,43 @@ impl KeyService {
         }
     }
 
-    /// Whether `tick` would change anything: a prepared key due to sign, no
-    /// prepared key, or a retired key past its grace.
-    fn anything_due(&self, keys: &[StoredKey], now: DateTime<Utc>) -> bool {
+    /// Whether `tick` has a key to make or move: no signing key (an
+    /// emergency revocation found no replacement), no prepared key, a
+    /// prepared key due to sign, or a retired key past its grace. Returns how
+    /// many keys the step will make.
+    fn keys_due(&self, keys: &[StoredKey], now: DateTime<Utc>) -> Option<usize> {
         let lead = delta(self.schedule.lead);
         let grace = self.schedule.removal_grace();
         let next = find(keys, KeyState::Next);
+        let active = find(keys, KeyState::Active);
         let promote = next.is_some_and(|n| n.activates_at.is_none_or(|t| t <= now) && n.created_at + lead <= now);
         let remove = keys
             .iter()
             .any(|k| k.state == KeyState::Retired && k.retired_at.is_some_and(|t| t + grace <= now));
-        next.is_none() || promote || remove || keys.iter().any(awaiting_destruction)
+        let due = active.is_none() || next.is_none() || promote || remove;
+        due.then_some(match (active, next) {
+            (None, None) => 2,
+            _ => 1,
+        })
     }
 
     /// One look at the schedule. Returns whether anything changed.
     pub async fn tick(&self) -> Result<bool, RotationError> {
         // First without the writer order: most ticks find nothing due, and
         // taking it exclusively would hold lease batches up for nothing.
-        {
+        let (due, destruction) = {
             let mut c = self.store.read().await?;
             let now = c.conn().db_now(self.clock.now()).await?;
-            if !self.anything_due(&c.conn().list_keys().await?, now) {
-                return Ok(false);
-            }
-        }
+            let keys = c.conn().list_keys().await?;
+            (self.keys_due(&keys, now), keys.iter().any(super::destruction::awaiting))
+        };
+        let Some(making) = due else {
+            // A destruction an outside signer did not confirm needs no lock.
+            return Ok(destruction && self.destroy_pending().await > 0);
+        };
+        // Keys are made before the writer order is taken: an HSM's or
+        // transit's round trips never hold up lease batches.
+        let mut spares = self.spares(making).await?;
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
@@ -325,13 +297,21 @@ impl KeyService {
         let mut events = Vec::new();
 
         let mut next = find(&keys, KeyState::Next).cloned();
+        let no_active = find(&keys, KeyState::Active).is_none();
         if let Some(n) = &next {
             let due = n.activates_at.is_none_or(|t| t <= now);
             let published_long_enough = n.created_at + lead <= now;
-            if due && published_long_enough {
+            // With no key signing at all, the prepared key takes over at once.
+            if no_active || (due && published_long_enough) {
                 Self::promote(&mut tx, &keys, &n.kid, now, &mut events, &system).await?;
                 next = None;
             }
+        } else if no_active {
+            let kid = self
+                .create_key(&mut tx, &mut spares, KeyState::Active, now, Some(now))
+                .await?;
+            let reason = "no key was signing; signs at once".to_string();
+            events.push(key_event(actions::KEY_ROTATED, &kid, now, reason, &system));
         }
         if next.is_none() {
             let base = if events.is_empty() {
@@ -343,7 +323,7 @@ impl KeyService {
             };
             let activates_at = (base + period).max(now + lead);
             let kid = self
-                .create_key(&mut tx, KeyState::Next, now, Some(activates_at))
+                .create_key(&mut tx, &mut spares, KeyState::Next, now, Some(activates_at))
                 .await?;
             let reason = format!("published; signs from {activates_at}");
             events.push(key_event(actions::KEY_CREATED, &kid, now, reason, &system));
@@ -358,16 +338,19 @@ impl KeyService {
         }
         if events.is_empty() {
             drop(tx); // rolls back the lock-taking no-op
-            // Only a destruction that failed earlier can be due now.
-            return Ok(self.destroy_pending().await? > 0);
+            self.discard(spares).await;
+            return Ok(false);
         }
         self.finish(tx, &events).await?;
+        self.discard(spares).await;
         Ok(true)
     }
 
     /// `POST /v1/keys/rotate`: the prepared key signs from now on (it has been
     /// published since it was prepared), and a new one is prepared.
     pub async fn rotate_now(&self, caller: &Caller) -> Result<String, Error> {
+        let prepared = find(&self.store.read().await?.conn().list_keys().await?, KeyState::Next).is_some();
+        let mut spares = self.spares(if prepared { 1 } else { 2 }).await?;
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
@@ -375,23 +358,39 @@ impl KeyService {
         let mut events = Vec::new();
         let next = match find(&keys, KeyState::Next) {
             Some(n) => n.kid.clone(),
-            None => self.create_key(&mut tx, KeyState::Next, now, Some(now)).await?,
+            None => {
+                self.create_key(&mut tx, &mut spares, KeyState::Next, now, Some(now))
+                    .await?
+            }
         };
         Self::promote(&mut tx, &keys, &next, now, &mut events, caller).await?;
         let activates_at = now + delta(self.schedule.period);
         let prepared = self
-            .create_key(&mut tx, KeyState::Next, now, Some(activates_at))
+            .create_key(&mut tx, &mut spares, KeyState::Next, now, Some(activates_at))
             .await?;
         let reason = format!("published; signs from {activates_at}");
         events.push(key_event(actions::KEY_CREATED, &prepared, now, reason, caller));
         self.finish(tx, &events).await?;
+        self.discard(spares).await;
         Ok(next)
     }
 
     /// `POST /v1/keys/{kid}/revoke`: the key leaves the JWKS at once, every
     /// token it signed is revoked (a rule, like any other revocation), its
     /// private half is destroyed, and if it was signing a fresh key takes over.
+    /// The revocation never waits on an outside signer: if no fresh key can
+    /// be made now, the prepared key takes over, or none until the schedule
+    /// can make one (mints answer 503 meanwhile; no token of the revoked key survives).
     pub async fn revoke(&self, kid: &str, caller: &Caller, reason: &str) -> Result<Revocation, Error> {
+        let keys = self.store.read().await?.conn().list_keys().await?;
+        let signing = find(&keys, KeyState::Active).is_some_and(|k| k.kid == kid);
+        let mut spares = match signing {
+            true => self.spares(1).await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot make a replacement for the revoked signing key; revoking anyway");
+                Vec::new()
+            }),
+            false => Vec::new(),
+        };
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
@@ -416,12 +415,29 @@ impl KeyService {
             caller,
         )];
         if was_active {
-            // Emergency: a fresh key signs at once; verifiers refetch on its unknown kid.
-            let fresh = self.create_key(&mut tx, KeyState::Active, now, Some(now)).await?;
-            let why = format!("emergency replacement for revoked {kid}");
-            events.push(key_event(actions::KEY_ROTATED, &fresh, now, why, caller));
+            // Emergency: a fresh key signs at once (verifiers refetch on its
+            // unknown kid); failing that, the published prepared key.
+            let replacement = match (spares.pop(), find(&keys, KeyState::Next)) {
+                (Some(made), _) => {
+                    let mut one = vec![made];
+                    Some(
+                        self.create_key(&mut tx, &mut one, KeyState::Active, now, Some(now))
+                            .await?,
+                    )
+                }
+                (None, Some(next)) => {
+                    tx.conn().activate_key(&next.kid, now).await?;
+                    Some(next.kid.clone())
+                }
+                (None, None) => None,
+            };
+            if let Some(fresh) = replacement {
+                let why = format!("emergency replacement for revoked {kid}");
+                events.push(key_event(actions::KEY_ROTATED, &fresh, now, why, caller));
+            }
         }
         self.finish(tx, &events).await?;
+        self.discard(spares).await;
         Ok(rule)
     }
 

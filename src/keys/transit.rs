@@ -96,7 +96,9 @@ fn read_token(path: &std::path::Path) -> Result<SecretString, TransitError> {
 /// The raw signature in a transit answer (`vault:v1:<base64url>`, as
 /// `marshaling_algorithm=jws` gives it).
 fn decode_signature(alg: Alg, text: &str) -> Result<Vec<u8>, String> {
-    let encoded = text.rsplit(':').next().unwrap_or_default();
+    let encoded = text
+        .strip_prefix("vault:v1:")
+        .ok_or_else(|| "not a signature by key version 1".to_string())?;
     let raw = URL_SAFE_NO_PAD
         .decode(encoded)
         .or_else(|_| STANDARD.decode(encoded))
@@ -132,7 +134,9 @@ impl Transit {
     /// Connects (nothing is sent yet) and reads the token file.
     pub fn new(config: TransitConfig) -> Result<Self, TransitError> {
         let token = read_token(&config.token_file)?;
+        // No proxy from the environment: the token goes to MAYFLY_TRANSIT_ADDR and nowhere else.
         let http = reqwest::Client::builder()
+            .no_proxy()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -144,7 +148,8 @@ impl Transit {
             config,
             http,
             token: RwLock::new(token),
-            healthy: AtomicBool::new(false),
+            // Start-up checks the token before anything is asked of transit.
+            healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
         })
     }
@@ -171,15 +176,31 @@ impl Transit {
         outcome
     }
 
-    /// One call to the HTTP API under `/v1/`; the answer's JSON (`null` for 204).
+    /// One call about keys and signatures: its outcome is transit's health.
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, TransitError> {
+        let outcome = self.call_quietly(method, path, body).await;
+        self.record(outcome)
+    }
+
+    /// One call to the HTTP API under `/v1/`; the answer's JSON (`null` for
+    /// 204). A token lookup that succeeds says nothing about whether signing
+    /// does, so it leaves the health alone.
+    async fn call_quietly(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, TransitError> {
         let what = format!("{method} {path}");
         let url = format!("{}/v1/{path}", self.config.addr.trim_end_matches('/'));
         let token = self.token.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut request = self
-            .http
-            .request(method, url)
-            .header("X-Vault-Token", token.expose_secret());
+        let mut header =
+            reqwest::header::HeaderValue::from_str(token.expose_secret()).map_err(|_| TransitError::TokenFile {
+                path: self.config.token_file.display().to_string(),
+                why: "the token is not a valid header value".into(),
+            })?;
+        header.set_sensitive(true);
+        let mut request = self.http.request(method, url).header("X-Vault-Token", header);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -213,7 +234,7 @@ impl Transit {
             })
         }
         .await;
-        self.record(outcome)
+        outcome
     }
 
     fn mount_path(&self, rest: &str) -> String {
@@ -231,7 +252,7 @@ impl Transit {
 
     /// Start-up check: the token is accepted. Says why not.
     pub async fn check(&self) -> Result<(), TransitError> {
-        self.call(reqwest::Method::GET, "auth/token/lookup-self", None)
+        self.call_quietly(reqwest::Method::GET, "auth/token/lookup-self", None)
             .await
             .map(|_| ())
     }
@@ -288,7 +309,9 @@ impl Transit {
         let path = self.mount_path(&format!("keys/{}", key_name(kid)));
         match self.call(reqwest::Method::GET, &path, None).await {
             Ok(_) => Ok(true),
-            Err(TransitError::Refused { status: 404, .. }) => Ok(false),
+            // Transit answers a missing key with 404 and no message; a path
+            // nothing serves (a wrong mount) is a 404 with one, and an error.
+            Err(TransitError::Refused { status: 404, why, .. }) if why == "404 Not Found" => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -317,7 +340,9 @@ impl Transit {
         messages: &[&[u8]],
     ) -> Result<Vec<Result<Vec<u8>, String>>, TransitError> {
         let inputs: Vec<Value> = messages.iter().map(|m| json!({"input": STANDARD.encode(m)})).collect();
-        let mut body = json!({"batch_input": inputs, "marshaling_algorithm": "jws"});
+        // Version 1 is the key mayfly published; a version made in transit
+        // since (by hand, or auto-rotation) is never used to sign.
+        let mut body = json!({"batch_input": inputs, "marshaling_algorithm": "jws", "key_version": 1});
         if alg == Alg::Es256 {
             body["hash_algorithm"] = json!("sha2-256");
         }
@@ -345,14 +370,17 @@ impl Transit {
     pub async fn run_renewal(self: Arc<Self>) {
         loop {
             self.reload_token();
-            let wait = match self.call(reqwest::Method::GET, "auth/token/lookup-self", None).await {
+            let wait = match self
+                .call_quietly(reqwest::Method::GET, "auth/token/lookup-self", None)
+                .await
+            {
                 Ok(look) => {
                     let ttl = look["data"]["ttl"].as_u64().unwrap_or(0);
                     let creation = look["data"]["creation_ttl"].as_u64().unwrap_or(ttl);
                     let renewable = look["data"]["renewable"].as_bool().unwrap_or(false);
                     if renewable && ttl > 0 && ttl * 3 <= creation {
                         match self
-                            .call(reqwest::Method::POST, "auth/token/renew-self", Some(json!({})))
+                            .call_quietly(reqwest::Method::POST, "auth/token/renew-self", Some(json!({})))
                             .await
                         {
                             Ok(_) => tracing::info!("renewed the transit token"),
@@ -486,5 +514,10 @@ mod tests {
         let answer = format!("vault:v1:{}", URL_SAFE_NO_PAD.encode(&sig));
         assert_eq!(decode_signature(Alg::Es256, &answer).unwrap(), sig);
         assert!(decode_signature(Alg::Es256, "vault:v1:AAAA").is_err());
+        let v2 = format!("vault:v2:{}", URL_SAFE_NO_PAD.encode(&sig));
+        assert!(
+            decode_signature(Alg::Es256, &v2).is_err(),
+            "only version 1 was published"
+        );
     }
 }

@@ -74,10 +74,11 @@ struct Pending {
     seal: Option<Seal>,
 }
 
-/// Every token of a batch, signed at once: `None` where no seal was given.
-async fn seal_all(items: &[Pending], seqs: &[i64]) -> Vec<Option<Result<String, String>>> {
-    let signing = items.iter().zip(seqs).map(|(p, &seq)| {
-        let seal = p.seal.clone();
+/// Every token of a batch, signed at once: `None` where no seal was given,
+/// or where the lease's proof was spent before (it will not commit).
+async fn seal_all(items: &[Pending], seqs: &[i64], spent: &HashSet<usize>) -> Vec<Option<Result<String, String>>> {
+    let signing = items.iter().zip(seqs).enumerate().map(|(i, (p, &seq))| {
+        let seal = p.seal.clone().filter(|_| !spent.contains(&i));
         async move {
             match seal {
                 Some(seal) => Some(seal(seq).await.map_err(|e| e.to_string())),
@@ -135,12 +136,12 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
             // revocation or a catalog change waits for is short.
             let leases: Vec<Lease> = items.iter().map(|p| p.lease.clone()).collect();
             let seqs = tx.conn().insert_leases(&leases).await?;
-            // Signed before the writer-order row too: a slow signer holds up
-            // no revocation.
-            let mut tokens = seal_all(items, &seqs).await;
             // Proofs are spent before it too, and given back below if their lease is
             // taken out as stale, so that its retry may use them.
             let spent = spent_before(&mut tx.conn(), items).await?;
+            // Signed before the writer-order row too: on Postgres a slow
+            // signer holds up no revocation (SQLite's one writer waits).
+            let mut tokens = seal_all(items, &seqs, &spent).await;
             // Under the writer-order row (shared here, exclusive for every
             // catalog change), the sequence read here is exact: if a
             // decision's is still current, nothing in the catalog changed

@@ -33,12 +33,12 @@ fn secs(t: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_on_schedule_on_sqlite() {
-    rotation_story(Backend::Sqlite, 1, None).await;
+    rotation_story(Backend::Sqlite, 1, Signer::Local).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_on_postgres_rotate_once_per_period() {
-    rotation_story(Backend::Postgres, 3, None).await;
+    rotation_story(Backend::Postgres, 3, Signer::Local).await;
 }
 
 /// The same story, unchanged, with every key made and used inside OpenBao
@@ -46,7 +46,7 @@ async fn three_replicas_on_postgres_rotate_once_per_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_with_keys_in_transit_rotate_once_per_period() {
     let bao = crate::openbao::OpenBao::start().await;
-    let keys = rotation_story(Backend::Postgres, 2, Some(&bao)).await;
+    let keys = rotation_story(Backend::Postgres, 2, Signer::Transit(&bao)).await;
     for k in &keys {
         let kid = k["kid"].as_str().unwrap();
         assert_eq!(k["custody"], "transit", "{k}");
@@ -60,12 +60,33 @@ async fn two_replicas_with_keys_in_transit_rotate_once_per_period() {
     assert!(keys.iter().any(|k| k["state"] == "removed") && keys.iter().any(|k| k["state"] == "revoked"));
 }
 
+/// The same story with every key generated and used inside a PKCS#11 token
+/// (SoftHSM2); every key that left the JWKS is gone from the token too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_keys_in_an_hsm_rotate_once_per_period() {
+    let keys = rotation_story(Backend::Postgres, 2, Signer::Pkcs11).await;
+    for k in &keys {
+        let kid = k["kid"].as_str().unwrap();
+        assert_eq!(k["custody"], "pkcs11", "{k}");
+        let held = crate::softhsm::held(kid).private;
+        assert_eq!(held, k["published"] == true, "{k}");
+    }
+    assert!(keys.iter().any(|k| k["state"] == "removed") && keys.iter().any(|k| k["state"] == "revoked"));
+}
+
+enum Signer<'a> {
+    Local,
+    Pkcs11,
+    Transit(&'a crate::openbao::OpenBao),
+}
+
 /// Returns the keys as `GET /v1/keys` lists them at the end.
-async fn rotation_story(backend: Backend, replicas: usize, transit: Option<&crate::openbao::OpenBao>) -> Vec<Value> {
+async fn rotation_story(backend: Backend, replicas: usize, signer: Signer<'_>) -> Vec<Value> {
     let db = Database::fresh(backend).await;
-    let signer = match transit {
-        Some(bao) => mayfly::config::SignerConfig::Transit(bao.config()),
-        None => mayfly::config::SignerConfig::Local,
+    let signer = match signer {
+        Signer::Transit(bao) => mayfly::config::SignerConfig::Transit(bao.config()),
+        Signer::Pkcs11 => mayfly::config::SignerConfig::Pkcs11(crate::softhsm::config()),
+        Signer::Local => mayfly::config::SignerConfig::Local,
     };
     let fast = move |c: mayfly::Config| mayfly::Config {
         signer: signer.clone(),

@@ -18,7 +18,7 @@ fn on_transit(bao: &OpenBao) -> impl FnOnce(mayfly::Config) -> mayfly::Config + 
 }
 
 /// Verifies a token's signature with the key the JWKS publishes for its kid.
-async fn verifies_against_jwks(app: &TestApp, token: &str) -> bool {
+pub(crate) async fn verifies_against_jwks(app: &TestApp, token: &str) -> bool {
     let kid = header(token)["kid"].as_str().unwrap().to_string();
     let jwks = app.jwks().await;
     let Some(jwk) = jwks["keys"]
@@ -36,7 +36,7 @@ async fn verifies_against_jwks(app: &TestApp, token: &str) -> bool {
     key.verify(signed.as_bytes(), &sig)
 }
 
-async fn keys(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn keys(app: &TestApp) -> Vec<Value> {
     let (s, b) = app.get(&app.global_admin_token().await, "/v1/keys").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["items"].as_array().unwrap().clone()
@@ -44,7 +44,7 @@ async fn keys(app: &TestApp) -> Vec<Value> {
 
 /// Leases of tenant `hsm` (an admin token minted beforehand: while transit
 /// is wedged no token can be minted, the admin's included).
-async fn lease_count(app: &TestApp, admin: &str) -> i64 {
+pub(crate) async fn lease_count(app: &TestApp, admin: &str) -> i64 {
     let (_, b) = app.get(admin, "/v1/tenants/hsm/leases?limit=500").await;
     b["items"].as_array().map(|a| a.len() as i64).unwrap_or(-1)
 }
@@ -163,7 +163,7 @@ async fn keys_made_inside_transit_sign_tokens_that_verify_and_emergency_revocati
 }
 
 /// A pool on the app's own database, for looking at what it stored.
-async fn mayfly_pool(app: &TestApp) -> sqlx::PgPool {
+pub(crate) async fn mayfly_pool(app: &TestApp) -> sqlx::PgPool {
     sqlx::PgPool::connect(&app.db.url).await.unwrap()
 }
 

@@ -1,0 +1,405 @@
+//! Signing keys held by a PKCS#11 token (an HSM; SoftHSM2 in tests). Keys
+//! are generated inside the token as sensitive, non-extractable objects
+//! labelled with their `kid`; mayfly reads back only the public point and
+//! asks the token for signatures (CKM_ECDSA over a SHA-256 digest, which
+//! returns the raw `r || s` JWS wants). Calls into the module block, so they
+//! run on blocking threads, each with a session of its own from a small pool.
+//! The PIN is read from a file, used to log in, and never kept in a log or an error.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+use tokio::sync::Semaphore;
+
+use crate::jose::{Alg, SignError, Signer, Signing, VerifyingKey};
+
+/// Which module, which token, and the file holding its user PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11Config {
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    pub pin_file: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    #[error("cannot load the PKCS#11 module {module}: {why}")]
+    Module { module: String, why: String },
+    #[error("no PKCS#11 token labelled `{0}` (MAYFLY_PKCS11_TOKEN)")]
+    NoToken(String),
+    #[error("cannot read MAYFLY_PKCS11_PIN_FILE {path}: {why}")]
+    PinFile { path: String, why: String },
+    #[error("the PKCS#11 token `{token}` refused the PIN (MAYFLY_PKCS11_PIN_FILE): {why}")]
+    Login { token: String, why: String },
+    #[error("PKCS#11 {what} failed: {why}")]
+    Call { what: &'static str, why: String },
+}
+
+/// Sessions open at once: one per blocking signer, as the module allows.
+const SESSIONS: usize = 4;
+
+/// The named curve P-256, DER-encoded (CKA_EC_PARAMS).
+const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// One initialised context per module and process: PKCS#11 allows one
+/// `C_Initialize` per application, however many signers share it.
+fn context(module: &Path) -> Result<Pkcs11, HsmError> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut loaded = LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(ctx) = loaded.get(module) {
+        return Ok(ctx.clone());
+    }
+    let failed = |why: String| HsmError::Module {
+        module: module.display().to_string(),
+        why,
+    };
+    let ctx = Pkcs11::new(module).map_err(|e| failed(e.to_string()))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(failed(e.to_string())),
+    }
+    loaded.insert(module.to_path_buf(), ctx.clone());
+    Ok(ctx)
+}
+
+fn read_pin(path: &Path) -> Result<SecretString, HsmError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| HsmError::PinFile {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?);
+    Ok(SecretString::from(text.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+fn call(what: &'static str) -> impl Fn(CkError) -> HsmError {
+    move |e| HsmError::Call {
+        what,
+        why: e.to_string(),
+    }
+}
+
+/// The public point of an EC key as JWS wants it (65 bytes, uncompressed),
+/// from CKA_EC_POINT (a DER OCTET STRING around it, or the bare point).
+fn ec_point(raw: &[u8]) -> Option<Vec<u8>> {
+    let point = match raw {
+        [0x04, 0x41, rest @ ..] if rest.len() == 65 => rest,
+        _ if raw.len() == 65 => raw,
+        _ => return None,
+    };
+    (point[0] == 0x04).then(|| point.to_vec())
+}
+
+/// A PKCS#11 token: its sessions, the private-key handles found so far, and
+/// what it last answered.
+pub struct Hsm {
+    config: Pkcs11Config,
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: SecretString,
+    idle: Mutex<Vec<Session>>,
+    permits: Semaphore,
+    handles: Mutex<HashMap<String, ObjectHandle>>,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("module", &self.config.module)
+            .field("token", &self.config.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hsm {
+    /// Loads the module, finds the token by label and logs in. A wrong PIN
+    /// or a missing token stops start-up here, with the reason.
+    pub fn open(config: Pkcs11Config) -> Result<Self, HsmError> {
+        let ctx = context(&config.module)?;
+        let pin = read_pin(&config.pin_file)?;
+        let mut slot = None;
+        for s in ctx.get_slots_with_token().map_err(call("C_GetSlotList"))? {
+            let info = ctx.get_token_info(s).map_err(call("C_GetTokenInfo"))?;
+            if info.label().trim_end() == config.token {
+                slot = Some(s);
+                break;
+            }
+        }
+        let slot = slot.ok_or_else(|| HsmError::NoToken(config.token.clone()))?;
+        let hsm = Self {
+            ctx,
+            slot,
+            pin,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(SESSIONS),
+            handles: Mutex::new(HashMap::new()),
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+            config,
+        };
+        let session = hsm.session()?;
+        hsm.give_back(session);
+        Ok(hsm)
+    }
+
+    /// A logged-in read-write session: an idle one, or a new one.
+    fn session(&self) -> Result<Session, HsmError> {
+        if let Some(s) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        let session = self.ctx.open_rw_session(self.slot).map_err(call("C_OpenSession"))?;
+        // Login is per application and token: the first session logs every one in.
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => Err(HsmError::Login {
+                token: self.config.token.clone(),
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
+    }
+
+    /// Runs `f` with a session on a blocking thread. A session that failed
+    /// is closed rather than reused, so a token that comes back is found
+    /// again without a restart.
+    async fn with_session<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Hsm, &Session) -> Result<T, HsmError> + Send + 'static,
+    ) -> Result<T, HsmError> {
+        let _permit = self.permits.acquire().await.map_err(|_| HsmError::Call {
+            what: "session pool",
+            why: "closed".into(),
+        })?;
+        let hsm = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let session = hsm.session()?;
+            let out = f(&hsm, &session);
+            if out.is_ok() {
+                hsm.give_back(session);
+            }
+            out
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(HsmError::Call {
+                what: "signing thread",
+                why: e.to_string(),
+            })
+        });
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        *last = outcome.as_ref().err().map(|e| e.to_string());
+        self.healthy.store(last.is_none(), Ordering::Relaxed);
+        outcome
+    }
+
+    pub fn token(&self) -> &str {
+        &self.config.token
+    }
+
+    pub fn health(&self) -> (bool, Option<String>) {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (self.healthy.load(Ordering::Relaxed), last)
+    }
+
+    /// Asks the token something cheap (for `/readyz` after a failure).
+    pub async fn check(self: &Arc<Self>) -> Result<(), HsmError> {
+        self.with_session(|_, s| s.get_session_info().map(|_| ()).map_err(call("C_GetSessionInfo")))
+            .await
+    }
+
+    fn find(session: &Session, kid: &str, class: Option<ObjectClass>) -> Result<Vec<ObjectHandle>, HsmError> {
+        let mut template = vec![Attribute::Label(kid.as_bytes().to_vec())];
+        template.extend(class.map(Attribute::Class));
+        session.find_objects(&template).map_err(call("C_FindObjects"))
+    }
+
+    /// The private key for `kid`, from the cache or the token.
+    fn private_key(&self, session: &Session, kid: &str) -> Result<ObjectHandle, HsmError> {
+        if let Some(h) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(kid) {
+            return Ok(*h);
+        }
+        let found = Self::find(session, kid, Some(ObjectClass::PRIVATE_KEY))?;
+        let handle = *found.first().ok_or_else(|| HsmError::Call {
+            what: "C_FindObjects",
+            why: format!("the token holds no private key labelled {kid}"),
+        })?;
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kid.to_string(), handle);
+        Ok(handle)
+    }
+
+    fn sign_with(&self, session: &Session, kid: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let key = self.private_key(session, kid)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, message);
+        match session.sign(&Mechanism::Ecdsa, key, digest.as_ref()) {
+            Ok(sig) if sig.len() == 64 => Ok(sig),
+            Ok(sig) => Err(HsmError::Call {
+                what: "C_Sign",
+                why: format!("a signature of {} bytes", sig.len()),
+            }),
+            Err(e) => {
+                // The handle may be stale (the key destroyed, the token reinserted).
+                self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(kid);
+                Err(call("C_Sign")(e))
+            }
+        }
+    }
+
+    /// Generates a P-256 key pair inside the token, labelled `kid`: the
+    /// private half sensitive and never extractable. Returns the public half
+    /// after checking that a signature the token makes verifies with it.
+    pub async fn create(self: &Arc<Self>, kid: &str, alg: Alg) -> Result<VerifyingKey, HsmError> {
+        if alg != Alg::Es256 {
+            return Err(HsmError::Call {
+                what: "C_GenerateKeyPair",
+                why: "mayfly generates ES256 keys in PKCS#11 tokens only".into(),
+            });
+        }
+        let kid = kid.to_string();
+        self.with_session(move |hsm, session| {
+            let label = Attribute::Label(kid.as_bytes().to_vec());
+            let id = Attribute::Id(kid.as_bytes().to_vec());
+            let public = [
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Verify(true),
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(P256_PARAMS.to_vec()),
+                label.clone(),
+                id.clone(),
+            ];
+            let private = [
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::KeyType(KeyType::EC),
+                label,
+                id,
+            ];
+            let (public_key, private_key) = session
+                .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+                .map_err(call("C_GenerateKeyPair"))?;
+            let point = session
+                .get_attributes(public_key, &[AttributeType::EcPoint])
+                .map_err(call("C_GetAttributeValue"))?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::EcPoint(p) => ec_point(&p),
+                    _ => None,
+                })
+                .ok_or_else(|| HsmError::Call {
+                    what: "C_GetAttributeValue",
+                    why: "no uncompressed P-256 point".into(),
+                })?;
+            let verifying = VerifyingKey::new(kid.clone(), alg, point).map_err(|e| HsmError::Call {
+                what: "C_GetAttributeValue",
+                why: e.to_string(),
+            })?;
+            hsm.handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(kid.clone(), private_key);
+            let probe = format!("mayfly signing key check {kid}");
+            let sig = hsm.sign_with(session, &kid, probe.as_bytes())?;
+            if !verifying.verify(probe.as_bytes(), &sig) {
+                return Err(HsmError::Call {
+                    what: "C_Sign",
+                    why: "the token's signature does not verify with its public key".into(),
+                });
+            }
+            Ok(verifying)
+        })
+        .await
+    }
+
+    /// Whether the token holds the private key for `kid`.
+    pub async fn holds(self: &Arc<Self>, kid: &str) -> Result<bool, HsmError> {
+        let kid = kid.to_string();
+        self.with_session(move |_, s| Ok(!Self::find(s, &kid, Some(ObjectClass::PRIVATE_KEY))?.is_empty()))
+            .await
+    }
+
+    /// Destroys every object labelled `kid` in the token. Destroying what is
+    /// already gone succeeds.
+    pub async fn destroy(self: &Arc<Self>, kid: &str) -> Result<(), HsmError> {
+        let kid = kid.to_string();
+        self.with_session(move |hsm, s| {
+            hsm.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&kid);
+            for object in Self::find(s, &kid, None)? {
+                s.destroy_object(object).map_err(call("C_DestroyObject"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// A signing key held in a PKCS#11 token.
+#[derive(Debug)]
+pub struct HsmSigner {
+    kid: String,
+    hsm: Arc<Hsm>,
+}
+
+impl HsmSigner {
+    pub fn new(hsm: Arc<Hsm>, kid: String) -> Self {
+        Self { kid, hsm }
+    }
+}
+
+impl Signer for HsmSigner {
+    fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    fn alg(&self) -> Alg {
+        Alg::Es256
+    }
+
+    fn sign<'a>(&'a self, message: &'a [u8]) -> Signing<'a> {
+        let (kid, message) = (self.kid.clone(), message.to_vec());
+        Box::pin(async move {
+            self.hsm
+                .with_session(move |hsm, s| hsm.sign_with(s, &kid, &message))
+                .await
+                .map_err(|e| SignError {
+                    kid: self.kid.clone(),
+                    why: e.to_string(),
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_points_come_wrapped_in_an_octet_string_or_bare() {
+        let point = [&[4u8][..], &[9u8; 64]].concat();
+        assert_eq!(ec_point(&[&[0x04, 0x41][..], &point].concat()), Some(point.clone()));
+        assert_eq!(ec_point(&point), Some(point.clone()));
+        assert_eq!(ec_point(&point[..64]), None);
+        assert_eq!(ec_point(&[&[0x04, 0x41][..], &[2u8; 65]].concat()), None, "compressed");
+    }
+}
