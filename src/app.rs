@@ -63,6 +63,8 @@ pub enum StartError {
     Transit(#[from] crate::keys::transit::TransitError),
     #[error(transparent)]
     Hsm(#[from] crate::keys::pkcs11::HsmError),
+    #[error(transparent)]
+    Unseal(#[from] crate::keys::unseal::UnsealError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -96,7 +98,30 @@ pub struct Prepared {
 }
 
 /// The master keys from the configuration; a generated one earns a warning.
-pub fn master_keys(config: &Config) -> Result<MasterKeys, StartError> {
+/// With auto-unseal the current one is unwrapped by transit from `store`.
+pub async fn master_keys(config: &Config, store: &Store) -> Result<MasterKeys, StartError> {
+    let current = match &config.unseal {
+        Some(u) => {
+            let transit = Transit::new(u.transit.clone())?;
+            crate::keys::unseal::master_key(store, &transit, &u.key, SystemClock.now()).await?
+        }
+        None => return local_master_keys(config),
+    };
+    Ok(MasterKeys {
+        current,
+        previous: previous_master_key(config)?,
+    })
+}
+
+fn previous_master_key(config: &Config) -> Result<Option<MasterKey>, StartError> {
+    Ok(match &config.master_key_previous {
+        Some(text) => Some(MasterKey::from_text(secrecy::ExposeSecret::expose_secret(text))?),
+        None => None,
+    })
+}
+
+/// The master keys given directly (or generated in the SQLite data directory).
+fn local_master_keys(config: &Config) -> Result<MasterKeys, StartError> {
     let (current, source) = load_master_key(config)?;
     if let MasterKeySource::Generated(path) = &source {
         tracing::warn!(
@@ -104,28 +129,36 @@ pub fn master_keys(config: &Config) -> Result<MasterKeys, StartError> {
             "using a master key generated in the data directory; production must pass MAYFLY_MASTER_KEY"
         );
     }
-    let previous = match &config.master_key_previous {
-        Some(text) => Some(MasterKey::from_text(secrecy::ExposeSecret::expose_secret(text))?),
-        None => None,
-    };
-    Ok(MasterKeys { current, previous })
+    Ok(MasterKeys {
+        current,
+        previous: previous_master_key(config)?,
+    })
 }
 
 /// Builds every service: store, migrations, master key, signing keys, bootstrap.
 pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let Options { config, clock } = options;
     config.validate()?;
-    let masters = Arc::new(master_keys(&config)?);
+    // A master key given (or generated in the data directory) is checked
+    // before anything is opened; one wrapped by transit lives in the store.
+    let given = match config.unseal {
+        None => Some(local_master_keys(&config)?),
+        Some(_) => None,
+    };
+    let data_lock = crate::storage::files::lock_sqlite_dir(&config.database_url).map_err(crate::config::ConfigError)?;
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    bootstrap::recanonicalize_resources(&store).await?;
+    let masters = Arc::new(match given {
+        Some(m) => m,
+        None => master_keys(&config, &store).await?,
+    });
     let checkpoint_key = masters.current.checkpoint_key();
     let console_csrf = masters.current.console_csrf_key();
     let dpop_nonce_keys = (
         masters.current.dpop_nonce_key(),
         masters.previous.as_ref().map(|p| p.dpop_nonce_key()),
     );
-    let data_lock = crate::storage::files::lock_sqlite_dir(&config.database_url).map_err(crate::config::ConfigError)?;
-    let store = Store::connect(&config.database_url).await?;
-    store.migrate().await?;
-    bootstrap::recanonicalize_resources(&store).await?;
 
     let issuer_id = IssuerId {
         url: config.issuer.clone(),

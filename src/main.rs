@@ -258,9 +258,9 @@ async fn run() -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Rewrap(_),
         } => {
-            let masters = mayfly::app::master_keys(&config)?;
             let store = mayfly::storage::Store::connect(&config.database_url).await?;
             store.migrate().await?;
+            let masters = mayfly::app::master_keys(&config, &store).await?;
             let now = mayfly::clock::Clock::now(&mayfly::clock::SystemClock);
             let n = mayfly::keys::rewrap::rewrap(&store, &masters, now).await?;
             println!("re-sealed {n} signing key(s) under master key {}", masters.current.id);
@@ -310,7 +310,8 @@ async fn audit_command(command: AuditCommand, config: &Config) -> anyhow::Result
             }
             // Without the master key the chain and lengths are still checked,
             // but not whether the older chain's checkpoints are authentic.
-            let mac_key = mayfly::app::master_keys(config)
+            let mac_key = mayfly::app::master_keys(config, &store)
+                .await
                 .ok()
                 .map(|m| m.current.checkpoint_key());
             if mac_key.is_none() && !macs.is_empty() {

@@ -16,7 +16,7 @@ mod secrets;
 pub mod signer;
 
 use secrets::{read_secret, weak_secret};
-pub use signer::{SignerArgs, SignerConfig};
+pub use signer::{SignerArgs, SignerConfig, Unseal};
 
 /// Environment variables holding secrets, read by [`Config::from_args`].
 pub const MASTER_KEY_ENV: &str = "MAYFLY_MASTER_KEY";
@@ -192,6 +192,8 @@ pub struct Config {
     pub audit_export_file: Option<PathBuf>,
     pub audit_export_url: Option<String>,
     pub signer: SignerConfig,
+    /// Auto-unseal: the master key wrapped by transit.
+    pub unseal: Option<Unseal>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +221,7 @@ impl Config {
             BOOTSTRAP_ADMIN_SECRET_ENV,
             args.bootstrap_admin_secret_file.as_deref(),
         )?;
+        let (signer, unseal) = args.signer.resolve()?;
         let config = Self {
             database_url: args.database_url,
             issuer,
@@ -244,7 +247,8 @@ impl Config {
             dpop_nonce: args.dpop_nonce,
             audit_export_file: args.audit_export_file,
             audit_export_url: args.audit_export_url,
-            signer: args.signer.resolve()?,
+            signer,
+            unseal,
         };
         config.validate()?;
         Ok(config)
@@ -279,6 +283,7 @@ impl Config {
             audit_export_file: None,
             audit_export_url: None,
             signer: SignerConfig::Local,
+            unseal: None,
         }
     }
 
@@ -335,6 +340,9 @@ impl Config {
             return err(
                 "MAYFLY_KEY_ROTATION_PERIOD must be at least 1s and MAYFLY_KEY_PUBLISH_LEAD at least 100ms".into(),
             );
+        }
+        if self.unseal.is_some() && (self.master_key.is_some() || self.master_key_file.is_some()) {
+            return err("give MAYFLY_MASTER_KEY(_FILE) or MAYFLY_MASTER_KEY_TRANSIT_KEY, not both".into());
         }
         if matches!(self.signer, SignerConfig::Pkcs11(_)) && self.signing_alg != crate::keys::Alg::Es256 {
             return err("MAYFLY_SIGNER=pkcs11 makes ES256 keys only: set MAYFLY_SIGNING_ALG=ES256".into());
@@ -429,7 +437,9 @@ mod tests {
             ];
             for name in names.into_iter().flatten() {
                 let name = name.replace('-', "_");
-                if name.contains("master_key") || name.contains("bootstrap_admin_secret") {
+                // The transit key's name says where the master key is wrapped; it is no secret.
+                let secret = name.contains("master_key") && !name.ends_with("transit_key");
+                if secret || name.contains("bootstrap_admin_secret") {
                     assert!(name.ends_with("_file"), "`{name}` would put a secret in argv");
                 }
             }

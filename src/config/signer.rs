@@ -51,6 +51,19 @@ pub struct SignerArgs {
     /// The transit engine's mount path.
     #[arg(long, env = "MAYFLY_TRANSIT_MOUNT", default_value = "transit")]
     pub transit_mount: String,
+
+    /// Auto-unseal: the transit encryption key that wraps the master key
+    /// (instead of MAYFLY_MASTER_KEY); uses MAYFLY_TRANSIT_ADDR and its token.
+    #[arg(long, env = "MAYFLY_MASTER_KEY_TRANSIT_KEY")]
+    pub master_key_transit_key: Option<String>,
+}
+
+/// Auto-unseal: where the master key's wrapping key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unseal {
+    pub transit: TransitConfig,
+    /// The transit encryption key's name.
+    pub key: String,
 }
 
 /// The validated signer configuration.
@@ -63,7 +76,43 @@ pub enum SignerConfig {
 }
 
 impl SignerArgs {
-    pub fn resolve(self) -> Result<SignerConfig, ConfigError> {
+    /// The signer, and auto-unseal if asked for.
+    pub fn resolve(self) -> Result<(SignerConfig, Option<Unseal>), ConfigError> {
+        let unseal = match &self.master_key_transit_key {
+            None => None,
+            Some(key) => {
+                let valid = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid || key.starts_with('.') {
+                    return Err(ConfigError(format!(
+                        "MAYFLY_MASTER_KEY_TRANSIT_KEY `{key}` is not a transit key name"
+                    )));
+                }
+                let transit = self.transit("MAYFLY_MASTER_KEY_TRANSIT_KEY")?;
+                Some(Unseal {
+                    transit,
+                    key: key.clone(),
+                })
+            }
+        };
+        Ok((self.signer()?, unseal))
+    }
+
+    fn transit(&self, wanted_by: &str) -> Result<TransitConfig, ConfigError> {
+        let (Some(addr), Some(token_file)) = (self.transit_addr.clone(), self.transit_token_file.clone()) else {
+            return Err(ConfigError(format!(
+                "{wanted_by} needs MAYFLY_TRANSIT_ADDR and MAYFLY_TRANSIT_TOKEN_FILE"
+            )));
+        };
+        let config = TransitConfig {
+            addr,
+            token_file,
+            mount: self.transit_mount.clone(),
+        };
+        check_transit(&config)?;
+        Ok(config)
+    }
+
+    fn signer(self) -> Result<SignerConfig, ConfigError> {
         match self.signer {
             SignerKind::Local => Ok(SignerConfig::Local),
             SignerKind::Pkcs11 => {
@@ -81,20 +130,7 @@ impl SignerArgs {
                     pin_file,
                 }))
             }
-            SignerKind::Transit => {
-                let (Some(addr), Some(token_file)) = (self.transit_addr, self.transit_token_file) else {
-                    return Err(ConfigError(
-                        "MAYFLY_SIGNER=transit needs MAYFLY_TRANSIT_ADDR and MAYFLY_TRANSIT_TOKEN_FILE".into(),
-                    ));
-                };
-                let config = TransitConfig {
-                    addr,
-                    token_file,
-                    mount: self.transit_mount,
-                };
-                check_transit(&config)?;
-                Ok(SignerConfig::Transit(config))
-            }
+            SignerKind::Transit => Ok(SignerConfig::Transit(self.transit("MAYFLY_SIGNER=transit")?)),
         }
     }
 }
@@ -142,17 +178,21 @@ pub fn check_transit(config: &TransitConfig) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
-    fn transit(addr: &str, mount: &str) -> Result<SignerConfig, ConfigError> {
+    fn args(signer: SignerKind, addr: Option<&str>, mount: &str) -> SignerArgs {
         SignerArgs {
-            signer: SignerKind::Transit,
+            signer,
             pkcs11_module: None,
             pkcs11_token: None,
             pkcs11_pin_file: None,
-            transit_addr: Some(addr.into()),
-            transit_token_file: Some("/run/bao-token".into()),
+            transit_addr: addr.map(str::to_string),
+            transit_token_file: addr.map(|_| "/run/bao-token".into()),
             transit_mount: mount.into(),
+            master_key_transit_key: None,
         }
-        .resolve()
+    }
+
+    fn transit(addr: &str, mount: &str) -> Result<SignerConfig, ConfigError> {
+        args(SignerKind::Transit, Some(addr), mount).resolve().map(|(s, _)| s)
     }
 
     #[test]
@@ -173,21 +213,46 @@ mod tests {
             let e = transit(addr, mount).unwrap_err().to_string();
             assert!(e.contains(why), "{addr} {mount}: {e}");
         }
-        let missing = SignerArgs {
-            signer: SignerKind::Transit,
-            pkcs11_module: None,
-            pkcs11_token: None,
-            pkcs11_pin_file: None,
-            transit_addr: None,
-            transit_token_file: None,
-            transit_mount: "transit".into(),
+    }
+
+    #[test]
+    fn each_outside_signer_names_what_it_is_missing() {
+        let e = args(SignerKind::Transit, None, "transit")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAYFLY_SIGNER=transit needs MAYFLY_TRANSIT_ADDR"), "{e}");
+        let e = args(SignerKind::Pkcs11, None, "transit")
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MAYFLY_PKCS11_PIN_FILE"), "{e}");
+        let unseal = SignerArgs {
+            master_key_transit_key: Some("mayfly-master".into()),
+            ..args(SignerKind::Local, None, "transit")
+        };
+        let e = unseal.resolve().unwrap_err().to_string();
+        assert!(
+            e.contains("MAYFLY_MASTER_KEY_TRANSIT_KEY needs MAYFLY_TRANSIT_ADDR"),
+            "{e}"
+        );
+        let unseal = SignerArgs {
+            master_key_transit_key: Some("../keys".into()),
+            ..args(SignerKind::Local, Some("http://127.0.0.1:8200"), "transit")
         };
         assert!(
-            missing
+            unseal
                 .resolve()
                 .unwrap_err()
                 .to_string()
-                .contains("MAYFLY_TRANSIT_ADDR")
+                .contains("not a transit key name")
         );
+        let unseal = SignerArgs {
+            master_key_transit_key: Some("mayfly-master".into()),
+            ..args(SignerKind::Local, Some("http://127.0.0.1:8200"), "transit")
+        };
+        let (signer, unseal) = unseal.resolve().unwrap();
+        assert_eq!(signer, SignerConfig::Local);
+        assert_eq!(unseal.unwrap().key, "mayfly-master");
     }
 }

@@ -28,9 +28,29 @@ impl KeyService {
     pub(super) async fn spares(&self, n: usize) -> Result<Vec<Made>, RotationError> {
         let mut made = Vec::with_capacity(n);
         for _ in 0..n {
-            made.push(self.vault.make(self.alg).await?);
+            match self.vault.make(self.alg).await {
+                Ok(m) => made.push(m),
+                Err(e) => {
+                    self.discard(made).await;
+                    return Err(e.into());
+                }
+            }
         }
         Ok(made)
+    }
+
+    /// Runs a key step with `n` keys made ahead, then destroys whichever it
+    /// did not store, whatever the step's outcome. (A key it stored is never
+    /// destroyed here: if the commit's outcome is unknown, its row may exist.)
+    pub(super) async fn with_spares<T, E: From<RotationError>>(
+        &self,
+        n: usize,
+        step: impl AsyncFnOnce(&mut Vec<Made>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut spares = self.spares(n).await?;
+        let outcome = step(&mut spares).await;
+        self.discard(spares).await;
+        outcome
     }
 
     /// Destroys keys made ahead that no row refers to (another replica took

@@ -10,6 +10,7 @@ pub mod rotation;
 pub mod seal;
 pub mod sql;
 pub mod transit;
+pub mod unseal;
 
 pub use custody::{Custody, MasterKeys, Vault};
 pub use rotation::{KeyService, Schedule};

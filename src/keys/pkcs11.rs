@@ -17,7 +17,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
 use crate::jose::{Alg, SignError, Signer, Signing, VerifyingKey};
@@ -47,6 +47,8 @@ pub enum HsmError {
 
 /// Sessions open at once: one per blocking signer, as the module allows.
 const SESSIONS: usize = 4;
+/// How long one call into the token may take before the mint answers 503.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The named curve P-256, DER-encoded (CKA_EC_PARAMS).
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -107,9 +109,12 @@ pub struct Hsm {
     config: Pkcs11Config,
     ctx: Pkcs11,
     slot: Slot,
-    pin: SecretString,
+    pin: Mutex<SecretString>,
     idle: Mutex<Vec<Session>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Set when the token refused the PIN: no login is tried again until the
+    /// PIN file says something else (a token locks after a few wrong PINs).
+    pin_refused: AtomicBool,
     handles: Mutex<HashMap<String, ObjectHandle>>,
     healthy: AtomicBool,
     last_error: Mutex<Option<String>>,
@@ -142,9 +147,10 @@ impl Hsm {
         let hsm = Self {
             ctx,
             slot,
-            pin,
+            pin: Mutex::new(pin),
             idle: Mutex::new(Vec::new()),
-            permits: Semaphore::new(SESSIONS),
+            permits: Arc::new(Semaphore::new(SESSIONS)),
+            pin_refused: AtomicBool::new(false),
             handles: Mutex::new(HashMap::new()),
             healthy: AtomicBool::new(true),
             last_error: Mutex::new(None),
@@ -160,14 +166,38 @@ impl Hsm {
         if let Some(s) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(s);
         }
+        let refused = |why: String| HsmError::Login {
+            token: self.config.token.clone(),
+            why,
+        };
+        let mut pin = self.pin.lock().unwrap_or_else(|e| e.into_inner());
+        if self.pin_refused.load(Ordering::Relaxed) {
+            let fresh = read_pin(&self.config.pin_file)?;
+            if fresh.expose_secret() == pin.expose_secret() {
+                return Err(refused(
+                    "refused before; not tried again until the PIN file changes".into(),
+                ));
+            }
+            *pin = fresh;
+        }
         let session = self.ctx.open_rw_session(self.slot).map_err(call("C_OpenSession"))?;
         // Login is per application and token: the first session logs every one in.
-        match session.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(e) => Err(HsmError::Login {
-                token: self.config.token.clone(),
-                why: e.to_string(),
-            }),
+        match session.login(UserType::User, Some(&pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                self.pin_refused.store(false, Ordering::Relaxed);
+                Ok(session)
+            }
+            Err(e) => {
+                let wrong_pin = matches!(
+                    e,
+                    CkError::Pkcs11(
+                        RvError::PinIncorrect | RvError::PinLocked | RvError::PinExpired | RvError::PinLenRange,
+                        _
+                    )
+                );
+                self.pin_refused.store(wrong_pin, Ordering::Relaxed);
+                Err(refused(e.to_string()))
+            }
         }
     }
 
@@ -175,36 +205,52 @@ impl Hsm {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(session);
     }
 
-    /// Runs `f` with a session on a blocking thread. A session that failed
-    /// is closed rather than reused, so a token that comes back is found
-    /// again without a restart.
+    /// Runs `f` with a session on a blocking thread, giving up after
+    /// CALL_TIMEOUT (a hung token is an answer, not a hang). The session and
+    /// its permit stay with the thread until it returns, so a hung call
+    /// holds one slot of the pool, never more. A session that failed is
+    /// closed rather than reused, so a token that comes back is found again
+    /// without a restart. Only `counts` calls (sessions, signatures) decide
+    /// the signer's health.
     async fn with_session<T: Send + 'static>(
         self: &Arc<Self>,
+        counts: bool,
         f: impl FnOnce(&Hsm, &Session) -> Result<T, HsmError> + Send + 'static,
     ) -> Result<T, HsmError> {
-        let _permit = self.permits.acquire().await.map_err(|_| HsmError::Call {
-            what: "session pool",
-            why: "closed".into(),
-        })?;
+        let hung = |what: &'static str| HsmError::Call {
+            what,
+            why: format!("no answer within {CALL_TIMEOUT:?}"),
+        };
         let hsm = self.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let session = hsm.session()?;
-            let out = f(&hsm, &session);
-            if out.is_ok() {
-                hsm.give_back(session);
-            }
-            out
+        let outcome = tokio::time::timeout(CALL_TIMEOUT, async move {
+            let permit = hsm.permits.clone().acquire_owned().await.map_err(|_| HsmError::Call {
+                what: "session pool",
+                why: "closed".into(),
+            })?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let session = hsm.session()?;
+                let out = f(&hsm, &session);
+                if out.is_ok() {
+                    hsm.give_back(session);
+                }
+                out
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(HsmError::Call {
+                    what: "signing thread",
+                    why: e.to_string(),
+                })
+            })
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(HsmError::Call {
-                what: "signing thread",
-                why: e.to_string(),
-            })
-        });
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        *last = outcome.as_ref().err().map(|e| e.to_string());
-        self.healthy.store(last.is_none(), Ordering::Relaxed);
+        .unwrap_or_else(|_| Err(hung("PKCS#11 call")));
+        if counts {
+            let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+            *last = outcome.as_ref().err().map(|e| e.to_string());
+            self.healthy.store(last.is_none(), Ordering::Relaxed);
+        }
         outcome
     }
 
@@ -219,8 +265,10 @@ impl Hsm {
 
     /// Asks the token something cheap (for `/readyz` after a failure).
     pub async fn check(self: &Arc<Self>) -> Result<(), HsmError> {
-        self.with_session(|_, s| s.get_session_info().map(|_| ()).map_err(call("C_GetSessionInfo")))
-            .await
+        self.with_session(true, |_, s| {
+            s.get_session_info().map(|_| ()).map_err(call("C_GetSessionInfo"))
+        })
+        .await
     }
 
     fn find(session: &Session, kid: &str, class: Option<ObjectClass>) -> Result<Vec<ObjectHandle>, HsmError> {
@@ -231,8 +279,17 @@ impl Hsm {
 
     /// The private key for `kid`, from the cache or the token.
     fn private_key(&self, session: &Session, kid: &str) -> Result<ObjectHandle, HsmError> {
-        if let Some(h) = self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(kid) {
-            return Ok(*h);
+        let cached = self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(kid).copied();
+        if let Some(h) = cached {
+            // A module may reuse the handle of a key destroyed elsewhere: check it is still this kid's.
+            let label = session.get_attributes(h, &[AttributeType::Label]).unwrap_or_default();
+            if label
+                .iter()
+                .any(|a| matches!(a, Attribute::Label(l) if l == kid.as_bytes()))
+            {
+                return Ok(h);
+            }
+            self.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(kid);
         }
         let found = Self::find(session, kid, Some(ObjectClass::PRIVATE_KEY))?;
         let handle = *found.first().ok_or_else(|| HsmError::Call {
@@ -274,7 +331,7 @@ impl Hsm {
             });
         }
         let kid = kid.to_string();
-        self.with_session(move |hsm, session| {
+        self.with_session(false, move |hsm, session| {
             let label = Attribute::Label(kid.as_bytes().to_vec());
             let id = Attribute::Id(kid.as_bytes().to_vec());
             let public = [
@@ -299,6 +356,30 @@ impl Hsm {
             let (public_key, private_key) = session
                 .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
                 .map_err(call("C_GenerateKeyPair"))?;
+            let checked = hsm.check_new(session, &kid, alg, public_key, private_key);
+            if checked.is_err() {
+                // Nothing half-made stays in the token.
+                hsm.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&kid);
+                let _ = session.destroy_object(private_key);
+                let _ = session.destroy_object(public_key);
+            }
+            checked
+        })
+        .await
+    }
+
+    /// Reads a new key pair's public point back and checks that the token's
+    /// signature verifies with it.
+    fn check_new(
+        &self,
+        session: &Session,
+        kid: &str,
+        alg: Alg,
+        public_key: ObjectHandle,
+        private_key: ObjectHandle,
+    ) -> Result<VerifyingKey, HsmError> {
+        let hsm = self;
+        {
             let point = session
                 .get_attributes(public_key, &[AttributeType::EcPoint])
                 .map_err(call("C_GetAttributeValue"))?
@@ -311,16 +392,16 @@ impl Hsm {
                     what: "C_GetAttributeValue",
                     why: "no uncompressed P-256 point".into(),
                 })?;
-            let verifying = VerifyingKey::new(kid.clone(), alg, point).map_err(|e| HsmError::Call {
+            let verifying = VerifyingKey::new(kid.to_string(), alg, point).map_err(|e| HsmError::Call {
                 what: "C_GetAttributeValue",
                 why: e.to_string(),
             })?;
             hsm.handles
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(kid.clone(), private_key);
+                .insert(kid.to_string(), private_key);
             let probe = format!("mayfly signing key check {kid}");
-            let sig = hsm.sign_with(session, &kid, probe.as_bytes())?;
+            let sig = hsm.sign_with(session, kid, probe.as_bytes())?;
             if !verifying.verify(probe.as_bytes(), &sig) {
                 return Err(HsmError::Call {
                     what: "C_Sign",
@@ -328,22 +409,23 @@ impl Hsm {
                 });
             }
             Ok(verifying)
-        })
-        .await
+        }
     }
 
     /// Whether the token holds the private key for `kid`.
     pub async fn holds(self: &Arc<Self>, kid: &str) -> Result<bool, HsmError> {
         let kid = kid.to_string();
-        self.with_session(move |_, s| Ok(!Self::find(s, &kid, Some(ObjectClass::PRIVATE_KEY))?.is_empty()))
-            .await
+        self.with_session(false, move |_, s| {
+            Ok(!Self::find(s, &kid, Some(ObjectClass::PRIVATE_KEY))?.is_empty())
+        })
+        .await
     }
 
     /// Destroys every object labelled `kid` in the token. Destroying what is
     /// already gone succeeds.
     pub async fn destroy(self: &Arc<Self>, kid: &str) -> Result<(), HsmError> {
         let kid = kid.to_string();
-        self.with_session(move |hsm, s| {
+        self.with_session(false, move |hsm, s| {
             hsm.handles.lock().unwrap_or_else(|e| e.into_inner()).remove(&kid);
             for object in Self::find(s, &kid, None)? {
                 s.destroy_object(object).map_err(call("C_DestroyObject"))?;
@@ -380,7 +462,7 @@ impl Signer for HsmSigner {
         let (kid, message) = (self.kid.clone(), message.to_vec());
         Box::pin(async move {
             self.hsm
-                .with_session(move |hsm, s| hsm.sign_with(s, &kid, &message))
+                .with_session(true, move |hsm, s| hsm.sign_with(s, &kid, &message))
                 .await
                 .map_err(|e| SignError {
                     kid: self.kid.clone(),

@@ -189,7 +189,8 @@ impl KeyService {
         tx.conn().notify_keys_changed().await?;
         tx.commit().await?;
         self.reload().await?;
-        self.destroy_pending().await;
+        // Bounded: the change is committed; a destruction that takes longer is the schedule's to finish.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.destroy_pending()).await;
         Ok(())
     }
 
@@ -198,20 +199,21 @@ impl KeyService {
     pub async fn ensure_signing_key(&self) -> Result<(), RotationError> {
         let mut rows = self.store.read().await?.conn().list_keys().await?;
         if find(&rows, KeyState::Active).is_none() {
-            let mut spares = self.spares(1).await?;
-            let mut tx = self.store.begin().await?;
-            tx.conn().lock_chain().await?;
-            if tx.conn().count_active_keys().await? == 0 {
-                let now = self.clock.now();
-                let kid = self
-                    .create_key(&mut tx, &mut spares, KeyState::Active, now, Some(now))
-                    .await?;
-                let reason = format!("first signing key ({})", self.alg.as_str());
-                let event = key_event(actions::KEY_CREATED, &kid, now, reason, &Caller::system("bootstrap"));
-                tx.conn().append_audit(&[event]).await?;
-            }
-            tx.commit().await?;
-            self.discard(spares).await;
+            self.with_spares(1, async |spares: &mut Vec<Made>| {
+                let mut tx = self.store.begin().await?;
+                tx.conn().lock_chain().await?;
+                if tx.conn().count_active_keys().await? == 0 {
+                    let now = self.clock.now();
+                    let kid = self
+                        .create_key(&mut tx, spares, KeyState::Active, now, Some(now))
+                        .await?;
+                    let reason = format!("first signing key ({})", self.alg.as_str());
+                    let event = key_event(actions::KEY_CREATED, &kid, now, reason, &Caller::system("bootstrap"));
+                    tx.conn().append_audit(&[event]).await?;
+                }
+                Ok::<_, RotationError>(tx.commit().await?)
+            })
+            .await?;
             rows = self.store.read().await?.conn().list_keys().await?;
         }
         self.vault.check(&rows).await?;
@@ -264,10 +266,14 @@ impl KeyService {
             .iter()
             .any(|k| k.state == KeyState::Retired && k.retired_at.is_some_and(|t| t + grace <= now));
         let due = active.is_none() || next.is_none() || promote || remove;
-        due.then_some(match (active, next) {
+        // A promotion or a missing key makes one key (a missing active and
+        // next, two); a removal alone makes none.
+        let making = match (active, next) {
             (None, None) => 2,
-            _ => 1,
-        })
+            (None, Some(_)) | (Some(_), None) => 1,
+            (Some(_), Some(_)) => usize::from(promote),
+        };
+        due.then_some(making)
     }
 
     /// One look at the schedule. Returns whether anything changed.
@@ -286,7 +292,12 @@ impl KeyService {
         };
         // Keys are made before the writer order is taken: an HSM's or
         // transit's round trips never hold up lease batches.
-        let mut spares = self.spares(making).await?;
+        self.with_spares(making, async |spares: &mut Vec<Made>| self.step(spares).await)
+            .await
+    }
+
+    /// The schedule's step under the writer order, with keys made ahead.
+    async fn step(&self, spares: &mut Vec<Made>) -> Result<bool, RotationError> {
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
@@ -308,7 +319,7 @@ impl KeyService {
             }
         } else if no_active {
             let kid = self
-                .create_key(&mut tx, &mut spares, KeyState::Active, now, Some(now))
+                .create_key(&mut tx, spares, KeyState::Active, now, Some(now))
                 .await?;
             let reason = "no key was signing; signs at once".to_string();
             events.push(key_event(actions::KEY_ROTATED, &kid, now, reason, &system));
@@ -323,7 +334,7 @@ impl KeyService {
             };
             let activates_at = (base + period).max(now + lead);
             let kid = self
-                .create_key(&mut tx, &mut spares, KeyState::Next, now, Some(activates_at))
+                .create_key(&mut tx, spares, KeyState::Next, now, Some(activates_at))
                 .await?;
             let reason = format!("published; signs from {activates_at}");
             events.push(key_event(actions::KEY_CREATED, &kid, now, reason, &system));
@@ -337,12 +348,9 @@ impl KeyService {
             }
         }
         if events.is_empty() {
-            drop(tx); // rolls back the lock-taking no-op
-            self.discard(spares).await;
-            return Ok(false);
+            return Ok(false); // dropping the transaction rolls back the lock-taking no-op
         }
         self.finish(tx, &events).await?;
-        self.discard(spares).await;
         Ok(true)
     }
 
@@ -350,29 +358,27 @@ impl KeyService {
     /// published since it was prepared), and a new one is prepared.
     pub async fn rotate_now(&self, caller: &Caller) -> Result<String, Error> {
         let prepared = find(&self.store.read().await?.conn().list_keys().await?, KeyState::Next).is_some();
-        let mut spares = self.spares(if prepared { 1 } else { 2 }).await?;
-        let mut tx = self.store.begin().await?;
-        tx.conn().lock_chain().await?;
-        let now = tx.conn().db_now(self.clock.now()).await?;
-        let keys = tx.conn().list_keys().await?;
-        let mut events = Vec::new();
-        let next = match find(&keys, KeyState::Next) {
-            Some(n) => n.kid.clone(),
-            None => {
-                self.create_key(&mut tx, &mut spares, KeyState::Next, now, Some(now))
-                    .await?
-            }
-        };
-        Self::promote(&mut tx, &keys, &next, now, &mut events, caller).await?;
-        let activates_at = now + delta(self.schedule.period);
-        let prepared = self
-            .create_key(&mut tx, &mut spares, KeyState::Next, now, Some(activates_at))
-            .await?;
-        let reason = format!("published; signs from {activates_at}");
-        events.push(key_event(actions::KEY_CREATED, &prepared, now, reason, caller));
-        self.finish(tx, &events).await?;
-        self.discard(spares).await;
-        Ok(next)
+        self.with_spares(if prepared { 1 } else { 2 }, async |spares: &mut Vec<Made>| {
+            let mut tx = self.store.begin().await?;
+            tx.conn().lock_chain().await?;
+            let now = tx.conn().db_now(self.clock.now()).await?;
+            let keys = tx.conn().list_keys().await?;
+            let mut events = Vec::new();
+            let next = match find(&keys, KeyState::Next) {
+                Some(n) => n.kid.clone(),
+                None => self.create_key(&mut tx, spares, KeyState::Next, now, Some(now)).await?,
+            };
+            Self::promote(&mut tx, &keys, &next, now, &mut events, caller).await?;
+            let activates_at = now + delta(self.schedule.period);
+            let prepared = self
+                .create_key(&mut tx, spares, KeyState::Next, now, Some(activates_at))
+                .await?;
+            let reason = format!("published; signs from {activates_at}");
+            events.push(key_event(actions::KEY_CREATED, &prepared, now, reason, caller));
+            self.finish(tx, &events).await?;
+            Ok::<_, Error>(next)
+        })
+        .await
     }
 
     /// `POST /v1/keys/{kid}/revoke`: the key leaves the JWKS at once, every
@@ -384,13 +390,36 @@ impl KeyService {
     pub async fn revoke(&self, kid: &str, caller: &Caller, reason: &str) -> Result<Revocation, Error> {
         let keys = self.store.read().await?.conn().list_keys().await?;
         let signing = find(&keys, KeyState::Active).is_some_and(|k| k.kid == kid);
-        let mut spares = match signing {
-            true => self.spares(1).await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot make a replacement for the revoked signing key; revoking anyway");
-                Vec::new()
-            }),
+        // Bounded, and a failure is no reason not to revoke.
+        let spares = match signing {
+            true => match tokio::time::timeout(Duration::from_secs(5), self.spares(1)).await {
+                Ok(Ok(made)) => made,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot make a replacement for the revoked signing key; revoking anyway");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::error!(
+                        "the signer did not make a replacement for the revoked key in time; revoking anyway"
+                    );
+                    Vec::new()
+                }
+            },
             false => Vec::new(),
         };
+        let mut spares = spares;
+        let revoked = self.revoke_with(kid, caller, reason, &mut spares).await;
+        self.discard(spares).await;
+        revoked
+    }
+
+    async fn revoke_with(
+        &self,
+        kid: &str,
+        caller: &Caller,
+        reason: &str,
+        spares: &mut Vec<Made>,
+    ) -> Result<Revocation, Error> {
         let mut tx = self.store.begin().await?;
         tx.conn().lock_chain().await?;
         let now = tx.conn().db_now(self.clock.now()).await?;
@@ -437,7 +466,6 @@ impl KeyService {
             }
         }
         self.finish(tx, &events).await?;
-        self.discard(spares).await;
         Ok(rule)
     }
 

@@ -177,7 +177,12 @@ impl Transit {
     }
 
     /// One call about keys and signatures: its outcome is transit's health.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, TransitError> {
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, TransitError> {
         let outcome = self.call_quietly(method, path, body).await;
         self.record(outcome)
     }
@@ -237,7 +242,7 @@ impl Transit {
         outcome
     }
 
-    fn mount_path(&self, rest: &str) -> String {
+    pub(super) fn mount_path(&self, rest: &str) -> String {
         format!("{}/{rest}", self.config.mount.trim_matches('/'))
     }
 

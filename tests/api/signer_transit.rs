@@ -280,3 +280,89 @@ async fn a_token_replaced_in_its_file_is_picked_up_and_a_renewable_one_is_renewe
     })
     .await;
 }
+
+/// Auto-unseal: the master key is a data key wrapped by a transit key. It
+/// opens the sealed signing keys after a restart, follows the wrapping key's
+/// rotation (rewrapped at start, so old versions can be retired), and a
+/// different wrapping key is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_wrapped_by_transit_survives_restarts_and_the_wrapping_keys_rotation() {
+    let bao = OpenBao::start().await;
+    let (s, b) = bao
+        .call(
+            reqwest::Method::POST,
+            "transit/keys/mayfly-master",
+            Some(json!({"type": "aes256-gcm96"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let unseal = |key: &str| {
+        let unseal = mayfly::config::Unseal {
+            transit: bao.config(),
+            key: key.to_string(),
+        };
+        move |c: mayfly::Config| mayfly::Config {
+            master_key: None,
+            unseal: Some(unseal),
+            ..c
+        }
+    };
+    let app = TestApp::on(Backend::Postgres)
+        .config(unseal("mayfly-master"))
+        .start()
+        .await;
+    let f = fixture(&app, "hsm").await;
+    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+    let first = app.mint(&f.ci.0, &f.ci.1, &form).await;
+    let kid = header(&first)["kid"].as_str().unwrap().to_string();
+    let pool = mayfly_pool(&app).await;
+    let wrapped = || async {
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(
+            "SELECT ciphertext FROM master_key_wraps".to_string(),
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert!(
+        wrapped().await.starts_with("vault:v1:"),
+        "only the wrapped key is stored"
+    );
+    let db = app.stop().await;
+
+    // The wrapping key rotates in transit: the next start rewraps under v2...
+    let (s, _) = bao
+        .call(reqwest::Method::POST, "transit/keys/mayfly-master/rotate", None)
+        .await;
+    assert_eq!(s, 200);
+    let app = TestApp::on_db(db.clone()).config(unseal("mayfly-master")).start().await;
+    assert!(wrapped().await.starts_with("vault:v2:"));
+    let again = app.mint(&f.ci.0, &f.ci.1, &form).await;
+    assert_eq!(header(&again)["kid"], kid.as_str(), "the sealed signing key opened");
+    let db = app.stop().await;
+    // ...so version 1 can be retired, and the next start still opens everything.
+    let (s, b) = bao
+        .call(
+            reqwest::Method::POST,
+            "transit/keys/mayfly-master/config",
+            Some(json!({"min_decryption_version": 2})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let app = TestApp::on_db(db.clone()).config(unseal("mayfly-master")).start().await;
+    assert!(verifies_against_jwks(&app, &app.mint(&f.ci.0, &f.ci.1, &form).await).await);
+    let db = app.stop().await;
+
+    // Another wrapping key does not silently make a new master key.
+    let mut config = crate::harness::config(&db, "http://mayfly.unseal.test");
+    config = unseal("someone-else")(config);
+    let e = mayfly::prepare(mayfly::Options::new(config))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("wrapped by transit key `mayfly-master`, not `someone-else`"),
+        "{e}"
+    );
+}
