@@ -366,3 +366,77 @@ async fn a_master_key_wrapped_by_transit_survives_restarts_and_the_wrapping_keys
         "{e}"
     );
 }
+
+/// Under load: eight workers mint on Postgres while transit is wedged for a
+/// few seconds. Every answer is 200 or 503, minting resumes without a
+/// restart, and every token returned (and no other) has its lease and its
+/// audit event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_wedged_under_load_answers_200_or_503_and_every_token_has_its_lease() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let bao = OpenBao::start().await;
+    let app = Arc::new(TestApp::on(Backend::Postgres).config(on_transit(&bao)).start().await);
+    let f = Arc::new(fixture(&app, "hsm").await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<(u16, bool)>>> = Arc::default(); // (status, after resume)
+    let resumed = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (app, f, stop, answers, resumed) = (app.clone(), f.clone(), stop.clone(), answers.clone(), resumed.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+                let status = app.token_basic(&f.ci.0, &f.ci.1, &form).await.status().as_u16();
+                answers.lock().unwrap().push((status, resumed.load(Ordering::Relaxed)));
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    bao.pause();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    bao.resume();
+    resumed.store(true, Ordering::Relaxed);
+    crate::harness::eventually("mints succeed again after transit resumes", || async {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, after)| *after && *s == 200)
+            .count()
+            >= 20
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count() as i64;
+    let unavailable = answers.iter().filter(|(s, _)| *s == 503).count();
+    assert_eq!(
+        answers.len() as i64,
+        ok + unavailable as i64,
+        "only 200 or 503: {:?}",
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 200 && *s != 503)
+            .collect::<Vec<_>>()
+    );
+    assert!(unavailable > 0, "the wedge was seen");
+    let pool = mayfly_pool(&app).await;
+    let count = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT COUNT(*) FROM leases WHERE tenant_id = 'hsm'").await, ok);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE tenant_id = 'hsm' AND action = 'token.issued'").await,
+        ok
+    );
+}
