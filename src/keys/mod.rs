@@ -5,6 +5,7 @@
 pub mod custody;
 mod destruction;
 pub mod pkcs11;
+mod refresh;
 pub mod rewrap;
 pub mod rotation;
 pub mod seal;

@@ -217,7 +217,7 @@ impl Transit {
                 "connection failed".into()
             },
         });
-        let outcome = async {
+        async {
             let answer = answer?;
             let status = answer.status();
             let body: Value = answer.json().await.unwrap_or(Value::Null);
@@ -238,8 +238,7 @@ impl Transit {
                 why: if why.is_empty() { status.to_string() } else { why },
             })
         }
-        .await;
-        outcome
+        .await
     }
 
     pub(super) fn mount_path(&self, rest: &str) -> String {
