@@ -139,6 +139,8 @@ fn local_master_keys(config: &Config) -> Result<MasterKeys, StartError> {
 pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
     let Options { config, clock } = options;
     config.validate()?;
+    // Every outbound TLS client (transit, federation, export) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // A master key given (or generated in the data directory) is checked
     // before anything is opened; one wrapped by transit lives in the store.
     let given = match config.unseal {

@@ -440,3 +440,50 @@ async fn transit_wedged_under_load_answers_200_or_503_and_every_token_has_its_le
         ok
     );
 }
+
+/// The released binary, not only the library: `mayfly` with
+/// MAYFLY_SIGNER=transit starts, is ready, and names its signer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_with_keys_in_transit() {
+    let bao = OpenBao::start().await;
+    let dir = std::env::temp_dir().join(format!("mayfly-bin-{}", uuid::Uuid::new_v4().simple()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"))
+        .env("MAYFLY_DATABASE_URL", format!("sqlite://{}/mayfly.db", dir.display()))
+        .env("MAYFLY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MAYFLY_MASTER_KEY", crate::harness::MASTER_KEY)
+        .env("MAYFLY_BOOTSTRAP_ADMIN_SECRET", crate::harness::ADMIN_SECRET)
+        .env("MAYFLY_SIGNER", "transit")
+        .env("MAYFLY_TRANSIT_ADDR", &bao.addr)
+        .env("MAYFLY_TRANSIT_TOKEN_FILE", bao.token_file())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = crate::harness::http_client();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let mut ready = Value::Null;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(&url).send().await {
+            ready = r.json().await.unwrap_or_default();
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        ready["signer"],
+        "transit",
+        "{ready} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
