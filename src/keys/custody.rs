@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use ring::rand::SecureRandom;
 
-use super::pkcs11::{Hsm, HsmSigner};
-use super::transit::{Transit, TransitSigner};
+use super::pkcs11::Hsm;
+use super::transit::Transit;
 use super::{Alg, KeyError, KeySet, MasterKey, SigningKey, StoredKey, VerifyingKey, generate};
 use crate::jose::Signer;
 
@@ -167,13 +167,13 @@ impl Vault {
                 let pkcs8 = self.open_sealed(row, sealed)?;
                 Ok(Arc::new(SigningKey::from_pkcs8(row.kid.clone(), row.alg, &pkcs8)?))
             }
-            Custody::Pkcs11 => Ok(Arc::new(HsmSigner::new(
+            Custody::Pkcs11 => Ok(Arc::new(super::pkcs11::signer(
                 self.hsm_for(&row.kid)?.clone(),
                 row.kid.clone(),
             ))),
             Custody::Transit => {
                 let transit = self.transit_for(&row.kid)?.clone();
-                Ok(Arc::new(TransitSigner::open(transit, row.kid.clone(), row.alg)))
+                Ok(Arc::new(super::transit::signer(transit, row.kid.clone(), row.alg)))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! mint path signs with, and the JWKS document verifiers fetch. Private
 //! material never leaves this module except sealed.
 
+mod batch;
 pub mod custody;
 mod destruction;
 pub mod pkcs11;

@@ -20,7 +20,8 @@ use cryptoki::slot::Slot;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-use crate::jose::{Alg, SignError, Signer, Signing, VerifyingKey};
+use super::batch::BatchSigner;
+use crate::jose::{Alg, VerifyingKey};
 
 /// Which module, which token, and the file holding its user PIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +306,10 @@ impl Hsm {
 
     fn sign_with(&self, session: &Session, kid: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let key = self.private_key(session, kid)?;
+        self.sign_by(session, key, kid, message)
+    }
+
+    fn sign_by(&self, session: &Session, key: ObjectHandle, kid: &str, message: &[u8]) -> Result<Vec<u8>, HsmError> {
         let digest = ring::digest::digest(&ring::digest::SHA256, message);
         match session.sign(&Mechanism::Ecdsa, key, digest.as_ref()) {
             Ok(sig) if sig.len() == 64 => Ok(sig),
@@ -436,40 +441,28 @@ impl Hsm {
     }
 }
 
-/// A signing key held in a PKCS#11 token.
-#[derive(Debug)]
-pub struct HsmSigner {
-    kid: String,
-    hsm: Arc<Hsm>,
-}
+/// Signatures in one batch, at most (on one session, in one blocking call).
+const MAX_BATCH: usize = 64;
 
-impl HsmSigner {
-    pub fn new(hsm: Arc<Hsm>, kid: String) -> Self {
-        Self { kid, hsm }
-    }
-}
-
-impl Signer for HsmSigner {
-    fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    fn alg(&self) -> Alg {
-        Alg::Es256
-    }
-
-    fn sign<'a>(&'a self, message: &'a [u8]) -> Signing<'a> {
-        let (kid, message) = (self.kid.clone(), message.to_vec());
-        Box::pin(async move {
-            self.hsm
-                .with_session(true, move |hsm, s| hsm.sign_with(s, &kid, &message))
-                .await
-                .map_err(|e| SignError {
-                    kid: self.kid.clone(),
-                    why: e.to_string(),
-                })
-        })
-    }
+/// A signing key held in a PKCS#11 token: each batch of signatures is made
+/// on one session in one blocking call, up to one batch per session at once.
+pub fn signer(hsm: Arc<Hsm>, kid: String) -> BatchSigner {
+    let key = kid.clone();
+    BatchSigner::spawn(kid, Alg::Es256, MAX_BATCH, SESSIONS, move |messages: Vec<Vec<u8>>| {
+        let (hsm, kid) = (hsm.clone(), key.clone());
+        async move {
+            hsm.with_session(true, move |hsm, s| {
+                // The key's handle is looked up (and checked) once per batch.
+                let key = hsm.private_key(s, &kid)?;
+                Ok(messages
+                    .iter()
+                    .map(|m| hsm.sign_by(s, key, &kid, m).map_err(|e| e.to_string()))
+                    .collect())
+            })
+            .await
+            .map_err(|e| e.to_string())
+        }
+    })
 }
 
 #[cfg(test)]

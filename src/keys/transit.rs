@@ -5,7 +5,6 @@
 //! a round trip is shared the way the lease writer shares a commit. Nothing
 //! here ever logs or returns the transit token.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,9 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::jose::{Alg, SignError, Signer, Signing, VerifyingKey};
+use super::batch::BatchSigner;
+use crate::jose::{Alg, VerifyingKey};
 
 /// Where transit is and how mayfly authenticates to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,91 +403,16 @@ impl Transit {
     }
 }
 
-/// One signature waiting for its batch.
-struct Job {
-    message: Vec<u8>,
-    reply: oneshot::Sender<Result<Vec<u8>, SignError>>,
-}
-
-/// A signing key held in transit. Signatures asked for while a batch is out
-/// gather into the next one.
-#[derive(Debug)]
-pub struct TransitSigner {
-    kid: String,
-    alg: Alg,
-    queue: mpsc::UnboundedSender<Job>,
-}
-
-impl TransitSigner {
-    /// A signer for a stored key; its batcher runs until the signer is dropped.
-    pub fn open(transit: Arc<Transit>, kid: String, alg: Alg) -> Self {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(batch(transit, kid.clone(), alg, jobs));
-        Self { kid, alg, queue }
-    }
-}
-
-async fn batch(transit: Arc<Transit>, kid: String, alg: Alg, mut jobs: mpsc::UnboundedReceiver<Job>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(first) = jobs.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        // While the permit was awaited, more requests queued: take them too.
-        let mut batch = VecDeque::from([first]);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push_back(job),
-                Err(_) => break,
-            }
+/// A signing key held in transit: each batch of signatures is one request.
+pub fn signer(transit: Arc<Transit>, kid: String, alg: Alg) -> BatchSigner {
+    let key = kid.clone();
+    BatchSigner::spawn(kid, alg, MAX_BATCH, IN_FLIGHT, move |messages: Vec<Vec<u8>>| {
+        let (transit, kid) = (transit.clone(), key.clone());
+        async move {
+            let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            transit.sign_batch(&kid, alg, &refs).await.map_err(|e| e.to_string())
         }
-        let (transit, kid) = (transit.clone(), kid.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let messages: Vec<&[u8]> = batch.iter().map(|j| j.message.as_slice()).collect();
-            let signed = transit.sign_batch(&kid, alg, &messages).await;
-            let failed = |why: String| SignError { kid: kid.clone(), why };
-            match signed {
-                Ok(results) => {
-                    for (job, result) in batch.into_iter().zip(results) {
-                        let _ = job.reply.send(result.map_err(failed));
-                    }
-                }
-                Err(e) => {
-                    for job in batch {
-                        let _ = job.reply.send(Err(failed(e.to_string())));
-                    }
-                }
-            }
-        });
-    }
-}
-
-impl Signer for TransitSigner {
-    fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    fn alg(&self) -> Alg {
-        self.alg
-    }
-
-    fn sign<'a>(&'a self, message: &'a [u8]) -> Signing<'a> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let gone = || SignError {
-                kid: self.kid.clone(),
-                why: "the transit batcher stopped".into(),
-            };
-            self.queue
-                .send(Job {
-                    message: message.to_vec(),
-                    reply,
-                })
-                .map_err(|_| gone())?;
-            answer.await.map_err(|_| gone())?
-        })
-    }
+    })
 }
 
 #[cfg(test)]
