@@ -391,6 +391,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(background.catalog.run());
     tasks.spawn(background.keys.clone().run_refresh());
+    tasks.spawn(store.clone().follow_primary());
     if let Some(transit) = background.keys.vault().transit.clone() {
         tasks.spawn(transit.run_renewal());
     }

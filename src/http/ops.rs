@@ -80,6 +80,9 @@ pub struct Readiness {
     lease_writer: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<&'static str>,
+    /// The Postgres host written to, when MAYFLY_DATABASE_URL names several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary: Option<String>,
     /// Where signing keys live (`local`, `transit`).
     #[serde(skip_serializing_if = "Option::is_none")]
     signer: Option<&'static str>,
@@ -122,6 +125,7 @@ async fn readiness(AppState { web, keys, issuer, .. }: AppState, detailed: bool)
         signing_key: detailed.then_some(signing_key),
         lease_writer: detailed.then_some(lease_writer),
         backend: detailed.then_some(web.store.backend()),
+        primary: web.store.primary().filter(|_| detailed),
         signer: detailed.then_some(signer),
         signer_ready: detailed.then_some(signer_ready),
         signer_error: signer_error.filter(|_| detailed),

@@ -43,6 +43,7 @@ pub mod backend;
 pub mod files;
 pub mod gate;
 pub mod gather;
+pub mod hosts;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -88,7 +89,8 @@ pub enum StoreError {
 /// work": admin shutdown, crash shutdown, cannot connect now (57P01-03), any
 /// connection exception (class 08), too many connections (53300).
 pub fn sqlstate_is_unavailable(code: &str) -> bool {
-    matches!(code, "57P01" | "57P02" | "57P03" | "53300") || code.starts_with("08")
+    // 25006: a read-only transaction, what a demoted primary answers a write.
+    matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006") || code.starts_with("08")
 }
 
 /// The one place database errors are classified. "Unavailable" errors are
@@ -149,6 +151,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// The hosts of a multi-host Postgres URL, and which one is written to.
+    hosts: Option<std::sync::Arc<hosts::Hosts>>,
     /// Bounds admin list queries (see `gate`).
     gate: std::sync::Arc<gate::ReadGate>,
 }
@@ -273,15 +277,37 @@ fn restrict_sqlite_files(db: &std::path::Path) -> std::io::Result<()> {
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Self> {
+        let mut hosts = None;
         let pool = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?.application_name("mayfly");
-            Pool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(options)
-                    .await?,
-            )
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(5));
+            match hosts::split(url)? {
+                None => Pool::Postgres(
+                    pool.connect_with(PgConnectOptions::from_str(url)?.application_name("mayfly"))
+                        .await?,
+                ),
+                Some(urls) => {
+                    let several = std::sync::Arc::new(hosts::Hosts::new(urls, "mayfly")?);
+                    let first = several.find().await.ok_or_else(|| {
+                        StoreError::Unavailable("none of the hosts in MAYFLY_DATABASE_URL accepts writes".into())
+                    })?;
+                    several.set_current(first);
+                    let fresh = several.clone();
+                    let pool = pool
+                        // A connection that lands on a standby is refused as it opens...
+                        .after_connect(|conn, _| Box::pin(hosts::refuse_read_only(conn)))
+                        // ...and one opened before the pool moved is closed, not used.
+                        .before_acquire(move |_, meta| {
+                            let keep = fresh.opened_since_move(meta.age);
+                            Box::pin(async move { Ok(keep) })
+                        })
+                        .connect_with(several.options(first))
+                        .await?;
+                    hosts = Some(several);
+                    Pool::Postgres(pool)
+                }
+            }
         } else if url.starts_with("sqlite:") {
             if let Some(dir) = files::sqlite_data_dir(url) {
                 files::create_private_dir(&dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
@@ -314,7 +340,33 @@ impl Store {
         Ok(Self {
             pool,
             gate: std::sync::Arc::new(gate::ReadGate::new(lists)),
+            hosts,
         })
+    }
+
+    /// The host written to, when MAYFLY_DATABASE_URL names several.
+    pub fn primary(&self) -> Option<String> {
+        self.hosts.as_ref().map(|h| h.current())
+    }
+
+    /// Follows the writable host when MAYFLY_DATABASE_URL names several:
+    /// twice a second it asks the current one, and after a failover points
+    /// the pool at the new primary. Until then writes answer 503.
+    pub async fn follow_primary(self) {
+        let (Some(hosts), Pool::Postgres(pool)) = (self.hosts.clone(), &self.pool) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Some(moved) = hosts.recheck().await {
+                let from = hosts.current();
+                pool.set_connect_options(hosts.options(moved));
+                hosts.set_current(moved);
+                tracing::warn!(from = %from, to = %hosts.current(), "the writable Postgres host moved; following it");
+            }
+        }
     }
 
     pub fn backend(&self) -> &'static str {

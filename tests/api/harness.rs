@@ -31,12 +31,18 @@ pub struct Database {
 #[derive(Debug)]
 enum Cleanup {
     Dir(std::path::PathBuf),
-    Schema { base: String, schema: String },
+    Schema {
+        base: String,
+        schema: String,
+    },
+    /// A database the test set up itself (a failover formation) and removes itself.
+    Nothing,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         match self {
+            Cleanup::Nothing => {}
             Cleanup::Dir(dir) => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -64,6 +70,14 @@ impl Drop for Cleanup {
 }
 
 impl Database {
+    /// A database at `url` that the test owns.
+    pub fn at(url: String) -> Database {
+        Database {
+            url,
+            _cleanup: Arc::new(Cleanup::Nothing),
+        }
+    }
+
     pub async fn fresh(backend: Backend) -> Database {
         match backend {
             Backend::Sqlite => {

@@ -18,6 +18,7 @@ mod delegation;
 mod dev;
 mod dpop;
 mod durability;
+mod failover;
 mod federation;
 mod federation_edges;
 mod hardening;

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, TestApp, fixture, header};
-use crate::signer_transit::{keys, lease_count, verifies_against_jwks};
+use crate::signer_transit::{keys, lease_count, verified_by_pyjwt_and_jose, verifies_against_jwks};
 use crate::softhsm;
 
 fn on_hsm(c: mayfly::Config) -> mayfly::Config {
@@ -27,15 +27,7 @@ async fn keys_generated_in_the_token_sign_verifiable_tokens_and_never_leave_it()
     let token = app.mint(&f.ci.0, &f.ci.1, &form).await;
     let kid = header(&token)["kid"].as_str().unwrap().to_string();
     assert!(verifies_against_jwks(&app, &token).await);
-    let jwks_url = app.url("/.well-known/jwks.json");
-    let (ok, out) = crate::interop::pyjwt(&jwks_url, &app.issuer, &f.resource, &token);
-    assert!(ok, "PyJWT: {out}");
-    let jose = std::process::Command::new("node")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/verify.mjs"))
-        .args([&jwks_url, &app.issuer, &f.resource, &token])
-        .output()
-        .expect("node runs");
-    assert!(jose.status.success(), "jose: {}", String::from_utf8_lossy(&jose.stdout));
+    verified_by_pyjwt_and_jose(&app, &f.resource, &token);
 
     // The private key is in the token: sensitive, not extractable, its value unreadable.
     let held = softhsm::held(&kid);

@@ -36,6 +36,20 @@ pub(crate) async fn verifies_against_jwks(app: &TestApp, token: &str) -> bool {
     key.verify(signed.as_bytes(), &sig)
 }
 
+/// PyJWT and node's jose, verifiers we did not write, accept `token` against
+/// the app's JWKS for `audience`.
+pub(crate) fn verified_by_pyjwt_and_jose(app: &TestApp, audience: &str, token: &str) {
+    let jwks_url = app.url("/.well-known/jwks.json");
+    let (ok, out) = crate::interop::pyjwt(&jwks_url, &app.issuer, audience, token);
+    assert!(ok, "PyJWT: {out}");
+    let jose = std::process::Command::new("node")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/verify.mjs"))
+        .args([jwks_url.as_str(), app.issuer.as_str(), audience, token])
+        .output()
+        .expect("node runs");
+    assert!(jose.status.success(), "jose: {}", String::from_utf8_lossy(&jose.stdout));
+}
+
 pub(crate) async fn keys(app: &TestApp) -> Vec<Value> {
     let (s, b) = app.get(&app.global_admin_token().await, "/v1/keys").await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -63,16 +77,8 @@ async fn keys_made_inside_transit_sign_tokens_that_verify_and_emergency_revocati
         verifies_against_jwks(&app, &token).await,
         "signed by transit, verified with the JWKS"
     );
-    // And by verifiers we did not write: PyJWT and node's jose.
-    let jwks_url = app.url("/.well-known/jwks.json");
-    let (ok, out) = crate::interop::pyjwt(&jwks_url, &app.issuer, &f.resource, &token);
-    assert!(ok, "PyJWT: {out}");
-    let jose = std::process::Command::new("node")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/verify.mjs"))
-        .args([&jwks_url, &app.issuer, &f.resource, &token])
-        .output()
-        .expect("node runs");
-    assert!(jose.status.success(), "jose: {}", String::from_utf8_lossy(&jose.stdout));
+    // And by verifiers we did not write.
+    verified_by_pyjwt_and_jose(&app, &f.resource, &token);
     let listed = keys(&app).await;
     let row = listed.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
     assert_eq!(row["custody"], "transit", "{row}");

@@ -1,0 +1,400 @@
+//! Postgres fails over under load and nothing is lost: a pg_auto_failover
+//! monitor and two nodes with synchronous replication (Debian
+//! `postgresql-15-auto-failover`, run as the `postgres` user), two mayfly
+//! replicas on the multi-host URL, sixteen workers minting, and the
+//! primary killed with SIGKILL. Run alone (scripts/test does): it starts
+//! three Postgres servers of its own.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Database, TestApp, claims, fixture};
+
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A pg_auto_failover formation on loopback ports.
+struct Formation {
+    dir: PathBuf,
+    monitor: u16,
+    nodes: [u16; 2],
+    running: Vec<(String, Child)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `pg_autoctl …` as the postgres user.
+fn autoctl(args: &[&str]) -> Command {
+    let mut c = Command::new("runuser");
+    c.args([
+        "-u",
+        "postgres",
+        "--",
+        "env",
+        &format!("PATH={BIN}:/usr/bin:/bin"),
+        "pg_autoctl",
+    ])
+    .args(args);
+    c
+}
+
+fn psql(port: u16, db: &str, sql: &str) -> Option<String> {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-Atc",
+            sql,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn writable(port: u16) -> bool {
+    psql(
+        port,
+        "postgres",
+        "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+    )
+    .as_deref()
+        == Some("f")
+}
+
+async fn until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl Formation {
+    async fn start() -> Formation {
+        let dir = std::env::temp_dir().join(format!("mayfly-ha-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut f = Formation {
+            monitor: free_port(),
+            nodes: [free_port(), free_port()],
+            dir,
+            running: Vec::new(),
+        };
+        let monitor = f.dir.join("monitor");
+        let created = autoctl(&["create", "monitor", "--pgdata", monitor.to_str().unwrap()])
+            .args([
+                "--pgport",
+                &f.monitor.to_string(),
+                "--hostname",
+                "127.0.0.1",
+                "--auth",
+                "trust",
+                "--no-ssl",
+            ])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        f.run("monitor", &["run", "--pgdata", monitor.to_str().unwrap()]);
+        until("the monitor", Duration::from_secs(30), || {
+            psql(f.monitor, "pg_auto_failover", "SELECT 1").is_some()
+        })
+        .await;
+        // Fail over in seconds rather than the defaults' tens of seconds.
+        for setting in [
+            "pgautofailover.health_check_period = 1000",
+            "pgautofailover.health_check_retry_delay = 500",
+            "pgautofailover.health_check_max_retries = 1",
+            "pgautofailover.node_considered_unhealthy_timeout = 3000",
+            "pgautofailover.primary_demote_timeout = 3000",
+        ] {
+            psql(f.monitor, "pg_auto_failover", &format!("ALTER SYSTEM SET {setting}")).expect(setting);
+        }
+        psql(f.monitor, "pg_auto_failover", "SELECT pg_reload_conf()").unwrap();
+        let monitor_url = format!(
+            "postgres://autoctl_node@127.0.0.1:{}/pg_auto_failover?sslmode=disable",
+            f.monitor
+        );
+        for (i, port) in f.nodes.into_iter().enumerate() {
+            let name = format!("node{}", i + 1);
+            let pgdata = f.dir.join(&name);
+            let port = port.to_string();
+            f.run(
+                &name,
+                &[
+                    "create",
+                    "postgres",
+                    "--pgdata",
+                    pgdata.to_str().unwrap(),
+                    "--pgport",
+                    &port,
+                    "--hostname",
+                    "127.0.0.1",
+                    "--name",
+                    &name,
+                    "--auth",
+                    "trust",
+                    "--no-ssl",
+                    "--monitor",
+                    &monitor_url,
+                    "--run",
+                ],
+            );
+            // Alone, the first node is `single`; with the second, `primary` and `secondary`.
+            let want = if i == 0 {
+                "node1 single"
+            } else {
+                "node1 primary,node2 secondary"
+            };
+            let sql =
+                "SELECT string_agg(nodename || ' ' || reportedstate, ',' ORDER BY nodename) FROM pgautofailover.node";
+            let monitor = f.monitor;
+            until(want, Duration::from_secs(90), || {
+                psql(monitor, "pg_auto_failover", sql).as_deref() == Some(want)
+            })
+            .await;
+        }
+        f
+    }
+
+    fn run(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        // Its own process group: pg_autoctl's workers rename themselves, so
+        // only the group reaches them all.
+        let child = autoctl(args)
+            .process_group(0)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.running.push((name.to_string(), child));
+    }
+
+    /// The URL mayfly is given: both nodes, libpq style.
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?sslmode=disable&target_session_attrs=read-write",
+            self.nodes[0], self.nodes[1]
+        )
+    }
+
+    /// SIGKILL to a node's pg_autoctl and its Postgres: the host is gone.
+    fn kill(&mut self, name: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(name).join("postmaster.pid")).unwrap();
+        let postmaster = pid.lines().next().unwrap().trim().to_string();
+        for (n, child) in &mut self.running {
+            if n == name {
+                let group = format!("-{}", child.id());
+                let _ = Command::new("kill")
+                    .args(["-9", "--", &group])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-9", &postmaster])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Formation {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.running {
+            let _ = Command::new("kill")
+                .args(["-9", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.kill();
+        }
+        for node in ["monitor", "node1", "node2"] {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join(node).join("postmaster.pid")) {
+                let _ = Command::new("kill")
+                    .args(["-9", pid.lines().next().unwrap_or_default().trim()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &self.dir.display().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One worker's answers: status, the token when 200, and when it was asked.
+type Answers = Arc<Mutex<Vec<(u16, Option<String>, Instant)>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "starts its own pg_auto_failover formation; scripts/test runs it alone"]
+async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_replicas() {
+    let mut formation = Formation::start().await;
+    let db = Database::at(formation.url());
+    let fast = |c: mayfly::Config| mayfly::Config {
+        issuer: "http://mayfly.failover.test".into(),
+        ..c
+    };
+    let apps = Arc::new([
+        TestApp::on_db(db.clone()).config(fast).wall_clock().start().await,
+        TestApp::on_db(db.clone()).config(fast).wall_clock().start().await,
+    ]);
+    let primary = format!("127.0.0.1:{}", formation.nodes[0]);
+    let ready: Value = apps[0]
+        .http
+        .get(apps[0].url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["primary"], primary.as_str(), "{ready}");
+
+    // A rule made before the failure.
+    let f = Arc::new(fixture(&apps[0], "ha").await);
+    let doomed = apps[0]
+        .mint(
+            &f.agent.0,
+            &f.agent.1,
+            &[
+                ("grant_type", "client_credentials"),
+                ("resource", &f.resource),
+                ("workflow", "doomed"),
+            ],
+        )
+        .await;
+    let (s, _) = apps[0]
+        .post(
+            &f.admin,
+            "/v1/tenants/ha/revocations",
+            json!({"workflow": "doomed", "reason": "before the failover"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: [Answers; 2] = [Arc::default(), Arc::default()];
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let (apps, f, stop, answers) = (apps.clone(), f.clone(), stop.clone(), answers[w % 2].clone());
+        workers.push(tokio::spawn(async move {
+            let app = &apps[w % 2];
+            while !stop.load(Ordering::Relaxed) {
+                let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+                let r = tokio::time::timeout(Duration::from_secs(35), app.token_basic(&f.ci.0, &f.ci.1, &form)).await;
+                let (status, token) = match r {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or_default();
+                        (status, body["access_token"].as_str().map(str::to_string))
+                    }
+                    Err(_) => (0, None), // a hang past the request timeout
+                };
+                answers.lock().unwrap().push((status, token, Instant::now()));
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    formation.kill("node1");
+    let standby = formation.nodes[1];
+    until("node2 promoted and writable", Duration::from_secs(90), || {
+        writable(standby)
+    })
+    .await;
+    let promoted = Instant::now();
+    // Minting resumes on both replicas, without a restart, within 15 s of the promotion.
+    let resumed_on = |a: &Answers| a.lock().unwrap().iter().any(|(s, _, at)| *s == 200 && *at > promoted);
+    until("both replicas minting again", Duration::from_secs(15), || {
+        resumed_on(&answers[0]) && resumed_on(&answers[1])
+    })
+    .await;
+    let resumed = promoted.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let all: Vec<(u16, Option<String>, Instant)> = answers.iter().flat_map(|a| a.lock().unwrap().clone()).collect();
+    let odd: Vec<u16> = all.iter().map(|a| a.0).filter(|s| *s != 200 && *s != 503).collect();
+    assert!(odd.is_empty(), "only 200 or 503 (0 = no answer within 35 s): {odd:?}");
+    let tokens: Vec<String> = all.iter().filter_map(|a| a.1.clone()).collect();
+    let unavailable = all.iter().filter(|a| a.0 == 503).count();
+    eprintln!(
+        "failover: {} mints answered 200, {unavailable} answered 503; both replicas minting {:.1} s after the promotion",
+        tokens.len(),
+        resumed.as_secs_f64()
+    );
+
+    // Every token returned has its lease and its audit event on the new primary.
+    let node2 = sqlx::PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:{standby}/postgres?sslmode=disable"
+    ))
+    .await
+    .unwrap();
+    let leases: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM leases WHERE tenant_id = 'ha'")
+        .fetch_all(&node2)
+        .await
+        .unwrap();
+    let events: Vec<Option<uuid::Uuid>> =
+        sqlx::query_scalar("SELECT lease_id FROM audit_events WHERE tenant_id = 'ha' AND action = 'token.issued'")
+            .fetch_all(&node2)
+            .await
+            .unwrap();
+    for t in &tokens {
+        let jti: uuid::Uuid = claims(t)["jti"].as_str().unwrap().parse().unwrap();
+        assert!(
+            leases.contains(&jti),
+            "token {jti} was returned but its lease is not on the new primary"
+        );
+        assert!(
+            events.contains(&Some(jti)),
+            "token {jti} was returned but its audit event is not on the new primary"
+        );
+    }
+    // Both replicas write to the new primary and still enforce the rule made before.
+    for app in apps.iter() {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["primary"], format!("127.0.0.1:{standby}"), "{ready}");
+        assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
+    }
+}
