@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Database, TestApp, claims, fixture};
+use crate::harness::{Database, Fixture, TestApp, claims, fixture};
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -35,18 +35,14 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `pg_autoctl …` as the postgres user.
-fn autoctl(args: &[&str]) -> Command {
+/// `pg_autoctl …` as the postgres user, its XDG state kept in `dir`.
+fn autoctl(dir: &std::path::Path, args: &[&str]) -> Command {
+    let xdg = |kind: &str| format!("XDG_{kind}={}", dir.join("xdg").join(kind.to_lowercase()).display());
     let mut c = Command::new("runuser");
-    c.args([
-        "-u",
-        "postgres",
-        "--",
-        "env",
-        &format!("PATH={BIN}:/usr/bin:/bin"),
-        "pg_autoctl",
-    ])
-    .args(args);
+    c.args(["-u", "postgres", "--", "env", &format!("PATH={BIN}:/usr/bin:/bin")])
+        .args([xdg("CONFIG_HOME"), xdg("DATA_HOME"), xdg("RUNTIME_DIR")])
+        .arg("pg_autoctl")
+        .args(args);
     c
 }
 
@@ -109,7 +105,7 @@ impl Formation {
             running: Vec::new(),
         };
         let monitor = f.dir.join("monitor");
-        let created = autoctl(&["create", "monitor", "--pgdata", monitor.to_str().unwrap()])
+        let created = autoctl(&f.dir, &["create", "monitor", "--pgdata", monitor.to_str().unwrap()])
             .args([
                 "--pgport",
                 &f.monitor.to_string(),
@@ -188,7 +184,7 @@ impl Formation {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
         // Its own process group: pg_autoctl's workers rename themselves, so
         // only the group reaches them all.
-        let child = autoctl(args)
+        let child = autoctl(&self.dir, args)
             .process_group(0)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -250,23 +246,115 @@ impl Drop for Formation {
     }
 }
 
-/// One worker's answers: status, the token when 200, and when it was asked.
+/// One replica's answers: status, the token when 200, and when it was asked.
 type Answers = Arc<Mutex<Vec<(u16, Option<String>, Instant)>>>;
+
+/// Sixteen workers minting, half through each replica.
+struct Load {
+    stop: Arc<AtomicBool>,
+    answers: [Answers; 2],
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(apps: &Arc<[TestApp; 2]>, f: &Arc<Fixture>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers: [Answers; 2] = [Arc::default(), Arc::default()];
+        let mut workers = Vec::new();
+        for w in 0..16 {
+            let (apps, f, stop, answers) = (apps.clone(), f.clone(), stop.clone(), answers[w % 2].clone());
+            workers.push(tokio::spawn(async move {
+                let app = &apps[w % 2];
+                while !stop.load(Ordering::Relaxed) {
+                    let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+                    let asked = tokio::time::timeout(Duration::from_secs(35), app.token_basic(&f.ci.0, &f.ci.1, &form));
+                    let (status, token) = match asked.await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let body: Value = r.json().await.unwrap_or_default();
+                            (status, body["access_token"].as_str().map(str::to_string))
+                        }
+                        Err(_) => (0, None), // a hang past the request timeout
+                    };
+                    answers.lock().unwrap().push((status, token, Instant::now()));
+                    if status != 200 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }));
+        }
+        Load { stop, answers, workers }
+    }
+
+    /// Waits until both replicas answered 200 to a mint asked after `since`.
+    async fn resumed_after(&self, since: Instant, within: Duration) -> Duration {
+        let resumed_on = |a: &Answers| a.lock().unwrap().iter().any(|(s, _, at)| *s == 200 && *at > since);
+        until("both replicas minting again", within, || {
+            resumed_on(&self.answers[0]) && resumed_on(&self.answers[1])
+        })
+        .await;
+        since.elapsed()
+    }
+
+    /// Stops the workers; every answer is 200 or 503. Returns the tokens and the count of 503s.
+    async fn finish(self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let all: Vec<(u16, Option<String>, Instant)> =
+            self.answers.iter().flat_map(|a| a.lock().unwrap().clone()).collect();
+        let odd: Vec<u16> = all.iter().map(|a| a.0).filter(|s| *s != 200 && *s != 503).collect();
+        assert!(odd.is_empty(), "only 200 or 503 (0 = no answer within 35 s): {odd:?}");
+        let unavailable = all.iter().filter(|a| a.0 == 503).count();
+        (all.into_iter().filter_map(|a| a.1).collect(), unavailable)
+    }
+}
+
+/// Every token returned has its lease and its audit event on `port`'s server.
+async fn all_recorded_on(port: u16, tokens: &[String]) {
+    let db = sqlx::PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+    ))
+    .await
+    .unwrap();
+    let leases: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM leases WHERE tenant_id = 'ha'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    let events: Vec<Option<uuid::Uuid>> =
+        sqlx::query_scalar("SELECT lease_id FROM audit_events WHERE tenant_id = 'ha' AND action = 'token.issued'")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    for t in tokens {
+        let jti: uuid::Uuid = claims(t)["jti"].as_str().unwrap().parse().unwrap();
+        assert!(
+            leases.contains(&jti),
+            "token {jti} was returned but its lease is not on the primary"
+        );
+        assert!(
+            events.contains(&Some(jti)),
+            "token {jti} was returned but its audit event is not on the primary"
+        );
+    }
+    db.close().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "starts its own pg_auto_failover formation; scripts/test runs it alone"]
 async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_replicas() {
     let mut formation = Formation::start().await;
     let db = Database::at(formation.url());
-    let fast = |c: mayfly::Config| mayfly::Config {
+    let named = |c: mayfly::Config| mayfly::Config {
         issuer: "http://mayfly.failover.test".into(),
         ..c
     };
     let apps = Arc::new([
-        TestApp::on_db(db.clone()).config(fast).wall_clock().start().await,
-        TestApp::on_db(db.clone()).config(fast).wall_clock().start().await,
+        TestApp::on_db(db.clone()).config(named).wall_clock().start().await,
+        TestApp::on_db(db.clone()).config(named).wall_clock().start().await,
     ]);
-    let primary = format!("127.0.0.1:{}", formation.nodes[0]);
+    let [first, second] = formation.nodes;
     let ready: Value = apps[0]
         .http
         .get(apps[0].url("/readyz"))
@@ -276,7 +364,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
         .json()
         .await
         .unwrap();
-    assert_eq!(ready["primary"], primary.as_str(), "{ready}");
+    assert_eq!(ready["primary"], format!("127.0.0.1:{first}"), "{ready}");
 
     // A rule made before the failure.
     let f = Arc::new(fixture(&apps[0], "ha").await);
@@ -300,90 +388,27 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
         .await;
     assert_eq!(s, StatusCode::CREATED);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers: [Answers; 2] = [Arc::default(), Arc::default()];
-    let mut workers = Vec::new();
-    for w in 0..16 {
-        let (apps, f, stop, answers) = (apps.clone(), f.clone(), stop.clone(), answers[w % 2].clone());
-        workers.push(tokio::spawn(async move {
-            let app = &apps[w % 2];
-            while !stop.load(Ordering::Relaxed) {
-                let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
-                let r = tokio::time::timeout(Duration::from_secs(35), app.token_basic(&f.ci.0, &f.ci.1, &form)).await;
-                let (status, token) = match r {
-                    Ok(r) => {
-                        let status = r.status().as_u16();
-                        let body: Value = r.json().await.unwrap_or_default();
-                        (status, body["access_token"].as_str().map(str::to_string))
-                    }
-                    Err(_) => (0, None), // a hang past the request timeout
-                };
-                answers.lock().unwrap().push((status, token, Instant::now()));
-                if status != 200 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }));
-    }
+    // 1. The primary's host dies under load.
+    let load = Load::start(&apps, &f);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = Instant::now();
     formation.kill("node1");
-    let standby = formation.nodes[1];
     until("node2 promoted and writable", Duration::from_secs(90), || {
-        writable(standby)
+        writable(second)
     })
     .await;
-    let promoted = Instant::now();
-    // Minting resumes on both replicas, without a restart, within 15 s of the promotion.
-    let resumed_on = |a: &Answers| a.lock().unwrap().iter().any(|(s, _, at)| *s == 200 && *at > promoted);
-    until("both replicas minting again", Duration::from_secs(15), || {
-        resumed_on(&answers[0]) && resumed_on(&answers[1])
-    })
-    .await;
-    let resumed = promoted.elapsed();
+    let promotion = killed.elapsed();
+    let resumed = load.resumed_after(Instant::now(), Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-
-    let all: Vec<(u16, Option<String>, Instant)> = answers.iter().flat_map(|a| a.lock().unwrap().clone()).collect();
-    let odd: Vec<u16> = all.iter().map(|a| a.0).filter(|s| *s != 200 && *s != 503).collect();
-    assert!(odd.is_empty(), "only 200 or 503 (0 = no answer within 35 s): {odd:?}");
-    let tokens: Vec<String> = all.iter().filter_map(|a| a.1.clone()).collect();
-    let unavailable = all.iter().filter(|a| a.0 == 503).count();
+    let (tokens, unavailable) = load.finish().await;
     eprintln!(
-        "failover: {} mints answered 200, {unavailable} answered 503; both replicas minting {:.1} s after the promotion",
+        "failover: node2 writable {:.1} s after the kill; both replicas minting {:.1} s after that; \
+         {} mints answered 200, {unavailable} answered 503",
+        promotion.as_secs_f64(),
+        resumed.as_secs_f64(),
         tokens.len(),
-        resumed.as_secs_f64()
     );
-
-    // Every token returned has its lease and its audit event on the new primary.
-    let node2 = sqlx::PgPool::connect(&format!(
-        "postgres://postgres@127.0.0.1:{standby}/postgres?sslmode=disable"
-    ))
-    .await
-    .unwrap();
-    let leases: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM leases WHERE tenant_id = 'ha'")
-        .fetch_all(&node2)
-        .await
-        .unwrap();
-    let events: Vec<Option<uuid::Uuid>> =
-        sqlx::query_scalar("SELECT lease_id FROM audit_events WHERE tenant_id = 'ha' AND action = 'token.issued'")
-            .fetch_all(&node2)
-            .await
-            .unwrap();
-    for t in &tokens {
-        let jti: uuid::Uuid = claims(t)["jti"].as_str().unwrap().parse().unwrap();
-        assert!(
-            leases.contains(&jti),
-            "token {jti} was returned but its lease is not on the new primary"
-        );
-        assert!(
-            events.contains(&Some(jti)),
-            "token {jti} was returned but its audit event is not on the new primary"
-        );
-    }
-    // Both replicas write to the new primary and still enforce the rule made before.
+    all_recorded_on(second, &tokens).await;
     for app in apps.iter() {
         let ready: Value = app
             .http
@@ -394,7 +419,54 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
             .json()
             .await
             .unwrap();
-        assert_eq!(ready["primary"], format!("127.0.0.1:{standby}"), "{ready}");
+        assert_eq!(ready["primary"], format!("127.0.0.1:{second}"), "{ready}");
+        assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
+    }
+
+    // 2. The old primary comes back as the standby, then a planned switchover under load.
+    let node1 = formation.dir.join("node1");
+    formation.run("node1", &["run", "--pgdata", node1.to_str().unwrap()]);
+    let monitor = formation.monitor;
+    let sql = "SELECT string_agg(nodename || ' ' || reportedstate, ',' ORDER BY nodename) FROM pgautofailover.node";
+    until("node1 back as the standby", Duration::from_secs(90), || {
+        psql(monitor, "pg_auto_failover", sql).as_deref() == Some("node1 secondary,node2 primary")
+    })
+    .await;
+    let load = Load::start(&apps, &f);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let monitor_dir = formation.dir.join("monitor");
+    let switched = autoctl(
+        &formation.dir,
+        &["perform", "switchover", "--pgdata", monitor_dir.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        switched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&switched.stderr)
+    );
+    until("node1 primary again", Duration::from_secs(60), || writable(first)).await;
+    let resumed = load.resumed_after(Instant::now(), Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (tokens, unavailable) = load.finish().await;
+    eprintln!(
+        "switchover: {} mints answered 200, {unavailable} answered 503; both replicas minting {:.1} s after it",
+        tokens.len(),
+        resumed.as_secs_f64()
+    );
+    all_recorded_on(first, &tokens).await;
+    for app in apps.iter() {
+        let ready: Value = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["primary"], format!("127.0.0.1:{first}"), "{ready}");
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
     }
 }
