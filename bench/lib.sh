@@ -30,10 +30,11 @@ bench_cleanup() {
   rm -rf "$WORK"
 }
 
-# bench_url BACKEND: sets URL to a fresh store of that backend (SCHEMA: its Postgres schema).
+# bench_url BACKEND: sets URL to a fresh store of that backend (SCHEMA: its Postgres schema), or to BACKEND itself when it is a URL.
 bench_url() {
   case $1 in
     sqlite) URL="sqlite://$WORK/$RANDOM$RANDOM/mayfly.db" ;;
+    postgres://*) URL="$1" ;; # a store of the script's own (bench/ha.sh)
     postgres | postgres-tls)
       SCHEMA=bench_$RANDOM$RANDOM
       psql "$PG" -q -c "CREATE SCHEMA $SCHEMA"

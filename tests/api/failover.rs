@@ -423,6 +423,19 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
     }
 
+    // The key ring follows the new primary too: a rotation on one replica
+    // reaches the other through the new primary's notifications.
+    let global = apps[0].global_admin_token().await;
+    let (s, rotated) = apps[0].post(&global, "/v1/keys/rotate", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let kid = rotated["active"].as_str().unwrap().to_string();
+    crate::harness::eventually("the other replica signs with the key rotated in", || async {
+        let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
+        let t = apps[1].mint(&f.ci.0, &f.ci.1, &form).await;
+        crate::harness::header(&t)["kid"] == kid.as_str()
+    })
+    .await;
+
     // 2. The old primary comes back as the standby, then a planned switchover under load.
     let node1 = formation.dir.join("node1");
     formation.run("node1", &["run", "--pgdata", node1.to_str().unwrap()]);
