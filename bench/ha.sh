@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 bench_setup
 # Not under WORK: the servers run as postgres, and WORK is root's alone.
 export MAYFLY_HA_DIR="/tmp/mayfly-ha-bench-$$" MAYFLY_HA_PORT=16000
-PGBIN="/usr/lib/postgresql/$(ls /etc/postgresql)/bin"
+PGBIN="/usr/lib/postgresql/$(ls /etc/postgresql | sort -V | tail -1)/bin"
 as_pg() {
   runuser -u postgres -- env PATH="$PGBIN:/usr/bin:/bin" XDG_CONFIG_HOME="$MAYFLY_HA_DIR/xdg/config" \
     XDG_DATA_HOME="$MAYFLY_HA_DIR/xdg/data" XDG_RUNTIME_DIR="$MAYFLY_HA_DIR/xdg/run" "$@"
@@ -40,7 +40,8 @@ for _ in $(seq 1 50); do [ -z "$(sync_names)" ] && break; sleep 0.2; done
 [ -z "$(sync_names)" ] || { echo "the standby is still synchronous" >&2; exit 1; }
 mint "mint, pg_auto_failover, asynchronous standby" "$(ha_store)"
 as_pg pg_autoctl set node replication-quorum true --pgdata "$MAYFLY_HA_DIR/node2" >/dev/null 2>&1
-for _ in $(seq 1 50); do [ -n "$(sync_names)" ] && break; sleep 0.2; done
+for _ in $(seq 1 300); do [ -n "$(sync_names)" ] && break; sleep 0.2; done
+[ -n "$(sync_names)" ] || { echo "the standby did not become synchronous again" >&2; exit 1; }
 
 # Recovery: one client mints every 20 ms; the primary's host dies.
 mayfly_start "$(ha_store)"
@@ -71,7 +72,10 @@ KILLED=$(date +%s.%N)
 postmaster=$(head -1 "$MAYFLY_HA_DIR/node1/postmaster.pid")
 session=$(ps -o sid= -p "$postmaster" | tr -d ' ')
 pkill -9 -s "$session"
-until [ "$(psql -h 127.0.0.1 -p 16002 -U postgres -Atc "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'" 2>/dev/null)" = t ]; do sleep 0.1; done
+for _ in $(seq 1 1200); do # at most two minutes
+  [ "$(psql -h 127.0.0.1 -p 16002 -U postgres -Atc "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'" 2>/dev/null)" = t ] && break
+  sleep 0.1
+done
 PROMOTED=$(date +%s.%N)
 wait "$CLIENT"
 mayfly_stop

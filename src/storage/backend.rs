@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Conn, ConnRef, Pool, Result, Store};
+use super::{Conn, ConnRef, Pool, Result, Store, StoreError};
 
 /// The Postgres channel on which key changes are announced.
 const KEYS_CHANNEL: &str = "mayfly_keys";
@@ -64,13 +64,24 @@ impl Conn<'_> {
 }
 
 /// Change notifications on one channel (Postgres only).
-pub struct KeyChanges(sqlx::postgres::PgListener);
+pub struct KeyChanges {
+    listener: sqlx::postgres::PgListener,
+    /// With several hosts: the pool moved, so this listener's host may no
+    /// longer be the one that commits changes.
+    moved: Option<tokio::sync::watch::Receiver<u64>>,
+}
 
 impl KeyChanges {
     /// Waits for the next notification; an error means the listener must be rebuilt.
     pub async fn recv(&mut self) -> Result<()> {
-        self.0.recv().await?;
-        Ok(())
+        let Self { listener, moved } = self;
+        match moved {
+            Some(moved) => tokio::select! {
+                r = listener.recv() => r.map(|_| ()).map_err(Into::into),
+                _ = moved.changed() => Err(StoreError::Unavailable("the writable host moved; listen again".into())),
+            },
+            None => listener.recv().await.map(|_| ()).map_err(Into::into),
+        }
     }
 }
 
@@ -89,9 +100,10 @@ impl Store {
     async fn listen(&self, channel: &str) -> Result<Option<KeyChanges>> {
         match &self.pool {
             Pool::Postgres(p) => {
+                let moved = self.hosts.as_ref().map(|h| h.moves());
                 let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
                 listener.listen(channel).await?;
-                Ok(Some(KeyChanges(listener)))
+                Ok(Some(KeyChanges { listener, moved }))
             }
             Pool::Sqlite(_) => Ok(None),
         }

@@ -25,6 +25,9 @@ pub struct Hosts {
     current: Mutex<usize>,
     /// When the pool last moved to another host.
     moved_at: Mutex<Instant>,
+    /// Bumped at each move: listeners hold their connection for good and
+    /// must listen again on the new host.
+    moves: tokio::sync::watch::Sender<u64>,
 }
 
 /// The URL once per host, when it names several (`None` for one host).
@@ -42,6 +45,12 @@ pub fn split(url: &str) -> Result<Option<Vec<(String, String)>>, StoreError> {
         return Ok(None);
     }
     let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let attrs = query.split('&').find_map(|p| p.strip_prefix("target_session_attrs="));
+    if attrs.is_some_and(|a| a != "read-write" && a != "any") {
+        return Err(StoreError::Database(sqlx::Error::Configuration(
+            "mayfly writes: target_session_attrs may only be read-write (what it always uses)".into(),
+        )));
+    }
     let kept: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty() && !p.starts_with("target_session_attrs="))
@@ -80,17 +89,15 @@ impl Hosts {
             candidates,
             current: Mutex::new(0),
             moved_at: Mutex::new(Instant::now()),
+            moves: tokio::sync::watch::channel(0).0,
         })
     }
 
-    /// The writable host's index, asking each in order.
+    /// The writable host's index (the first in URL order, should two say
+    /// so), asking every host at once: a dead one costs the probe timeout once.
     pub async fn find(&self) -> Option<usize> {
-        for (i, (_, options)) in self.candidates.iter().enumerate() {
-            if Self::writable(options).await {
-                return Some(i);
-            }
-        }
-        None
+        let asked = futures_util::future::join_all(self.candidates.iter().map(|(_, o)| Self::writable(o))).await;
+        asked.iter().position(|&w| w)
     }
 
     async fn writable(options: &PgConnectOptions) -> bool {
@@ -116,6 +123,12 @@ impl Hosts {
     pub fn set_current(&self, i: usize) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = i;
         *self.moved_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.moves.send_modify(|n| *n += 1);
+    }
+
+    /// Tells of each move from now on.
+    pub fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moves.subscribe()
     }
 
     /// Whether a connection of this age was opened after the pool last moved.
@@ -138,6 +151,22 @@ impl Hosts {
 pub fn not_writable() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other(
         "the host does not accept writes (standby or read-only)",
+    ))
+}
+
+/// Whether a pooled connection may be handed out: opened since the pool
+/// last moved and, after a second idle, answering a ping within a second
+/// (a host that died without closing its sockets answers nothing).
+pub async fn still_usable(conn: &mut PgConnection, fresh: bool, idle: Duration) -> Result<bool, sqlx::Error> {
+    if !fresh {
+        return Ok(false);
+    }
+    if idle < Duration::from_secs(1) {
+        return Ok(true);
+    }
+    Ok(matches!(
+        tokio::time::timeout(Duration::from_secs(1), conn.ping()).await,
+        Ok(Ok(()))
     ))
 }
 
@@ -182,5 +211,6 @@ mod tests {
             "one host: sqlx as it is"
         );
         assert!(split("postgres://h1,,h2/db").is_err());
+        assert!(split("postgres://h1,h2/db?target_session_attrs=prefer-standby").is_err());
     }
 }

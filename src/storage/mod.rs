@@ -293,13 +293,20 @@ impl Store {
                         StoreError::Unavailable("none of the hosts in MAYFLY_DATABASE_URL accepts writes".into())
                     })?;
                     several.set_current(first);
-                    let fresh = several.clone();
+                    let (fresh, released) = (several.clone(), several.clone());
                     let pool = pool
                         // A connection that lands on a standby is refused as it opens...
                         .after_connect(|conn, _| Box::pin(hosts::refuse_read_only(conn)))
-                        // ...and one opened before the pool moved is closed, not used.
-                        .before_acquire(move |_, meta| {
+                        // ...one opened before the pool moved is closed, not used
+                        // (nor pinged: a dead host may never answer a ping)...
+                        .test_before_acquire(false)
+                        .before_acquire(move |conn, meta| {
                             let keep = fresh.opened_since_move(meta.age);
+                            Box::pin(hosts::still_usable(conn, keep, meta.idle_for))
+                        })
+                        // ...and not kept when it comes back.
+                        .after_release(move |_, meta| {
+                            let keep = released.opened_since_move(meta.age);
                             Box::pin(async move { Ok(keep) })
                         })
                         .connect_with(several.options(first))
@@ -354,7 +361,8 @@ impl Store {
     /// the pool at the new primary. Until then writes answer 503.
     pub async fn follow_primary(self) {
         let (Some(hosts), Pool::Postgres(pool)) = (self.hosts.clone(), &self.pool) else {
-            return;
+            // Nothing to follow; never ending keeps the serve loop's task watch meaningful.
+            return std::future::pending().await;
         };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -41,6 +41,10 @@ use crate::tenants::catalog::Stamp;
 pub const MAX_BATCH: usize = 256;
 /// Batches in flight at once: one commits while the next inserts its leases.
 const IN_FLIGHT: usize = 2;
+/// How long a batch's statements, and then its commit, may take: a database
+/// host that died without closing its sockets (a partition, a power cut)
+/// would otherwise hold the writer until the kernel gives up on TCP.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Signs a lease's token once its sequence number is known.
 pub type Seal = Arc<dyn Fn(i64) -> BoxFuture<'static, Result<String, crate::jose::SignError>> + Send + Sync>;
@@ -130,7 +134,7 @@ async fn spent_before(conn: &mut crate::storage::Conn<'_>, items: &[Pending]) ->
 async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreError> {
     let mut retried = false;
     loop {
-        let staged = async {
+        let staged = tokio::time::timeout(STEP_TIMEOUT, async {
             let mut tx = store.begin().await?;
             // Leases go in before the writer-order row, so that what a
             // revocation or a catalog change waits for is short.
@@ -204,10 +208,17 @@ async fn record(store: &Store, items: &[Pending]) -> Result<Vec<Answer>, StoreEr
                 })
                 .collect();
             Ok::<_, StoreError>((tx, answers))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("the database did not answer in time".into())));
         match staged {
-            Ok((tx, answers)) => return tx.commit().await.map(|()| answers),
+            Ok((tx, answers)) => {
+                // A commit that does not finish has an unknown outcome: answered 503, no token, never retried.
+                return match tokio::time::timeout(STEP_TIMEOUT, tx.commit()).await {
+                    Ok(committed) => committed.map(|()| answers),
+                    Err(_) => Err(StoreError::Unavailable("the commit did not finish in time".into())),
+                };
+            }
             Err(e) if e.is_unavailable() && !retried => {
                 tracing::warn!(error = %e, "lease batch failed before commit; retrying once");
                 retried = true;

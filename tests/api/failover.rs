@@ -17,7 +17,14 @@ use serde_json::{Value, json};
 
 use crate::harness::{Database, Fixture, TestApp, claims, fixture};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The installed Postgres's binaries (the version `.ci/run` installs pg_auto_failover for).
+fn bin() -> String {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).max())
+        .unwrap_or_else(|| "15".into());
+    format!("/usr/lib/postgresql/{version}/bin")
+}
 
 /// A pg_auto_failover formation on loopback ports.
 struct Formation {
@@ -39,7 +46,7 @@ fn free_port() -> u16 {
 fn autoctl(dir: &std::path::Path, args: &[&str]) -> Command {
     let xdg = |kind: &str| format!("XDG_{kind}={}", dir.join("xdg").join(kind.to_lowercase()).display());
     let mut c = Command::new("runuser");
-    c.args(["-u", "postgres", "--", "env", &format!("PATH={BIN}:/usr/bin:/bin")])
+    c.args(["-u", "postgres", "--", "env", &format!("PATH={}:/usr/bin:/bin", bin())])
         .args([xdg("CONFIG_HOME"), xdg("DATA_HOME"), xdg("RUNTIME_DIR")])
         .arg("pg_autoctl")
         .args(args);
@@ -223,6 +230,17 @@ impl Formation {
 
 impl Drop for Formation {
     fn drop(&mut self) {
+        // pg_autoctl's own stop first: killed outright it leaves its semaphores behind.
+        for node in ["node2", "node1", "monitor"] {
+            let pgdata = self.dir.join(node);
+            let _ = autoctl(
+                &self.dir,
+                &["stop", "--pgdata", &pgdata.display().to_string(), "--immediate"],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        }
         for (_, child) in &mut self.running {
             let _ = Command::new("kill")
                 .args(["-9", "--", &format!("-{}", child.id())])
