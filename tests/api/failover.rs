@@ -373,15 +373,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
         TestApp::on_db(db.clone()).config(named).wall_clock().start().await,
     ]);
     let [first, second] = formation.nodes;
-    let ready: Value = apps[0]
-        .http
-        .get(apps[0].url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = apps[0].readyz().await.1;
     assert_eq!(ready["primary"], format!("127.0.0.1:{first}"), "{ready}");
 
     // A rule made before the failure.
@@ -428,15 +420,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
     );
     all_recorded_on(second, &tokens).await;
     for app in apps.iter() {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = app.readyz().await.1;
         assert_eq!(ready["primary"], format!("127.0.0.1:{second}"), "{ready}");
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
     }
@@ -488,15 +472,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
     );
     all_recorded_on(first, &tokens).await;
     for app in apps.iter() {
-        let ready: Value = app
-            .http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready: Value = app.readyz().await.1;
         assert_eq!(ready["primary"], format!("127.0.0.1:{first}"), "{ready}");
         assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &doomed).await["active"], false);
     }

@@ -300,6 +300,13 @@ impl TestApp {
     }
 
     /// The JWKS this instance serves right now.
+    /// `GET /readyz`: its status and its detail.
+    pub async fn readyz(&self) -> (StatusCode, Value) {
+        let r = self.http.get(self.url("/readyz")).send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or_default())
+    }
+
     pub async fn jwks(&self) -> Value {
         self.http
             .get(self.url("/.well-known/jwks.json"))

@@ -38,15 +38,7 @@ async fn keys_generated_in_the_token_sign_verifiable_tokens_and_never_leave_it()
     let listed = keys(&app).await;
     let row = listed.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
     assert_eq!(row["custody"], "pkcs11", "{row}");
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.readyz().await.1;
     assert_eq!(
         (ready["signer"].as_str(), ready["signer_ready"].as_bool()),
         (Some("pkcs11"), Some(true))
@@ -93,9 +85,8 @@ async fn a_key_the_token_lost_gives_503_commits_nothing_and_an_emergency_revocat
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "temporarily_unavailable");
     assert_eq!(lease_count(&app, &admin).await, before, "no lease without a signature");
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = app.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["signer_ready"], false, "{ready}");
     assert!(ready["signer_error"].as_str().unwrap().contains(&kid), "{ready}");
 
@@ -114,7 +105,7 @@ async fn a_key_the_token_lost_gives_503_commits_nothing_and_an_emergency_revocat
     let admin = app.global_admin_token().await;
     assert_eq!(lease_count(&app, &admin).await, before + 1);
     crate::harness::eventually("readiness follows the signer", || async {
-        app.http.get(app.url("/readyz")).send().await.unwrap().status() == StatusCode::OK
+        app.readyz().await.0 == StatusCode::OK
     })
     .await;
 }

@@ -106,15 +106,7 @@ async fn keys_made_inside_transit_sign_tokens_that_verify_and_emergency_revocati
     assert!(sealed.is_none());
 
     // Readiness names the signer.
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.readyz().await.1;
     assert_eq!(ready["signer"], "transit", "{ready}");
     assert_eq!(ready["signer_ready"], true, "{ready}");
 
@@ -190,9 +182,8 @@ async fn a_wedged_transit_gives_503_with_retry_after_commits_nothing_and_recover
     assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable", "{body}");
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = app.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready["signer_ready"], false, "{ready}");
     assert!(ready["signer_error"].as_str().unwrap().contains("no answer"), "{ready}");
     assert_eq!(lease_count(&app, &admin).await, before, "no lease without a signature");
@@ -202,8 +193,7 @@ async fn a_wedged_transit_gives_503_with_retry_after_commits_nothing_and_recover
         app.token_basic(&f.ci.0, &f.ci.1, &form).await.status() == StatusCode::OK
     })
     .await;
-    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(app.readyz().await.0, StatusCode::OK);
     assert_eq!(lease_count(&app, &admin).await, before + 1);
 }
 
