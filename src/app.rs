@@ -290,6 +290,21 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         failures,
     ));
     let issuer = Arc::new(issuer);
+    let people = Arc::new(crate::people::People::new(
+        store.clone(),
+        audit.clone(),
+        clock.clone(),
+        issuer_id.clone(),
+        crate::people::providers::LoginProviders::new(
+            store.clone(),
+            clock.clone(),
+            directory.clone(),
+            masters.clone(),
+            reach.clone(),
+            (lifetimes.default_ttl, lifetimes.max_ttl),
+        ),
+        revocations.clone(),
+    ));
     let state = AppState {
         tokens: Arc::new(TokenEndpoint::new(
             authn.clone(),
@@ -301,7 +316,9 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
                 clock.clone(),
                 (config.dpop_nonce == DpopNonce::Required).then(|| Nonces::new(dpop_nonce_keys.0, dpop_nonce_keys.1)),
             )),
+            people.clone(),
         )),
+        people,
         delegation,
         federation,
         trust_policies: Arc::new(TrustPolicies::new(

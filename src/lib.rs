@@ -20,6 +20,7 @@ pub mod http;
 pub mod jose;
 pub mod keys;
 pub mod leases;
+pub mod people;
 pub mod state;
 pub mod storage;
 pub mod tenants;

@@ -50,6 +50,8 @@ pub struct AppState {
     pub trust_policies: Arc<TrustPolicies>,
     /// What gateways report and read.
     pub activity: Arc<Activity>,
+    /// People signing in (the authorization code flow) and their sessions.
+    pub people: Arc<crate::people::People>,
     pub web: Arc<Web>,
 }
 

@@ -364,6 +364,17 @@ pub mod actions {
     /// A removed or revoked key held outside the database was destroyed there.
     pub const KEY_DESTROYED: &str = "key.destroyed";
     pub const MCP_REQUEST: &str = "mcp.request";
+    pub const LOGIN_PROVIDER_CREATED: &str = "login_provider.created";
+    pub const LOGIN_PROVIDER_UPDATED: &str = "login_provider.updated";
+    pub const LOGIN_PROVIDER_DELETED: &str = "login_provider.deleted";
+    /// An authorization request refused before sign-in (client, redirect, PKCE, resource).
+    pub const AUTHORIZATION_REFUSED: &str = "authorization.refused";
+    pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
+    pub const LOGIN_FAILED: &str = "login.failed";
+    pub const CONSENT_GRANTED: &str = "consent.granted";
+    pub const CONSENT_DENIED: &str = "consent.denied";
+    /// A person's session (refresh family) ended: revoked, or a spent code or refresh token reused.
+    pub const SESSION_REVOKED: &str = "session.revoked";
     pub const CHAIN_SEALED: &str = "audit.chain_sealed";
 }
 

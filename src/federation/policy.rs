@@ -297,6 +297,19 @@ impl ClaimCondition {
     }
 }
 
+/// Every claim condition holds (the first that does not is named).
+pub fn conditions_hold(
+    conditions: &BTreeMap<String, ClaimCondition>,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Mismatch> {
+    for (name, condition) in conditions {
+        if !condition.holds(claim_text(claims, name)) {
+            return Err(mismatch(format!("claim {name}")));
+        }
+    }
+    Ok(())
+}
+
 impl TrustPolicy {
     /// Judges a token whose signature by `self.issuer` has been verified.
     pub fn evaluate(
@@ -344,11 +357,7 @@ impl TrustPolicy {
         if !subject_ok {
             return Err(mismatch("subject"));
         }
-        for (name, condition) in &self.claims {
-            if !condition.holds(claim_text(claims, name)) {
-                return Err(mismatch(format!("claim {name}")));
-            }
-        }
+        conditions_hold(&self.claims, claims)?;
         let workflow = render(&self.workflow_template, claims)?;
         validate_workflow("workflow", &workflow).map_err(|_| mismatch("workflow template gives an invalid name"))?;
         let workload = render(&self.workload_template, claims)?;

@@ -67,11 +67,10 @@ pub(super) async fn delegated(
         .exchange(subject, actor, req.resource, req.ask.expires_in, origin)
         .await?;
     super::record_span(&d.terms.tenant_id, Some(&d.terms.client_id));
-    Ok(Decided {
-        terms: d.terms,
-        provenance: d.provenance,
-        workflow: Some(d.workflow),
-        workload: Some(d.workload),
-        issued_token_type,
-    })
+    let mut decided = Decided::of(d.terms);
+    decided.provenance = d.provenance;
+    decided.workflow = Some(d.workflow);
+    decided.workload = Some(d.workload);
+    decided.issued_token_type = issued_token_type;
+    Ok(decided)
 }

@@ -8,6 +8,7 @@
 mod client_credentials;
 pub mod dpop;
 mod jwt_bearer;
+mod people;
 pub mod request;
 mod token_exchange;
 
@@ -17,6 +18,7 @@ use crate::audit::Origin;
 use crate::delegation::{Actor, Delegation};
 use crate::federation::{Federated, Federation, Refusal};
 use crate::jose::jwt;
+use crate::people::People;
 use crate::storage::StoreError;
 use crate::tenants::{Authenticator, Client, authn::Refused};
 use crate::tokens::issuer::{Issued, Issuer, MintError, Provenance};
@@ -118,6 +120,11 @@ struct Decided {
     workflow: Option<String>,
     workload: Option<String>,
     issued_token_type: Option<&'static str>,
+    /// The resource and scope a person's session fixes (None: the request's).
+    resource: Option<String>,
+    scope: Option<String>,
+    /// A person's session moves on once the lease is committed.
+    after: Option<crate::people::sessions::Step>,
 }
 
 impl Decided {
@@ -128,6 +135,9 @@ impl Decided {
             workflow: None,
             workload: None,
             issued_token_type: None,
+            resource: None,
+            scope: None,
+            after: None,
         }
     }
 }
@@ -138,6 +148,8 @@ pub struct Granted {
     pub issued_token_type: Option<&'static str>,
     /// A fresh DPoP nonce for the client's next proof, when nonces are required.
     pub dpop_nonce: Option<String>,
+    /// A person's session only: the next refresh token (shown once).
+    pub refresh_token: Option<String>,
 }
 
 impl Granted {
@@ -158,6 +170,7 @@ pub struct TokenEndpoint {
     delegation: Arc<Delegation>,
     issuer: Arc<Issuer>,
     proofs: Arc<dpop::ProofCheck>,
+    people: Arc<People>,
 }
 
 impl TokenEndpoint {
@@ -167,6 +180,7 @@ impl TokenEndpoint {
         delegation: Arc<Delegation>,
         issuer: Arc<Issuer>,
         proofs: Arc<dpop::ProofCheck>,
+        people: Arc<People>,
     ) -> Self {
         Self {
             authn,
@@ -174,6 +188,7 @@ impl TokenEndpoint {
             delegation,
             issuer,
             proofs,
+            people,
         }
     }
 
@@ -225,6 +240,9 @@ impl TokenEndpoint {
                 dpop::bound_alike(&tokens, jkt)?;
                 token_exchange::decide(self, subject, *subject_type, *actor_token, req, origin).await?
             }
+            Grant::AuthorizationCode { .. } | Grant::RefreshToken { .. } => {
+                people::decide(self, req, jkt, origin).await?
+            }
         };
         let Decided {
             terms,
@@ -232,8 +250,14 @@ impl TokenEndpoint {
             workflow,
             workload,
             issued_token_type,
+            resource: fixed_resource,
+            scope: fixed_scope,
+            after,
         } = decided;
         let mut ask = req.ask.clone();
+        if fixed_scope.is_some() {
+            ask.scope = fixed_scope.as_deref();
+        }
         if let Some(w) = &workflow {
             ask.workflow = ask.workflow.or(Some(w));
         }
@@ -241,7 +265,7 @@ impl TokenEndpoint {
             ask.workload = workload.as_deref();
         }
         // A delegated token's resource defaults to the subject's.
-        let resource = req.resource.or_else(|| {
+        let resource = fixed_resource.as_deref().or(req.resource).or_else(|| {
             provenance
                 .actor
                 .as_ref()
@@ -249,7 +273,19 @@ impl TokenEndpoint {
         });
         provenance.jkt = jkt.map(str::to_string);
         provenance.spend = bound.map(|b| b.spend.clone());
-        let issued = self.issuer.mint(&terms, resource, &ask, origin, &provenance).await?;
+        let minted = self.issuer.mint(&terms, resource, &ask, origin, &provenance).await;
+        let (issued, refresh_token) = match (minted, &after) {
+            (Ok(issued), None) => (issued, None),
+            (Ok(issued), Some(step)) => {
+                let refresh = self.people.minted(step, &issued, origin).await?;
+                (issued, Some(refresh))
+            }
+            (Err(e), Some(step)) => {
+                self.people.mint_failed(step).await?;
+                return Err(e.into());
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         let span = tracing::Span::current();
         span.record("workflow", issued.lease.workflow.as_str());
         span.record("workload", issued.lease.workload.as_str());
@@ -257,6 +293,7 @@ impl TokenEndpoint {
             issued,
             issued_token_type,
             dpop_nonce: None,
+            refresh_token,
         })
     }
 

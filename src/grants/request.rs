@@ -11,6 +11,8 @@ use crate::tokens::policy::MintRequest;
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
@@ -52,6 +54,16 @@ pub enum Grant<'a> {
         /// A mayfly access token naming the actor.
         actor_token: Option<&'a str>,
     },
+    /// RFC 6749 §4.1.3 with PKCE: a person's MCP client redeems its code.
+    AuthorizationCode {
+        code: &'a str,
+        redirect_uri: Option<&'a str>,
+        code_verifier: Option<&'a str>,
+    },
+    /// RFC 6749 §6: a rotating refresh token of a person's session.
+    RefreshToken {
+        token: &'a str,
+    },
 }
 
 impl Grant<'_> {
@@ -71,6 +83,8 @@ pub struct TokenRequest<'a> {
     pub ask: MintRequest<'a>,
     /// The `DPoP` header's proof (RFC 9449), if one was sent.
     pub dpop: Option<&'a str>,
+    /// `client_id` as sent (a public client names itself this way).
+    pub client_id: Option<&'a str>,
 }
 
 fn invalid(why: impl Into<String>) -> GrantError {
@@ -126,10 +140,23 @@ impl<'a> TokenRequest<'a> {
                     actor_token,
                 }
             }
+            GRANT_AUTHORIZATION_CODE | GRANT_REFRESH_TOKEN if ask.workflow.is_some() || ask.workload.is_some() => {
+                return Err(invalid("`workflow` and `workload` come from the person's sign-in"));
+            }
+            GRANT_AUTHORIZATION_CODE => Grant::AuthorizationCode {
+                code: get("code").ok_or_else(|| invalid("`code` is required"))?,
+                redirect_uri: get("redirect_uri"),
+                code_verifier: get("code_verifier"),
+            },
+            GRANT_REFRESH_TOKEN => Grant::RefreshToken {
+                token: get("refresh_token").ok_or_else(|| invalid("`refresh_token` is required"))?,
+            },
             _ => {
                 return Err(GrantError::Refused {
                     code: "unsupported_grant_type",
-                    description: "supported: client_credentials, jwt-bearer, token-exchange".into(),
+                    description:
+                        "supported: client_credentials, jwt-bearer, token-exchange, authorization_code, refresh_token"
+                            .into(),
                 });
             }
         };
@@ -139,6 +166,7 @@ impl<'a> TokenRequest<'a> {
             resource,
             ask,
             dpop: None,
+            client_id: get("client_id"),
         })
     }
 }

@@ -32,6 +32,10 @@ pub struct ServerMetadata {
     code_challenge_methods_supported: Vec<&'static str>,
     /// RFC 9449 §5.1: the algorithms a DPoP proof may be signed with.
     dpop_signing_alg_values_supported: Vec<&'static str>,
+    /// RFC 9207: authorization responses carry `iss`.
+    authorization_response_iss_parameter_supported: bool,
+    /// MCP clients may name themselves by a Client ID Metadata Document URL.
+    client_id_metadata_document_supported: bool,
 }
 
 /// A JSON Web Key Set (RFC 7517).
@@ -42,7 +46,8 @@ pub struct Jwks {
 
 fn metadata_for(issuer: &str) -> ServerMetadata {
     let secret_methods = vec!["client_secret_basic", "client_secret_post"];
-    let token_methods = vec!["client_secret_basic", "client_secret_post", "private_key_jwt"];
+    // `none`: people's MCP clients are public (PKCE and a metadata document).
+    let token_methods = vec!["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
     ServerMetadata {
         issuer: issuer.to_string(),
         authorization_endpoint: format!("{issuer}/oauth2/authorize"),
@@ -54,8 +59,10 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
             crate::grants::request::GRANT_CLIENT_CREDENTIALS,
             crate::grants::request::GRANT_JWT_BEARER,
             crate::grants::request::GRANT_TOKEN_EXCHANGE,
+            crate::grants::request::GRANT_AUTHORIZATION_CODE,
+            crate::grants::request::GRANT_REFRESH_TOKEN,
         ],
-        response_types_supported: vec!["token"],
+        response_types_supported: vec!["code"],
         token_endpoint_auth_methods_supported: token_methods,
         introspection_endpoint_auth_methods_supported: secret_methods.clone(),
         revocation_endpoint_auth_methods_supported: secret_methods,
@@ -65,6 +72,8 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
         token_endpoint_auth_signing_alg_values_supported: vec!["RS256", "ES256", "EdDSA"],
         code_challenge_methods_supported: vec!["S256"],
         dpop_signing_alg_values_supported: crate::jose::dpop::ALGORITHMS.to_vec(),
+        authorization_response_iss_parameter_supported: true,
+        client_id_metadata_document_supported: true,
     }
 }
 

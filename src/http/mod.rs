@@ -13,10 +13,12 @@ pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod leases;
+pub mod login_providers;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod pagination;
+pub mod people;
 pub mod resources;
 pub mod revocations;
 pub mod session;
@@ -55,7 +57,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(discovery::metadata))
         .routes(routes!(discovery::openid_configuration))
         .routes(routes!(discovery::jwks))
-        .routes(routes!(oauth::authorize))
+        .routes(routes!(people::authorize))
+        .routes(routes!(people::callback))
+        .routes(routes!(people::consent))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))
@@ -84,6 +88,17 @@ pub fn routes() -> OpenApiRouter<AppState> {
             trust_policies::update_policy,
             trust_policies::delete_policy
         ))
+        .routes(routes!(
+            login_providers::create_provider,
+            login_providers::list_providers
+        ))
+        .routes(routes!(
+            login_providers::get_provider,
+            login_providers::update_provider,
+            login_providers::delete_provider
+        ))
+        .routes(routes!(login_providers::list_sessions))
+        .routes(routes!(login_providers::revoke_session))
         .routes(routes!(leases::list_leases))
         .routes(routes!(leases::get_lease))
         .routes(routes!(revocations::create_revocation, revocations::list_revocations))

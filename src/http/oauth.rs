@@ -27,8 +27,9 @@ static DPOP: axum::http::HeaderName = axum::http::HeaderName::from_static("dpop"
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // documentation only: the form is read by OAuthParams
 pub struct TokenRequest {
-    /// `client_credentials`, `urn:ietf:params:oauth:grant-type:jwt-bearer` or
-    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    /// `client_credentials`, `urn:ietf:params:oauth:grant-type:jwt-bearer`,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`, `authorization_code`
+    /// or `refresh_token`.
     #[schema(example = "client_credentials")]
     grant_type: String,
     /// jwt-bearer: the CI job's or workload's OIDC token.
@@ -59,6 +60,12 @@ pub struct TokenRequest {
     expires_in: Option<i64>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    /// authorization_code: the code, the redirect URI it was asked for, and the PKCE verifier.
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    /// refresh_token: the session's current refresh token.
+    refresh_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +81,10 @@ pub struct TokenResponse {
     /// Token exchange only: `urn:ietf:params:oauth:token-type:access_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+    /// authorization_code and refresh_token only: the session's next
+    /// refresh token (opaque, single use, rotated on every refresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// RFC 7662 answer: `{"active": false}` alone, or the token's claims.
@@ -195,6 +206,7 @@ pub async fn token(
         expires_in: granted.issued.expires_in,
         scope: granted.issued.scope,
         issued_token_type: granted.issued_token_type,
+        refresh_token: granted.refresh_token,
     })
     .into_response();
     let h = res.headers_mut();
@@ -308,15 +320,4 @@ pub async fn revoke(
             .await?;
     }
     Ok(StatusCode::OK)
-}
-
-/// There is no interactive flow; the endpoint exists because MCP clients
-/// require `authorization_endpoint` in the metadata.
-#[utoipa::path(get, path = "/oauth2/authorize", tag = "oauth",
-    responses((status = 400, response = OAuthBadRequest)))]
-pub async fn authorize() -> OAuthError {
-    OAuthError::new(
-        "unsupported_response_type",
-        "mayfly issues tokens to machines only: use the token endpoint (client_credentials)",
-    )
 }

@@ -102,6 +102,9 @@ impl Revocations {
                 issued_before,
             })
             .await?;
+        // People's sessions the rule reaches end with it, for good: a
+        // session outlives the rule (which is pruned once its tokens expire).
+        conn.end_sessions_matching(tenant, selector, now, reason).await?;
         let mut event = caller.event(actions::REVOCATION_CREATED, now);
         event.tenant = tenant.map(str::to_string);
         event.reason = Some(format!("{reason} (revocation {})", rule.id));

@@ -1,0 +1,508 @@
+//! The token endpoint's part: redeeming a code (single use, bound to the
+//! client, the redirect and the PKCE challenge) and rotating refresh tokens
+//! (each spent once; a reuse ends the whole family). A session is a lease
+//! chain: every access token after the first names the first as its
+//! parent, so a rule on the first lease, the person, the client, the
+//! workflow or the tenant ends it (`end_sessions_matching`, recorded with
+//! the rule), and ending a session revokes its live leases by id, so a
+//! gateway following the feed refuses them at once.
+
+use chrono::TimeDelta;
+use uuid::Uuid;
+
+use super::{Authorization, LoginProvider, Session, digest, random_token, s256, same};
+use crate::audit::{Caller, Origin, Outcome, actions};
+use crate::leases::{Cover, Links, Selector};
+use crate::storage::StoreError;
+use crate::tenants::uri;
+use crate::tokens::issuer::{Issued, Provenance};
+use crate::tokens::terms::MintTerms;
+
+use super::People;
+
+/// Why a code or refresh token got nothing: `invalid_grant` or `invalid_scope`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    Grant(String),
+    #[error("{0}")]
+    Scope(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happens after the mint: the session starts, or moves on.
+pub enum Step {
+    Start {
+        session: Uuid,
+    },
+    Refresh {
+        session: Uuid,
+        spent: String,
+        at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// A code or refresh token accepted: what to mint.
+pub struct Redeemed {
+    pub terms: MintTerms,
+    pub workflow: String,
+    pub workload: String,
+    pub resource: String,
+    pub scope: String,
+    pub provenance: Provenance,
+    pub step: Step,
+}
+
+fn terms(p: &LoginProvider, client_id: &str) -> MintTerms {
+    MintTerms {
+        tenant_id: p.tenant_id.clone(),
+        client_id: client_id.to_string(),
+        workflows: vec![p.workflow.clone()],
+        grants: p.grants.clone(),
+        max_ttl_seconds: p.max_ttl_seconds,
+        workload_pattern: None,
+        workload_verified: true,
+        max_mints_per_second: None,
+        stamp: None,
+        dpop_bound: false,
+    }
+}
+
+impl People {
+    async fn denied(&self, origin: &Origin, tenant: Option<&str>, client: &str, why: &str) -> Result<(), StoreError> {
+        let mut e = origin.event(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
+        e.tenant = tenant.map(str::to_string);
+        e.client_id = Some(crate::audit::sanitize(client, 2048));
+        e.reason = Some(format!("invalid_grant: {why}"));
+        self.audit.append(&[e]).await
+    }
+
+    async fn refuse(&self, origin: &Origin, tenant: Option<&str>, client: &str, why: &str) -> Refused {
+        match self.denied(origin, tenant, client, why).await {
+            Ok(()) => Refused::Grant(why.to_string()),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// `grant_type=authorization_code`.
+    pub async fn redeem_code(
+        &self,
+        code: &str,
+        client_id: Option<&str>,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+        jkt: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Redeemed, Refused> {
+        let client = client_id.unwrap_or_default();
+        let a: Authorization = match self
+            .store
+            .read()
+            .await?
+            .conn()
+            .authorization_by_code(&digest(code))
+            .await
+        {
+            Ok(a) => a,
+            Err(StoreError::NotFound) => {
+                return Err(self.refuse(origin, None, client, "unknown authorization code").await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let tenant = Some(a.tenant_id.as_str());
+        if client_id != Some(a.client_id.as_str()) {
+            return Err(self
+                .refuse(origin, tenant, client, "the code was issued to another client")
+                .await);
+        }
+        let session = Uuid::now_v7();
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if !tx.conn().spend_code(&a.id, session, now).await? {
+            drop(tx);
+            // RFC 6749 §4.1.2: a code used twice revokes what it gave.
+            if let Some(first) = a.session_id {
+                self.end_session(first, &a.tenant_id, "authorization code replayed", origin)
+                    .await?;
+            }
+            return Err(self
+                .refuse(
+                    origin,
+                    tenant,
+                    client,
+                    "the authorization code was used before; what it minted is revoked",
+                )
+                .await);
+        }
+        tx.commit().await?;
+        let why = if a.expires_at <= now {
+            Some("the authorization code expired")
+        } else if redirect_uri != Some(a.redirect_uri.as_str()) {
+            Some("redirect_uri differs from the authorization request's")
+        } else if !verifier.is_some_and(|v| super::redirect::pkce_shaped(v) && same(&s256(v), &a.code_challenge)) {
+            Some("PKCE verification failed (code_verifier)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(self.refuse(origin, tenant, client, why).await);
+        }
+        let provider = match self
+            .store
+            .read()
+            .await?
+            .conn()
+            .get_provider(&a.tenant_id, a.provider_id)
+            .await
+        {
+            Ok(p) => p,
+            Err(StoreError::NotFound) => {
+                return Err(self
+                    .refuse(origin, tenant, client, "the login provider was deleted")
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (Some(person), Some(identity)) = (a.person.clone(), a.identity.clone()) else {
+            return Err(self
+                .refuse(origin, tenant, client, "the authorization was not signed in")
+                .await);
+        };
+        let s = Session {
+            id: session,
+            tenant_id: a.tenant_id.clone(),
+            provider_id: provider.id,
+            client_id: a.client_id.clone(),
+            client_name: a.client_name.clone(),
+            workload: person.clone(),
+            workflow: provider.workflow.clone(),
+            resource: a.resource.clone(),
+            scopes: a.scopes.clone(),
+            identity: identity.clone(),
+            jkt: jkt.map(str::to_string),
+            root_lease_id: None,
+            latest_lease_id: None,
+            refreshes: 0,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + TimeDelta::seconds(provider.refresh_ttl_seconds),
+            revoked_at: None,
+            revoked_reason: None,
+        };
+        // Before the mint, so a rule recorded meanwhile finds the session.
+        let mut tx = self.store.begin().await?;
+        tx.conn().insert_session(&s).await?;
+        tx.commit().await?;
+        Ok(Redeemed {
+            terms: terms(&provider, &a.client_id),
+            workflow: provider.workflow,
+            workload: person,
+            resource: a.resource,
+            scope: a.scopes.join(" "),
+            provenance: Provenance {
+                federated: Some(login_provenance(&identity, session)),
+                ..Provenance::default()
+            },
+            step: Step::Start { session },
+        })
+    }
+
+    /// `grant_type=refresh_token`.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        client_id: Option<&str>,
+        resource: Option<&str>,
+        scope: Option<&str>,
+        jkt: Option<&str>,
+        origin: &Origin,
+    ) -> Result<Redeemed, Refused> {
+        let client = client_id.unwrap_or_default();
+        let token_digest = digest(token);
+        let mut c = self.store.read().await?;
+        let row = match c.conn().get_refresh(&token_digest).await {
+            Ok(r) => r,
+            Err(StoreError::NotFound) => return Err(self.refuse(origin, None, client, "unknown refresh token").await),
+            Err(e) => return Err(e.into()),
+        };
+        let s = c.conn().get_session(row.session_id, None).await?;
+        drop(c);
+        let tenant = Some(s.tenant_id.as_str());
+        // Checked before spending: a thief without the client id or the key cannot burn it.
+        if client_id != Some(s.client_id.as_str()) {
+            return Err(self
+                .refuse(origin, tenant, client, "the refresh token was issued to another client")
+                .await);
+        }
+        if s.jkt.is_some() && s.jkt.as_deref() != jkt {
+            return Err(self
+                .refuse(
+                    origin,
+                    tenant,
+                    client,
+                    "the refresh token is bound to a DPoP key: prove it",
+                )
+                .await);
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if !tx.conn().spend_refresh(&token_digest, now).await? {
+            drop(tx);
+            self.end_session(s.id, &s.tenant_id, "refresh token reused after rotation", origin)
+                .await?;
+            return Err(self
+                .refuse(
+                    origin,
+                    tenant,
+                    client,
+                    "the refresh token was used before; its session is revoked",
+                )
+                .await);
+        }
+        tx.commit().await?;
+        if s.revoked_at.is_some() || s.expires_at <= now || row.expires_at <= now {
+            return Err(self
+                .refuse(origin, tenant, client, "the session has ended: sign in again")
+                .await);
+        }
+        // A rule on the newest lease (or reaching it) ends the session too.
+        if let Some(latest) = s.latest_lease_id {
+            let mut c = self.store.read().await?;
+            match c.conn().lease_status(latest, Some(&s.tenant_id)).await {
+                Ok(st) if st.revoked_by.is_some() || st.lease.revoked_at.is_some() => {
+                    drop(c);
+                    self.end_session(s.id, &s.tenant_id, "a revocation rule reached the session", origin)
+                        .await?;
+                    return Err(self
+                        .refuse(origin, tenant, client, "the session was revoked: sign in again")
+                        .await);
+                }
+                Ok(_) | Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(r) = resource {
+            let asked = uri::canonicalize(r).ok();
+            if asked.is_none() || asked != uri::canonicalize(&s.resource).ok() {
+                self.give_back(&token_digest, now).await?;
+                return Err(self
+                    .refuse(
+                        origin,
+                        tenant,
+                        client,
+                        "a refresh token is for its session's resource only",
+                    )
+                    .await);
+            }
+        }
+        let scopes = match scope {
+            None => s.scopes.clone(),
+            Some(asked) => {
+                let asked: Vec<String> = asked.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect();
+                if asked.iter().any(|x| !s.scopes.contains(x)) {
+                    self.give_back(&token_digest, now).await?;
+                    return Err(Refused::Scope(
+                        "a refresh may narrow the session's scopes, never widen them".into(),
+                    ));
+                }
+                asked
+            }
+        };
+        let provider = match self
+            .store
+            .read()
+            .await?
+            .conn()
+            .get_provider(&s.tenant_id, s.provider_id)
+            .await
+        {
+            Ok(p) => p,
+            Err(StoreError::NotFound) => {
+                return Err(self
+                    .refuse(origin, tenant, client, "the login provider was deleted")
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut provenance = Provenance {
+            federated: Some(login_provenance(&s.identity, s.id)),
+            parent_id: s.root_lease_id,
+            ..Provenance::default()
+        };
+        if let Some(root) = s.root_lease_id {
+            provenance.links = Links {
+                ancestors: vec![root],
+                clients: vec![s.client_id.clone()],
+                ..Links::default()
+            };
+        }
+        Ok(Redeemed {
+            terms: terms(&provider, &s.client_id),
+            workflow: s.workflow.clone(),
+            workload: s.workload.clone(),
+            resource: s.resource.clone(),
+            scope: scopes.join(" "),
+            provenance,
+            step: Step::Refresh {
+                session: s.id,
+                spent: token_digest,
+                at: now,
+            },
+        })
+    }
+
+    /// After the lease is committed: the session records it, and a fresh
+    /// refresh token is stored (and returned once). A session ended while
+    /// the token was minted gets nothing, and the lease is revoked.
+    pub async fn minted(&self, step: &Step, issued: &Issued, origin: &Origin) -> Result<String, Refused> {
+        let (session, first) = match step {
+            Step::Start { session } => (*session, true),
+            Step::Refresh { session, .. } => (*session, false),
+        };
+        let now = self.clock.now();
+        let refresh = random_token("mfy_rt_");
+        let mut tx = self.store.begin().await?;
+        tx.conn().session_minted(session, issued.lease.id, first, now).await?;
+        let s = tx.conn().get_session(session, None).await?;
+        if s.revoked_at.is_none() {
+            tx.conn()
+                .insert_refresh(&digest(&refresh), session, now, s.expires_at)
+                .await?;
+            tx.commit().await?;
+            return Ok(refresh);
+        }
+        tx.commit().await?;
+        self.end_session(
+            session,
+            &s.tenant_id,
+            "session revoked while a token was minted",
+            origin,
+        )
+        .await?;
+        Err(Refused::Grant("the session was revoked: sign in again".into()))
+    }
+
+    /// The mint failed: a spent refresh token is given back (the client saw no successor).
+    pub async fn mint_failed(&self, step: &Step) -> Result<(), StoreError> {
+        match step {
+            Step::Refresh { spent, at, .. } => self.give_back(spent, *at).await,
+            Step::Start { .. } => Ok(()),
+        }
+    }
+
+    async fn give_back(&self, spent: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), StoreError> {
+        let mut tx = self.store.begin().await?;
+        tx.conn().unspend_refresh(spent, at).await?;
+        tx.commit().await
+    }
+
+    /// Ends a session and revokes its live leases (by id: offline verifiers
+    /// and gateways see those at once), with one audit event.
+    pub async fn end_session(&self, id: Uuid, tenant: &str, reason: &str, origin: &Origin) -> Result<(), StoreError> {
+        let caller = Caller {
+            identity: serde_json::json!({"system": "session", "session": id}),
+            act: None,
+            origin: origin.clone(),
+        };
+        self.end_session_as(&caller, id, tenant, reason).await
+    }
+
+    /// An admin (or mayfly itself) ends a session.
+    pub async fn end_session_as(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        tenant: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let s = match tx.conn().get_session(id, Some(tenant)).await {
+            Ok(s) => s,
+            // A code spent by a refused redemption started no session.
+            Err(StoreError::NotFound) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        tx.conn().end_session(id, now, reason).await?;
+        if let Some(root) = s.root_lease_id {
+            for lease in tx.conn().session_leases(root, now).await? {
+                self.revocations
+                    .record(
+                        &mut tx,
+                        caller,
+                        Some(tenant),
+                        &Selector::Lease(lease),
+                        reason,
+                        Cover::Forever,
+                    )
+                    .await?;
+            }
+        }
+        let mut e = caller.event(actions::SESSION_REVOKED, now);
+        e.tenant = Some(tenant.to_string());
+        e.client_id = Some(s.client_id.clone());
+        e.workload = Some(s.workload.clone());
+        e.workflow = Some(s.workflow.clone());
+        e.lease_id = s.root_lease_id;
+        e.reason = Some(format!("session {id}: {reason}"));
+        tx.conn().append_audit(&[e]).await?;
+        tx.commit().await
+    }
+}
+
+/// What leases and audit events record of the person's sign-in.
+fn login_provenance(identity: &serde_json::Value, session: Uuid) -> serde_json::Value {
+    let mut v = identity.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("session".into(), serde_json::json!(session));
+        o.insert("login".into(), serde_json::json!(true));
+    }
+    v
+}
+
+impl People {
+    /// The tenant's sessions, newest first.
+    pub async fn sessions(
+        &self,
+        tenant: &str,
+        workload: Option<&str>,
+        active: Option<bool>,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now();
+        let mut list = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .list_sessions(tenant, workload, active.filter(|a| *a).map(|_| now), before, limit)
+            .await?;
+        if active == Some(false) {
+            list.retain(|s| s.revoked_at.is_some() || s.expires_at <= now);
+        }
+        Ok(list)
+    }
+
+    /// An admin revokes a session: its refresh token and live access tokens end.
+    pub async fn revoke_session(
+        &self,
+        caller: &Caller,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Session, crate::error::Error> {
+        let id: Uuid = id.parse().map_err(|_| crate::error::Error::NotFound("session"))?;
+        let s = self
+            .store
+            .read()
+            .await?
+            .conn()
+            .get_session(id, Some(tenant))
+            .await
+            .map_err(crate::error::Error::or_not_found("session"))?;
+        self.end_session_as(caller, id, tenant, "revoked by an admin").await?;
+        let mut c = self.store.read().await?;
+        Ok(c.conn().get_session(s.id, Some(tenant)).await?)
+    }
+}
