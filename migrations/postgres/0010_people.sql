@@ -16,6 +16,7 @@ CREATE TABLE login_providers (
     grants              JSONB NOT NULL,
     max_ttl_seconds     BIGINT NOT NULL,
     refresh_ttl_seconds BIGINT NOT NULL,
+    allow_registration  BOOLEAN NOT NULL DEFAULT FALSE,
     created_at          TIMESTAMPTZ NOT NULL,
     updated_at          TIMESTAMPTZ NOT NULL,
     CONSTRAINT login_providers_name_key UNIQUE (tenant_id, name)
@@ -95,3 +96,16 @@ CREATE TABLE consents (
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant_id, client_id, workload, resource)
 );
+
+-- Public clients registered through RFC 7591 (`POST /oauth2/register`).
+-- Not bound to a tenant: a tenant's login provider decides whether they
+-- may sign its people in (`allow_registration`).
+CREATE TABLE registered_clients (
+    client_id     TEXT PRIMARY KEY,
+    client_name   TEXT,
+    redirect_uris JSONB NOT NULL,
+    source        TEXT,
+    created_at    TIMESTAMPTZ NOT NULL,
+    last_used_at  TIMESTAMPTZ
+);
+CREATE INDEX registered_clients_created_idx ON registered_clients (created_at);

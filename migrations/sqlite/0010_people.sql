@@ -16,6 +16,7 @@ CREATE TABLE login_providers (
     grants              TEXT NOT NULL,
     max_ttl_seconds     INTEGER NOT NULL,
     refresh_ttl_seconds INTEGER NOT NULL,
+    allow_registration  INTEGER NOT NULL DEFAULT 0,
     created_at          TEXT NOT NULL,
     updated_at          TEXT NOT NULL,
     CONSTRAINT login_providers_name_key UNIQUE (tenant_id, name)
@@ -95,3 +96,16 @@ CREATE TABLE consents (
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, client_id, workload, resource)
 );
+
+-- Public clients registered through RFC 7591 (`POST /oauth2/register`).
+-- Not bound to a tenant: a tenant's login provider decides whether they
+-- may sign its people in (`allow_registration`).
+CREATE TABLE registered_clients (
+    client_id     TEXT PRIMARY KEY,
+    client_name   TEXT,
+    redirect_uris TEXT NOT NULL,
+    source        TEXT,
+    created_at    TEXT NOT NULL,
+    last_used_at  TEXT
+);
+CREATE INDEX registered_clients_created_idx ON registered_clients (created_at);

@@ -375,6 +375,8 @@ pub mod actions {
     pub const CONSENT_DENIED: &str = "consent.denied";
     /// A person's session (refresh family) ended: revoked, or a spent code or refresh token reused.
     pub const SESSION_REVOKED: &str = "session.revoked";
+    /// A public client registered itself (RFC 7591).
+    pub const CLIENT_REGISTERED: &str = "client.registered";
     pub const CHAIN_SEALED: &str = "audit.chain_sealed";
 }
 

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, OAuthError};
 
-fn is_content_type(parts_headers: &axum::http::HeaderMap, expected: &str) -> bool {
+pub fn is_content_type(parts_headers: &axum::http::HeaderMap, expected: &str) -> bool {
     parts_headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -19,6 +19,8 @@ pub struct ServerMetadata {
     jwks_uri: String,
     introspection_endpoint: String,
     revocation_endpoint: String,
+    /// RFC 7591: public clients of people (where a login provider allows them).
+    registration_endpoint: String,
     grant_types_supported: Vec<&'static str>,
     response_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: Vec<&'static str>,
@@ -55,6 +57,7 @@ fn metadata_for(issuer: &str) -> ServerMetadata {
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         introspection_endpoint: format!("{issuer}/oauth2/introspect"),
         revocation_endpoint: format!("{issuer}/oauth2/revoke"),
+        registration_endpoint: format!("{issuer}/oauth2/register"),
         grant_types_supported: vec![
             crate::grants::request::GRANT_CLIENT_CREDENTIALS,
             crate::grants::request::GRANT_JWT_BEARER,

@@ -38,6 +38,7 @@ pub struct LoginProviderOut {
     pub grants: Vec<GrantOut>,
     pub max_ttl_seconds: i64,
     pub refresh_ttl_seconds: i64,
+    pub allow_registration: bool,
     /// Register this as the redirect URI at the IdP.
     pub redirect_uri: String,
     pub created_at: DateTime<Utc>,
@@ -59,6 +60,7 @@ fn out(state: &AppState, p: LoginProvider) -> LoginProviderOut {
         grants: p.grants.into_iter().map(GrantOut::from).collect(),
         max_ttl_seconds: p.max_ttl_seconds,
         refresh_ttl_seconds: p.refresh_ttl_seconds,
+        allow_registration: p.allow_registration,
         redirect_uri: state.people.callback_uri(),
         created_at: p.created_at,
         updated_at: p.updated_at,

@@ -60,6 +60,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(people::authorize))
         .routes(routes!(people::callback))
         .routes(routes!(people::consent))
+        .routes(routes!(people::register))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

@@ -14,6 +14,7 @@ use super::body::{OAuthParams, form_decode};
 use super::session::{cookie, secure};
 use crate::audit::Origin;
 use crate::people::flow::{AuthorizeRequest, ConsentView, Next, Refusal};
+use crate::people::registration::{RegistrationError, RegistrationRequest, RegistrationResponse};
 use crate::state::AppState;
 
 const CSP: &str =
@@ -258,6 +259,71 @@ pub async fn consent(State(state): State<AppState>, origin: Origin, params: OAut
     match state.people.consent(request, allow, browser, &origin).await {
         Ok(location) => redirect(&location),
         Err(r) => refusal(r),
+    }
+}
+
+/// RFC 7591: an MCP client that has no metadata document registers itself
+/// as a public client. It signs people in only where a tenant's login
+/// provider allows registered clients.
+#[utoipa::path(post, path = "/oauth2/register", tag = "oauth",
+    request_body(content = RegistrationRequest, content_type = "application/json"),
+    responses((status = 201, description = "Registered.", body = RegistrationResponse),
+        (status = 400, description = "`invalid_redirect_uri` or `invalid_client_metadata` (RFC 7591 §3.2.2)."),
+        (status = 503, description = "Too many registered clients, or the store is unavailable.")))]
+pub async fn register(
+    State(state): State<AppState>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let error = |status: StatusCode, code: &str, description: &str| {
+        let mut res = (
+            status,
+            axum::Json(serde_json::json!({"error": code, "error_description": description})),
+        )
+            .into_response();
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    };
+    if !super::body::is_content_type(&headers, "application/json") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_metadata",
+            "send the metadata as application/json",
+        );
+    }
+    let request: RegistrationRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                "the body is not client metadata JSON",
+            );
+        }
+    };
+    match state.people.registration().register(request, &origin).await {
+        Ok(registered) => {
+            let mut res = (StatusCode::CREATED, axum::Json(registered)).into_response();
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(RegistrationError::Invalid(code, why)) => error(StatusCode::BAD_REQUEST, code, &why),
+        Err(RegistrationError::Full) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "retry later",
+        ),
+        Err(RegistrationError::Store(e)) => {
+            tracing::warn!(error = %e, "client registration: store unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "retry later",
+            )
+        }
     }
 }
 

@@ -140,6 +140,8 @@ impl Sweeper {
         let rules = c.conn().prune_revocations(now).await?;
         // Assertions that have expired can no longer be replayed.
         c.conn().prune_used_assertions(now).await?;
+        // People's expired authorization requests and refresh tokens.
+        c.conn().prune_people(now).await?;
         Ok((leases, rules))
     }
 }

@@ -92,6 +92,7 @@ pub struct People {
     pub(super) idp: Idp,
     pub(super) documents: Documents,
     pub(super) revocations: Revocations,
+    registration: super::registration::Registration,
 }
 
 impl People {
@@ -105,6 +106,7 @@ impl People {
     ) -> Self {
         let idp = Idp::new(providers.reach().clone());
         Self {
+            registration: super::registration::Registration::new(store.clone(), audit.clone(), clock.clone()),
             documents: Documents::new(idp.outbound().clone()),
             idp,
             store,
@@ -118,6 +120,10 @@ impl People {
 
     pub fn providers(&self) -> &LoginProviders {
         &self.providers
+    }
+
+    pub fn registration(&self) -> &super::registration::Registration {
+        &self.registration
     }
 
     /// Where the IdP sends the person back (registered at the IdP).
@@ -166,29 +172,34 @@ impl People {
         let Some(client_id) = r.client_id else {
             return Err(page(400, "Unknown application", "The request names no client_id."));
         };
-        if !cimd::is_document_url(client_id) {
-            self.refused(
-                origin,
-                at,
-                Some(client_id),
-                "client_id is not a metadata document URL".into(),
-            )
-            .await?;
-            return Err(page(
-                400,
-                "Unknown application",
-                "This application is not known: its client_id must be the https URL of its metadata document.",
-            ));
-        }
-        let client = match self.documents.client(client_id).await {
+        let registered = client_id.starts_with(super::registration::PREFIX);
+        let found = if registered {
+            match self.store.read().await?.conn().registered_client(client_id).await {
+                Ok(c) => Ok(cimd::ClientMetadata {
+                    client_id: c.client_id,
+                    client_name: c.client_name,
+                    redirect_uris: c.redirect_uris,
+                }),
+                Err(StoreError::NotFound) => Err("no such registered client".to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        } else if cimd::is_document_url(client_id) {
+            self.documents
+                .client(client_id)
+                .await
+                .map_err(|why| format!("client metadata document: {why}"))
+        } else {
+            Err("client_id is neither a metadata document URL nor a registered client".to_string())
+        };
+        let client = match found {
             Ok(c) => c,
             Err(why) => {
-                self.refused(origin, at, Some(client_id), format!("client metadata document: {why}"))
-                    .await?;
+                self.refused(origin, at, Some(client_id), why).await?;
                 return Err(page(
                     400,
                     "Unknown application",
-                    "This application's metadata document could not be fetched or is not valid.",
+                    "This application is not known: its client_id must be the https URL of a valid metadata document, \
+                     or a registered client.",
                 ));
             }
         };
@@ -262,6 +273,19 @@ impl People {
             .await?;
             return Err(back("access_denied", "people cannot sign in to this resource"));
         };
+        if registered && !provider.allow_registration {
+            self.refused(
+                origin,
+                Some(&tenant),
+                Some(client_id),
+                "the login provider does not allow registered clients".into(),
+            )
+            .await?;
+            return Err(back(
+                "access_denied",
+                "this resource accepts clients named by a metadata document only",
+            ));
+        }
         let scopes = match granted_scopes(&provider, &canonical, r.scope) {
             Some(s) if !s.is_empty() => s,
             _ => {
@@ -323,6 +347,9 @@ impl People {
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_authorization(&a).await?;
+        if registered {
+            tx.conn().registered_client_used(client_id, now).await?;
+        }
         tx.commit().await?;
         let callback = self.callback_uri();
         let location = redirect::with_params(

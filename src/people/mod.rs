@@ -11,6 +11,7 @@ pub mod flow;
 pub mod idp;
 pub mod providers;
 pub mod redirect;
+pub mod registration;
 pub mod sessions;
 mod signin;
 pub mod sql;
@@ -54,6 +55,8 @@ pub struct LoginProvider {
     pub grants: Vec<Grant>,
     pub max_ttl_seconds: i64,
     pub refresh_ttl_seconds: i64,
+    /// Whether clients registered through RFC 7591 may sign people in here.
+    pub allow_registration: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

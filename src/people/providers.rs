@@ -64,6 +64,10 @@ pub struct NewLoginProvider {
     /// How long a session lasts without signing in again. Default one day, at most 30.
     #[schema(minimum = 60, maximum = 2592000)]
     pub refresh_ttl_seconds: Option<i64>,
+    /// Whether clients registered through RFC 7591 (`POST /oauth2/register`)
+    /// may sign people in here, beside those named by a metadata document.
+    #[serde(default)]
+    pub allow_registration: bool,
 }
 
 #[derive(Clone)]
@@ -214,6 +218,7 @@ impl LoginProviders {
             grants,
             max_ttl_seconds: max_ttl,
             refresh_ttl_seconds: refresh_ttl,
+            allow_registration: b.allow_registration,
             created_at: old.map_or(now, |o| o.created_at),
             updated_at: now,
         })

@@ -13,7 +13,7 @@ use crate::storage::{Conn, Result, StoreError, run};
 macro_rules! provider_columns {
     () => {
         "id, tenant_id, name, issuer, client_id, sealed_secret, scopes, claims, workload_template, workflow, grants,
-         max_ttl_seconds, refresh_ttl_seconds, created_at, updated_at"
+         max_ttl_seconds, refresh_ttl_seconds, allow_registration, created_at, updated_at"
     };
 }
 
@@ -51,19 +51,19 @@ impl Conn<'_> {
                 "INSERT INTO login_providers (",
                 provider_columns!(),
                 ")
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             )
         } else {
             "UPDATE login_providers SET name = $3, issuer = $4, client_id = $5, sealed_secret = $6, scopes = $7,
                     claims = $8, workload_template = $9, workflow = $10, grants = $11, max_ttl_seconds = $12,
-                    refresh_ttl_seconds = $13, created_at = $14, updated_at = $15
+                    refresh_ttl_seconds = $13, allow_registration = $14, created_at = $15, updated_at = $16
              WHERE id = $1 AND tenant_id = $2"
         };
         let n = run!(self, c => sqlx::query(sql)
             .bind(p.id).bind(&p.tenant_id).bind(&p.name).bind(&p.issuer).bind(&p.client_id)
             .bind(p.sealed_secret.as_deref()).bind(Json(&p.scopes)).bind(Json(&p.claims)).bind(&p.workload_template)
             .bind(&p.workflow).bind(Json(&p.grants)).bind(p.max_ttl_seconds).bind(p.refresh_ttl_seconds)
-            .bind(p.created_at).bind(p.updated_at)
+            .bind(p.allow_registration).bind(p.created_at).bind(p.updated_at)
             .execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
     }
@@ -327,5 +327,52 @@ impl Conn<'_> {
         run!(self, c => sqlx::query("DELETE FROM consents WHERE tenant_id = $1 AND ($2 IS NULL OR workload = $2)")
             .bind(tenant).bind(workload).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+}
+
+/// A client registered through RFC 7591.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RegisteredClient {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    #[sqlx(json)]
+    pub redirect_uris: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Conn<'_> {
+    pub async fn insert_registered_client(&mut self, c: &RegisteredClient, source: &str) -> Result<()> {
+        run!(self, conn => sqlx::query(
+            "INSERT INTO registered_clients (client_id, client_name, redirect_uris, source, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&c.client_id).bind(c.client_name.as_deref()).bind(Json(&c.redirect_uris)).bind(source).bind(c.created_at)
+            .execute(conn).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn registered_client(&mut self, client_id: &str) -> Result<RegisteredClient> {
+        Ok(run!(self, c => sqlx::query_as::<_, RegisteredClient>(
+            "SELECT client_id, client_name, redirect_uris, created_at FROM registered_clients WHERE client_id = $1")
+            .bind(client_id).fetch_one(c).await)?)
+    }
+
+    pub async fn count_registered_clients(&mut self) -> Result<i64> {
+        Ok(run!(self, c => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM registered_clients").fetch_one(c).await)?)
+    }
+
+    pub async fn registered_client_used(&mut self, client_id: &str, now: DateTime<Utc>) -> Result<()> {
+        run!(self, c => sqlx::query("UPDATE registered_clients SET last_used_at = $2 WHERE client_id = $1")
+            .bind(client_id).bind(now).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Forgets what expired: authorization requests, refresh tokens, and
+    /// registered clients never used within a day of registering.
+    pub async fn prune_people(&mut self, now: DateTime<Utc>) -> Result<u64> {
+        let day = now - chrono::TimeDelta::days(1);
+        let mut n = self.prune_authorizations(now).await?;
+        n += self.prune_refresh(now).await?;
+        n += run!(self, c => sqlx::query("DELETE FROM registered_clients WHERE last_used_at IS NULL AND created_at < $1")
+            .bind(day).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(n)
     }
 }

@@ -17,6 +17,7 @@ on_both_backends!(
     a_person_signs_in_through_the_company_idp_and_their_client_gets_a_lease_in_their_name,
     a_refresh_token_rotates_and_its_reuse_revokes_the_whole_session,
     revoking_the_person_ends_their_access_and_refresh_tokens_and_no_one_elses,
+    a_registered_client_signs_people_in_only_where_the_login_provider_allows_it,
 );
 
 pub const REDIRECT: &str = "http://127.0.0.1/callback";
@@ -443,4 +444,73 @@ async fn revoking_the_person_ends_their_access_and_refresh_tokens_and_no_one_els
     let (_, feed) = p.app.get(&p.f.admin, "/v1/revocations").await;
     let jti = claims(bob2["access_token"].as_str().unwrap())["jti"].clone();
     assert!(feed.to_string().contains(jti.as_str().unwrap()), "{feed}");
+}
+
+async fn a_registered_client_signs_people_in_only_where_the_login_provider_allows_it(b: Backend) {
+    let mut p = setup(b).await;
+    let register = |body: Value| {
+        let (http, url) = (p.app.http.clone(), p.app.url("/oauth2/register"));
+        async move {
+            let res = http.post(url).json(&body).send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    for (body, code) in [
+        (
+            json!({"redirect_uris": ["http://evil.test/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"redirect_uris": ["javascript:alert(1)"]}),
+            "invalid_redirect_uri",
+        ),
+        (json!({"redirect_uris": []}), "invalid_redirect_uri"),
+        (
+            json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"redirect_uris": [REDIRECT], "grant_types": ["client_credentials"]}),
+            "invalid_client_metadata",
+        ),
+    ] {
+        let (s, answer) = register(body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(answer["error"], code, "{body}: {answer}");
+    }
+    let (s, registered) = register(json!({"redirect_uris": [REDIRECT], "client_name": "Claude Desktop",
+                                          "software_id": "ignored", "scope": "issues:read"}))
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{registered}");
+    assert_eq!(registered["token_endpoint_auth_method"], "none");
+    assert!(registered.get("client_secret").is_none());
+    p.client = registered["client_id"].as_str().unwrap().to_string();
+    assert!(p.client.starts_with("mfy_dcr_"));
+
+    // The provider does not allow registered clients yet.
+    let (_, challenge) = pkce();
+    let res = Browser::new().get(&authorize_url(&p.app, &p.request(&challenge))).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(param(&location(&res), "error").as_deref(), Some("access_denied"));
+    let (_, list) = p.app.get(&p.f.admin, "/v1/tenants/acme/login-providers").await;
+    let provider = &list["items"][0];
+    let (s, body) = p
+        .app
+        .admin(
+            &p.f.admin,
+            reqwest::Method::PATCH,
+            &format!("/v1/tenants/acme/login-providers/{}", provider["id"].as_str().unwrap()),
+            Some(json!({"name": "okta", "issuer": p.idp.url, "client_id": IDP_CLIENT, "claims": {"groups": "engineering"},
+                        "grants": [{"resource": p.f.resource, "scopes": ["issues:read", "issues:write"]}],
+                        "allow_registration": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["has_client_secret"], true, "a PATCH without the secret keeps it");
+    let t = p.tokens().await;
+    let c = claims(t["access_token"].as_str().unwrap());
+    assert_eq!(c["client_id"], p.client.as_str());
+    assert_eq!(c["sub"], "person:alice@acme.test");
+    let events = p.events("client.registered").await;
+    assert!(events.is_empty(), "registration is no tenant's event");
 }
