@@ -93,7 +93,9 @@ class GatewayStack(AdminApi):
             db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
         self.binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         self.mayfly_env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db,
-                               MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info")
+                               MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info",
+                               # people's sign-in (test_people.py) goes through an IdP on loopback
+                               MAYFLY_FEDERATION_ALLOW_LOOPBACK="true")
         self.start_mayfly()
         self.static = StaticTokenUpstream()
 
