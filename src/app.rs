@@ -290,21 +290,24 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         failures,
     ));
     let issuer = Arc::new(issuer);
-    let people = Arc::new(crate::people::People::new(
-        store.clone(),
-        audit.clone(),
-        clock.clone(),
-        issuer_id.clone(),
-        crate::people::providers::LoginProviders::new(
+    let people = Arc::new(
+        crate::people::People::new(
             store.clone(),
+            audit.clone(),
             clock.clone(),
-            directory.clone(),
-            masters.clone(),
-            reach.clone(),
-            (lifetimes.default_ttl, lifetimes.max_ttl),
-        ),
-        revocations.clone(),
-    ));
+            issuer_id.clone(),
+            crate::people::providers::LoginProviders::new(
+                store.clone(),
+                clock.clone(),
+                directory.clone(),
+                masters.clone(),
+                reach.clone(),
+                (lifetimes.default_ttl, lifetimes.max_ttl),
+            ),
+            revocations.clone(),
+        )
+        .map_err(crate::config::ConfigError)?,
+    );
     let state = AppState {
         tokens: Arc::new(TokenEndpoint::new(
             authn.clone(),

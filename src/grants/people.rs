@@ -5,7 +5,7 @@
 
 use super::{ClientAuth, Decided, GrantError, TokenEndpoint, TokenRequest};
 use crate::audit::Origin;
-use crate::people::sessions::{Redeemed, Refused};
+use crate::people::sessions::{CodeRedemption, Redeemed, Refused};
 
 impl From<Refused> for GrantError {
     fn from(r: Refused) -> Self {
@@ -37,9 +37,14 @@ pub(super) async fn decide(
             redirect_uri,
             code_verifier,
         } => {
-            ep.people
-                .redeem_code(code, req.client_id, *redirect_uri, *code_verifier, jkt, origin)
-                .await?
+            let presented = CodeRedemption {
+                code,
+                client_id: req.client_id,
+                redirect_uri: *redirect_uri,
+                verifier: *code_verifier,
+                resource: req.resource,
+            };
+            ep.people.redeem_code(&presented, jkt, origin).await?
         }
         super::Grant::RefreshToken { token } => {
             ep.people

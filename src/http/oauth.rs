@@ -292,7 +292,8 @@ pub async fn introspect(
 }
 
 /// RFC 7009: a client revokes a token it holds. Unknown or foreign tokens get
-/// the same empty 200, as the RFC asks.
+/// the same empty 200, as the RFC asks. A person's MCP client (public)
+/// revokes its session with its refresh token and `client_id`.
 #[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "Revoked, or not a token of this client."),
@@ -303,6 +304,18 @@ pub async fn revoke(
     origin: Origin,
     params: OAuthParams,
 ) -> Result<StatusCode, OAuthError> {
+    // A person's MCP client (public: it names itself) ends its session
+    // with the refresh token it holds.
+    if let Some(token) = params.get("token").filter(|t| t.starts_with("mfy_rt_"))
+        && params.get("client_secret").is_none()
+        && auth::basic_credentials(&params.headers).is_none()
+    {
+        state
+            .people
+            .revoke_refresh(token, params.get("client_id"), &origin)
+            .await?;
+        return Ok(StatusCode::OK);
+    }
     let client = authenticate(&state, &params, &origin).await?;
     let token = params
         .get("token")

@@ -233,6 +233,7 @@ pub async fn callback(
             get("state").unwrap_or_default(),
             get("code"),
             get("error"),
+            get("iss"),
             browser,
             &origin,
         )

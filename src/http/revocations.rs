@@ -60,7 +60,10 @@ impl NewRevocation {
             validate_workload("workload", w)?;
             Selector::Workload(w.clone())
         } else if let Some(c) = &self.client_id {
-            validate_client_id(c)?;
+            // A person's MCP client may be named by its metadata document URL.
+            if !crate::people::cimd::is_document_url(c) || c.len() > 2048 || reqwest::Url::parse(c).is_err() {
+                validate_client_id(c)?;
+            }
             Selector::Client(c.clone())
         } else if let Some(l) = &self.lease_id {
             Selector::Lease(

@@ -104,7 +104,31 @@ impl Revocations {
             .await?;
         // People's sessions the rule reaches end with it, for good: a
         // session outlives the rule (which is pruned once its tokens expire).
-        conn.end_sessions_matching(tenant, selector, now, reason).await?;
+        let ended = conn.end_sessions_matching(tenant, selector, now, reason).await?;
+        // A rule on a session's first lease reaches its later tokens only
+        // through the chain, which offline verifiers cannot see: each live
+        // one gets a rule of its own.
+        if let Selector::Lease(first) = selector {
+            for root in ended.into_iter().flatten() {
+                for lease in conn.session_leases(root, now).await? {
+                    if lease == *first {
+                        continue;
+                    }
+                    conn.insert_revocation(&NewRevocation {
+                        id: Uuid::now_v7(),
+                        tenant_id: tenant,
+                        selector: &Selector::Lease(lease),
+                        reason,
+                        created_by: Some(caller.identity.clone()),
+                        now,
+                        prune_after: now + self.keep_for,
+                        cutoff_seq: i64::MAX,
+                        issued_before: far_future(),
+                    })
+                    .await?;
+                }
+            }
+        }
         let mut event = caller.event(actions::REVOCATION_CREATED, now);
         event.tenant = tenant.map(str::to_string);
         event.reason = Some(format!("{reason} (revocation {})", rule.id));

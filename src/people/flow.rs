@@ -103,9 +103,9 @@ impl People {
         issuer: IssuerId,
         providers: LoginProviders,
         revocations: Revocations,
-    ) -> Self {
-        let idp = Idp::new(providers.reach().clone());
-        Self {
+    ) -> Result<Self, String> {
+        let idp = Idp::new(providers.reach().clone())?;
+        Ok(Self {
             registration: super::registration::Registration::new(store.clone(), audit.clone(), clock.clone()),
             documents: Documents::new(idp.outbound().clone()),
             idp,
@@ -115,7 +115,7 @@ impl People {
             issuer,
             providers,
             revocations,
-        }
+        })
     }
 
     pub fn providers(&self) -> &LoginProviders {
@@ -219,9 +219,16 @@ impl People {
                 ));
             }
         };
-        // From here, refusals go back to the client.
+        // Before the person has signed in, a refusal is a page, never a
+        // redirect: with metadata documents anyone is a client with
+        // registered redirect URIs, and an error redirect would make mayfly
+        // an open redirector (RFC 9700 §4.11.1).
         let back = |error: &str, description: &str| {
-            Refusal::Redirect(self.to_client(&redirect_uri, r.state, error, description))
+            page(
+                400,
+                "Request refused",
+                format!("The application's request was refused ({error}): {description}."),
+            )
         };
         if r.state.is_some_and(|s| s.len() > 1024) {
             return Err(back("invalid_request", "state is longer than 1024 characters"));
@@ -255,14 +262,11 @@ impl People {
                 .await?;
             return Err(back("invalid_target", "unknown resource"));
         };
-        let provider = self
-            .store
-            .read()
-            .await?
-            .conn()
-            .list_providers(&tenant, "", 1)
-            .await?
-            .pop();
+        // The first provider (by name) that grants the resource.
+        let providers = self.store.read().await?.conn().list_providers(&tenant, "", 100).await?;
+        let provider = providers
+            .into_iter()
+            .find(|p| granted_scopes(p, &canonical, None).is_some());
         let Some(provider) = provider else {
             self.refused(
                 origin,

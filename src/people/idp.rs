@@ -40,7 +40,8 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(reach: Reach) -> Self {
+    /// Fails rather than fall back to a client without the SSRF rules.
+    pub fn new(reach: Reach) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
@@ -49,8 +50,8 @@ impl Outbound {
             .no_proxy()
             .dns_resolver(reach.resolver())
             .build()
-            .unwrap_or_default();
-        Self { http, reach }
+            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
+        Ok(Self { http, reach })
     }
 
     async fn read(&self, res: reqwest::Response, url: &Url, max: usize) -> Result<Vec<u8>, Failed> {
@@ -108,6 +109,8 @@ impl Outbound {
 /// What mayfly needs from an IdP's discovery document.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Endpoints {
+    /// Must be the configured issuer (OIDC Discovery §4.3).
+    pub issuer: String,
     pub authorization_endpoint: String,
     pub token_endpoint: String,
 }
@@ -124,21 +127,20 @@ pub struct Idp {
 pub type Claims = serde_json::Map<String, serde_json::Value>;
 
 impl Idp {
-    pub fn new(reach: Reach) -> Self {
-        Self {
+    pub fn new(reach: Reach) -> Result<Self, String> {
+        Ok(Self {
             keys: IssuerKeys::new(reach.clone()),
-            out: Outbound::new(reach),
+            out: Outbound::new(reach)?,
             discovered: Arc::default(),
-        }
+        })
     }
 
     pub fn outbound(&self) -> &Outbound {
         &self.out
     }
 
-    /// The provider's endpoints. The token endpoint, which mayfly calls
-    /// with the secret, must be on the issuer's origin; the authorization
-    /// endpoint is only where the browser goes, and must be http(s).
+    /// The provider's endpoints, both on the issuer's origin: the token
+    /// endpoint gets the secret, and the authorization endpoint the person.
     pub async fn endpoints(&self, issuer: &str) -> Result<Endpoints, Failed> {
         if let Some((e, at)) = self.discovered.lock().unwrap_or_else(|e| e.into_inner()).get(issuer)
             && at.elapsed() < KEEP_DISCOVERY
@@ -160,9 +162,19 @@ impl Idp {
         if token.origin() != origin.origin() {
             return Err(failed(format!("token_endpoint {token} is not on the issuer's origin")));
         }
+        if e.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return Err(failed(format!(
+                "the discovery document names another issuer ({})",
+                e.issuer
+            )));
+        }
+        // On the issuer's origin too: a provider must not send people (and
+        // their single sign-on) to another IdP's endpoint (mix-up).
         let authz = Url::parse(&e.authorization_endpoint).map_err(|_| failed("authorization_endpoint is not a URL"))?;
-        if !matches!(authz.scheme(), "https" | "http") {
-            return Err(failed("authorization_endpoint is not http(s)"));
+        if authz.origin() != origin.origin() {
+            return Err(failed(format!(
+                "authorization_endpoint {authz} is not on the issuer's origin"
+            )));
         }
         self.discovered
             .lock()

@@ -7,6 +7,7 @@
 //! or the first lease ends. Nothing here knows HTTP.
 
 pub mod cimd;
+mod ending;
 pub mod flow;
 pub mod idp;
 pub mod providers;

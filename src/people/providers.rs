@@ -43,7 +43,7 @@ pub struct NewLoginProvider {
     /// mayfly's client secret at the IdP (client_secret_basic). Sealed, never shown.
     #[schema(max_length = 1024)]
     pub client_secret: Option<String>,
-    /// Asked of the IdP; `openid` is always included.
+    /// Asked of the IdP; `openid` is always included. Default `openid email profile`.
     #[serde(default)]
     #[schema(max_items = 20)]
     pub scopes: Vec<String>,
@@ -81,8 +81,10 @@ pub struct LoginProviders {
     max_ttl: i64,
 }
 
-fn aad(id: Uuid) -> Vec<u8> {
-    format!("mayfly login provider secret v1 {id}").into_bytes()
+/// The secret is bound to the provider and to where it may be sent: moving
+/// the issuer or client id needs the secret again.
+fn aad(id: Uuid, issuer: &str, client_id: &str) -> Vec<u8> {
+    format!("mayfly login provider secret v1 {id} {issuer} {client_id}").into_bytes()
 }
 
 impl LoginProviders {
@@ -115,7 +117,7 @@ impl LoginProviders {
         let sealed = p.sealed_secret.as_ref()?;
         let keys = std::iter::once(&self.masters.current).chain(self.masters.previous.as_ref());
         keys.into_iter()
-            .find_map(|k| k.open(sealed, &aad(p.id)).ok())
+            .find_map(|k| k.open(sealed, &aad(p.id, &p.issuer, &p.client_id)).ok())
             .and_then(|plain| String::from_utf8(plain.to_vec()).ok().map(SecretString::from))
     }
 
@@ -145,7 +147,12 @@ impl LoginProviders {
             return Err(invalid("client_secret", "1 to 1024 characters").into());
         }
         let mut scopes = vec!["openid".to_string()];
-        for s in b.scopes {
+        let asked = if b.scopes.is_empty() {
+            vec!["email".to_string(), "profile".to_string()]
+        } else {
+            b.scopes
+        };
+        for s in asked {
             if s.is_empty() || s.len() > 64 || !s.bytes().all(|c| c.is_ascii_graphic() && c != b'"' && c != b'\\') {
                 return Err(invalid("scopes", "each 1 to 64 visible characters").into());
             }
@@ -200,9 +207,17 @@ impl LoginProviders {
         }
         let now = self.clock.now();
         let sealed_secret = match (b.client_secret, old) {
-            (Some(s), _) => Some(self.masters.current.seal(s.as_bytes(), &aad(id))),
-            (None, Some(old)) => old.sealed_secret.clone(),
-            (None, None) => None,
+            (Some(s), _) => Some(self.masters.current.seal(s.as_bytes(), &aad(id, &issuer, &b.client_id))),
+            // Kept only while it would go where it went before.
+            (None, Some(old)) if old.issuer == issuer && old.client_id == b.client_id => old.sealed_secret.clone(),
+            (None, Some(old)) if old.sealed_secret.is_some() => {
+                return Err(invalid(
+                    "client_secret",
+                    "send the client secret again when the issuer or client_id changes",
+                )
+                .into());
+            }
+            (None, _) => None,
         };
         Ok(LoginProvider {
             id,

@@ -66,6 +66,13 @@ pub fn matches_registered(registered: &[String], asked: &str) -> bool {
     })
 }
 
+/// Whether a consent given for this redirect may be remembered: only an
+/// https one on a real host. A loopback or private-scheme redirect can be
+/// named by any program on the person's machine, so it is asked each time.
+pub fn consent_may_be_remembered(uri: &str) -> bool {
+    Url::parse(uri).is_ok_and(|u| u.scheme() == "https" && !is_loopback_host(&u))
+}
+
 /// `redirect_uri` with the authorization response's parameters appended.
 pub fn with_params(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     match Url::parse(redirect_uri) {

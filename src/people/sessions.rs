@@ -11,8 +11,8 @@ use chrono::TimeDelta;
 use uuid::Uuid;
 
 use super::{Authorization, LoginProvider, Session, digest, random_token, s256, same};
-use crate::audit::{Caller, Origin, Outcome, actions};
-use crate::leases::{Cover, Links, Selector};
+use crate::audit::{Origin, Outcome, actions};
+use crate::leases::Links;
 use crate::storage::StoreError;
 use crate::tenants::uri;
 use crate::tokens::issuer::{Issued, Provenance};
@@ -29,6 +29,16 @@ pub enum Refused {
     Scope(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A code as the token request presents it.
+#[derive(Clone, Copy)]
+pub struct CodeRedemption<'a> {
+    pub code: &'a str,
+    pub client_id: Option<&'a str>,
+    pub redirect_uri: Option<&'a str>,
+    pub verifier: Option<&'a str>,
+    pub resource: Option<&'a str>,
 }
 
 /// What happens after the mint: the session starts, or moves on.
@@ -88,13 +98,17 @@ impl People {
     /// `grant_type=authorization_code`.
     pub async fn redeem_code(
         &self,
-        code: &str,
-        client_id: Option<&str>,
-        redirect_uri: Option<&str>,
-        verifier: Option<&str>,
+        r: &CodeRedemption<'_>,
         jkt: Option<&str>,
         origin: &Origin,
     ) -> Result<Redeemed, Refused> {
+        let CodeRedemption {
+            code,
+            client_id,
+            redirect_uri,
+            verifier,
+            resource,
+        } = *r;
         let client = client_id.unwrap_or_default();
         let a: Authorization = match self
             .store
@@ -116,6 +130,18 @@ impl People {
                 .refuse(origin, tenant, client, "the code was issued to another client")
                 .await);
         }
+        let provider = match self
+            .store
+            .read()
+            .await?
+            .conn()
+            .get_provider(&a.tenant_id, a.provider_id)
+            .await
+        {
+            Ok(p) => Some(p),
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
         let session = Uuid::now_v7();
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
@@ -135,39 +161,28 @@ impl People {
                 )
                 .await);
         }
-        tx.commit().await?;
+        let canonical = |r: &str| uri::canonicalize(r).ok();
         let why = if a.expires_at <= now {
             Some("the authorization code expired")
         } else if redirect_uri != Some(a.redirect_uri.as_str()) {
             Some("redirect_uri differs from the authorization request's")
         } else if !verifier.is_some_and(|v| super::redirect::pkce_shaped(v) && same(&s256(v), &a.code_challenge)) {
             Some("PKCE verification failed (code_verifier)")
+        } else if resource.is_some_and(|r| canonical(r).is_none() || canonical(r) != canonical(&a.resource)) {
+            Some("the code was issued for another resource")
+        } else if provider.is_none() {
+            Some("the login provider was deleted")
+        } else if a.person.is_none() || a.identity.is_none() {
+            Some("the authorization was not signed in")
         } else {
             None
         };
-        if let Some(why) = why {
-            return Err(self.refuse(origin, tenant, client, why).await);
-        }
-        let provider = match self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_provider(&a.tenant_id, a.provider_id)
-            .await
-        {
-            Ok(p) => p,
-            Err(StoreError::NotFound) => {
-                return Err(self
-                    .refuse(origin, tenant, client, "the login provider was deleted")
-                    .await);
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (Some(person), Some(identity)) = (a.person.clone(), a.identity.clone()) else {
-            return Err(self
-                .refuse(origin, tenant, client, "the authorization was not signed in")
-                .await);
+        let (Some(provider), Some(person), Some(identity), None) =
+            (provider, a.person.clone(), a.identity.clone(), why)
+        else {
+            // The code stays spent.
+            tx.commit().await?;
+            return Err(self.refuse(origin, tenant, client, why.unwrap_or("refused")).await);
         };
         let s = Session {
             id: session,
@@ -190,8 +205,8 @@ impl People {
             revoked_at: None,
             revoked_reason: None,
         };
-        // Before the mint, so a rule recorded meanwhile finds the session.
-        let mut tx = self.store.begin().await?;
+        // With the code's spending, and before the mint: a replay or a rule
+        // recorded meanwhile finds the session.
         tx.conn().insert_session(&s).await?;
         tx.commit().await?;
         Ok(Redeemed {
@@ -266,20 +281,30 @@ impl People {
                 .refuse(origin, tenant, client, "the session has ended: sign in again")
                 .await);
         }
-        // A rule on the newest lease (or reaching it) ends the session too.
+        // A rule on the newest lease (or reaching it) ends the session too;
+        // an emergency key revocation ends tokens, not sessions.
         if let Some(latest) = s.latest_lease_id {
             let mut c = self.store.read().await?;
-            match c.conn().lease_status(latest, Some(&s.tenant_id)).await {
-                Ok(st) if st.revoked_by.is_some() || st.lease.revoked_at.is_some() => {
-                    drop(c);
-                    self.end_session(s.id, &s.tenant_id, "a revocation rule reached the session", origin)
-                        .await?;
-                    return Err(self
-                        .refuse(origin, tenant, client, "the session was revoked: sign in again")
-                        .await);
-                }
-                Ok(_) | Err(StoreError::NotFound) => {}
+            let rule = match c.conn().lease_status(latest, Some(&s.tenant_id)).await {
+                Ok(st) => st
+                    .revoked_by
+                    .or(st.lease.revocation_id)
+                    .or(st.lease.revoked_at.map(|_| Uuid::nil())),
+                Err(StoreError::NotFound) => None,
                 Err(e) => return Err(e.into()),
+            };
+            let ends = match rule {
+                None => false,
+                Some(id) if id.is_nil() => true,
+                Some(id) => c.conn().rule_kind(id).await?.as_deref() != Some("kid"),
+            };
+            drop(c);
+            if ends {
+                self.end_session(s.id, &s.tenant_id, "a revocation rule reached the session", origin)
+                    .await?;
+                return Err(self
+                    .refuse(origin, tenant, client, "the session was revoked: sign in again")
+                    .await);
             }
         }
         if let Some(r) = resource {
@@ -396,59 +421,6 @@ impl People {
         tx.conn().unspend_refresh(spent, at).await?;
         tx.commit().await
     }
-
-    /// Ends a session and revokes its live leases (by id: offline verifiers
-    /// and gateways see those at once), with one audit event.
-    pub async fn end_session(&self, id: Uuid, tenant: &str, reason: &str, origin: &Origin) -> Result<(), StoreError> {
-        let caller = Caller {
-            identity: serde_json::json!({"system": "session", "session": id}),
-            act: None,
-            origin: origin.clone(),
-        };
-        self.end_session_as(&caller, id, tenant, reason).await
-    }
-
-    /// An admin (or mayfly itself) ends a session.
-    pub async fn end_session_as(
-        &self,
-        caller: &Caller,
-        id: Uuid,
-        tenant: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        let s = match tx.conn().get_session(id, Some(tenant)).await {
-            Ok(s) => s,
-            // A code spent by a refused redemption started no session.
-            Err(StoreError::NotFound) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        tx.conn().end_session(id, now, reason).await?;
-        if let Some(root) = s.root_lease_id {
-            for lease in tx.conn().session_leases(root, now).await? {
-                self.revocations
-                    .record(
-                        &mut tx,
-                        caller,
-                        Some(tenant),
-                        &Selector::Lease(lease),
-                        reason,
-                        Cover::Forever,
-                    )
-                    .await?;
-            }
-        }
-        let mut e = caller.event(actions::SESSION_REVOKED, now);
-        e.tenant = Some(tenant.to_string());
-        e.client_id = Some(s.client_id.clone());
-        e.workload = Some(s.workload.clone());
-        e.workflow = Some(s.workflow.clone());
-        e.lease_id = s.root_lease_id;
-        e.reason = Some(format!("session {id}: {reason}"));
-        tx.conn().append_audit(&[e]).await?;
-        tx.commit().await
-    }
 }
 
 /// What leases and audit events record of the person's sign-in.
@@ -459,50 +431,4 @@ fn login_provenance(identity: &serde_json::Value, session: Uuid) -> serde_json::
         o.insert("login".into(), serde_json::json!(true));
     }
     v
-}
-
-impl People {
-    /// The tenant's sessions, newest first.
-    pub async fn sessions(
-        &self,
-        tenant: &str,
-        workload: Option<&str>,
-        active: Option<bool>,
-        before: Option<Uuid>,
-        limit: i64,
-    ) -> Result<Vec<Session>, StoreError> {
-        let now = self.clock.now();
-        let mut list = self
-            .store
-            .read()
-            .await?
-            .conn()
-            .list_sessions(tenant, workload, active.filter(|a| *a).map(|_| now), before, limit)
-            .await?;
-        if active == Some(false) {
-            list.retain(|s| s.revoked_at.is_some() || s.expires_at <= now);
-        }
-        Ok(list)
-    }
-
-    /// An admin revokes a session: its refresh token and live access tokens end.
-    pub async fn revoke_session(
-        &self,
-        caller: &Caller,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Session, crate::error::Error> {
-        let id: Uuid = id.parse().map_err(|_| crate::error::Error::NotFound("session"))?;
-        let s = self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_session(id, Some(tenant))
-            .await
-            .map_err(crate::error::Error::or_not_found("session"))?;
-        self.end_session_as(caller, id, tenant, "revoked by an admin").await?;
-        let mut c = self.store.read().await?;
-        Ok(c.conn().get_session(s.id, Some(tenant)).await?)
-    }
 }

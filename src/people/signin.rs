@@ -63,6 +63,7 @@ impl People {
         state: &str,
         code: Option<&str>,
         idp_error: Option<&str>,
+        idp_iss: Option<&str>,
         browser: Option<&str>,
         origin: &Origin,
     ) -> Result<Next, Refusal> {
@@ -104,6 +105,16 @@ impl People {
             }
             Err(e) => return Err(e.into()),
         };
+        // RFC 9207: an IdP that names itself must be the one asked (mix-up).
+        if idp_iss.is_some_and(|i| i.trim_end_matches('/') != provider.issuer.trim_end_matches('/')) {
+            self.login_failed(
+                &a,
+                origin,
+                format!("login provider {}: the answer's iss is another issuer", provider.name),
+            )
+            .await?;
+            return Err(failed);
+        }
         let secret = self.providers.secret(&provider);
         let claims = match self
             .idp
@@ -126,6 +137,24 @@ impl People {
                 return Err(failed);
             }
         };
+        // An address the IdP has not verified names no one (social and
+        // multi-tenant IdPs let anyone claim any address).
+        if provider.workload_template.contains("{email}")
+            && !matches!(claims.get("email_verified"), Some(serde_json::Value::Bool(true)))
+            && claims.get("email_verified").and_then(|v| v.as_str()) != Some("true")
+        {
+            self.login_failed(
+                &a,
+                origin,
+                format!("login provider {}: email not verified", provider.name),
+            )
+            .await?;
+            return Err(page(
+                403,
+                "Not allowed",
+                "Your account's email address is not verified by your company's identity provider.",
+            ));
+        }
         let person = match conditions_hold(&provider.claims, &claims)
             .and_then(|()| render(&provider.workload_template, &claims))
         {
@@ -172,7 +201,11 @@ impl People {
             .consent(&a.tenant_id, &a.client_id, &person, &a.resource)
             .await?;
         tx.commit().await?;
-        if agreed.is_some_and(|agreed| a.scopes.iter().all(|s| agreed.contains(s))) {
+        // Consent is asked again for loopback and private-scheme redirects:
+        // any local program can name those (the CIMD security guidance).
+        if redirect::consent_may_be_remembered(&a.redirect_uri)
+            && agreed.is_some_and(|agreed| a.scopes.iter().all(|s| agreed.contains(s)))
+        {
             return Ok(Next::Redirect(self.issue_code(&a).await?));
         }
         Ok(Next::Consent(ConsentView {

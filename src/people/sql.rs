@@ -177,15 +177,16 @@ impl Conn<'_> {
         &mut self,
         tenant: &str,
         workload: Option<&str>,
-        active_at: Option<DateTime<Utc>>,
+        (active_at, ended_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Session>> {
         Ok(run!(self, c => sqlx::query_as::<_, Session>(concat!(
             "SELECT ", session_columns!(), " FROM sessions WHERE tenant_id = $1 AND ($2 IS NULL OR workload = $2)
-               AND ($3 IS NULL OR (revoked_at IS NULL AND expires_at > $3)) AND ($4 IS NULL OR id < $4)
+               AND ($3 IS NULL OR (revoked_at IS NULL AND expires_at > $3))
+               AND ($6 IS NULL OR revoked_at IS NOT NULL OR expires_at <= $6) AND ($4 IS NULL OR id < $4)
              ORDER BY id DESC LIMIT $5"))
-            .bind(tenant).bind(workload).bind(active_at).bind(before).bind(limit).fetch_all(c).await)?)
+            .bind(tenant).bind(workload).bind(active_at).bind(before).bind(limit).bind(ended_at).fetch_all(c).await)?)
     }
 
     /// A token minted in the session: its first lease, or its newest.
@@ -216,37 +217,45 @@ impl Conn<'_> {
 
     /// Ends every session a revocation rule reaches: the person (workload),
     /// the client, the workflow, the tenant, or a lease of the family. A key
-    /// rule ends the tokens, not the sessions. Returns how many ended.
+    /// rule ends the tokens, not the sessions. Returns the first leases of
+    /// the sessions it ended.
     pub async fn end_sessions_matching(
         &mut self,
         tenant: Option<&str>,
         selector: &Selector,
         now: DateTime<Utc>,
         reason: &str,
-    ) -> Result<u64> {
-        let Some(tenant) = tenant else { return Ok(0) };
-        const END: &str =
-            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL";
-        let n = run!(self, c => {
-            let q = |sql| sqlx::query(sql).bind(tenant).bind(now).bind(reason);
+    ) -> Result<Vec<Option<Uuid>>> {
+        let Some(tenant) = tenant else { return Ok(Vec::new()) };
+        macro_rules! end {
+            ($and:literal) => {
+                concat!(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL",
+                    $and,
+                    " RETURNING root_lease_id"
+                )
+            };
+        }
+        let ended = run!(self, c => {
+            let q = |sql| sqlx::query_scalar::<_, Option<Uuid>>(sql).bind(tenant).bind(now).bind(reason);
             match selector {
-                Selector::Key(_) => return Ok(0),
-                Selector::Tenant => q(END),
-                Selector::Workflow(w) => q(concat!("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL", " AND workflow = $4")).bind(w.as_str()),
-                Selector::Workload(w) => q(concat!("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL", " AND workload = $4")).bind(w.as_str()),
-                Selector::Client(id) => q(concat!("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL", " AND client_id = $4")).bind(id.as_str()),
-                Selector::Lease(l) => q(concat!("UPDATE sessions SET revoked_at = $2, revoked_reason = $3 WHERE tenant_id = $1 AND revoked_at IS NULL", " AND (root_lease_id = $4 OR latest_lease_id = $4)")).bind(*l),
+                Selector::Key(_) => return Ok(Vec::new()),
+                Selector::Tenant => q(end!("")),
+                Selector::Workflow(w) => q(end!(" AND workflow = $4")).bind(w.as_str()),
+                Selector::Workload(w) => q(end!(" AND workload = $4")).bind(w.as_str()),
+                Selector::Client(id) => q(end!(" AND client_id = $4")).bind(id.as_str()),
+                Selector::Lease(l) => q(end!(" AND (root_lease_id = $4 OR latest_lease_id = $4)")).bind(*l),
             }
-            .execute(c).await.map(|r| r.rows_affected())
+            .fetch_all(c).await
         })?;
-        Ok(n)
+        Ok(ended)
     }
 
     /// The leases of a session that may still be live: its first and every
     /// refresh (they name the first as parent).
     pub async fn session_leases(&mut self, root: Uuid, now: DateTime<Utc>) -> Result<Vec<Uuid>> {
         Ok(run!(self, c => sqlx::query_scalar::<_, Uuid>(
-            "SELECT id FROM leases WHERE (id = $1 OR parent_id = $1) AND expires_at > $2")
+            "SELECT id FROM leases WHERE (id = $1 OR parent_id = $1) AND expires_at > $2 AND revoked_at IS NULL")
             .bind(root).bind(now).fetch_all(c).await)?)
     }
 
@@ -322,11 +331,19 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Forgets what people agreed to for a client (its sessions ended).
-    pub async fn forget_consents(&mut self, tenant: &str, workload: Option<&str>) -> Result<()> {
-        run!(self, c => sqlx::query("DELETE FROM consents WHERE tenant_id = $1 AND ($2 IS NULL OR workload = $2)")
-            .bind(tenant).bind(workload).execute(c).await.map(|r| r.rows_affected()))?;
+    /// Forgets what a person agreed to for a client (their session was ended).
+    pub async fn forget_consent(&mut self, tenant: &str, client: &str, workload: &str) -> Result<()> {
+        run!(self, c => sqlx::query("DELETE FROM consents WHERE tenant_id = $1 AND client_id = $2 AND workload = $3")
+            .bind(tenant).bind(client).bind(workload).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// The kind of a revocation rule (`kid` rules end tokens, not sessions).
+    pub async fn rule_kind(&mut self, id: Uuid) -> Result<Option<String>> {
+        Ok(
+            run!(self, c => sqlx::query_scalar::<_, String>("SELECT kind FROM revocations WHERE id = $1")
+            .bind(id).fetch_optional(c).await)?,
+        )
     }
 }
 
@@ -365,12 +382,16 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Forgets what expired: authorization requests, refresh tokens, and
-    /// registered clients never used within a day of registering.
+    /// Forgets what expired: authorization requests, refresh tokens,
+    /// sessions 30 days after they ended, and registered clients never
+    /// used within a day of registering.
     pub async fn prune_people(&mut self, now: DateTime<Utc>) -> Result<u64> {
         let day = now - chrono::TimeDelta::days(1);
         let mut n = self.prune_authorizations(now).await?;
         n += self.prune_refresh(now).await?;
+        let month = now - chrono::TimeDelta::days(30);
+        n += run!(self, c => sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(month).execute(c).await.map(|r| r.rows_affected()))?;
         n += run!(self, c => sqlx::query("DELETE FROM registered_clients WHERE last_used_at IS NULL AND created_at < $1")
             .bind(day).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(n)

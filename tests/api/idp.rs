@@ -153,7 +153,8 @@ impl TestIdp {
             key: Arc::new(ec_signer()),
             forger: Arc::new(ec_signer()),
             person: Arc::new(Mutex::new(
-                json!({"sub": "00u1alice", "email": "alice@acme.test", "name": "Alice", "groups": "engineering"}),
+                json!({"sub": "00u1alice", "email": "alice@acme.test", "email_verified": true, "name": "Alice",
+                       "groups": "engineering"}),
             )),
             fault: Arc::new(Mutex::new(Fault::None)),
             codes: Arc::default(),

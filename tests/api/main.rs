@@ -37,6 +37,7 @@ mod openbao;
 mod operations;
 mod people;
 mod people_refusals;
+mod people_sessions;
 mod revocation;
 mod rotation;
 mod security;

@@ -314,10 +314,26 @@ async fn a_person_signs_in_through_the_company_idp_and_their_client_gets_a_lease
     assert_eq!(session["root_lease_id"], c["jti"]);
     assert_eq!(session["identity"]["email"], "alice@acme.test");
 
-    // Consent is remembered: the second sign-in goes straight back with a code.
+    // A loopback redirect may be named by any local program: consent is asked again.
     let (_, challenge) = pkce();
+    let res = p.through_idp(&mut Browser::new(), &p.request(&challenge)).await;
+    assert_eq!(res.status(), StatusCode::OK, "consent again for a loopback redirect");
+    // For an https redirect it is remembered: the second sign-in goes straight back.
+    let web = p.idp.client_document("webide", &["https://ide.example/cb"]);
+    let mut params = p.request(&challenge);
+    params.retain(|(k, _)| *k != "client_id" && *k != "redirect_uri");
+    params.extend([("client_id", web.as_str()), ("redirect_uri", "https://ide.example/cb")]);
     let mut browser = Browser::new();
-    let res = p.through_idp(&mut browser, &p.request(&challenge)).await;
+    let res = p.through_idp(&mut browser, &params).await;
+    let request = consent_request(&res.text().await.unwrap());
+    let res = browser
+        .post_form(
+            &p.app.url("/oauth2/consent"),
+            &[("request", &request), ("decision", "allow")],
+        )
+        .await;
+    assert!(location(&res).as_str().starts_with("https://ide.example/cb?code="));
+    let res = p.through_idp(&mut Browser::new(), &params).await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER, "no second consent page");
     assert!(param(&location(&res), "code").is_some());
 }
@@ -391,8 +407,9 @@ async fn a_refresh_token_rotates_and_its_reuse_revokes_the_whole_session(b: Back
 async fn revoking_the_person_ends_their_access_and_refresh_tokens_and_no_one_elses(b: Backend) {
     let p = setup(b).await;
     let alice = p.tokens().await;
-    p.idp
-        .sign_in_as(json!({"sub": "00u2bob", "email": "bob@acme.test", "groups": "engineering"}));
+    p.idp.sign_in_as(
+        json!({"sub": "00u2bob", "email": "bob@acme.test", "email_verified": true, "groups": "engineering"}),
+    );
     let bob = p.tokens().await;
     assert_eq!(
         claims(bob["access_token"].as_str().unwrap())["sub"],
@@ -487,11 +504,11 @@ async fn a_registered_client_signs_people_in_only_where_the_login_provider_allow
     p.client = registered["client_id"].as_str().unwrap().to_string();
     assert!(p.client.starts_with("mfy_dcr_"));
 
-    // The provider does not allow registered clients yet.
+    // The provider does not allow registered clients yet: a page, no redirect.
     let (_, challenge) = pkce();
     let res = Browser::new().get(&authorize_url(&p.app, &p.request(&challenge))).await;
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    assert_eq!(param(&location(&res), "error").as_deref(), Some("access_denied"));
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains("access_denied"));
     let (_, list) = p.app.get(&p.f.admin, "/v1/tenants/acme/login-providers").await;
     let provider = &list["items"][0];
     let (s, body) = p

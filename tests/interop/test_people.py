@@ -32,7 +32,7 @@ from test_gateway import GatewayStack, gw  # noqa: F401 (the fixture)
 from test_mcp_sdk import MemoryStorage
 
 IDP_CLIENT, IDP_SECRET = "mayfly-at-acme", "idp-secret-python-interop"
-PERSON = {"sub": "00u1alice", "email": "alice@acme.test", "name": "Alice"}
+PERSON = {"sub": "00u1alice", "email": "alice@acme.test", "email_verified": True, "name": "Alice"}
 
 
 class LoopbackIdp:

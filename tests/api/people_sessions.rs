@@ -1,0 +1,112 @@
+//! How people's sessions end beyond the person's revocation: a rule on the
+//! session's first lease (which must reach the tokens minted by refreshes,
+//! offline too), the client itself (RFC 7009 with its refresh token), and
+//! a login provider moved to another issuer (which must not take the
+//! stored secret along).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::{Backend, claims};
+use crate::idp::IDP_CLIENT;
+use crate::on_both_backends;
+use crate::people::setup;
+
+on_both_backends!(
+    revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed,
+    a_public_client_ends_its_session_with_its_refresh_token,
+    a_login_provider_moved_to_another_issuer_needs_its_secret_again,
+);
+
+async fn revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed(b: Backend) {
+    let p = setup(b).await;
+    let first = p.tokens().await;
+    let res = p.refresh(first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let second: Value = res.json().await.unwrap();
+    let root = claims(first["access_token"].as_str().unwrap())["jti"].clone();
+    let latest = claims(second["access_token"].as_str().unwrap())["jti"].clone();
+    assert!(p.active(second["access_token"].as_str().unwrap()).await);
+    let (s, body) = p
+        .app
+        .post(
+            &p.f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"lease_id": root, "reason": "stolen laptop"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // At once, by introspection, and in the feed offline verifiers follow.
+    assert!(!p.active(second["access_token"].as_str().unwrap()).await);
+    let (_, feed) = p.app.get(&p.f.admin, "/v1/revocations").await;
+    let rules: Vec<&Value> = feed["items"].as_array().unwrap().iter().collect();
+    assert!(
+        rules.iter().any(|r| r["selector"]["lease_id"] == latest),
+        "the refreshed token's own rule: {feed}"
+    );
+    assert_eq!(
+        p.refresh(second["refresh_token"].as_str().unwrap()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+async fn a_public_client_ends_its_session_with_its_refresh_token(b: Backend) {
+    let p = setup(b).await;
+    let t = p.tokens().await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let revoke = |client: &str| {
+        let (http, url) = (p.app.http.clone(), p.app.url("/oauth2/revoke"));
+        let form = [("token", refresh.to_string()), ("client_id", client.to_string())];
+        async move { http.post(url).form(&form).send().await.unwrap().status() }
+    };
+    // Another client's attempt changes nothing (and is answered the same).
+    assert_eq!(revoke("https://evil.test/client").await, StatusCode::OK);
+    assert!(p.active(t["access_token"].as_str().unwrap()).await);
+    assert_eq!(revoke(&p.client).await, StatusCode::OK);
+    assert!(!p.active(t["access_token"].as_str().unwrap()).await);
+    assert_eq!(p.refresh(refresh).await.status(), StatusCode::BAD_REQUEST);
+    let revoked = p.events("session.revoked").await;
+    assert!(
+        revoked
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().contains("revoked by its client")),
+        "{revoked:?}"
+    );
+}
+
+async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Backend) {
+    let p = setup(b).await;
+    let (_, list) = p.app.get(&p.f.admin, "/v1/tenants/acme/login-providers").await;
+    let id = list["items"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/tenants/acme/login-providers/{id}");
+    let body = |issuer: &str, secret: Option<&str>| {
+        let mut b = json!({"name": "okta", "issuer": issuer, "client_id": IDP_CLIENT,
+                           "grants": [{"resource": p.f.resource, "scopes": ["issues:read"]}]});
+        if let Some(s) = secret {
+            b["client_secret"] = json!(s);
+        }
+        b
+    };
+    let elsewhere = "https://login.elsewhere.example";
+    let (s, answer) = p
+        .app
+        .admin(&p.f.admin, reqwest::Method::PATCH, &path, Some(body(elsewhere, None)))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("client secret again"),
+        "{answer}"
+    );
+    let (s, answer) = p
+        .app
+        .admin(
+            &p.f.admin,
+            reqwest::Method::PATCH,
+            &path,
+            Some(body(elsewhere, Some("a-new-secret"))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
+    assert_eq!(answer["has_client_secret"], true);
+    assert!(!answer.to_string().contains("a-new-secret"));
+}
