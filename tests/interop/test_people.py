@@ -199,3 +199,33 @@ def test_the_python_sdk_signs_a_person_in_and_their_tool_calls_through_the_gatew
         assert gw.api("GET", "/v1/tenants/acme/sessions?workload=person:alice@acme.test")["items"][0]["revoked_at"]
     finally:
         idp.close()
+
+
+def test_the_typescript_sdk_signs_a_person_in_with_a_dpop_bound_session_and_calls_through_the_gateway(gw):  # noqa: F811
+    import os
+    import subprocess
+
+    from test_mcp_sdk import NODE
+
+    idp = LoopbackIdp()
+    try:
+        gw.api("POST", "/v1/tenants/acme/login-providers", {
+            "name": "company-idp", "issuer": idp.url, "client_id": IDP_CLIENT, "client_secret": IDP_SECRET,
+            "scopes": ["email"], "grants": [{"resource": gw.static_url, "scopes": ["tools:read"]}],
+            "allow_registration": True})
+        run = subprocess.run(["node", str(NODE / "person_client.mjs"), gw.static_url, "whoami"],
+                             capture_output=True, text=True, env=dict(os.environ), timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        out = json.loads(run.stdout)
+        assert out["tools"] == ["whoami"] and not out["toolResult"].get("isError"), out
+        assert out["claims"]["sub"] == "person:alice@acme.test", out
+        assert out["claims"]["client_id"].startswith("mfy_dcr_"), out
+        # The SDK's DpopSession bound the person's token (and session) to its key.
+        assert out["token_type"].lower() == "dpop" and out["claims"]["cnf"]["jkt"] == out["jkt"], out
+        assert out["refresh"], out
+        seen = gw.static.seen[-1]
+        assert seen["mcp-caller-sub"] == "person:alice@acme.test", seen
+        sessions = gw.api("GET", "/v1/tenants/acme/sessions?workload=person:alice@acme.test")["items"]
+        assert sessions[0]["dpop_bound"] and sessions[0]["client_name"] == "node IDE", sessions
+    finally:
+        idp.close()
