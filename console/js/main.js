@@ -15,6 +15,7 @@ import { Rules } from './rules.js';
 import { Audit } from './audit.js';
 import { Keys } from './keys.js';
 import { Clients, Secret, Trust } from './clients.js';
+import { People } from './people.js';
 
 // ================================================================ session
 
@@ -73,7 +74,7 @@ function showSignin() {
 
 // ================================================================ router
 
-const PAGES = { tenants: Tenants, leases: Leases, rules: Rules, audit: Audit, keys: Keys, clients: Clients, trust: Trust };
+const PAGES = { tenants: Tenants, leases: Leases, people: People, rules: Rules, audit: Audit, keys: Keys, clients: Clients, trust: Trust };
 const NAMES = Object.keys(PAGES);
 /** Show the page named in the hash (#/leases); every page restarts its own polling. */
 function route(moveFocus = true) {

@@ -66,6 +66,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     module!("audit.js"),
     module!("keys.js"),
     module!("clients.js"),
+    module!("people.js"),
 ];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -88,7 +88,9 @@ class Stack:
         self.issuer = f"http://127.0.0.1:{port}"
         binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=f"sqlite://{tmp_path}/mayfly.db",
-                   MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="warn")
+                   MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="warn",
+                   # people's sign-in (test_console_people.py) goes through an IdP on loopback
+                   MAYFLY_FEDERATION_ALLOW_LOOPBACK="true")
         self.log_path = tmp_path / "mayfly.log"
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([binary], env=env, stdout=self.log, stderr=subprocess.STDOUT)
