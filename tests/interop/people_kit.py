@@ -3,6 +3,7 @@ sign-in tests (interop and console): the IdP signs PERSON in without a form;
 the browser follows every redirect, keeps mayfly's cookie, clicks Allow on the
 consent page and catches the code at the redirect URI."""
 
+import asyncio
 import base64
 import hashlib
 import json
