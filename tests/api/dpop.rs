@@ -18,13 +18,13 @@ const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// A client's DPoP key.
-struct Holder {
+pub(crate) struct Holder {
     key: Signer,
     alg: &'static str,
 }
 
 impl Holder {
-    fn ec() -> Self {
+    pub(crate) fn ec() -> Self {
         Holder {
             key: oidc::ec_signer(),
             alg: "ES256",
@@ -46,7 +46,7 @@ impl Holder {
         jwk
     }
 
-    fn jkt(&self) -> String {
+    pub(crate) fn jkt(&self) -> String {
         mayfly::jose::thumbprint(&self.jwk()).unwrap()
     }
 
@@ -59,7 +59,7 @@ impl Holder {
         sign_with(&self.key, &h, &claims)
     }
 
-    fn proof(&self, app: &TestApp, extra: Value) -> String {
+    pub(crate) fn proof(&self, app: &TestApp, extra: Value) -> String {
         let mut c = json!({"jti": uuid::Uuid::new_v4().to_string(), "htm": "POST",
                            "htu": app.url("/oauth2/token"), "iat": app.clock.now().timestamp()});
         for (k, v) in extra.as_object().unwrap() {

@@ -7,15 +7,17 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::dpop::Holder;
 use crate::harness::{Backend, claims};
 use crate::idp::IDP_CLIENT;
 use crate::on_both_backends;
-use crate::people::setup;
+use crate::people::{param, pkce, setup};
 
 on_both_backends!(
     revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed,
     a_public_client_ends_its_session_with_its_refresh_token,
     a_login_provider_moved_to_another_issuer_needs_its_secret_again,
+    a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key,
 );
 
 async fn revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed(b: Backend) {
@@ -109,4 +111,54 @@ async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Back
     assert_eq!(s, StatusCode::OK, "{answer}");
     assert_eq!(answer["has_client_secret"], true);
     assert!(!answer.to_string().contains("a-new-secret"));
+}
+
+async fn a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key(b: Backend) {
+    let p = setup(b).await;
+    let key = Holder::ec();
+    let (verifier, challenge) = pkce();
+    let code = param(&p.sign_in(&challenge).await, "code").unwrap();
+    let post = |form: Vec<(&'static str, String)>, proof: Option<String>| {
+        let mut req = p.app.http.post(p.app.url("/oauth2/token")).form(&form);
+        if let Some(proof) = proof {
+            req = req.header("DPoP", proof);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, t) = post(
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("code", code),
+            ("client_id", p.client.clone()),
+            ("redirect_uri", "http://127.0.0.1:53682/callback".into()),
+            ("code_verifier", verifier),
+        ],
+        Some(key.proof(&p.app, json!({}))),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["token_type"], "DPoP");
+    assert_eq!(claims(t["access_token"].as_str().unwrap())["cnf"]["jkt"], key.jkt());
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let form = || {
+        vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("client_id", p.client.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect::<Vec<_>>()
+    };
+    // Stolen without the key: refused, and the token is not burned.
+    let (s, body) = post(form(), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = post(form(), Some(Holder::ec().proof(&p.app, json!({})))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "another key: {body}");
+    let (s, body) = post(form(), Some(key.proof(&p.app, json!({})))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["cnf"]["jkt"], key.jkt());
 }
