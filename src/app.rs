@@ -286,8 +286,8 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
         catalog.clone(),
         audit.clone(),
         clock.clone(),
-        brake,
-        failures,
+        brake.clone(),
+        failures.clone(),
     ));
     let issuer = Arc::new(issuer);
     let people = Arc::new(
@@ -305,6 +305,7 @@ pub async fn prepare(options: Options) -> Result<Prepared, StartError> {
                 (lifetimes.default_ttl, lifetimes.max_ttl),
             ),
             revocations.clone(),
+            (brake, failures),
         )
         .map_err(crate::config::ConfigError)?,
     );

@@ -15,6 +15,7 @@ impl From<Refused> for GrantError {
                 code: "invalid_scope",
                 description: why,
             },
+            Refused::Throttled(wait) => GrantError::Throttled(wait),
             Refused::Store(e) => e.into(),
         }
     }

@@ -16,10 +16,11 @@ use super::idp::Idp;
 use super::providers::LoginProviders;
 use super::redirect::{self, pkce_shaped};
 use super::{AUTHORIZATION_SECONDS, Authorization, LoginProvider, digest, random_token, s256};
-use crate::audit::{AuditLog, Origin, Outcome, actions};
+use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::leases::Revocations;
 use crate::storage::{Store, StoreError};
+use crate::tenants::brake::{Brake, FailureLog};
 use crate::tenants::uri;
 use crate::tokens::issuer::IssuerId;
 
@@ -93,6 +94,8 @@ pub struct People {
     pub(super) documents: Documents,
     pub(super) revocations: Revocations,
     registration: super::registration::Registration,
+    brake: Arc<Brake>,
+    failures: Arc<FailureLog>,
 }
 
 impl People {
@@ -103,6 +106,7 @@ impl People {
         issuer: IssuerId,
         providers: LoginProviders,
         revocations: Revocations,
+        (brake, failures): (Arc<Brake>, Arc<FailureLog>),
     ) -> Result<Self, String> {
         let idp = Idp::new(providers.reach().clone())?;
         Ok(Self {
@@ -115,6 +119,8 @@ impl People {
             issuer,
             providers,
             revocations,
+            brake,
+            failures,
         })
     }
 
@@ -141,18 +147,45 @@ impl People {
         redirect::with_params(redirect_uri, &params)
     }
 
+    /// Audits a refusal through the failure log (one event per source,
+    /// tenant and reason a minute, within a budget) and counts it against
+    /// the source's brake: a storm of refusals is throttled.
+    pub(super) async fn note_failure(
+        &self,
+        origin: &Origin,
+        event: AuditEvent,
+        scope: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let Ok(ip) = origin.source.parse::<std::net::IpAddr>() else {
+            self.audit.append(&[event]).await?;
+            return Ok(None);
+        };
+        if let Some(first) = self.failures.note(ip, event) {
+            self.audit.append(&[first]).await?;
+        }
+        metrics::counter!("mayfly_people_refusals_total").increment(1);
+        Ok(self.brake.record_failure(ip, scope, self.clock.now()))
+    }
+
     async fn refused(
         &self,
         origin: &Origin,
         tenant: Option<&str>,
         client: Option<&str>,
         reason: String,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), Refusal> {
         let mut e = origin.event(actions::AUTHORIZATION_REFUSED, Outcome::Denied, self.clock.now());
         e.tenant = tenant.map(str::to_string);
         e.client_id = client.map(|c| crate::audit::sanitize(c, 2048));
         e.reason = Some(crate::audit::sanitize(&reason, 500));
-        self.audit.append(&[e]).await
+        match self.note_failure(origin, e, "people:authorize").await? {
+            Some(_) => Err(page(
+                429,
+                "Too many requests",
+                "Too many refused requests from your address. Wait a minute and start again.",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// `/oauth2/authorize`: checks the request and starts the sign-in.

@@ -27,6 +27,9 @@ pub enum Refused {
     Grant(String),
     #[error("{0}")]
     Scope(String),
+    /// Too many refusals from this source: retry in this many seconds.
+    #[error("too many failed requests; retry in {0} s")]
+    Throttled(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -80,17 +83,14 @@ fn terms(p: &LoginProvider, client_id: &str) -> MintTerms {
 }
 
 impl People {
-    async fn denied(&self, origin: &Origin, tenant: Option<&str>, client: &str, why: &str) -> Result<(), StoreError> {
+    async fn refuse(&self, origin: &Origin, tenant: Option<&str>, client: &str, why: &str) -> Refused {
         let mut e = origin.event(actions::TOKEN_DENIED, Outcome::Denied, self.clock.now());
         e.tenant = tenant.map(str::to_string);
         e.client_id = Some(crate::audit::sanitize(client, 2048));
         e.reason = Some(format!("invalid_grant: {why}"));
-        self.audit.append(&[e]).await
-    }
-
-    async fn refuse(&self, origin: &Origin, tenant: Option<&str>, client: &str, why: &str) -> Refused {
-        match self.denied(origin, tenant, client, why).await {
-            Ok(()) => Refused::Grant(why.to_string()),
+        match self.note_failure(origin, e, "people:token").await {
+            Ok(Some(wait)) => Refused::Throttled(wait),
+            Ok(None) => Refused::Grant(why.to_string()),
             Err(e) => e.into(),
         }
     }

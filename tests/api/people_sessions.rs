@@ -18,6 +18,7 @@ on_both_backends!(
     a_public_client_ends_its_session_with_its_refresh_token,
     a_login_provider_moved_to_another_issuer_needs_its_secret_again,
     a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key,
+    a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_events,
 );
 
 async fn revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed(b: Backend) {
@@ -161,4 +162,46 @@ async fn a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key(b: Backend)
     let (s, body) = post(form(), Some(key.proof(&p.app, json!({})))).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(claims(body["access_token"].as_str().unwrap())["cnf"]["jkt"], key.jkt());
+}
+
+async fn a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_events(b: Backend) {
+    let p = setup(b).await;
+    let t = p.tokens().await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..230 {
+        // A stolen refresh token tried under other client ids (refused before spending).
+        let res = p
+            .app
+            .http
+            .post(p.app.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", &format!("https://x{i}.test/c")),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+    }
+    assert!(
+        statuses[..200].iter().all(|s| *s == StatusCode::BAD_REQUEST),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        *statuses.last().unwrap(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "braked past 10x the limit (20)"
+    );
+    // One event per reason and minute, not one per request.
+    let denied: Vec<Value> = p
+        .events("token.denied")
+        .await
+        .into_iter()
+        .filter(|e| e["reason"].as_str().unwrap().contains("another client"))
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    // The storm burned nothing: the holder's refresh token still works.
+    assert_eq!(p.refresh(refresh).await.status(), StatusCode::OK, "not burned");
 }
