@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::dpop::Holder;
-use crate::harness::{Backend, claims};
+use crate::harness::{Backend, TestApp, claims};
 use crate::idp::IDP_CLIENT;
 use crate::on_both_backends;
 use crate::people::{param, pkce, setup};
@@ -204,4 +204,50 @@ async fn a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_e
     assert_eq!(denied.len(), 1, "{denied:?}");
     // The storm burned nothing: the holder's refresh token still works.
     assert_eq!(p.refresh(refresh).await.status(), StatusCode::OK, "not burned");
+}
+
+/// Replicas share Postgres: a person revoked through one is refused by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_person_through_one_replica_ends_their_session_on_the_other() {
+    let p = setup(Backend::Postgres).await;
+    let other = TestApp::on_db(p.app.db.clone()).start().await;
+    let first = p.tokens().await;
+    let refresh_on_other = |token: String| {
+        let (http, url, client) = (other.http.clone(), other.url("/oauth2/token"), p.client.clone());
+        async move {
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
+                ("client_id", client.as_str()),
+            ];
+            let res = http.post(url).form(&form).send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, second) = refresh_on_other(first["refresh_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a session started on one replica refreshes on the other: {second}"
+    );
+    let rs = (p.f.rs.0.as_str(), p.f.rs.1.as_str());
+    assert_eq!(
+        other.introspect(rs, second["access_token"].as_str().unwrap()).await["active"],
+        true
+    );
+    let (s, body) = p
+        .app
+        .post(
+            &p.f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"workload": "person:alice@acme.test", "reason": "offboarded"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        other.introspect(rs, second["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
+    let (s, body) = refresh_on_other(second["refresh_token"].as_str().unwrap().to_string()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
 }
