@@ -26,8 +26,18 @@ fn cookie_name(state: &AppState) -> &'static str {
     if secure(state) { COOKIE_HOST } else { COOKIE }
 }
 
-/// Query parameters, each at most once (RFC 6749 §3.1).
-fn query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
+/// Query parameters, each at most once (RFC 6749 §3.1); else a page saying why.
+fn query(raw: Option<&str>) -> Result<HashMap<String, String>, Box<Response>> {
+    parse_query(raw).map_err(|why| {
+        Box::new(html(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            &format!("<p>{}</p>", escape(&why)),
+        ))
+    })
+}
+
+fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
     let mut params = HashMap::new();
     for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -161,13 +171,7 @@ pub async fn authorize(
 ) -> Response {
     let params = match query(raw.as_deref()) {
         Ok(p) => p,
-        Err(why) => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                &format!("<p>{}</p>", escape(&why)),
-            );
-        }
+        Err(page) => return *page,
     };
     let get = |n: &str| params.get(n).map(String::as_str).filter(|v| !v.is_empty());
     let request = AuthorizeRequest {
@@ -217,13 +221,7 @@ pub async fn callback(
 ) -> Response {
     let params = match query(raw.as_deref()) {
         Ok(p) => p,
-        Err(why) => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                &format!("<p>{}</p>", escape(&why)),
-            );
-        }
+        Err(page) => return *page,
     };
     let get = |n: &str| params.get(n).map(String::as_str).filter(|v| !v.is_empty());
     let browser = cookie(&headers, cookie_name(&state));
@@ -339,8 +337,8 @@ mod tests {
 
     #[test]
     fn repeated_or_malformed_query_parameters_are_refused() {
-        assert!(query(Some("a=1&a=2")).is_err());
-        assert!(query(Some("a=%zz")).is_err());
-        assert_eq!(query(Some("a=1&b=x+y")).unwrap()["b"], "x y");
+        assert!(parse_query(Some("a=1&a=2")).is_err());
+        assert!(parse_query(Some("a=%zz")).is_err());
+        assert_eq!(parse_query(Some("a=1&b=x+y")).unwrap()["b"], "x y");
     }
 }

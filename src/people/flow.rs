@@ -147,6 +147,15 @@ impl People {
         redirect::with_params(redirect_uri, &params)
     }
 
+    /// A login provider of the tenant, if it still exists.
+    pub(super) async fn provider_of(&self, tenant: &str, id: uuid::Uuid) -> Result<Option<LoginProvider>, StoreError> {
+        match self.store.read().await?.conn().get_provider(tenant, id).await {
+            Ok(p) => Ok(Some(p)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Audits a refusal through the failure log (one event per source,
     /// tenant and reason a minute, within a budget) and counts it against
     /// the source's brake: a storm of refusals is throttled.

@@ -130,18 +130,7 @@ impl People {
                 .refuse(origin, tenant, client, "the code was issued to another client")
                 .await);
         }
-        let provider = match self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_provider(&a.tenant_id, a.provider_id)
-            .await
-        {
-            Ok(p) => Some(p),
-            Err(StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        };
+        let provider = self.provider_of(&a.tenant_id, a.provider_id).await?;
         let session = Uuid::now_v7();
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
@@ -334,21 +323,10 @@ impl People {
                 asked
             }
         };
-        let provider = match self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_provider(&s.tenant_id, s.provider_id)
-            .await
-        {
-            Ok(p) => p,
-            Err(StoreError::NotFound) => {
-                return Err(self
-                    .refuse(origin, tenant, client, "the login provider was deleted")
-                    .await);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(provider) = self.provider_of(&s.tenant_id, s.provider_id).await? else {
+            return Err(self
+                .refuse(origin, tenant, client, "the login provider was deleted")
+                .await);
         };
         let mut provenance = Provenance {
             federated: Some(login_provenance(&s.identity, s.id)),

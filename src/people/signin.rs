@@ -90,20 +90,9 @@ impl People {
                 "sign-in was cancelled or refused",
             )));
         };
-        let provider = match self
-            .store
-            .read()
-            .await?
-            .conn()
-            .get_provider(&a.tenant_id, a.provider_id)
-            .await
-        {
-            Ok(p) => p,
-            Err(StoreError::NotFound) => {
-                self.login_failed(&a, origin, "login provider deleted".into()).await?;
-                return Err(failed);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(provider) = self.provider_of(&a.tenant_id, a.provider_id).await? else {
+            self.login_failed(&a, origin, "login provider deleted".into()).await?;
+            return Err(failed);
         };
         // RFC 9207: an IdP that names itself must be the one asked (mix-up).
         if idp_iss.is_some_and(|i| i.trim_end_matches('/') != provider.issuer.trim_end_matches('/')) {
