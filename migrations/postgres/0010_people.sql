@@ -109,3 +109,7 @@ CREATE TABLE registered_clients (
     last_used_at  TIMESTAMPTZ
 );
 CREATE INDEX registered_clients_created_idx ON registered_clients (created_at);
+
+-- Interactive clients registered by a tenant admin (`kind: "interactive"`):
+-- public clients with the redirect URIs they may be answered at.
+ALTER TABLE clients ADD COLUMN redirect_uris JSONB;

@@ -54,6 +54,9 @@ pub struct ClientOut {
     pub delegates: Option<Vec<String>>,
     /// Its tokens are bound to a DPoP key (RFC 9449).
     pub dpop_bound_access_tokens: bool,
+    /// interactive clients: where the authorization code flow answers them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uris: Option<Vec<String>>,
 }
 
 impl From<Client> for ClientOut {
@@ -75,6 +78,7 @@ impl From<Client> for ClientOut {
             jwks: c.jwks,
             delegates: c.delegates,
             dpop_bound_access_tokens: c.dpop_bound_access_tokens,
+            redirect_uris: c.redirect_uris,
         }
     }
 }

@@ -13,7 +13,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::idp::{Failed, Outbound};
-use super::redirect;
+use crate::tenants::redirect;
 
 const MAX_DOCUMENT: usize = 5 * 1024;
 const KEEP: Duration = Duration::from_secs(300);

@@ -14,14 +14,14 @@ use chrono::TimeDelta;
 use super::cimd::{self, Documents};
 use super::idp::Idp;
 use super::providers::LoginProviders;
-use super::redirect::{self, pkce_shaped};
 use super::{AUTHORIZATION_SECONDS, Authorization, LoginProvider, digest, random_token, s256};
 use crate::audit::{AuditEvent, AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::leases::Revocations;
 use crate::storage::{Store, StoreError};
 use crate::tenants::brake::{Brake, FailureLog};
-use crate::tenants::uri;
+use crate::tenants::redirect::{self, pkce_shaped};
+use crate::tenants::{ClientKind, uri};
 use crate::tokens::issuer::IssuerId;
 
 /// Why an authorization request goes no further.
@@ -230,6 +230,19 @@ impl People {
                 .client(client_id)
                 .await
                 .map_err(|why| format!("client metadata document: {why}"))
+        } else if let Some(tenant) = at {
+            // A client the tenant's admins registered (`kind: interactive`).
+            match self.store.read().await?.conn().get_client(tenant, client_id).await {
+                Ok(c) if c.kind == ClientKind::Interactive && !c.disabled => Ok(cimd::ClientMetadata {
+                    client_id: c.client_id,
+                    client_name: Some(c.name),
+                    redirect_uris: c.redirect_uris.unwrap_or_default(),
+                }),
+                Ok(_) | Err(StoreError::NotFound) => {
+                    Err("no such enabled interactive client in the tenant".to_string())
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             Err("client_id is neither a metadata document URL nor a registered client".to_string())
         };

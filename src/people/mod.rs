@@ -11,7 +11,6 @@ mod ending;
 pub mod flow;
 pub mod idp;
 pub mod providers;
-pub mod redirect;
 pub mod registration;
 pub mod sessions;
 mod signin;

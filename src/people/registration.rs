@@ -12,11 +12,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::redirect;
 use super::sql::RegisteredClient;
 use crate::audit::{AuditLog, Origin, Outcome, actions};
 use crate::clock::Clock;
 use crate::storage::{Store, StoreError};
+use crate::tenants::redirect;
 
 /// Registered client ids carry this prefix (metadata document ids are URLs).
 pub const PREFIX: &str = "mfy_dcr_";

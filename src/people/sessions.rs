@@ -95,6 +95,20 @@ impl People {
         }
     }
 
+    /// Whether a client may still have tokens: one named by a metadata
+    /// document or registered through RFC 7591 always; a tenant's interactive
+    /// client while it is enabled.
+    async fn client_enabled(&self, tenant: &str, client_id: &str) -> Result<bool, StoreError> {
+        if super::cimd::is_document_url(client_id) || client_id.starts_with(super::registration::PREFIX) {
+            return Ok(true);
+        }
+        match self.store.read().await?.conn().get_client(tenant, client_id).await {
+            Ok(c) => Ok(!c.disabled),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `grant_type=authorization_code`.
     pub async fn redeem_code(
         &self,
@@ -155,12 +169,16 @@ impl People {
             Some("the authorization code expired")
         } else if redirect_uri != Some(a.redirect_uri.as_str()) {
             Some("redirect_uri differs from the authorization request's")
-        } else if !verifier.is_some_and(|v| super::redirect::pkce_shaped(v) && same(&s256(v), &a.code_challenge)) {
+        } else if !verifier
+            .is_some_and(|v| crate::tenants::redirect::pkce_shaped(v) && same(&s256(v), &a.code_challenge))
+        {
             Some("PKCE verification failed (code_verifier)")
         } else if resource.is_some_and(|r| canonical(r).is_none() || canonical(r) != canonical(&a.resource)) {
             Some("the code was issued for another resource")
         } else if provider.is_none() {
             Some("the login provider was deleted")
+        } else if !self.client_enabled(&a.tenant_id, &a.client_id).await? {
+            Some("the client was disabled or deleted")
         } else if a.person.is_none() || a.identity.is_none() {
             Some("the authorization was not signed in")
         } else {
@@ -237,6 +255,11 @@ impl People {
         if client_id != Some(s.client_id.as_str()) {
             return Err(self
                 .refuse(origin, tenant, client, "the refresh token was issued to another client")
+                .await);
+        }
+        if !self.client_enabled(&s.tenant_id, &s.client_id).await? {
+            return Err(self
+                .refuse(origin, tenant, client, "the client was disabled or deleted")
                 .await);
         }
         if s.jkt.is_some() && s.jkt.as_deref() != jkt {

@@ -7,11 +7,11 @@ use chrono::TimeDelta;
 use serde_json::json;
 
 use super::flow::{ConsentView, Next, Refusal, page};
-use super::{Authorization, CODE_SECONDS, People, digest, random_token, redirect, same};
+use super::{Authorization, CODE_SECONDS, People, digest, random_token, same};
 use crate::audit::{Origin, Outcome, actions};
 use crate::federation::policy::{conditions_hold, render};
 use crate::storage::StoreError;
-use crate::tenants::validate_workload;
+use crate::tenants::{redirect, validate_workload};
 
 impl People {
     /// Loads a request this browser started and that is still open.

@@ -78,6 +78,11 @@ pub struct NewClient {
     /// Every token it gets is bound to a DPoP key (RFC 9449): a token
     /// request without a proof is refused.
     pub dpop_bound_access_tokens: Option<bool>,
+    /// interactive only (and required there): where the authorization code
+    /// flow may answer it (1 to 10; https, plain-http loopback, or a
+    /// private-use scheme; a loopback one matches on any port).
+    #[schema(max_items = 10)]
+    pub redirect_uris: Option<Vec<String>>,
 }
 
 /// `PATCH /v1/tenants/{tenant}/clients/{client_id}`: the fields to change.

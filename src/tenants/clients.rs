@@ -217,10 +217,11 @@ impl Directory {
         validate_name("name", &name)?;
         let workflows = match (body.workflows, body.kind) {
             (Some(w), _) => workflow_names(w),
-            (None, ClientKind::ResourceServer) => Vec::new(),
+            // An interactive client's tokens name the login provider's workflow.
+            (None, ClientKind::ResourceServer | ClientKind::Interactive) => Vec::new(),
             (None, _) => return Err(invalid("workflows", "list the workflows it may mint for, or [\"*\"]").into()),
         };
-        if !(workflows.is_empty() && body.kind == ClientKind::ResourceServer) {
+        if !(workflows.is_empty() && matches!(body.kind, ClientKind::ResourceServer | ClientKind::Interactive)) {
             validate_workflows(&workflows)?;
         }
         if let Some(p) = &body.workload_pattern {
@@ -239,6 +240,7 @@ impl Directory {
             max_mints_per_second: check_rate("max_mints_per_second", body.max_mints_per_second)?,
             jwks: body.jwks.map(check_jwks).transpose()?,
             dpop_bound_access_tokens: body.dpop_bound_access_tokens.unwrap_or(false),
+            redirect_uris: check_redirect_uris(body.kind, body.redirect_uris)?,
             ..Client::new(tenant, &client_id, body.kind, now)
         };
         let mut client = client;
@@ -258,7 +260,8 @@ impl Directory {
             e => e.into(),
         })?;
         // A client that registered keys authenticates with them only: no secret exists.
-        let secret = client.jwks.is_none().then_some(secret);
+        // An interactive client is public: PKCE stands in for a secret.
+        let secret = (client.jwks.is_none() && client.kind != ClientKind::Interactive).then_some(secret);
         if let Some(secret) = &secret {
             tx.conn()
                 .insert_secret(&client.client_id, &secret::digest(secret.expose_secret()), now)
@@ -454,5 +457,23 @@ impl Directory {
             secret,
             previous_expires_at: previous_until,
         })
+    }
+}
+
+/// An interactive client's redirect URIs (required there, refused elsewhere).
+fn check_redirect_uris(kind: ClientKind, uris: Option<Vec<String>>) -> Result<Option<Vec<String>>, Error> {
+    match (kind, uris) {
+        (ClientKind::Interactive, Some(uris)) if (1..=10).contains(&uris.len()) => {
+            for uri in &uris {
+                if uri.len() > 2048 {
+                    return Err(invalid("redirect_uris", "each at most 2048 characters").into());
+                }
+                crate::tenants::redirect::registrable(uri).map_err(|why| invalid("redirect_uris", why))?;
+            }
+            Ok(Some(uris))
+        }
+        (ClientKind::Interactive, _) => Err(invalid("redirect_uris", "an interactive client lists 1 to 10").into()),
+        (_, Some(_)) => Err(invalid("redirect_uris", "only interactive clients have redirect URIs").into()),
+        (_, None) => Ok(None),
     }
 }

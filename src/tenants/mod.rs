@@ -8,6 +8,7 @@ pub mod catalog;
 mod client_input;
 pub mod clients;
 pub mod directory;
+pub mod redirect;
 pub mod secret;
 pub mod sql;
 pub mod tools;
@@ -67,6 +68,9 @@ pub enum ClientKind {
     Agent,
     Service,
     ResourceServer,
+    /// A person's MCP client (IDE, desktop app): public, signs people in
+    /// through the authorization code flow, at its `redirect_uris`.
+    Interactive,
 }
 
 impl ClientKind {
@@ -76,6 +80,7 @@ impl ClientKind {
             ClientKind::Agent => "agent",
             ClientKind::Service => "service",
             ClientKind::ResourceServer => "resource_server",
+            ClientKind::Interactive => "interactive",
         }
     }
 }
@@ -88,6 +93,7 @@ impl TryFrom<String> for ClientKind {
             "agent" => Ok(ClientKind::Agent),
             "service" => Ok(ClientKind::Service),
             "resource_server" => Ok(ClientKind::ResourceServer),
+            "interactive" => Ok(ClientKind::Interactive),
             other => Err(format!("unknown client kind `{other}` in store")),
         }
     }
@@ -131,6 +137,9 @@ pub struct Client {
     pub delegates: Option<Vec<String>>,
     /// RFC 9449 / RFC 7591: every token it gets is bound to a DPoP key.
     pub dpop_bound_access_tokens: bool,
+    /// interactive only: where the authorization code flow may answer it.
+    #[sqlx(json(nullable))]
+    pub redirect_uris: Option<Vec<String>>,
     /// The tenant's catalog version this client was read at, if it came
     /// from the catalog: minting with it commits only while that holds.
     #[sqlx(skip)]
@@ -158,6 +167,7 @@ impl Client {
             jwks: None,
             delegates: None,
             dpop_bound_access_tokens: false,
+            redirect_uris: None,
             catalog_version: None,
         }
     }

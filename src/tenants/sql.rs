@@ -22,7 +22,7 @@ macro_rules! client_columns {
     () => {
         "c.client_id, c.tenant_id, c.name, c.kind, c.workflows, c.grants, c.max_ttl_seconds, c.disabled, c.created_at,
          c.updated_at, c.serves, c.workload_pattern, c.max_mints_per_second, c.jwks, c.delegates,
-         c.dpop_bound_access_tokens"
+         c.dpop_bound_access_tokens, c.redirect_uris"
     };
 }
 
@@ -218,13 +218,13 @@ impl Conn<'_> {
         run!(self, c => sqlx::query(
             "INSERT INTO clients (client_id, tenant_id, name, kind, workflows, grants, max_ttl_seconds, disabled, created_at,
                                   updated_at, serves, workload_pattern, max_mints_per_second, jwks, delegates,
-                                  dpop_bound_access_tokens)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+                                  dpop_bound_access_tokens, redirect_uris)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
             .bind(&cl.client_id).bind(&cl.tenant_id).bind(&cl.name).bind(cl.kind.as_str())
             .bind(Json(&cl.workflows)).bind(Json(&cl.grants)).bind(cl.max_ttl_seconds).bind(cl.disabled)
             .bind(cl.created_at).bind(cl.updated_at).bind(cl.serves.as_ref().map(Json)).bind(cl.workload_pattern.as_deref())
             .bind(cl.max_mints_per_second).bind(cl.jwks.as_ref().map(Json)).bind(cl.delegates.as_ref().map(Json))
-            .bind(cl.dpop_bound_access_tokens)
+            .bind(cl.dpop_bound_access_tokens).bind(cl.redirect_uris.as_ref().map(Json))
             .execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -233,13 +233,13 @@ impl Conn<'_> {
         let n = run!(self, c => sqlx::query(
             "UPDATE clients SET name = $3, workflows = $4, grants = $5, max_ttl_seconds = $6, disabled = $7, updated_at = $8,
                                 serves = $9, workload_pattern = $10, max_mints_per_second = $11, jwks = $12,
-                                delegates = $13, dpop_bound_access_tokens = $14
+                                delegates = $13, dpop_bound_access_tokens = $14, redirect_uris = $15
              WHERE tenant_id = $1 AND client_id = $2 AND deleted_at IS NULL")
             .bind(&cl.tenant_id).bind(&cl.client_id).bind(&cl.name).bind(Json(&cl.workflows)).bind(Json(&cl.grants))
             .bind(cl.max_ttl_seconds).bind(cl.disabled).bind(cl.updated_at)
             .bind(cl.serves.as_ref().map(Json)).bind(cl.workload_pattern.as_deref()).bind(cl.max_mints_per_second)
             .bind(cl.jwks.as_ref().map(Json)).bind(cl.delegates.as_ref().map(Json))
-            .bind(cl.dpop_bound_access_tokens)
+            .bind(cl.dpop_bound_access_tokens).bind(cl.redirect_uris.as_ref().map(Json))
             .execute(c).await.map(|r| r.rows_affected()))?;
         found(n)
     }

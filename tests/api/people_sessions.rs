@@ -19,6 +19,7 @@ on_both_backends!(
     a_login_provider_moved_to_another_issuer_needs_its_secret_again,
     a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key,
     a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_events,
+    an_interactive_client_registered_by_the_tenant_signs_people_in_until_it_is_disabled,
 );
 
 async fn revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_the_feed(b: Backend) {
@@ -250,4 +251,77 @@ async fn revoking_a_person_through_one_replica_ends_their_session_on_the_other()
     );
     let (s, body) = refresh_on_other(second["refresh_token"].as_str().unwrap().to_string()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+}
+
+async fn an_interactive_client_registered_by_the_tenant_signs_people_in_until_it_is_disabled(b: Backend) {
+    let mut p = setup(b).await;
+    let clients = "/v1/tenants/acme/clients";
+    for (body, why) in [
+        (
+            json!({"client_id": "ide", "kind": "interactive"}),
+            "redirect URIs required",
+        ),
+        (
+            json!({"client_id": "ide", "kind": "interactive", "redirect_uris": ["http://evil.test/cb"]}),
+            "plain http",
+        ),
+        (
+            json!({"client_id": "ci2", "kind": "ci", "workflows": ["x"], "redirect_uris": ["http://127.0.0.1/cb"]}),
+            "not interactive",
+        ),
+    ] {
+        let (s, answer) = p.app.post(&p.f.admin, clients, body).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {answer}");
+    }
+    let (s, ide) = p
+        .app
+        .post(
+            &p.f.admin,
+            clients,
+            json!({"client_id": "acme-ide", "name": "Acme IDE", "kind": "interactive",
+                                          "redirect_uris": ["http://127.0.0.1/callback"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ide}");
+    assert!(
+        ide.get("client_secret").is_none_or(Value::is_null),
+        "a public client: {ide}"
+    );
+    p.client = "acme-ide".into();
+    let t = p.tokens().await;
+    let c = claims(t["access_token"].as_str().unwrap());
+    assert_eq!(
+        (c["client_id"].as_str(), c["sub"].as_str()),
+        (Some("acme-ide"), Some("person:alice@acme.test"))
+    );
+    // It cannot mint for itself: it has no secret, and client_credentials needs one.
+    let res = p
+        .app
+        .http
+        .post(p.app.url("/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "acme-ide"),
+            ("resource", p.f.resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Disabled: its sessions end, its tokens too.
+    let (s, body) = p
+        .app
+        .admin(
+            &p.f.admin,
+            reqwest::Method::PATCH,
+            "/v1/tenants/acme/clients/acme-ide",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(!p.active(t["access_token"].as_str().unwrap()).await);
+    assert_eq!(
+        p.refresh(t["refresh_token"].as_str().unwrap()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
 }

@@ -1,4 +1,4 @@
-//! What `/oauth2/authorize` accepts before anything is looked up: the
+//! A client's redirect URIs and PKCE values, checked before anything is looked up: the
 //! request's shape, PKCE (S256 only), and the redirect URI rule (exact,
 //! except the port of a loopback redirect, RFC 8252 §7.3).
 
