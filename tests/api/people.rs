@@ -225,6 +225,30 @@ pub fn consent_request(page: &str) -> String {
 
 async fn a_person_signs_in_through_the_company_idp_and_their_client_gets_a_lease_in_their_name(b: Backend) {
     let p = setup(b).await;
+    let meta: Value = p
+        .app
+        .http
+        .get(p.app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    assert_eq!(meta["response_types_supported"], json!(["code"]));
+    for grant in ["authorization_code", "refresh_token"] {
+        assert!(
+            meta["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g == grant),
+            "{meta}"
+        );
+    }
     let (verifier, challenge) = pkce();
     let mut browser = Browser::new();
     let res = p.through_idp(&mut browser, &p.request(&challenge)).await;
