@@ -75,6 +75,7 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_tenant_idx ON sessions (tenant_id, created_at);
 CREATE INDEX sessions_workload_idx ON sessions (tenant_id, workload);
 CREATE INDEX sessions_client_idx ON sessions (tenant_id, client_id);
+CREATE INDEX sessions_expires_idx ON sessions (expires_at);
 
 -- Refresh tokens, by digest; each is spent once.
 CREATE TABLE refresh_tokens (
@@ -85,6 +86,7 @@ CREATE TABLE refresh_tokens (
     used_at    TEXT
 );
 CREATE INDEX refresh_tokens_session_idx ON refresh_tokens (session_id);
+CREATE INDEX refresh_tokens_expires_idx ON refresh_tokens (expires_at);
 
 -- What a person agreed a client may have, so the consent page is shown once.
 CREATE TABLE consents (

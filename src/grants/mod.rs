@@ -273,18 +273,19 @@ impl TokenEndpoint {
         });
         provenance.jkt = jkt.map(str::to_string);
         provenance.spend = bound.map(|b| b.spend.clone());
+        // A refresh token spent for this request is given back if the
+        // request ends before its successor is stored (an error, a timeout,
+        // a client gone): the client's retry must not read as a reuse.
+        let mut give_back = after.as_ref().and_then(|step| self.people.give_back_unless_done(step));
         let minted = self.issuer.mint(&terms, resource, &ask, origin, &provenance).await;
         let (issued, refresh_token) = match (minted, &after) {
             (Ok(issued), None) => (issued, None),
             (Ok(issued), Some(step)) => {
                 let refresh = self.people.minted(step, &issued, origin).await?;
+                give_back.as_mut().map(crate::people::sessions::GiveBack::done);
                 (issued, Some(refresh))
             }
-            (Err(e), Some(step)) => {
-                self.people.mint_failed(step).await?;
-                return Err(e.into());
-            }
-            (Err(e), None) => return Err(e.into()),
+            (Err(e), _) => return Err(e.into()),
         };
         let span = tracing::Span::current();
         span.record("workflow", issued.lease.workflow.as_str());

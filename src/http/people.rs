@@ -128,6 +128,21 @@ fn refusal(r: Refusal) -> Response {
     }
 }
 
+/// Where a redirect URI answers: its scheme and host (a loopback port
+/// aside, which changes every time).
+fn answer_host(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(u) => match u.host_str() {
+            Some(h) if u.port().is_some() && !matches!(h, "127.0.0.1" | "localhost" | "[::1]") => {
+                format!("{}://{h}:{}", u.scheme(), u.port().unwrap_or_default())
+            }
+            Some(h) => format!("{}://{h}", u.scheme()),
+            None => format!("{}:", u.scheme()),
+        },
+        Err(_) => uri.chars().take(100).collect(),
+    }
+}
+
 fn consent_page(v: &ConsentView) -> Response {
     let name = v.client_name.as_deref().unwrap_or("An application");
     let scopes: String = v
@@ -138,6 +153,7 @@ fn consent_page(v: &ConsentView) -> Response {
     let body = format!(
         "<p><strong>{name}</strong> (<code>{id}</code>) asks to act as <strong>{person}</strong> at</p>\
          <p><code>{resource}</code></p><p>with these permissions:</p><ul>{scopes}</ul>\
+         <p>Allowing sends it a code at <code>{answer}</code>.</p>\
          <p>Its access is recorded and your administrators can end it at any time.</p>\
          <form method=\"post\" action=\"consent\"><input type=\"hidden\" name=\"request\" value=\"{req}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button>\
@@ -147,6 +163,7 @@ fn consent_page(v: &ConsentView) -> Response {
         person = escape(&v.person),
         resource = escape(&v.resource),
         req = escape(&v.request),
+        answer = escape(&answer_host(&v.redirect_uri)),
     );
     html(StatusCode::OK, "Allow access?", &body)
 }
@@ -302,7 +319,7 @@ pub async fn register(
             );
         }
     };
-    match state.people.registration().register(request, &origin).await {
+    match state.people.register(request, &origin).await {
         Ok(registered) => {
             let mut res = (StatusCode::CREATED, axum::Json(registered)).into_response();
             res.headers_mut()
@@ -310,6 +327,11 @@ pub async fn register(
             res
         }
         Err(RegistrationError::Invalid(code, why)) => error(StatusCode::BAD_REQUEST, code, &why),
+        Err(RegistrationError::Throttled(_)) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            "too many requests from this address; retry in a minute",
+        ),
         Err(RegistrationError::Full) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",

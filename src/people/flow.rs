@@ -64,6 +64,9 @@ pub struct ConsentView {
     pub resource: String,
     pub scopes: Vec<String>,
     pub person: String,
+    /// Where the answer goes: the person sees its host (a name anyone may
+    /// choose says less than where the code is sent).
+    pub redirect_uri: String,
 }
 
 pub enum Next {
@@ -176,6 +179,30 @@ impl People {
         Ok(self.brake.record_failure(ip, scope, self.clock.now()))
     }
 
+    /// Seconds a braked source must wait (before any work is done for it).
+    pub(super) fn braked(&self, origin: &Origin) -> Option<i64> {
+        let ip = origin.source.parse::<std::net::IpAddr>().ok()?;
+        self.brake.over_budget(ip, self.clock.now())
+    }
+
+    /// A page for a braked source.
+    pub(super) fn not_braked(&self, origin: &Origin) -> Result<(), Refusal> {
+        match self.braked(origin) {
+            Some(_) => Err(page(
+                429,
+                "Too many requests",
+                "Too many refused requests from your address. Wait a minute and start again.",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts an event that costs (a registration) against the source's brake.
+    pub(super) fn count(&self, origin: &Origin, scope: &str) -> Option<i64> {
+        let ip = origin.source.parse::<std::net::IpAddr>().ok()?;
+        self.brake.record_failure(ip, scope, self.clock.now())
+    }
+
     async fn refused(
         &self,
         origin: &Origin,
@@ -204,6 +231,7 @@ impl People {
         browser: Option<&str>,
         origin: &Origin,
     ) -> Result<Started, Refusal> {
+        self.not_braked(origin)?;
         // The resource names the tenant: its audit trail gets every refusal.
         let canonical = r.resource.and_then(|res| uri::canonicalize(res).ok());
         let owner = match &canonical {
@@ -406,9 +434,6 @@ impl People {
         };
         let mut tx = self.store.begin().await?;
         tx.conn().insert_authorization(&a).await?;
-        if registered {
-            tx.conn().registered_client_used(client_id, now).await?;
-        }
         tx.commit().await?;
         let callback = self.callback_uri();
         let location = redirect::with_params(

@@ -59,6 +59,9 @@ pub enum RegistrationError {
     Invalid(&'static str, String),
     #[error("too many registered clients; retry later")]
     Full,
+    /// Too many registrations or refusals from this source: retry in this many seconds.
+    #[error("too many requests; retry in {0} s")]
+    Throttled(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -146,5 +149,20 @@ impl Registration {
             response_types: vec!["code"],
             token_endpoint_auth_method: "none",
         })
+    }
+}
+
+impl super::People {
+    /// RFC 7591 registration, counted against the source's brake: an open
+    /// endpoint may not fill the table (or the audit log) at any rate.
+    pub async fn register(
+        &self,
+        r: RegistrationRequest,
+        origin: &Origin,
+    ) -> Result<RegistrationResponse, RegistrationError> {
+        if let Some(wait) = self.braked(origin).or_else(|| self.count(origin, "people:register")) {
+            return Err(RegistrationError::Throttled(wait));
+        }
+        self.registration().register(r, origin).await
     }
 }

@@ -123,6 +123,9 @@ impl People {
             verifier,
             resource,
         } = *r;
+        if let Some(wait) = self.braked(origin) {
+            return Err(Refused::Throttled(wait));
+        }
         let client = client_id.unwrap_or_default();
         let a: Authorization = match self
             .store
@@ -144,14 +147,30 @@ impl People {
                 .refuse(origin, tenant, client, "the code was issued to another client")
                 .await);
         }
+        // Read before the write transaction: holding it while waiting for a
+        // second connection could starve the pool.
         let provider = self.provider_of(&a.tenant_id, a.provider_id).await?;
+        let enabled = self.client_enabled(&a.tenant_id, &a.client_id).await?;
         let session = Uuid::now_v7();
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if !tx.conn().spend_code(&a.id, session, now).await? {
             drop(tx);
-            // RFC 6749 §4.1.2: a code used twice revokes what it gave.
-            if let Some(first) = a.session_id {
+            // RFC 6749 §4.1.2: a code used twice revokes what it gave. Read
+            // again: a concurrent redemption may have spent it just now.
+            let spent_by = match a.session_id {
+                Some(s) => Some(s),
+                None => {
+                    self.store
+                        .read()
+                        .await?
+                        .conn()
+                        .get_authorization(&a.id)
+                        .await?
+                        .session_id
+                }
+            };
+            if let Some(first) = spent_by {
                 self.end_session(first, &a.tenant_id, "authorization code replayed", origin)
                     .await?;
             }
@@ -177,7 +196,7 @@ impl People {
             Some("the code was issued for another resource")
         } else if provider.is_none() {
             Some("the login provider was deleted")
-        } else if !self.client_enabled(&a.tenant_id, &a.client_id).await? {
+        } else if !enabled {
             Some("the client was disabled or deleted")
         } else if a.person.is_none() || a.identity.is_none() {
             Some("the authorization was not signed in")
@@ -215,6 +234,10 @@ impl People {
         // With the code's spending, and before the mint: a replay or a rule
         // recorded meanwhile finds the session.
         tx.conn().insert_session(&s).await?;
+        if a.client_id.starts_with(super::registration::PREFIX) {
+            // Kept from pruning: a registration counts as used once it got a token.
+            tx.conn().registered_client_used(&a.client_id, now).await?;
+        }
         tx.commit().await?;
         Ok(Redeemed {
             terms: terms(&provider, &a.client_id),
@@ -240,6 +263,9 @@ impl People {
         jkt: Option<&str>,
         origin: &Origin,
     ) -> Result<Redeemed, Refused> {
+        if let Some(wait) = self.braked(origin) {
+            return Err(Refused::Throttled(wait));
+        }
         let client = client_id.unwrap_or_default();
         let token_digest = digest(token);
         let mut c = self.store.read().await?;
@@ -398,22 +424,36 @@ impl People {
             tx.commit().await?;
             return Ok(refresh);
         }
+        // Ended while this token was minted: the token is never returned,
+        // and its lease is revoked so that nothing live is left behind.
+        let caller = crate::audit::Caller {
+            identity: serde_json::json!({"system": "session", "session": session}),
+            act: None,
+            origin: origin.clone(),
+        };
+        self.revocations
+            .record(
+                &mut tx,
+                &caller,
+                Some(&s.tenant_id),
+                &crate::leases::Selector::Lease(issued.lease.id),
+                "session revoked while a token was minted",
+                crate::leases::Cover::Forever,
+            )
+            .await?;
         tx.commit().await?;
-        self.end_session(
-            session,
-            &s.tenant_id,
-            "session revoked while a token was minted",
-            origin,
-        )
-        .await?;
         Err(Refused::Grant("the session was revoked: sign in again".into()))
     }
 
-    /// The mint failed: a spent refresh token is given back (the client saw no successor).
-    pub async fn mint_failed(&self, step: &Step) -> Result<(), StoreError> {
+    /// A guard that gives a spent refresh token back when dropped before
+    /// `done` (None for a code: a spent code is never given back).
+    pub fn give_back_unless_done(&self, step: &Step) -> Option<GiveBack> {
         match step {
-            Step::Refresh { spent, at, .. } => self.give_back(spent, *at).await,
-            Step::Start { .. } => Ok(()),
+            Step::Refresh { spent, at, .. } => Some(GiveBack {
+                store: self.store.clone(),
+                spent: Some((spent.clone(), *at)),
+            }),
+            Step::Start { .. } => None,
         }
     }
 
@@ -432,4 +472,34 @@ fn login_provenance(identity: &serde_json::Value, session: Uuid) -> serde_json::
         o.insert("login".into(), serde_json::json!(true));
     }
     v
+}
+
+/// Gives a spent refresh token back unless `done` was called: dropped
+/// between spending and storing the successor (an error, the request's
+/// timeout, the client gone), it spawns the give-back.
+pub struct GiveBack {
+    store: crate::storage::Store,
+    spent: Option<(String, chrono::DateTime<chrono::Utc>)>,
+}
+
+impl GiveBack {
+    pub fn done(&mut self) {
+        self.spent = None;
+    }
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        let Some((digest, at)) = self.spent.take() else { return };
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(mut tx) = store.begin().await
+                    && tx.conn().unspend_refresh(&digest, at).await.is_ok()
+                {
+                    let _ = tx.commit().await;
+                }
+            });
+        }
+    }
 }

@@ -48,13 +48,14 @@ impl People {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         tx.conn().close_authorization(&a.id, now).await?;
+        tx.commit().await?;
         let mut e = origin.event(actions::LOGIN_FAILED, Outcome::Denied, now);
         e.tenant = Some(a.tenant_id.clone());
         e.client_id = Some(a.client_id.clone());
         e.resource = Some(a.resource.clone());
         e.reason = Some(crate::audit::sanitize(&why, 500));
-        tx.conn().append_audit(&[e]).await?;
-        tx.commit().await
+        // Through the failure log and the brake, as every refusal anyone can cause.
+        self.note_failure(origin, e, "people:authorize").await.map(|_| ())
     }
 
     /// `/oauth2/callback`: the IdP sent the person back.
@@ -67,6 +68,7 @@ impl People {
         browser: Option<&str>,
         origin: &Origin,
     ) -> Result<Next, Refusal> {
+        self.not_braked(origin)?;
         let a = self.open(state, browser).await?;
         if a.person.is_some() {
             return Err(page(
@@ -126,9 +128,10 @@ impl People {
                 return Err(failed);
             }
         };
-        // An address the IdP has not verified names no one (social and
-        // multi-tenant IdPs let anyone claim any address).
-        if provider.workload_template.contains("{email}")
+        // An address the IdP has not verified names no one and admits no
+        // one (social and multi-tenant IdPs let anyone claim any address).
+        let uses_email = provider.workload_template.contains("{email}") || provider.claims.contains_key("email");
+        if uses_email
             && !matches!(claims.get("email_verified"), Some(serde_json::Value::Bool(true)))
             && claims.get("email_verified").and_then(|v| v.as_str()) != Some("true")
         {
@@ -163,7 +166,12 @@ impl People {
                 ));
             }
         };
-        let text = |n: &str| claims.get(n).and_then(|v| v.as_str()).map(str::to_string);
+        let text = |n: &str| {
+            claims
+                .get(n)
+                .and_then(|v| v.as_str())
+                .map(|t| crate::audit::sanitize(t, 256))
+        };
         let identity = json!({
             "issuer": provider.issuer, "subject": text("sub"), "email": text("email"),
             "name": text("name"), "provider": provider.name,
@@ -204,6 +212,7 @@ impl People {
             resource: a.resource,
             scopes: a.scopes,
             person,
+            redirect_uri: a.redirect_uri,
         }))
     }
 

@@ -383,8 +383,8 @@ impl Conn<'_> {
     }
 
     /// Forgets what expired: authorization requests, refresh tokens,
-    /// sessions 30 days after they ended, and registered clients never
-    /// used within a day of registering.
+    /// sessions 30 days after they ended, and registered clients that got no
+    /// token within a day of registering, or none for 90 days.
     pub async fn prune_people(&mut self, now: DateTime<Utc>) -> Result<u64> {
         let day = now - chrono::TimeDelta::days(1);
         let mut n = self.prune_authorizations(now).await?;
@@ -392,8 +392,10 @@ impl Conn<'_> {
         let month = now - chrono::TimeDelta::days(30);
         n += run!(self, c => sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1")
             .bind(month).execute(c).await.map(|r| r.rows_affected()))?;
-        n += run!(self, c => sqlx::query("DELETE FROM registered_clients WHERE last_used_at IS NULL AND created_at < $1")
-            .bind(day).execute(c).await.map(|r| r.rows_affected()))?;
+        let quarter = now - chrono::TimeDelta::days(90);
+        n += run!(self, c => sqlx::query(
+            "DELETE FROM registered_clients WHERE (last_used_at IS NULL AND created_at < $1) OR last_used_at < $2")
+            .bind(day).bind(quarter).execute(c).await.map(|r| r.rows_affected()))?;
         Ok(n)
     }
 }

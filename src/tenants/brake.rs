@@ -66,6 +66,13 @@ impl Brake {
         (self.count(&key, now) >= self.limit).then(|| wait(now))
     }
 
+    /// Seconds to wait when the source is over its budget across client ids
+    /// (what `record_failure` answered last): checked before any work.
+    pub fn over_budget(&self, source: IpAddr, now: DateTime<Utc>) -> Option<i64> {
+        let key = (source_key(source), String::new());
+        (self.count(&key, now) > self.limit.saturating_mul(10)).then(|| wait(now))
+    }
+
     /// Counts a failure; returns seconds to wait when the source is now over
     /// its budget across client ids (ten times the per-client limit).
     pub fn record_failure(&self, source: IpAddr, client: &str, now: DateTime<Utc>) -> Option<i64> {

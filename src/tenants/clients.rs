@@ -213,6 +213,20 @@ impl Directory {
         if client_id.starts_with("policy.") {
             return Err(invalid("client_id", "ids starting with `policy.` name trust policies").into());
         }
+        if client_id.starts_with("mfy_") {
+            return Err(invalid(
+                "client_id",
+                "ids starting with `mfy_` are mayfly's own (registered clients)",
+            )
+            .into());
+        }
+        if body.kind == ClientKind::Interactive && (body.jwks.is_some() || body.workflows.is_some()) {
+            return Err(invalid(
+                "kind",
+                "an interactive client is public and names no workflows: its people's tokens take the login provider's",
+            )
+            .into());
+        }
         let name = body.name.unwrap_or_else(|| client_id.clone());
         validate_name("name", &name)?;
         let workflows = match (body.workflows, body.kind) {
@@ -429,6 +443,13 @@ impl Directory {
             .get_client(tenant, client_id)
             .await
             .map_err(Error::or_not_found("client"))?;
+        if c.kind == ClientKind::Interactive {
+            return Err(invalid(
+                "client_id",
+                "an interactive client is public: it has no secret to rotate",
+            )
+            .into());
+        }
         let now = self.clock.now();
         let previous_until = now + TimeDelta::seconds(grace);
         let secret = secret::generate();

@@ -25,6 +25,9 @@ fn is_loopback_host(url: &Url) -> bool {
 /// loopback one (a native app's local listener), or a private-use scheme
 /// (`vscode://…`, RFC 8252 §7.1). No fragment, no credentials.
 pub fn registrable(uri: &str) -> Result<Url, String> {
+    if uri.chars().any(char::is_control) {
+        return Err("a redirect URI has no control characters".into());
+    }
     let url = Url::parse(uri).map_err(|_| format!("`{uri}` is not an absolute URI"))?;
     if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
         return Err(format!("`{uri}` has a fragment or credentials"));

@@ -80,6 +80,7 @@ async fn a_public_client_ends_its_session_with_its_refresh_token(b: Backend) {
 
 async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Backend) {
     let p = setup(b).await;
+    let before = p.tokens().await;
     let (_, list) = p.app.get(&p.f.admin, "/v1/tenants/acme/login-providers").await;
     let id = list["items"][0]["id"].as_str().unwrap().to_string();
     let path = format!("/v1/tenants/acme/login-providers/{id}");
@@ -113,6 +114,9 @@ async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Back
     assert_eq!(s, StatusCode::OK, "{answer}");
     assert_eq!(answer["has_client_secret"], true);
     assert!(!answer.to_string().contains("a-new-secret"));
+    // Sessions started under the old IdP end: people sign in again at the new one.
+    let refresh = p.refresh(before["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refresh.status(), StatusCode::BAD_REQUEST);
 }
 
 async fn a_dpop_bound_session_refreshes_only_with_a_proof_of_its_key(b: Backend) {
@@ -203,7 +207,13 @@ async fn a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_e
         .filter(|e| e["reason"].as_str().unwrap().contains("another client"))
         .collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
-    // The storm burned nothing: the holder's refresh token still works.
+    // The braked address waits out the minute, then finds the token unburned.
+    assert_eq!(
+        p.refresh(refresh).await.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "braked before any work"
+    );
+    p.app.advance(61);
     assert_eq!(p.refresh(refresh).await.status(), StatusCode::OK, "not burned");
 }
 
@@ -269,6 +279,14 @@ async fn an_interactive_client_registered_by_the_tenant_signs_people_in_until_it
             json!({"client_id": "ci2", "kind": "ci", "workflows": ["x"], "redirect_uris": ["http://127.0.0.1/cb"]}),
             "not interactive",
         ),
+        (
+            json!({"client_id": "mfy_dcr_lookalike", "kind": "interactive", "redirect_uris": ["http://127.0.0.1/cb"]}),
+            "mayfly's own prefix",
+        ),
+        (
+            json!({"client_id": "ide2", "kind": "interactive", "workflows": ["x"], "redirect_uris": ["http://127.0.0.1/cb"]}),
+            "no workflows of its own",
+        ),
     ] {
         let (s, answer) = p.app.post(&p.f.admin, clients, body).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{why}: {answer}");
@@ -286,6 +304,15 @@ async fn an_interactive_client_registered_by_the_tenant_signs_people_in_until_it
     assert!(
         ide.get("client_secret").is_none_or(Value::is_null),
         "a public client: {ide}"
+    );
+    let (s, body) = p
+        .app
+        .post(&p.f.admin, "/v1/tenants/acme/clients/acme-ide/secrets", json!({}))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a public client has no secret to rotate: {body}"
     );
     p.client = "acme-ide".into();
     let t = p.tokens().await;
