@@ -16,7 +16,7 @@ out=$(mktemp)
   echo "Each oha row is the median of $BENCH_RUNS runs (lowest–highest in brackets when there are several)."
   echo "\`postgres\` is \`sslmode=disable\`; \`postgres-tls\` is the driver's default (\`prefer\`: TLS, as the server offers it)."
   echo
-  for s in mint signers ha dpop introspect jwks mixed memory compare-openbao gateway; do
+  for s in mint signers ha dpop people introspect jwks mixed memory compare-openbao gateway; do
     "bench/$s.sh"
     echo
   done

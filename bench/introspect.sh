@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Introspection over many distinct tokens: 20,000 minted first, then a
-# resource_server client introspects them line by line (oha -Z), so every
-# request asks about a different lease.
+# resource_server client introspects them (oha -Z takes a line of the file at
+# random for each request), so the working set is 20,000 distinct leases.
 source "$(dirname "$0")/lib.sh"
 bench_setup
 TOKENS=${BENCH_TOKENS:-20000}

@@ -108,12 +108,9 @@ PY
 load() {
   local label=$1 results=()
   shift
-  # LOAD_COUNT=N: exactly N requests (each line of a -Z body file once) instead of DURATION.
-  local span=(-z "$DURATION")
-  [ -n "${LOAD_COUNT:-}" ] && span=(-n "$LOAD_COUNT")
   for _ in $(seq 1 "${BENCH_RUNS:-1}"); do
     results+=("$(mktemp -p "$WORK")")
-    oha --no-tui --output-format json -w "${span[@]}" -c "$CONNECTIONS" "$@" >"${results[-1]}"
+    oha --no-tui --output-format json -w -z "$DURATION" -c "$CONNECTIONS" "$@" >"${results[-1]}"
   done
   python3 - "$label" "${LOAD_PID:-$MAYFLY_PID}" "${results[@]}" <<'PY'
 import collections, json, statistics, sys
