@@ -276,6 +276,16 @@ async fn run() -> anyhow::Result<()> {
                     masters.current.id
                 );
             }
+            let (n, lost) = mayfly::people::providers::rewrap_secrets(&store, &masters, now).await?;
+            println!(
+                "re-sealed {n} login provider secret(s) under master key {}",
+                masters.current.id
+            );
+            for provider in lost {
+                eprintln!(
+                    "login provider {provider}: its client secret opens under neither master key; send it again (PATCH)"
+                );
+            }
         }
         Command::Audit { command } => audit_command(command, &config).await?,
     }

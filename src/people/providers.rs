@@ -341,3 +341,41 @@ impl LoginProviders {
         Ok(())
     }
 }
+
+/// `mayfly keys rewrap`: re-seals each login provider's client secret under
+/// the current master key, opening those sealed under the previous one.
+/// Returns how many were re-sealed, and the providers whose secret opens
+/// under neither (they need the secret sent again). Safe to run again.
+pub async fn rewrap_secrets(
+    store: &Store,
+    masters: &MasterKeys,
+    now: DateTime<Utc>,
+) -> Result<(usize, Vec<String>), StoreError> {
+    let (mut count, mut lost) = (0, Vec::new());
+    let providers = store.read().await?.conn().providers_with_secrets().await?;
+    for p in providers {
+        let Some(sealed) = &p.sealed_secret else { continue };
+        let aad = aad(p.id, &p.issuer, &p.client_id);
+        if masters.current.open(sealed, &aad).is_ok() {
+            continue;
+        }
+        let Some(plain) = masters.previous.as_ref().and_then(|m| m.open(sealed, &aad).ok()) else {
+            lost.push(format!("{}/{} ({})", p.tenant_id, p.name, p.id));
+            continue;
+        };
+        let mut tx = store.begin().await?;
+        tx.conn()
+            .reseal_provider_secret(p.id, &masters.current.seal(&plain, &aad))
+            .await?;
+        let mut e = Caller::system("mayfly keys rewrap").event(actions::LOGIN_PROVIDER_UPDATED, now);
+        e.tenant = Some(p.tenant_id.clone());
+        e.reason = Some(format!(
+            "login provider {} ({}): client secret re-sealed under master key {}",
+            p.name, p.id, masters.current.id
+        ));
+        tx.conn().append_audit(&[e]).await?;
+        tx.commit().await?;
+        count += 1;
+    }
+    Ok((count, lost))
+}

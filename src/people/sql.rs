@@ -68,6 +68,19 @@ impl Conn<'_> {
         found(n)
     }
 
+    /// Every provider with a stored secret, in every tenant (`mayfly keys rewrap`).
+    pub async fn providers_with_secrets(&mut self) -> Result<Vec<LoginProvider>> {
+        Ok(run!(self, c => sqlx::query_as::<_, LoginProvider>(concat!(
+            "SELECT ", provider_columns!(), " FROM login_providers WHERE sealed_secret IS NOT NULL ORDER BY id"))
+            .fetch_all(c).await)?)
+    }
+
+    pub async fn reseal_provider_secret(&mut self, id: Uuid, sealed: &[u8]) -> Result<()> {
+        run!(self, c => sqlx::query("UPDATE login_providers SET sealed_secret = $2 WHERE id = $1")
+            .bind(id).bind(sealed).execute(c).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
     pub async fn delete_provider(&mut self, tenant: &str, id: Uuid) -> Result<()> {
         let n = run!(self, c => sqlx::query("DELETE FROM login_providers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant).bind(id).execute(c).await.map(|r| r.rows_affected()))?;

@@ -104,7 +104,7 @@ async fn a_master_key_that_does_not_open_the_stored_keys_stops_start_up(b: Backe
 }
 
 /// Runs `mayfly keys rewrap` on `db` under `master` (and `previous`).
-fn rewrap(db: &Database, master: &str, previous: Option<&str>) -> std::process::Output {
+pub(crate) fn rewrap(db: &Database, master: &str, previous: Option<&str>) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mayfly"));
     cmd.args(["keys", "rewrap"])
         .env("MAYFLY_DATABASE_URL", &db.url)

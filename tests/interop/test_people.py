@@ -23,6 +23,16 @@ from people_kit import IDP_CLIENT, IDP_SECRET, HeadlessBrowser, LoopbackIdp
 from test_gateway import GatewayStack, gw  # noqa: F401 (the fixture)
 from test_mcp_sdk import MemoryStorage
 
+def company_idp(gw):
+    """Our loopback IdP, registered as acme's login provider for the gateway's /static route."""
+    idp = LoopbackIdp()
+    gw.api("POST", "/v1/tenants/acme/login-providers", {
+        "name": "company-idp", "issuer": idp.url, "client_id": IDP_CLIENT, "client_secret": IDP_SECRET,
+        "scopes": ["email"], "grants": [{"resource": gw.static_url, "scopes": ["tools:read"]}],
+        "allow_registration": True})
+    return idp
+
+
 async def as_person(url, browser, storage, work):
     metadata = OAuthClientMetadata(redirect_uris=[browser.redirect_uri], client_name="pytest IDE",
                                    grant_types=["authorization_code", "refresh_token"], response_types=["code"],
@@ -37,12 +47,8 @@ async def as_person(url, browser, storage, work):
 
 
 def test_the_python_sdk_signs_a_person_in_and_their_tool_calls_through_the_gateway_are_theirs(gw):  # noqa: F811
-    idp = LoopbackIdp()
+    idp = company_idp(gw)
     try:
-        gw.api("POST", "/v1/tenants/acme/login-providers", {
-            "name": "company-idp", "issuer": idp.url, "client_id": IDP_CLIENT, "client_secret": IDP_SECRET,
-            "scopes": ["email"], "grants": [{"resource": gw.static_url, "scopes": ["tools:read"]}],
-            "allow_registration": True})
         browser = HeadlessBrowser("http://127.0.0.1:33418/callback")
 
         async def work(s):
@@ -95,12 +101,8 @@ def test_the_typescript_sdk_signs_a_person_in_with_a_dpop_bound_session_and_call
 
     from test_mcp_sdk import NODE
 
-    idp = LoopbackIdp()
+    idp = company_idp(gw)
     try:
-        gw.api("POST", "/v1/tenants/acme/login-providers", {
-            "name": "company-idp", "issuer": idp.url, "client_id": IDP_CLIENT, "client_secret": IDP_SECRET,
-            "scopes": ["email"], "grants": [{"resource": gw.static_url, "scopes": ["tools:read"]}],
-            "allow_registration": True})
         run = subprocess.run(["node", str(NODE / "person_client.mjs"), gw.static_url, "whoami"],
                              capture_output=True, text=True, env=dict(os.environ), timeout=60)
         assert run.returncode == 0, run.stdout + run.stderr
