@@ -229,7 +229,7 @@ impl Conn<'_> {
     }
 
     /// Ends every session a revocation rule reaches: the person (workload),
-    /// the client, the workflow, the tenant, or a lease of the family. A key
+    /// the client, the workflow, the tenant, or any lease of the family. A key
     /// rule ends the tokens, not the sessions. Returns the first leases of
     /// the sessions it ended.
     pub async fn end_sessions_matching(
@@ -257,7 +257,13 @@ impl Conn<'_> {
                 Selector::Workflow(w) => q(end!(" AND workflow = $4")).bind(w.as_str()),
                 Selector::Workload(w) => q(end!(" AND workload = $4")).bind(w.as_str()),
                 Selector::Client(id) => q(end!(" AND client_id = $4")).bind(id.as_str()),
-                Selector::Lease(l) => q(end!(" AND (root_lease_id = $4 OR latest_lease_id = $4)")).bind(*l),
+                // Any lease of the family: the first, the newest, or one in
+                // between (whose parent is the first).
+                Selector::Lease(l) => q(end!(
+                    " AND (root_lease_id = $4 OR latest_lease_id = $4
+                           OR root_lease_id = (SELECT parent_id FROM leases WHERE id = $4))"
+                ))
+                .bind(*l),
             }
             .fetch_all(c).await
         })?;

@@ -53,6 +53,38 @@ async fn revoking_a_sessions_first_lease_ends_its_later_tokens_at_once_and_in_th
         p.refresh(second["refresh_token"].as_str().unwrap()).await.status(),
         StatusCode::BAD_REQUEST
     );
+    // A rule on a lease in the middle of a family ends the family too.
+    let fresh = p.tokens().await;
+    let mid: Value = p
+        .refresh(fresh["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let newest: Value = p
+        .refresh(mid["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mid_lease = claims(mid["access_token"].as_str().unwrap())["jti"].clone();
+    let (s, body) = p
+        .app
+        .post(
+            &p.f.admin,
+            "/v1/tenants/acme/revocations",
+            json!({"lease_id": mid_lease, "reason": "that token leaked"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert!(
+        !p.active(newest["access_token"].as_str().unwrap()).await,
+        "the family's newest token ends too"
+    );
+    assert_eq!(
+        p.refresh(newest["refresh_token"].as_str().unwrap()).await.status(),
+        StatusCode::BAD_REQUEST
+    );
 }
 
 async fn a_public_client_ends_its_session_with_its_refresh_token(b: Backend) {
