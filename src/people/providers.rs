@@ -50,7 +50,8 @@ pub struct NewLoginProvider {
     /// Conditions on the id_token's claims, as trust policies take them.
     #[serde(default)]
     pub claims: BTreeMap<String, ClaimCondition>,
-    /// The token's `sub` (the person), from id_token claims. Default `person:{email}`.
+    /// The token's `sub` (the person), from id_token claims; starts with
+    /// `person:`. Default `person:{email}`.
     #[schema(max_length = 256, example = "person:{email}")]
     pub workload_template: Option<String>,
     /// The workflow people's tokens name. Default `interactive`.
@@ -182,6 +183,11 @@ impl LoginProviders {
             }
         }
         let workload_template = b.workload_template.unwrap_or_else(|| "person:{email}".into());
+        // A person's name never reads as a machine's: a CI job's or an
+        // agent's workload cannot be claimed by whoever picks a username.
+        if !workload_template.starts_with("person:") {
+            return Err(invalid("workload_template", "must start with `person:`, e.g. `person:{email}`").into());
+        }
         if template_claims("workload_template", &workload_template)?.is_empty() {
             return Err(invalid(
                 "workload_template",

@@ -120,6 +120,14 @@ async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Back
         }
         b
     };
+    // A person's name cannot pass for a machine's.
+    let mut machine = body(&p.idp.url, None);
+    machine["workload_template"] = json!("github:{preferred_username}");
+    let (s, answer) = p
+        .app
+        .admin(&p.f.admin, reqwest::Method::PATCH, &path, Some(machine))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let elsewhere = "https://login.elsewhere.example";
     let (s, answer) = p
         .app
