@@ -26,11 +26,10 @@ async fn resource_id(app: &TestApp, f: &Fixture, tenant: &str) -> String {
 
 async fn set_tools(app: &TestApp, f: &Fixture, tenant: &str, tools: Value) -> (StatusCode, Value) {
     let id = resource_id(app, f, tenant).await;
-    app.admin(
+    app.patch(
         &f.admin,
-        reqwest::Method::PATCH,
         &format!("/v1/tenants/{tenant}/resources/{id}"),
-        Some(json!({ "tools": tools })),
+        json!({ "tools": tools }),
     )
     .await
 }
@@ -53,11 +52,10 @@ async fn a_resource_carries_a_tool_policy_that_must_name_its_own_scopes(b: Backe
     assert_eq!(s, StatusCode::BAD_REQUEST, "unknown fields in a rule are refused");
     let id = resource_id(&app, &f, "acme").await;
     let (s, e) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/resources/{id}"),
-            Some(json!({"scopes": ["issues:read"]})),
+            json!({"scopes": ["issues:read"]}),
         )
         .await;
     assert_eq!(
@@ -120,22 +118,19 @@ async fn a_gateway_reads_the_policy_of_the_resources_it_serves_and_no_others(b: 
         StatusCode::UNAUTHORIZED
     );
     // A gateway that serves only another resource of its tenant.
-    let (s, second) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/resources",
-            json!({"uri": "https://mcp.acme.test/jira", "scopes": ["read"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{second}");
-    let (s, jira) = app
-        .post(
+    app.created(
+        &f.admin,
+        "/v1/tenants/acme/resources",
+        json!({"uri": "https://mcp.acme.test/jira", "scopes": ["read"]}),
+    )
+    .await;
+    let jira = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "jira-gw", "kind": "resource_server", "serves": ["https://mcp.acme.test/jira"]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{jira}");
     let jira = (
         "jira-gw".to_string(),
         jira["client_secret"].as_str().unwrap().to_string(),
@@ -172,15 +167,10 @@ async fn deliver(app: &TestApp, caller: &(String, String), events: Vec<Value>) -
 
 async fn mint_agent(app: &TestApp, f: &Fixture) -> String {
     let token = app
-        .mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "triage"),
-                ("workload", "agent/7"),
-            ],
+        .mint_at(
+            &f.agent,
+            &f.resource,
+            &[("workflow", "triage"), ("workload", "agent/7")],
         )
         .await;
     crate::harness::claims(&token)["jti"].as_str().unwrap().to_string()

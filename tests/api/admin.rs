@@ -28,29 +28,27 @@ async fn global_admins_are_clients_of_the_system_tenant_managed_like_any_other(b
         ("scope", "mayfly:admin"),
     ];
     // A second global admin, so people need not share the bootstrap secret.
-    let (s, ops) = app
-        .post(
+    let ops = app
+        .created(
             &f.admin,
             "/v1/tenants/_system/clients",
             json!({"client_id": "ops-admin", "kind": "service", "workflows": ["admin"],
                    "grants": [{"resource": app.issuer, "scopes": ["mayfly:admin"]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{ops}");
     let ops_token = app
         .mint("ops-admin", ops["client_secret"].as_str().unwrap(), &admin_form)
         .await;
-    let (s, _) = app.post(&ops_token, "/v1/tenants", json!({"id": "made-by-ops"})).await;
-    assert_eq!(s, StatusCode::CREATED);
+    app.created(&ops_token, "/v1/tenants", json!({"id": "made-by-ops"}))
+        .await;
     // The bootstrap secret can be rotated away.
-    let (s, rotated) = app
-        .post(
+    let rotated = app
+        .created(
             &ops_token,
             "/v1/tenants/_system/clients/mayfly-admin/secrets",
             json!({"grace_period_seconds": 0}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{rotated}");
     let res = app
         .token_basic("mayfly-admin", crate::harness::ADMIN_SECRET, &admin_form)
         .await;
@@ -164,12 +162,7 @@ async fn a_tenant_admin_manages_its_own_tenant_and_is_refused_everywhere_else(b:
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     // The globex clients still mint.
-    app.mint(
-        &globex.ci.0,
-        &globex.ci.1,
-        &[("grant_type", "client_credentials"), ("resource", &globex.resource)],
-    )
-    .await;
+    app.mint_at(&globex.ci, &globex.resource, &[]).await;
 }
 
 async fn bad_admin_input_gets_a_stable_error_and_changes_nothing(b: Backend) {
@@ -286,13 +279,7 @@ async fn admin_routes_need_an_active_admin_token(b: Backend) {
             .starts_with("Bearer")
     );
     // A valid token for an MCP server is not an admin token.
-    let mcp = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let mcp = app.mint_at(&f.ci, &f.resource, &[]).await;
     let (s, _) = app.get(&mcp, "/v1/tenants").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // A tampered admin token is refused.
@@ -317,8 +304,7 @@ async fn a_client_secret_is_shown_once_and_rotation_keeps_the_old_one_for_the_gr
     assert!(!list.to_string().contains("mfy_cs_"));
 
     let path = format!("/v1/tenants/acme/clients/{}/secrets", f.ci.0);
-    let (s, rotated) = app.post(&f.admin, &path, json!({"grace_period_seconds": 120})).await;
-    assert_eq!(s, StatusCode::CREATED, "{rotated}");
+    let rotated = app.created(&f.admin, &path, json!({"grace_period_seconds": 120})).await;
     let new_secret = rotated["client_secret"].as_str().unwrap().to_string();
     assert!(new_secret.starts_with("mfy_cs_"));
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
@@ -370,17 +356,7 @@ async fn a_holder_revokes_its_own_token_and_no_one_elses(b: Backend) {
     let rs = (f.rs.0.as_str(), f.rs.1.as_str());
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let mine = app.mint(&f.ci.0, &f.ci.1, &form).await;
-    let theirs = app
-        .mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "x"),
-            ],
-        )
-        .await;
+    let theirs = app.mint_at(&f.agent, &f.resource, &[("workflow", "x")]).await;
     for token in [&theirs, &mine] {
         let res = app
             .http
@@ -416,20 +392,8 @@ async fn deleting_a_tenant_revokes_its_tokens_and_leaves_other_tenants_alone(b: 
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let g = fixture(&app, "globex").await;
-    let acme_token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
-    let globex_token = app
-        .mint(
-            &g.ci.0,
-            &g.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &g.resource)],
-        )
-        .await;
+    let acme_token = app.mint_at(&f.ci, &f.resource, &[]).await;
+    let globex_token = app.mint_at(&g.ci, &g.resource, &[]).await;
     let (s, _) = app.admin(&f.admin, Method::DELETE, "/v1/tenants/acme", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let admin = app.global_admin_token().await;
@@ -443,13 +407,7 @@ async fn deleting_a_tenant_revokes_its_tokens_and_leaves_other_tenants_alone(b: 
         .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["active"], false);
     assert_eq!(app.introspect((&g.rs.0, &g.rs.1), &globex_token).await["active"], true);
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let res = app.ask_token(&f.ci, &f.resource, &[]).await;
     assert_eq!(
         res.status(),
         StatusCode::UNAUTHORIZED,
@@ -497,13 +455,7 @@ async fn introspection_is_for_resource_servers_of_the_same_tenant(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let g = fixture(&app, "globex").await;
-    let token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let token = app.mint_at(&f.ci, &f.resource, &[]).await;
     // A CI client may not introspect.
     let res = app
         .http

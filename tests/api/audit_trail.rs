@@ -100,16 +100,7 @@ async fn console_stats_count_one_bounded_window_and_console_tenants_are_capped(b
     let admin = app.global_admin_token().await;
     app.mint(&f.ci.0, &f.ci.1, &form).await;
     app.mint(&f.ci.0, &f.ci.1, &form).await;
-    let denied = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", "https://mcp.nowhere.test/x"),
-            ],
-        )
-        .await;
+    let denied = app.ask_token(&f.ci, "https://mcp.nowhere.test/x", &[]).await;
     assert_eq!(denied.status(), StatusCode::BAD_REQUEST);
 
     let (s, _, stats) = get_raw(&app, &admin, "/console/stats?tenant=acme").await;
@@ -139,8 +130,7 @@ async fn console_stats_count_one_bounded_window_and_console_tenants_are_capped(b
     let (s, _, body) = get_raw(&app, &admin, "/console/tenants?limit=201").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     for t in ["beta", "gamma"] {
-        let (s, body) = app.post(&admin, "/v1/tenants", serde_json::json!({"id": t})).await;
-        assert_eq!(s, StatusCode::CREATED, "{body}");
+        app.created(&admin, "/v1/tenants", serde_json::json!({"id": t})).await;
     }
     let (s, _, page) = get_raw(&app, &admin, "/console/tenants?limit=2").await;
     assert_eq!(s, StatusCode::OK, "{page}");

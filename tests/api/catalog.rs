@@ -9,16 +9,16 @@ use crate::harness::{Backend, Database, TestApp, fixture};
 
 async fn two_replicas() -> (TestApp, TestApp) {
     let db = Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
     let a = TestApp::on_db(db.clone())
-        .config(with_issuer)
+        .config(crate::kit::shared_issuer)
         .wall_clock()
         .start()
         .await;
-    let b = TestApp::on_db(db).config(with_issuer).wall_clock().start().await;
+    let b = TestApp::on_db(db)
+        .config(crate::kit::shared_issuer)
+        .wall_clock()
+        .start()
+        .await;
     (a, b)
 }
 
@@ -62,8 +62,7 @@ async fn a_client_disabled_or_a_grant_removed_through_one_replica_stops_mints_on
     // A secret rotated through A with no grace: B refuses the old one and
     // takes the new one at once.
     let path = format!("/v1/tenants/acme/clients/{}/secrets", f.ci.0);
-    let (s, rotated) = a.post(&f.admin, &path, json!({"grace_period_seconds": 0})).await;
-    assert_eq!(s, StatusCode::CREATED, "{rotated}");
+    let rotated = a.created(&f.admin, &path, json!({"grace_period_seconds": 0})).await;
     let new_secret = rotated["client_secret"].as_str().unwrap();
     assert_eq!(mint_on_b().await, StatusCode::UNAUTHORIZED, "old secret");
     let res = b.token_basic(&f.ci.0, new_secret, &form).await;
@@ -85,23 +84,20 @@ async fn a_client_disabled_or_a_grant_removed_through_one_replica_stops_mints_on
     assert_eq!(s, StatusCode::NO_CONTENT);
     let res = b.token_basic(&f.ci.0, new_secret, &form).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST, "resource gone");
-    let (s, _) = a
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/resources",
-            json!({"uri": "https://mcp.acme.test/jira", "name": "Jira", "scopes": ["read"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, c) = a
-        .post(
+    a.created(
+        &f.admin,
+        "/v1/tenants/acme/resources",
+        json!({"uri": "https://mcp.acme.test/jira", "name": "Jira", "scopes": ["read"]}),
+    )
+    .await;
+    let c = a
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "acme-new", "kind": "ci", "workflows": ["release"],
                    "grants": [{"resource": "https://mcp.acme.test/jira", "scopes": ["read"]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{c}");
     let jira = [
         ("grant_type", "client_credentials"),
         ("resource", "https://mcp.acme.test/jira"),

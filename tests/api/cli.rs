@@ -4,14 +4,18 @@ use std::process::Command;
 
 use crate::harness::{Backend, claims, fixture, spawn_app};
 
-fn mayfly_token(base: &str, resource: &str, id: &str, secret: &str, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mayfly"))
-        .args(["token", "--from", base, "--resource", resource, "--client-id", id])
-        .args(extra)
+/// `mayfly token --from base --resource resource --client-id id` with the secret in its environment.
+fn token_command(base: &str, resource: &str, id: &str, secret: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_mayfly"));
+    c.args(["token", "--from", base, "--resource", resource, "--client-id", id])
         .env("MAYFLY_CLIENT_SECRET", secret)
-        .env_remove("MAYFLY_ISSUER")
-        .output()
-        .expect("the mayfly binary runs")
+        .env_remove("MAYFLY_ISSUER");
+    c
+}
+
+async fn mayfly_token(base: &str, resource: &str, id: &str, secret: &str, extra: &[&str]) -> std::process::Output {
+    let mut c = token_command(base, resource, id, secret);
+    c.args(extra).output().await.expect("the mayfly binary runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,42 +23,19 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     let app = spawn_app(Backend::Sqlite).await;
     let f = fixture(&app, "acme").await;
     let (base, resource, ci) = (app.base.clone(), f.resource.clone(), f.ci.clone());
-    let out = tokio::task::spawn_blocking({
-        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
-        move || mayfly_token(&base, &resource, &ci.0, &ci.1, &["--expires-in", "120"])
-    })
-    .await
-    .unwrap();
+    let out = mayfly_token(&base, &resource, &ci.0, &ci.1, &["--expires-in", "120"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_eq!(claims(&token)["workflow"], "release");
     assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &token).await["active"], true);
 
     let github_output = std::env::temp_dir().join(format!("gh-output-{}", uuid::Uuid::new_v4().simple()));
-    let gh = github_output.clone();
-    let out = tokio::task::spawn_blocking({
-        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_mayfly"))
-                .args([
-                    "token",
-                    "--from",
-                    &base,
-                    "--resource",
-                    &resource,
-                    "--client-id",
-                    &ci.0,
-                    "--output",
-                    "github",
-                ])
-                .env("MAYFLY_CLIENT_SECRET", &ci.1)
-                .env("GITHUB_OUTPUT", &gh)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = token_command(&base, &resource, &ci.0, &ci.1)
+        .args(["--output", "github"])
+        .env("GITHUB_OUTPUT", &github_output)
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let written = std::fs::read_to_string(&github_output).unwrap();
     let token = written.trim().strip_prefix("token=").unwrap().to_string();
@@ -70,22 +51,15 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     let env_file = std::env::temp_dir().join(format!("mayfly-env-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&env_file, "old").unwrap();
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let path = env_file.clone();
-    let out = tokio::task::spawn_blocking({
-        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
-        move || {
-            let path = path.to_str().unwrap().to_string();
-            mayfly_token(
-                &base,
-                &resource,
-                &ci.0,
-                &ci.1,
-                &["--output", "env-file", "--env-file", &path],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let path = env_file.to_str().unwrap();
+    let out = mayfly_token(
+        &base,
+        &resource,
+        &ci.0,
+        &ci.1,
+        &["--output", "env-file", "--env-file", path],
+    )
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "nothing on stdout");
     let content = std::fs::read_to_string(&env_file).unwrap();
@@ -101,22 +75,15 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     std::fs::write(&env_file, "precious").unwrap();
     std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink(&env_file, &link).unwrap();
-    let path = link.clone();
-    let out = tokio::task::spawn_blocking({
-        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
-        move || {
-            let path = path.to_str().unwrap().to_string();
-            mayfly_token(
-                &base,
-                &resource,
-                &ci.0,
-                &ci.1,
-                &["--output", "env-file", "--env-file", &path],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let path = link.to_str().unwrap();
+    let out = mayfly_token(
+        &base,
+        &resource,
+        &ci.0,
+        &ci.1,
+        &["--output", "env-file", "--env-file", path],
+    )
+    .await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("symbolic link"), "{stderr}");
@@ -129,21 +96,14 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     let _ = std::fs::remove_file(env_file);
 
     // Plain http is for this machine only: elsewhere the secret would cross the network in clear.
-    let out = tokio::task::spawn_blocking({
-        let (resource, ci) = (resource.clone(), ci.clone());
-        move || mayfly_token("http://mayfly.example", &resource, &ci.0, &ci.1, &[])
-    })
-    .await
-    .unwrap();
+    let out = mayfly_token("http://mayfly.example", &resource, &ci.0, &ci.1, &[]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("use an https URL for --from"), "{stderr}");
     assert!(!stderr.contains(&ci.1));
 
     // Refusals are reported with the OAuth error, never with the secret.
-    let out = tokio::task::spawn_blocking(move || mayfly_token(&base, &resource, &ci.0, "mfy_cs_wrong-secret", &[]))
-        .await
-        .unwrap();
+    let out = mayfly_token(&base, &resource, &ci.0, "mfy_cs_wrong-secret", &[]).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid_client"), "{stderr}");

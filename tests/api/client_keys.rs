@@ -45,14 +45,13 @@ async fn a_clients_keys_are_stored_as_their_public_members_only_and_private_ones
         json!({"client_id": id, "kind": "agent", "workflows": ["triage"],
                "grants": [{"resource": f.resource, "scopes": ["issues:read"]}], "jwks": jwks})
     };
-    let (s, created) = app
-        .post(
+    let created = app
+        .created(
             &f.admin,
             path,
             body("acme-keyed", json!({"keys": [ec_junk, with_junk(&rsa)], "junk": junk})),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{created}");
     let stored = json!({"keys": [ec, rsa]});
     // (Compared without printing: a failure would dump the junk.)
     let members = |jwks: &Value| -> Vec<Vec<String>> {
@@ -79,16 +78,10 @@ async fn a_clients_keys_are_stored_as_their_public_members_only_and_private_ones
         ("client_assertion", &assertion),
         ("resource", &f.resource),
     ];
-    let res = app
-        .http
-        .post(app.url("/oauth2/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK, "{}", res.text().await.unwrap());
+    let (s, answer) = app.token_form(&form).await;
+    assert_eq!(s, StatusCode::OK, "{answer}");
     // A change is reduced the same way.
-    let patch = |jwks: Value| app.admin(&f.admin, reqwest::Method::PATCH, &one, Some(json!({"jwks": jwks})));
+    let patch = |jwks: Value| app.patch(&f.admin, &one, json!({"jwks": jwks}));
     let (s, changed) = patch(json!({"keys": [with_junk(&ec)]})).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
@@ -184,14 +177,7 @@ async fn a_tenant_holds_at_most_max_clients_per_tenant_and_a_refusal_changes_not
 
     tenant(&app, &f.admin, "globex").await;
     assert_eq!(create("globex", "globex-first").await.0, StatusCode::CREATED);
-    let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme/clients/acme-fourth",
-            None,
-        )
-        .await;
+    let (s, _) = app.delete(&f.admin, "/v1/tenants/acme/clients/acme-fourth").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // One place left, four racing for it: exactly one gets it.
     let racers = tokio::join!(

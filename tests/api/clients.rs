@@ -14,15 +14,14 @@ on_both_backends!(
 
 /// A CI client `acme-multi` of two workflows; returns its secret.
 async fn multi(app: &TestApp, f: &Fixture) -> String {
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "acme-multi", "kind": "ci", "workflows": ["release", "nightly"],
                    "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     body["client_secret"].as_str().unwrap().to_string()
 }
 
@@ -48,11 +47,10 @@ async fn removing_a_workflow_from_a_client_ends_its_tokens(b: Backend) {
     assert!(active(&app, &f, &nightly).await && active(&app, &f, &release).await);
 
     let (s, body) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             "/v1/tenants/acme/clients/acme-multi",
-            Some(json!({"workflows": ["release"]})),
+            json!({"workflows": ["release"]}),
         )
         .await;
     assert_eq!(
@@ -87,14 +85,7 @@ async fn deleting_a_client_ends_its_tokens_and_its_secret(b: Backend) {
     let control = app.mint(&f.ci.0, &f.ci.1, &form(&f, "release")).await;
     assert!(active(&app, &f, &held).await);
 
-    let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme/clients/acme-multi",
-            None,
-        )
-        .await;
+    let (s, _) = app.delete(&f.admin, "/v1/tenants/acme/clients/acme-multi").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert!(
         !active(&app, &f, &held).await,

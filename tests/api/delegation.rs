@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::kit::{ACCESS_TOKEN, EXCHANGE, ID_TOKEN};
 use crate::oidc::{FakeIssuer, now};
 use crate::on_both_backends;
 
@@ -16,10 +17,6 @@ on_both_backends!(
     widening_undeclared_actors_and_depth_six_are_refused_and_audited,
     revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_else,
 );
-
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// Registers agents (each delegating to the next), a control agent
 /// `asst-agent-b`, and the people policy; returns the agents' credentials
@@ -30,15 +27,14 @@ async fn setup(
     idp: &FakeIssuer,
     agents: &[&str],
 ) -> (Vec<(String, String)>, (String, String)) {
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "asst-agent-b", "kind": "agent",
             "workflows": ["*"], "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     let other = (
         "asst-agent-b".to_string(),
         body["client_secret"].as_str().unwrap().to_string(),
@@ -46,31 +42,26 @@ async fn setup(
     let mut creds = Vec::new();
     for (i, name) in agents.iter().enumerate().rev() {
         let delegates: Vec<&str> = agents.get(i + 1).into_iter().copied().collect();
-        let (s, body) = app
-            .post(&f.admin, "/v1/tenants/acme/clients", json!({"client_id": name, "kind": "agent", "workflows": ["*"],
+        let body = app.created(&f.admin, "/v1/tenants/acme/clients", json!({"client_id": name, "kind": "agent", "workflows": ["*"],
                 "grants": [{"resource": f.resource, "scopes": if i == 0 { json!(["issues:read", "issues:write"]) } else { json!(["issues:read"]) }}],
-                "delegates": delegates}))
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{body}");
+                "delegates": delegates})).await;
         creds.insert(
             0,
             (name.to_string(), body["client_secret"].as_str().unwrap().to_string()),
         );
     }
-    let (s, body) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/trust-policies",
-            json!({
-                "name": "people", "issuer": idp.url, "audience": app.issuer,
-                "subject_pattern": "^[a-z]+@acme\\.test$",
-                "workflow_template": "assist", "workload_template": "{sub}",
-                "grants": [{"resource": f.resource, "scopes": ["issues:read", "issues:write"]}],
-                "max_ttl_seconds": 900, "actors": [agents[0], "asst-agent-b"]
-            }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
+    app.created(
+        &f.admin,
+        "/v1/tenants/acme/trust-policies",
+        json!({
+            "name": "people", "issuer": idp.url, "audience": app.issuer,
+            "subject_pattern": "^[a-z]+@acme\\.test$",
+            "workflow_template": "assist", "workload_template": "{sub}",
+            "grants": [{"resource": f.resource, "scopes": ["issues:read", "issues:write"]}],
+            "max_ttl_seconds": 900, "actors": [agents[0], "asst-agent-b"]
+        }),
+    )
+    .await;
     (creds, other)
 }
 
@@ -83,9 +74,7 @@ fn id_token(idp: &FakeIssuer, app: &TestApp, person: &str) -> String {
 }
 
 async fn exchange(app: &TestApp, actor: &(String, String), form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let res = app.token_basic(&actor.0, &actor.1, form).await;
-    let status = res.status();
-    (status, res.json().await.unwrap())
+    app.token_as(actor, form).await
 }
 
 /// An agent exchanges a person's id_token; returns its token.
@@ -108,13 +97,7 @@ async fn agent_for(app: &TestApp, f: &Fixture, idp: &FakeIssuer, agent: &(String
 }
 
 async fn pass_on(app: &TestApp, to: &(String, String), subject: &str, extra: &[(&str, &str)]) -> (StatusCode, Value) {
-    let mut form = vec![
-        ("grant_type", EXCHANGE),
-        ("subject_token", subject),
-        ("subject_token_type", ACCESS_TOKEN),
-    ];
-    form.extend_from_slice(extra);
-    exchange(app, to, &form).await
+    app.pass_on(to, subject, extra).await
 }
 
 async fn a_person_to_agent_to_sub_agent_chain_is_named_in_token_introspection_and_audit(b: Backend) {
@@ -316,8 +299,7 @@ async fn widening_undeclared_actors_and_depth_six_are_refused_and_audited(b: Bac
     for (what, who, form, error, reason) in &cases {
         let before = denied(&app, &f).await;
         let (s, body) = if who.0.is_empty() {
-            let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
-            (res.status(), res.json().await.unwrap())
+            app.token_form(form).await
         } else {
             exchange(&app, who, form).await
         };
@@ -447,12 +429,7 @@ async fn revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_original_lease_ends_the_whole_chain_on_another_replica() {
     let db = crate::harness::Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
-    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
-    let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let (a, b) = crate::kit::replicas(&db).await;
     let f = fixture(&a, "acme").await;
     let idp = FakeIssuer::start().await;
     let (agents, _) = setup(&a, &f, &idp, &["asst-agent", "asst-subagent", "asst-subsubagent"]).await;
@@ -486,14 +463,12 @@ async fn revoking_the_original_lease_ends_the_whole_chain_on_another_replica() {
     };
     let (alice, t1, t2) = chain("alice@acme.test").await;
     let (_, _, bob_t2) = chain("bob@acme.test").await;
-    let (s, _) = a
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/revocations",
-            json!({"lease_id": claims(&alice)["jti"], "reason": "alice's session ended"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    a.created(
+        &f.admin,
+        "/v1/tenants/acme/revocations",
+        json!({"lease_id": claims(&alice)["jti"], "reason": "alice's session ended"}),
+    )
+    .await;
     for t in [alice, t1, t2] {
         assert_eq!(b.introspect((&f.rs.0, &f.rs.1), &t).await["active"], false);
     }

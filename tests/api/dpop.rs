@@ -11,11 +11,9 @@ use serde_json::{Value, json};
 
 use crate::federation;
 use crate::harness::{Backend, Database, TestApp, claims, fixture, spawn_app};
+use crate::kit::{ACCESS_TOKEN, EXCHANGE, JWT_BEARER};
 use crate::oidc::{self, FakeIssuer, Signer, sign_with};
 use crate::on_both_backends;
-
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// A client's DPoP key.
 pub(crate) struct Holder {
@@ -92,7 +90,7 @@ async fn token(
 /// PATCHes the fixture's CI client.
 async fn patch_ci(app: &TestApp, f: &crate::harness::Fixture, body: Value) -> Value {
     let path = format!("/v1/tenants/acme/clients/{}", f.ci.0);
-    let (s, out) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(body)).await;
+    let (s, out) = app.patch(&f.admin, &path, body).await;
     assert_eq!(s, StatusCode::OK, "{out}");
     out
 }
@@ -155,15 +153,7 @@ async fn a_valid_proof_binds_the_token_its_lease_and_its_introspection_to_the_ke
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_dpop_proof");
     // Discovery names the proof algorithms.
-    let meta: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = app.public("/.well-known/oauth-authorization-server").await;
     assert_eq!(
         meta["dpop_signing_alg_values_supported"],
         json!(["ES256", "EdDSA", "RS256"])
@@ -333,7 +323,7 @@ async fn a_ci_jobs_oidc_token_through_jwt_bearer_is_bound_by_its_proof_too(b: Ba
         .post(app.url("/oauth2/token"))
         .header("DPoP", holder.proof(&app, json!({})))
         .form(&[
-            ("grant_type", federation::JWT_BEARER),
+            ("grant_type", JWT_BEARER),
             ("assertion", assertion.as_str()),
             ("resource", f.resource.as_str()),
         ])
@@ -353,8 +343,8 @@ async fn a_private_key_jwt_client_registered_for_bound_tokens_gets_one_with_its_
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let signer = oidc::ec_signer();
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "acme-keyed", "kind": "agent", "workflows": ["triage"],
@@ -362,7 +352,6 @@ async fn a_private_key_jwt_client_registered_for_bound_tokens_gets_one_with_its_
                    "jwks": {"keys": [FakeIssuer::jwk_of(&signer, "ec-key")]}, "dpop_bound_access_tokens": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["dpop_bound_access_tokens"], true);
     let holder = Holder::ec();
     let mint = |jti: &'static str, proof: Option<String>| {
@@ -448,12 +437,7 @@ async fn with_nonces_required_a_proof_needs_a_fresh_server_nonce() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proof_replayed_to_another_replica_is_refused() {
     let db = Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
-    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
-    let b = TestApp::on_db(db).config(with_issuer).start().await;
+    let (a, b) = crate::kit::replicas(&db).await;
     let f = fixture(&a, "acme").await;
     let holder = Holder::ec();
     let now = a.clock.now().timestamp();

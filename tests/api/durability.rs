@@ -16,17 +16,7 @@ async fn leases_keys_and_revocations_survive_a_restart(b: Backend) {
     let f = fixture(&app, "acme").await;
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let kept = app.mint(&f.ci.0, &f.ci.1, &form).await;
-    let revoked = app
-        .mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "gone"),
-            ],
-        )
-        .await;
+    let revoked = app.mint_at(&f.agent, &f.resource, &[("workflow", "gone")]).await;
     let (s, _) = app
         .post(
             &f.admin,
@@ -256,14 +246,16 @@ async fn keys_rewrap_moves_the_signing_keys_to_a_new_master_key(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
     let db = Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
     let (a, b, c) = tokio::join!(
-        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start(),
-        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start(),
-        crate::harness::TestApp::on_db(db.clone()).config(with_issuer).start()
+        crate::harness::TestApp::on_db(db.clone())
+            .config(crate::kit::shared_issuer)
+            .start(),
+        crate::harness::TestApp::on_db(db.clone())
+            .config(crate::kit::shared_issuer)
+            .start(),
+        crate::harness::TestApp::on_db(db.clone())
+            .config(crate::kit::shared_issuer)
+            .start()
     );
     // Exactly one active key (and at most one prepared), whoever won the start-up race.
     let admin = a.global_admin_token().await;
@@ -320,15 +312,10 @@ async fn replicas_sharing_postgres_agree_on_keys_and_revocations() {
         let workflow = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10", "w11"][i];
         let workload = format!("pod/{i}");
         let token = [&b, &c][i % 2]
-            .mint(
-                &f.agent.0,
-                &f.agent.1,
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("resource", &f.resource),
-                    ("workflow", workflow),
-                    ("workload", &workload),
-                ],
+            .mint_at(
+                &f.agent,
+                &f.resource,
+                &[("workflow", workflow), ("workload", &workload)],
             )
             .await;
         let jti = crate::harness::claims(&token)["jti"].as_str().unwrap().to_string();

@@ -378,17 +378,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
 
     // A rule made before the failure.
     let f = Arc::new(fixture(&apps[0], "ha").await);
-    let doomed = apps[0]
-        .mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "doomed"),
-            ],
-        )
-        .await;
+    let doomed = apps[0].mint_at(&f.agent, &f.resource, &[("workflow", "doomed")]).await;
     let (s, _) = apps[0]
         .post(
             &f.admin,

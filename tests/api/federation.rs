@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::kit::{EXCHANGE, JWT_BEARER};
 use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
 
@@ -17,13 +18,8 @@ on_both_backends!(
     trust_policies_are_validated_audited_and_tenant_scoped,
 );
 
-pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
 pub(crate) async fn policy(app: &TestApp, f: &Fixture, body: Value) -> Value {
-    let (s, p) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", body).await;
-    assert_eq!(s, StatusCode::CREATED, "{p}");
-    p
+    app.created(&f.admin, "/v1/tenants/acme/trust-policies", body).await
 }
 
 pub(crate) fn github_policy(issuer: &FakeIssuer, app: &TestApp, f: &Fixture) -> Value {
@@ -40,9 +36,7 @@ pub(crate) fn github_policy(issuer: &FakeIssuer, app: &TestApp, f: &Fixture) -> 
 }
 
 pub(crate) async fn exchange(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap())
+    app.token_form(form).await
 }
 
 async fn ci_and_workload_tokens_become_their_policys_workflow_workload_scopes_and_ttl(b: Backend) {
@@ -155,15 +149,7 @@ async fn ci_and_workload_tokens_become_their_policys_workflow_workload_scopes_an
     );
 
     // The metadata offers the grants and private_key_jwt.
-    let meta: Value = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = app.public("/.well-known/oauth-authorization-server").await;
     assert!(
         meta["grant_types_supported"]
             .as_array()
@@ -406,7 +392,7 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
     let path = format!("/v1/tenants/acme/trust-policies/{}", created["id"].as_str().unwrap());
     let mut changed = good.clone();
     changed["max_ttl_seconds"] = json!(120);
-    let (s, out) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(changed)).await;
+    let (s, out) = app.patch(&f.admin, &path, changed).await;
     assert_eq!((s, out["max_ttl_seconds"].clone()), (StatusCode::OK, json!(120)));
     let (_, list) = app.get(&f.admin, "/v1/tenants/acme/trust-policies").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
@@ -417,7 +403,7 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = app.get(&other_admin, &path.replace("/acme/", "/other/")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = app.admin(&f.admin, reqwest::Method::DELETE, &path, None).await;
+    let (s, _) = app.delete(&f.admin, &path).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?limit=100").await;
     let actions: Vec<&str> = events["items"]

@@ -5,8 +5,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::federation::{JWT_BEARER, denied, denied_since, exchange, github_policy, policy};
-use crate::harness::{Backend, TestApp, claims, eventually, fixture, spawn_app};
+use crate::federation::{denied, denied_since, exchange, github_policy, policy};
+use crate::harness::{Backend, claims, eventually, fixture, spawn_app};
+use crate::kit::JWT_BEARER;
 use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
 
@@ -179,12 +180,7 @@ async fn private_key_jwt_with_registered_keys_or_a_policy_bound_workload_token(b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_token_is_refused_by_another_replica() {
     let db = crate::harness::Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
-    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
-    let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let (a, b) = crate::kit::replicas(&db).await;
     let f = fixture(&a, "acme").await;
     let idp = FakeIssuer::start().await;
     policy(&a, &f, github_policy(&idp, &a, &f)).await;

@@ -17,8 +17,7 @@ on_both_backends!(
 );
 
 async fn tenant(app: &TestApp, admin: &str, id: &str) {
-    let (s, b) = app.post(admin, "/v1/tenants", json!({"id": id})).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    app.created(admin, "/v1/tenants", json!({"id": id})).await;
 }
 
 async fn a_resource_uri_never_moves_to_another_tenant(b: Backend) {
@@ -27,14 +26,7 @@ async fn a_resource_uri_never_moves_to_another_tenant(b: Backend) {
     tenant(&app, &f.admin, "mallory").await;
     let (_, list) = app.get(&f.admin, "/v1/tenants/acme/resources").await;
     let id = list["items"][0]["id"].as_str().unwrap().to_string();
-    let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::DELETE,
-            &format!("/v1/tenants/acme/resources/{id}"),
-            None,
-        )
-        .await;
+    let (s, _) = app.delete(&f.admin, &format!("/v1/tenants/acme/resources/{id}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     // Another tenant cannot take the freed URI, however it spells it ...
     for spelling in [
@@ -63,17 +55,13 @@ async fn a_resource_uri_never_moves_to_another_tenant(b: Backend) {
     // A deleted tenant's URIs stay dead for everyone else.
     tenant(&app, &f.admin, "gone").await;
     let gone = "https://mcp.gone.test/x";
-    let (s, _) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/gone/resources",
-            json!({"uri": gone, "scopes": ["a"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let (s, _) = app
-        .admin(&f.admin, reqwest::Method::DELETE, "/v1/tenants/gone", None)
-        .await;
+    app.created(
+        &f.admin,
+        "/v1/tenants/gone/resources",
+        json!({"uri": gone, "scopes": ["a"]}),
+    )
+    .await;
+    let (s, _) = app.delete(&f.admin, "/v1/tenants/gone").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, _) = app
         .post(
@@ -93,11 +81,10 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
     let (s, _) = app.get(&tenant_admin, "/v1/tenants/acme/clients").await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             "/v1/tenants/acme/clients/acme-admin",
-            Some(json!({"disabled": true})),
+            json!({"disabled": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -112,15 +99,14 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
 
     // A disabled client's resource tokens are inactive for the resource server
     // at once, and enabling it again does not revive them.
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "acme-temp", "kind": "ci", "workflows": ["w"],
                    "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     let temp = ("acme-temp", body["client_secret"].as_str().unwrap().to_string());
     let temp_form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let held = app.mint(temp.0, &temp.1, &temp_form).await;
@@ -130,11 +116,10 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
         let (app, admin) = (&app, f.admin.clone());
         async move {
             let (s, body) = app
-                .admin(
+                .patch(
                     &admin,
-                    reqwest::Method::PATCH,
                     "/v1/tenants/acme/clients/acme-temp",
-                    Some(json!({"disabled": disabled})),
+                    json!({"disabled": disabled}),
                 )
                 .await;
             assert_eq!(s, StatusCode::OK, "{body}");
@@ -159,19 +144,12 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
         ("workflow", "w"),
     ];
     let agent_token = app.mint(&f.agent.0, &f.agent.1, &form).await;
-    let ci_token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let ci_token = app.mint_at(&f.ci, &f.resource, &[]).await;
     let (s, _) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/clients/{}", f.agent.0),
-            Some(json!({"grants": [{"resource": f.resource, "scopes": ["issues:read"]}]})),
+            json!({"grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -182,14 +160,12 @@ async fn disabling_narrowing_or_zero_grace_rotation_ends_the_clients_tokens_at_o
     assert_eq!(claims(&again)["scope"], "issues:read");
 
     // A secret rotated with no grace: what it minted ends too.
-    let (s, _) = app
-        .post(
-            &f.admin,
-            &format!("/v1/tenants/acme/clients/{}/secrets", f.ci.0),
-            json!({"grace_period_seconds": 0}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    app.created(
+        &f.admin,
+        &format!("/v1/tenants/acme/clients/{}/secrets", f.ci.0),
+        json!({"grace_period_seconds": 0}),
+    )
+    .await;
     assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &ci_token).await["active"], false);
     assert_eq!(app.introspect((&f.rs.0, &f.rs.1), &again).await["active"], true);
 }
@@ -198,41 +174,30 @@ async fn the_last_global_admin_guard_counts_only_admin_holders(b: Backend) {
     let app = spawn_app(b).await;
     let admin = app.global_admin_token().await;
     // An enabled system client without the admin scope does not count.
+    app.created(
+        &admin,
+        "/v1/tenants/_system/clients",
+        json!({"client_id": "ops-bot", "kind": "service", "workflows": ["ops"]}),
+    )
+    .await;
     let (s, body) = app
-        .post(
+        .patch(
             &admin,
-            "/v1/tenants/_system/clients",
-            json!({"client_id": "ops-bot", "kind": "service", "workflows": ["ops"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
-    let (s, body) = app
-        .admin(
-            &admin,
-            reqwest::Method::PATCH,
             "/v1/tenants/_system/clients/mayfly-admin",
-            Some(json!({"disabled": true})),
+            json!({"disabled": true}),
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
     // Nor can the last admin lose the scope by a grant change.
     let (s, _) = app
-        .admin(
+        .patch(
             &admin,
-            reqwest::Method::PATCH,
             "/v1/tenants/_system/clients/mayfly-admin",
-            Some(json!({"grants": []})),
+            json!({"grants": []}),
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, _) = app
-        .admin(
-            &admin,
-            reqwest::Method::DELETE,
-            "/v1/tenants/_system/clients/mayfly-admin",
-            None,
-        )
-        .await;
+    let (s, _) = app.delete(&admin, "/v1/tenants/_system/clients/mayfly-admin").await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
 
@@ -240,23 +205,20 @@ async fn a_resource_server_never_learns_of_admin_tokens_or_resources_it_does_not
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let jira = "https://mcp.acme.test/jira";
-    let (s, _) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/resources",
-            json!({"uri": jira, "scopes": ["read"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    app.created(
+        &f.admin,
+        "/v1/tenants/acme/resources",
+        json!({"uri": jira, "scopes": ["read"]}),
+    )
+    .await;
     // A resource server needs no workflows, and may be confined to what it serves.
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/clients",
             json!({"client_id": "acme-jira-rs", "kind": "resource_server", "serves": [jira]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(body["serves"], json!([jira]));
     let jira_rs = (
         "acme-jira-rs".to_string(),
@@ -271,13 +233,7 @@ async fn a_resource_server_never_learns_of_admin_tokens_or_resources_it_does_not
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "only resource servers serve");
 
-    let github_token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let github_token = app.mint_at(&f.ci, &f.resource, &[]).await;
     assert_eq!(
         app.introspect((&jira_rs.0, &jira_rs.1), &github_token).await["active"],
         false
@@ -294,11 +250,10 @@ async fn a_workload_pattern_stops_a_client_from_claiming_any_sub(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let (s, body) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/clients/{}", f.agent.0),
-            Some(json!({"workload_pattern": "^triage-agent/pod-[0-9]+$"})),
+            json!({"workload_pattern": "^triage-agent/pod-[0-9]+$"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -325,11 +280,10 @@ async fn a_workload_pattern_stops_a_client_from_claiming_any_sub(b: Backend) {
     );
     for bad in ["triage.*", "^(a|b)", "^["] {
         let (s, _) = app
-            .admin(
+            .patch(
                 &f.admin,
-                reqwest::Method::PATCH,
                 &format!("/v1/tenants/acme/clients/{}", f.agent.0),
-                Some(json!({"workload_pattern": bad})),
+                json!({"workload_pattern": bad}),
             )
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
@@ -344,12 +298,7 @@ async fn a_workload_pattern_stops_a_client_from_claiming_any_sub(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_revocation_is_exact_across_replicas_whose_clocks_differ() {
     let db = crate::harness::Database::fresh(Backend::Postgres).await;
-    let with_issuer = |c: mayfly::Config| mayfly::Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    };
-    let a = TestApp::on_db(db.clone()).config(with_issuer).start().await;
-    let b = TestApp::on_db(db.clone()).config(with_issuer).start().await;
+    let (a, b) = crate::kit::replicas(&db).await;
     b.advance(300);
     let f = fixture(&a, "acme").await;
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
@@ -414,10 +363,8 @@ async fn conflicts_and_the_feed_do_not_leak_other_tenants_or_the_global_admin(b:
     assert!(!body.to_string().contains(&f.ci.0), "{body}");
 
     let kid = crate::harness::header(&f.admin)["kid"].as_str().unwrap().to_string();
-    let (s, _) = app
-        .post(&f.admin, &format!("/v1/keys/{kid}/revoke"), json!({"reason": "drill"}))
+    app.created(&f.admin, &format!("/v1/keys/{kid}/revoke"), json!({"reason": "drill"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED);
     let admin = app.global_admin_token().await;
     let (_, all) = app.get(&admin, "/v1/revocations").await;
     let key_rule = |feed: &serde_json::Value| {

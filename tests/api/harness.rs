@@ -308,14 +308,7 @@ impl TestApp {
     }
 
     pub async fn jwks(&self) -> Value {
-        self.http
-            .get(self.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.public("/.well-known/jwks.json").await
     }
 
     pub async fn global_admin_token(&self) -> String {
@@ -419,28 +412,23 @@ pub struct Fixture {
 
 pub async fn fixture(app: &TestApp, tenant: &str) -> Fixture {
     let admin = app.global_admin_token().await;
-    let (s, b) = app
-        .post(&admin, "/v1/tenants", json!({"id": tenant, "name": tenant}))
+    app.created(&admin, "/v1/tenants", json!({"id": tenant, "name": tenant}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     let resource = format!("https://mcp.{tenant}.test/github");
-    let (s, b) = app
-        .post(
-            &admin,
-            &format!("/v1/tenants/{tenant}/resources"),
-            json!({"uri": resource, "name": "GitHub MCP", "scopes": ["issues:read", "issues:write"],
+    app.created(
+        &admin,
+        &format!("/v1/tenants/{tenant}/resources"),
+        json!({"uri": resource, "name": "GitHub MCP", "scopes": ["issues:read", "issues:write"],
                    "default_ttl_seconds": 600, "max_ttl_seconds": 3600}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    )
+    .await;
     let client = |id: &str, kind: &str, workflows: Value, scopes: Value| {
         let body = json!({"client_id": format!("{tenant}-{id}"), "name": id, "kind": kind, "workflows": workflows,
                           "grants": [{"resource": resource, "scopes": scopes}], "max_ttl_seconds": 900});
         let path = format!("/v1/tenants/{tenant}/clients");
         let admin = admin.clone();
         async move {
-            let (s, b) = app.post(&admin, &path, body).await;
-            assert_eq!(s, StatusCode::CREATED, "{b}");
+            let b = app.created(&admin, &path, body).await;
             (
                 b["client_id"].as_str().unwrap().to_string(),
                 b["client_secret"].as_str().unwrap().to_string(),
@@ -511,15 +499,14 @@ macro_rules! on_both_backends {
 /// A tenant admin client `{tenant}-admin` of `tenant`, registered with the
 /// global admin token; returns its admin token.
 pub async fn tenant_admin(app: &TestApp, global: &str, tenant: &str) -> String {
-    let (s, body) = app
-        .post(
+    let body = app
+        .created(
             global,
             &format!("/v1/tenants/{tenant}/clients"),
             json!({"client_id": format!("{tenant}-admin"), "kind": "service", "workflows": ["admin"],
                    "grants": [{"resource": app.issuer, "scopes": [format!("mayfly:tenant:{tenant}:admin")]}]}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{body}");
     let secret = body["client_secret"].as_str().unwrap();
     app.mint(
         &format!("{tenant}-admin"),

@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Fixture, TestApp, claims, fixture, spawn_app};
+use crate::kit::JWT_BEARER;
 use crate::oidc::{FakeIssuer, now};
 use crate::on_both_backends;
 
@@ -20,13 +21,10 @@ on_both_backends!(
     an_identity_assertion_never_yields_more_than_the_scope_the_idp_granted,
 );
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const JIRA: &str = "https://mcp.acme.test/jira";
 
 async fn created(app: &TestApp, f: &Fixture, path: &str, body: Value) -> Value {
-    let (s, b) = app.post(&f.admin, path, body).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    b
+    app.created(&f.admin, path, body).await
 }
 
 /// Two agents the people policy lets act, both granted on both resources.
@@ -92,15 +90,7 @@ async fn present(app: &TestApp, by: Option<&(String, String)>, assertion: &str, 
             form.push(("client_secret", secret.as_str()));
         }
     }
-    let res = app
-        .http
-        .post(app.url("/oauth2/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap())
+    app.token_form(&form).await
 }
 
 async fn denied_events(app: &TestApp, f: &Fixture) -> Vec<Value> {
@@ -304,14 +294,7 @@ async fn an_identity_assertion_never_yields_more_than_the_scope_the_idp_granted(
                 ("client_id", agent.0.as_str()),
                 ("client_secret", agent.1.as_str()),
             ];
-            let res = app
-                .http
-                .post(app.url("/oauth2/token"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            (res.status(), res.json::<Value>().await.unwrap())
+            app.token_form(&form).await
         }
     };
     let (s, body) = ask(assertion("issues:read")).await;

@@ -40,13 +40,7 @@ pub(crate) fn pyjwt(jwks: &str, issuer: &str, audience: &str, token: &str) -> (b
 async fn pyjwt_verifies_minted_tokens_against_the_served_jwks(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let token = app.mint_at(&f.ci, &f.resource, &[]).await;
     let jwks = app.url("/.well-known/jwks.json");
     let issuer = app.issuer.clone();
     let resource = f.resource.clone();
@@ -99,13 +93,7 @@ async fn with_eddsa_configured_tokens_are_signed_published_and_verified_as_eddsa
         .start()
         .await;
     let f = fixture(&app, "acme").await;
-    let token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let token = app.mint_at(&f.ci, &f.resource, &[]).await;
     let h = header(&token);
     assert_eq!((h["alg"].as_str(), h["typ"].as_str()), (Some("EdDSA"), Some("at+jwt")));
     let kid = h["kid"].as_str().unwrap().to_string();

@@ -12,8 +12,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::federation::{JWT_BEARER, exchange, policy};
+use crate::federation::{exchange, policy};
 use crate::harness::{Backend, Fixture, TestApp, fixture, spawn_app};
+use crate::kit::JWT_BEARER;
 use crate::oidc::{self, FakeIssuer};
 use crate::on_both_backends;
 
@@ -27,14 +28,6 @@ on_both_backends!(
 /// What the caller learns of any failure to get an issuer's keys.
 fn cannot_verify() -> Value {
     json!({"error": "invalid_grant", "error_description": "cannot verify the token's issuer"})
-}
-
-/// A fixed issuer, so admin tokens survive a restart on another port.
-fn fixed_issuer(c: Config) -> Config {
-    Config {
-        issuer: "http://mayfly.test".into(),
-        ..c
-    }
 }
 
 fn policy_body(issuer: &str, name: &str, app: &TestApp, f: &Fixture) -> Value {
@@ -89,7 +82,7 @@ async fn a_loopback_issuer_is_refused_without_the_setting_and_never_contacted(b:
     let url = format!("http://{}", internal.local_addr().unwrap());
     let signer = FakeIssuer::start().await;
     // Allowed while the policy is created (as in tests, or with --dev)…
-    let app = TestApp::on(b).config(fixed_issuer).start().await;
+    let app = TestApp::on(b).config(crate::kit::shared_issuer).start().await;
     let f = fixture(&app, "acme").await;
     policy(&app, &f, policy_body(&url, "internal", &app, &f)).await;
     let db = app.stop().await;
@@ -97,7 +90,7 @@ async fn a_loopback_issuer_is_refused_without_the_setting_and_never_contacted(b:
     let app = TestApp::on_db(db)
         .config(|c| Config {
             federation_allow_loopback: false,
-            ..fixed_issuer(c)
+            ..crate::kit::shared_issuer(c)
         })
         .start()
         .await;
@@ -153,7 +146,7 @@ async fn an_operator_allowlist_refuses_other_issuers_and_never_contacts_them(b: 
     let idp = FakeIssuer::start().await;
     let unlisted = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let unlisted_url = format!("http://{}", unlisted.local_addr().unwrap());
-    let app = TestApp::on(b).config(fixed_issuer).start().await;
+    let app = TestApp::on(b).config(crate::kit::shared_issuer).start().await;
     let f = fixture(&app, "acme").await;
     policy(&app, &f, policy_body(&unlisted_url, "unlisted", &app, &f)).await;
     let db = app.stop().await;
@@ -161,7 +154,7 @@ async fn an_operator_allowlist_refuses_other_issuers_and_never_contacts_them(b: 
     let app = TestApp::on_db(db)
         .config(move |c| Config {
             federation_issuers: vec![listed],
-            ..fixed_issuer(c)
+            ..crate::kit::shared_issuer(c)
         })
         .start()
         .await;
@@ -185,7 +178,7 @@ async fn an_operator_allowlist_refuses_other_issuers_and_never_contacts_them(b: 
     );
     let path = format!("/v1/tenants/acme/trust-policies/{}", created["id"].as_str().unwrap());
     let moved = policy_body("https://issuer.elsewhere.test", "listed", &app, &f);
-    let (s, out) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(moved)).await;
+    let (s, out) = app.patch(&f.admin, &path, moved).await;
     assert_eq!(
         (s, out["error"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("issuer_not_allowed")),
@@ -284,14 +277,11 @@ async fn a_trailing_slash_on_the_issuer_still_matches_and_a_pattern_must_pin_the
     assert!(out["message"].as_str().unwrap().contains("any owner"), "{out}");
     // An exact condition on the owner pins it instead.
     any_repo["claims"] = json!({"repository_owner": "acme"});
-    let (s, out) = app.post(&f.admin, "/v1/tenants/acme/trust-policies", any_repo).await;
-    assert_eq!(s, StatusCode::CREATED, "{out}");
+    let out = app.created(&f.admin, "/v1/tenants/acme/trust-policies", any_repo).await;
     let (s, _) = app
-        .admin(
+        .delete(
             &f.admin,
-            reqwest::Method::DELETE,
             &format!("/v1/tenants/acme/trust-policies/{}", out["id"].as_str().unwrap()),
-            None,
         )
         .await;
     assert!(s.is_success());

@@ -15,24 +15,14 @@ async fn leases_are_listed_with_filters_and_cursor_pagination(b: Backend) {
     for i in 0..5 {
         let workload = format!("agent/{i}");
         let workflow = if i % 2 == 0 { "triage" } else { "review" };
-        app.mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", workflow),
-                ("workload", &workload),
-            ],
+        app.mint_at(
+            &f.agent,
+            &f.resource,
+            &[("workflow", workflow), ("workload", &workload)],
         )
         .await;
     }
-    app.mint(
-        &f.ci.0,
-        &f.ci.1,
-        &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-    )
-    .await;
+    app.mint_at(&f.ci, &f.resource, &[]).await;
 
     let (_, triage) = app.get(&f.admin, "/v1/tenants/acme/leases?workflow=triage").await;
     assert_eq!(triage["items"].as_array().unwrap().len(), 3);

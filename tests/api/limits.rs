@@ -61,12 +61,7 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     let f = fixture(&app, "acme").await;
     let other = fixture(&app, "other").await;
     let (s, t) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"max_live_leases": 2})),
-        )
+        .patch(&f.admin, "/v1/tenants/acme", json!({"max_live_leases": 2}))
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     assert_eq!(t["max_live_leases"], 2);
@@ -115,21 +110,15 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
 
     // A rate limit, per client.
     let (s, _) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/clients/{}", f.agent.0),
-            Some(json!({"max_mints_per_second": 1})),
+            json!({"max_mints_per_second": 1}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"max_live_leases": null})),
-        )
+        .patch(&f.admin, "/v1/tenants/acme", json!({"max_live_leases": null}))
         .await;
     assert_eq!(s, StatusCode::OK);
     let agent_form = [
@@ -160,21 +149,11 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     // A tenant admin may rename its tenant but not lift its limits.
     let tenant_admin = crate::harness::tenant_admin(&app, &f.admin, "acme").await;
     let (s, _) = app
-        .admin(
-            &tenant_admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"max_mints_per_second": 1000})),
-        )
+        .patch(&tenant_admin, "/v1/tenants/acme", json!({"max_mints_per_second": 1000}))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, t) = app
-        .admin(
-            &tenant_admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"name": "Acme Corp"})),
-        )
+        .patch(&tenant_admin, "/v1/tenants/acme", json!({"name": "Acme Corp"}))
         .await;
     assert_eq!((s, t["name"].clone()), (StatusCode::OK, json!("Acme Corp")));
 }
@@ -186,12 +165,7 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
     let f = fixture(&app, "acme").await;
     let other = fixture(&app, "other").await;
     let (s, t) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"max_mints_per_second": 1})),
-        )
+        .patch(&f.admin, "/v1/tenants/acme", json!({"max_mints_per_second": 1}))
         .await;
     assert_eq!(
         (s, t["max_mints_per_second"].clone()),
@@ -290,15 +264,7 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
         assert_eq!(res.status(), StatusCode::OK, "{base}");
         assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}), "{base}");
     }
-    let ready: serde_json::Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = app.public("/readyz").await;
     assert_eq!(ready, json!({"status": "ready"}));
     let metrics = app.http.get(format!("http://{ops}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
@@ -375,39 +341,13 @@ async fn a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica(b: Backen
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let (s, t) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/acme",
-            Some(json!({"max_live_leases": 5})),
-        )
+        .patch(&f.admin, "/v1/tenants/acme", json!({"max_live_leases": 5}))
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     // Nothing of acme has minted yet, so nothing of it is cached: the burst's
     // first mint reads the limit as it is now (no wait needed).
-    let burst: Vec<_> = (0..40)
-        .map(|_| {
-            let (http, url, ci, resource) = (
-                app.http.clone(),
-                app.url("/oauth2/token"),
-                f.ci.clone(),
-                f.resource.clone(),
-            );
-            tokio::spawn(async move {
-                http.post(&url)
-                    .basic_auth(&ci.0, Some(&ci.1))
-                    .form(&[("grant_type", "client_credentials"), ("resource", resource.as_str())])
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in burst {
-        statuses.push(t.await.unwrap());
-    }
+    let burst = (0..40).map(|_| async { app.ask_token(&f.ci, &f.resource, &[]).await.status() });
+    let statuses = futures_util::future::join_all(burst).await;
     let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     let limited = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
     assert_eq!((ok, limited), (5, 35), "{statuses:?}");
@@ -415,46 +355,22 @@ async fn a_live_lease_limit_holds_exactly_under_a_burst_on_one_replica(b: Backen
     // its count: mints in flight while it is read are still counted.
     let f = fixture(&app, "beta").await;
     let (s, t) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            "/v1/tenants/beta",
-            Some(json!({"max_live_leases": 5})),
-        )
+        .patch(&f.admin, "/v1/tenants/beta", json!({"max_live_leases": 5}))
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     let until = std::time::Instant::now() + std::time::Duration::from_millis(2500);
-    let pressure: Vec<_> = (0..12)
-        .map(|_| {
-            let (http, url, ci, resource) = (
-                app.http.clone(),
-                app.url("/oauth2/token"),
-                f.ci.clone(),
-                f.resource.clone(),
-            );
-            tokio::spawn(async move {
-                let mut minted = 0;
-                for _ in 0..2_000 {
-                    if std::time::Instant::now() > until {
-                        break;
-                    }
-                    let res = http
-                        .post(&url)
-                        .basic_auth(&ci.0, Some(&ci.1))
-                        .form(&[("grant_type", "client_credentials"), ("resource", resource.as_str())])
-                        .send()
-                        .await
-                        .unwrap();
-                    minted += usize::from(res.status() == StatusCode::OK);
-                }
-                minted
-            })
-        })
-        .collect();
-    let mut more = 0;
-    for t in pressure {
-        more += t.await.unwrap();
-    }
+    let pressure = (0..12).map(|_| async {
+        let mut minted = 0;
+        for _ in 0..2_000 {
+            if std::time::Instant::now() > until {
+                break;
+            }
+            let res = app.ask_token(&f.ci, &f.resource, &[]).await;
+            minted += usize::from(res.status() == StatusCode::OK);
+        }
+        minted
+    });
+    let more: usize = futures_util::future::join_all(pressure).await.into_iter().sum();
     let (_, live) = app.get(&f.admin, "/v1/tenants/beta/leases?active=true&limit=100").await;
     let live = live["items"].as_array().unwrap().len();
     assert!(

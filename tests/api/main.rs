@@ -2,6 +2,7 @@
 //! on SQLite and on Postgres. One binary, one module per area.
 
 mod harness;
+mod kit;
 
 mod activity;
 mod admin;

@@ -67,12 +67,7 @@ async fn live_leases_per_tenant_key_age_and_zeroed_counters_are_exported() {
     let app = TestApp::on(Backend::Sqlite).start().await;
     let f = fixture(&app, "livecount").await;
     for _ in 0..3 {
-        app.mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+        app.mint_at(&f.ci, &f.resource, &[]).await;
     }
     let db = app.stop().await;
     let app = TestApp::on_db(db).start().await;

@@ -232,16 +232,7 @@ pub fn consent_request(page: &str) -> String {
 
 async fn a_person_signs_in_through_the_company_idp_and_their_client_gets_a_lease_in_their_name(b: Backend) {
     let p = setup(b).await;
-    let meta: Value = p
-        .app
-        .http
-        .get(p.app.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = p.app.public("/.well-known/oauth-authorization-server").await;
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
     assert_eq!(meta["client_id_metadata_document_supported"], true);
@@ -471,12 +462,7 @@ async fn revoking_the_person_ends_their_access_and_refresh_tokens_and_no_one_els
     let id = sessions["items"][0]["id"].as_str().unwrap().to_string();
     let (s, body) = p
         .app
-        .admin(
-            &p.f.admin,
-            reqwest::Method::DELETE,
-            &format!("/v1/tenants/acme/sessions/{id}"),
-            None,
-        )
+        .delete(&p.f.admin, &format!("/v1/tenants/acme/sessions/{id}"))
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(body["revoked_at"].is_string());
@@ -541,13 +527,12 @@ async fn a_registered_client_signs_people_in_only_where_the_login_provider_allow
     let provider = &list["items"][0];
     let (s, body) = p
         .app
-        .admin(
+        .patch(
             &p.f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/login-providers/{}", provider["id"].as_str().unwrap()),
-            Some(json!({"name": "okta", "issuer": p.idp.url, "client_id": IDP_CLIENT, "claims": {"groups": "engineering"},
+            json!({"name": "okta", "issuer": p.idp.url, "client_id": IDP_CLIENT, "claims": {"groups": "engineering"},
                         "grants": [{"resource": p.f.resource, "scopes": ["issues:read", "issues:write"]}],
-                        "allow_registration": true})),
+                        "allow_registration": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");

@@ -123,16 +123,10 @@ async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Back
     // A person's name cannot pass for a machine's.
     let mut machine = body(&p.idp.url, None);
     machine["workload_template"] = json!("github:{preferred_username}");
-    let (s, answer) = p
-        .app
-        .admin(&p.f.admin, reqwest::Method::PATCH, &path, Some(machine))
-        .await;
+    let (s, answer) = p.app.patch(&p.f.admin, &path, machine).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let elsewhere = "https://login.elsewhere.example";
-    let (s, answer) = p
-        .app
-        .admin(&p.f.admin, reqwest::Method::PATCH, &path, Some(body(elsewhere, None)))
-        .await;
+    let (s, answer) = p.app.patch(&p.f.admin, &path, body(elsewhere, None)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert!(
         answer["message"].as_str().unwrap().contains("client secret again"),
@@ -140,12 +134,7 @@ async fn a_login_provider_moved_to_another_issuer_needs_its_secret_again(b: Back
     );
     let (s, answer) = p
         .app
-        .admin(
-            &p.f.admin,
-            reqwest::Method::PATCH,
-            &path,
-            Some(body(elsewhere, Some("a-new-secret"))),
-        )
+        .patch(&p.f.admin, &path, body(elsewhere, Some("a-new-secret")))
         .await;
     assert_eq!(s, StatusCode::OK, "{answer}");
     assert_eq!(answer["has_client_secret"], true);
@@ -374,11 +363,10 @@ async fn an_interactive_client_registered_by_the_tenant_signs_people_in_until_it
     // Disabled: its sessions end, its tokens too.
     let (s, body) = p
         .app
-        .admin(
+        .patch(
             &p.f.admin,
-            reqwest::Method::PATCH,
             "/v1/tenants/acme/clients/acme-ide",
-            Some(json!({"disabled": true})),
+            json!({"disabled": true}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");

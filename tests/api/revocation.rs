@@ -138,14 +138,13 @@ async fn run_model(app: &TestApp, seed: u64, steps: usize) {
                     )
                 }
             };
-            let (s, rule) = app
-                .post(
+            let rule = app
+                .created(
                     &f.admin,
                     &format!("/v1/tenants/{}/revocations", ["alpha", "beta"][t]),
                     body,
                 )
                 .await;
-            assert_eq!(s, StatusCode::CREATED, "seed {seed}: {rule}");
             let mut expected_newly = 0;
             for m in minted.iter_mut().filter(|m| m.tenant == t && matches(m)) {
                 if !m.revoked {
@@ -213,29 +212,14 @@ async fn lease_rows_are_marked_and_counted_in_the_background(b: Backend) {
     let f = fixture(&app, "acme").await;
     for i in 0..12 {
         let workload = format!("runner/{i}");
-        app.mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "release"),
-                ("workload", &workload),
-            ],
+        app.mint_at(
+            &f.agent,
+            &f.resource,
+            &[("workflow", "release"), ("workload", &workload)],
         )
         .await;
     }
-    let control = app
-        .mint(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "nightly"),
-            ],
-        )
-        .await;
+    let control = app.mint_at(&f.agent, &f.resource, &[("workflow", "nightly")]).await;
     // The rule comes a minute after the leases: a row stamped with anything
     // but the time it was marked (its issue time, say) shows below.
     app.advance(60);
@@ -368,12 +352,7 @@ async fn the_revocation_feed_serves_a_tenants_rules_with_a_cursor_and_etag(b: Ba
 
     // Rules that cover every token, whenever issued, say so to offline verifiers too.
     let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::DELETE,
-            &format!("/v1/tenants/acme/clients/{}", f.agent.0),
-            None,
-        )
+        .delete(&f.admin, &format!("/v1/tenants/acme/clients/{}", f.agent.0))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let last: Value = feed(Some(next["next_cursor"].as_str().unwrap().to_string()), None)
@@ -469,26 +448,15 @@ async fn revoking_a_workflow_leaves_other_workflows_active(b: Backend) {
     };
     let release = mint("release").await;
     let triage = mint("triage").await;
-    let other_tenant_release = app
-        .mint(
-            &g.agent.0,
-            &g.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &g.resource),
-                ("workflow", "release"),
-            ],
-        )
-        .await;
+    let other_tenant_release = app.mint_at(&g.agent, &g.resource, &[("workflow", "release")]).await;
 
-    let (s, rule) = app
-        .post(
+    let rule = app
+        .created(
             &f.admin,
             "/v1/tenants/acme/revocations",
             json!({"workflow": "release", "reason": "leaked in a log"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{rule}");
     assert_eq!(rule["selector"], json!({"workflow": "release"}));
     assert_eq!(rule["reason"], "leaked in a log");
     assert_eq!(

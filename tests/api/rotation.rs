@@ -112,14 +112,12 @@ async fn rotation_story(backend: Backend, replicas: usize, signer: Signer<'_>) -
     let admin = a.global_admin_token().await;
     a.post(&admin, "/v1/tenants", json!({"id": "rot"})).await;
     let resource = "https://mcp.rot.test/x";
-    let (s, b) = a
-        .post(
-            &admin,
-            "/v1/tenants/rot/resources",
-            json!({"uri": resource, "scopes": ["s"]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
+    a.created(
+        &admin,
+        "/v1/tenants/rot/resources",
+        json!({"uri": resource, "scopes": ["s"]}),
+    )
+    .await;
     let client = |id: &'static str, kind: &'static str| {
         let (admin, a) = (admin.clone(), &apps[0]);
         async move {
@@ -160,13 +158,7 @@ async fn rotation_story(backend: Backend, replicas: usize, signer: Signer<'_>) -
     while started.elapsed() < Duration::from_secs_f64(PERIOD * 4.0 + 0.5) {
         let app = &apps[i % replicas];
         let sent = now();
-        let token = app
-            .mint(
-                &agent.0,
-                &agent.1,
-                &[("grant_type", "client_credentials"), ("resource", resource)],
-            )
-            .await;
+        let token = app.mint_at(&agent, resource, &[]).await;
         let kid = header(&token)["kid"].as_str().unwrap().to_string();
         tokens.push(Minted {
             token,
@@ -315,13 +307,7 @@ async fn rotation_story(backend: Backend, replicas: usize, signer: Signer<'_>) -
     );
 
     // 5. Emergency: revoking the active key makes its tokens inactive at once, on every replica.
-    let before = a
-        .mint(
-            &agent.0,
-            &agent.1,
-            &[("grant_type", "client_credentials"), ("resource", resource)],
-        )
-        .await;
+    let before = a.mint_at(&agent, resource, &[]).await;
     let kid = header(&before)["kid"].as_str().unwrap().to_string();
     let admin = a.global_admin_token().await;
     let (s, rule) = a
@@ -343,13 +329,7 @@ async fn rotation_story(backend: Backend, replicas: usize, signer: Signer<'_>) -
         })
         .await;
     }
-    let after = a
-        .mint(
-            &agent.0,
-            &agent.1,
-            &[("grant_type", "client_credentials"), ("resource", resource)],
-        )
-        .await;
+    let after = a.mint_at(&agent, resource, &[]).await;
     assert_ne!(
         header(&after)["kid"].as_str().unwrap(),
         kid,

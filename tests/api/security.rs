@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{Backend, Fixture, TestApp, claims, eventually, fixture, spawn_app};
+use crate::kit::{ACCESS_TOKEN, CLIENT_ASSERTION, JWT_BEARER};
 use crate::oidc::{self, FakeIssuer, now, sign_with};
 use crate::on_both_backends;
 
@@ -24,21 +25,12 @@ on_both_backends!(
     a_secret_client_names_a_person_as_its_workload_only_where_its_pattern_allows,
 );
 
-const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const CLIENT_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
 async fn send(app: &TestApp, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let res = app.http.post(app.url("/oauth2/token")).form(form).send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    app.token_form(form).await
 }
 
 async fn basic(app: &TestApp, who: &(String, String), form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let res = app.token_basic(&who.0, &who.1, form).await;
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    app.token_as(who, form).await
 }
 
 async fn active(app: &TestApp, f: &Fixture, token: &str) -> bool {
@@ -47,7 +39,7 @@ async fn active(app: &TestApp, f: &Fixture, token: &str) -> bool {
 
 async fn patch_client(app: &TestApp, f: &Fixture, id: &str, body: Value) {
     let path = format!("/v1/tenants/acme/clients/{id}");
-    let (s, b) = app.admin(&f.admin, reqwest::Method::PATCH, &path, Some(body)).await;
+    let (s, b) = app.patch(&f.admin, &path, body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 
@@ -96,17 +88,15 @@ async fn a_client_bound_to_a_trust_policy_mints_nothing_once_disabled_and_keeps_
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let idp = FakeIssuer::start().await;
-    let (s, p) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/trust-policies",
-            json!({"name": "agent-pods", "issuer": idp.url, "audience": app.issuer,
+    app.created(
+        &f.admin,
+        "/v1/tenants/acme/trust-policies",
+        json!({"name": "agent-pods", "issuer": idp.url, "audience": app.issuer,
                    "subject": "system:serviceaccount:agents:triage", "client_id": f.agent.0,
                    "workflow_template": "triage", "workload_template": "k8s:{kubernetes.io.serviceaccount.name}",
                    "grants": [{"resource": f.resource, "scopes": ["issues:read"]}]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{p}");
+    )
+    .await;
     let pod = idp.token("rsa-1", oidc::kubernetes(&app.issuer, "agents", "triage"));
     let form = [
         ("grant_type", JWT_BEARER),
@@ -170,16 +160,14 @@ async fn private_key_jwt_mints_racing_a_disable_leave_no_token_active(b: Backend
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let signer = oidc::ec_signer();
-    let (s, c) = app
-        .post(
-            &f.admin,
-            "/v1/tenants/acme/clients",
-            json!({"client_id": "acme-keyed", "kind": "agent", "workflows": ["triage"],
+    app.created(
+        &f.admin,
+        "/v1/tenants/acme/clients",
+        json!({"client_id": "acme-keyed", "kind": "agent", "workflows": ["triage"],
                    "grants": [{"resource": f.resource, "scopes": ["issues:read"]}],
                    "jwks": {"keys": [FakeIssuer::jwk_of(&signer, "k1")]}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{c}");
+    )
+    .await;
     let signer = std::sync::Arc::new(signer);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // (answers, of them 200s): the race is judged by what the minters did,
@@ -298,13 +286,7 @@ async fn exchange(
     subject: &str,
     extra: &[(&str, &str)],
 ) -> (StatusCode, Value) {
-    let mut form = vec![
-        ("grant_type", EXCHANGE),
-        ("subject_token", subject),
-        ("subject_token_type", ACCESS_TOKEN),
-    ];
-    form.extend_from_slice(extra);
-    basic(app, actor, &form).await
+    app.pass_on(actor, subject, extra).await
 }
 
 async fn a_delegated_token_never_exceeds_its_subject_tokens_own_resource_and_scopes(b: Backend) {
@@ -383,8 +365,7 @@ async fn chain(app: &TestApp, f: &Fixture, c: &[(String, String); 3]) -> (String
 }
 
 async fn revoke(app: &TestApp, f: &Fixture, body: Value) {
-    let (s, r) = app.post(&f.admin, "/v1/tenants/acme/revocations", body).await;
-    assert_eq!(s, StatusCode::CREATED, "{r}");
+    app.created(&f.admin, "/v1/tenants/acme/revocations", body).await;
 }
 
 async fn revoking_or_deleting_a_client_ends_the_tokens_derived_along_its_chain(b: Backend) {
@@ -399,14 +380,7 @@ async fn revoking_or_deleting_a_client_ends_the_tokens_derived_along_its_chain(b
 
     // A new chain, then P is deleted: everything derived from P's token ends.
     let (t0, t1, t2) = chain(&app, &f, &c).await;
-    let (s, _) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::DELETE,
-            "/v1/tenants/acme/clients/acme-p",
-            None,
-        )
-        .await;
+    let (s, _) = app.delete(&f.admin, "/v1/tenants/acme/clients/acme-p").await;
     assert!(s.is_success(), "{s}");
     for (name, t) in [("P", &t0), ("Ag", &t1), ("Sub", &t2)] {
         assert!(!active(&app, &f, t).await, "{name}'s token outlived P");

@@ -25,17 +25,7 @@ async fn an_sdk_style_request_with_only_resource_and_scope_gets_a_scoped_rfc9068
     let f = fixture(&app, "acme").await;
     // Exactly what the MCP SDKs' client-credentials providers send; resource in another case.
     let requested = "HTTPS://MCP.ACME.TEST/github/";
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", requested),
-                ("scope", "issues:read"),
-            ],
-        )
-        .await;
+    let res = app.ask_token(&f.ci, requested, &[("scope", "issues:read")]).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body: Value = res.json().await.unwrap();
@@ -147,32 +137,15 @@ async fn requested_scopes_the_client_lacks_are_dropped_and_typos_are_refused(b: 
 async fn unknown_resources_and_ungranted_workflows_are_refused_and_audited(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", "https://mcp.acme.test/jira"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_target");
+    assert_eq!(
+        app.refused_at(&f.ci, "https://mcp.acme.test/jira", &[]).await,
+        (StatusCode::BAD_REQUEST, "invalid_target".into())
+    );
 
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("workflow", "deploy"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized_client");
+    assert_eq!(
+        app.refused_at(&f.ci, &f.resource, &[("workflow", "deploy")]).await,
+        (StatusCode::BAD_REQUEST, "unauthorized_client".into())
+    );
 
     let (s, audit) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
     assert_eq!(s, StatusCode::OK);
@@ -225,11 +198,10 @@ async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
     let (_, resources) = app.get(&f.admin, "/v1/tenants/acme/resources").await;
     let id = resources["items"][0]["id"].as_str().unwrap().to_string();
     let (s, body) = app
-        .admin(
+        .patch(
             &f.admin,
-            reqwest::Method::PATCH,
             &format!("/v1/tenants/acme/resources/{id}"),
-            Some(json!({"default_ttl_seconds": 300, "max_ttl_seconds": 400})),
+            json!({"default_ttl_seconds": 300, "max_ttl_seconds": 400}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -249,19 +221,10 @@ async fn ttl_is_capped_by_client_resource_and_ceiling(b: Backend) {
     assert_eq!(ttl(&app, Some("86400")).await, 200, "the global ceiling");
     assert_eq!(ttl(&app, None).await, 200, "the resource's default, capped too");
 
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", &f.resource),
-                ("expires_in", "-1"),
-            ],
-        )
-        .await;
-    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_request");
+    assert_eq!(
+        app.refused_at(&f.ci, &f.resource, &[("expires_in", "-1")]).await,
+        (StatusCode::BAD_REQUEST, "invalid_request".into())
+    );
 }
 
 async fn bad_credentials_get_invalid_client_with_a_basic_challenge(b: Backend) {
@@ -306,51 +269,20 @@ async fn a_disabled_client_cannot_mint(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
     let path = format!("/v1/tenants/acme/clients/{}", f.ci.0);
-    let (s, body) = app
-        .admin(
-            &f.admin,
-            reqwest::Method::PATCH,
-            &path,
-            Some(serde_json::json!({"disabled": true})),
-        )
-        .await;
+    let (s, body) = app.patch(&f.admin, &path, serde_json::json!({"disabled": true})).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["disabled"], true);
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let res = app.ask_token(&f.ci, &f.resource, &[]).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    app.admin(
-        &f.admin,
-        reqwest::Method::PATCH,
-        &path,
-        Some(serde_json::json!({"disabled": false})),
-    )
-    .await;
-    let res = app
-        .token_basic(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    app.patch(&f.admin, &path, serde_json::json!({"disabled": false})).await;
+    let res = app.ask_token(&f.ci, &f.resource, &[]).await;
     assert_eq!(res.status(), StatusCode::OK);
 }
 
 async fn the_lease_and_audit_event_exist_when_the_token_is_returned(b: Backend) {
     let app = spawn_app(b).await;
     let f = fixture(&app, "acme").await;
-    let token = app
-        .mint(
-            &f.ci.0,
-            &f.ci.1,
-            &[("grant_type", "client_credentials"), ("resource", &f.resource)],
-        )
-        .await;
+    let token = app.mint_at(&f.ci, &f.resource, &[]).await;
     let jti = claims(&token)["jti"].as_str().unwrap().to_string();
     let (s, lease) = app.get(&f.admin, &format!("/v1/tenants/acme/leases/{jti}")).await;
     assert_eq!(s, StatusCode::OK);
@@ -516,17 +448,7 @@ async fn a_failed_login_storm_from_one_address_does_not_lock_out_other_clients()
     );
     // The guessed client's own correct secret passes, and so does a colleague's.
     assert_eq!(app.token_basic(&f.ci.0, &f.ci.1, &form).await.status(), StatusCode::OK);
-    let res = app
-        .token_basic(
-            &f.agent.0,
-            &f.agent.1,
-            &[
-                ("grant_type", "client_credentials"),
-                ("resource", f.resource.as_str()),
-                ("workflow", "triage"),
-            ],
-        )
-        .await;
+    let res = app.ask_token(&f.agent, &f.resource, &[("workflow", "triage")]).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
