@@ -12,22 +12,21 @@ Full-page screenshots of every page visited go to test-output/console/.
     .venv-console/bin/python -m pytest tests/console -q -p no:cacheprovider
 """
 
-import base64
 import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
+import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "interop"))
+from httpkit import AdminApi, free_port, jti, request, stop  # noqa: E402,F401
+
 SHOTS = ROOT / "test-output" / "console"
 MASTER_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 ADMIN_ID = "mayfly-admin"
@@ -43,44 +42,7 @@ UI = 10_000  # ms: anything else the page has to render
 expect.set_options(timeout=UI)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(method, url, *, json_body=None, form=None, bearer=None, basic=None, headers=None):
-    """A plain HTTP call; returns (status, headers, parsed body)."""
-    hdrs = dict(headers or {})
-    data = None
-    if json_body is not None:
-        data, hdrs["Content-Type"] = json.dumps(json_body).encode(), "application/json"
-    if form is not None:
-        data, hdrs["Content-Type"] = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
-    if bearer:
-        hdrs["Authorization"] = f"Bearer {bearer}"
-    if basic:
-        hdrs["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            status, h, raw = res.status, res.headers, res.read()
-    except urllib.error.HTTPError as e:
-        status, h, raw = e.code, e.headers, e.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = raw.decode(errors="replace")
-    return status, h, body
-
-
-def jti(token):
-    """The lease id (the `jti` claim) of a JWT, unverified."""
-    part = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["jti"]
-
-
-class Stack:
+class Stack(AdminApi):
     """mayfly on SQLite with tenants `acme` (a CI client, a tenant admin) and `other`."""
 
     def __init__(self, tmp_path):
@@ -124,23 +86,10 @@ class Stack:
             time.sleep(0.1)
         raise RuntimeError(f"mayfly did not come up at {self.issuer}")
 
-    def api(self, method, path, body=None):
-        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
-        assert status < 300, f"{method} {path}: {status} {out}"
-        return out
-
     def client(self, tenant, name, kind, workflows, grants):
         out = self.api("POST", f"/v1/tenants/{tenant}/clients",
                        {"client_id": name, "kind": kind, "workflows": workflows, "grants": grants})
         return name, out["client_secret"]
-
-    def mint(self, creds, resource, scope=None, **extra):
-        form = {"grant_type": "client_credentials", "resource": resource, **extra}
-        if scope:
-            form["scope"] = scope
-        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
-        assert status == 200, out
-        return out["access_token"]
 
     def mint_ci(self, workflow):
         return self.mint(self.ci, GITHUB, workflow=workflow)
@@ -152,11 +101,7 @@ class Stack:
         return out["active"]
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         self.log.close()
         SHOTS.mkdir(parents=True, exist_ok=True)
         (SHOTS / "mayfly.log").write_text(self.log_path.read_text())

@@ -12,13 +12,9 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 
 import httpx2
@@ -26,6 +22,9 @@ import pytest
 from mcp import ClientSession
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
+
+import httpkit
+from httpkit import free_port, jti, request  # noqa: F401 (other test modules import them from here)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE = ROOT / "tests" / "interop" / "node"
@@ -48,42 +47,6 @@ def secrets_in(text):
     return [m.group(0) for p in SECRET_PATTERNS for m in p.finditer(text)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(method, url, *, json_body=None, form=None, bearer=None, basic=None, headers=None):
-    """A plain HTTP call; returns (status, headers, parsed body)."""
-    hdrs = dict(headers or {})
-    data = None
-    if json_body is not None:
-        data, hdrs["Content-Type"] = json.dumps(json_body).encode(), "application/json"
-    if form is not None:
-        data, hdrs["Content-Type"] = urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded"
-    if bearer:
-        hdrs["Authorization"] = f"Bearer {bearer}"
-    if basic:
-        hdrs["Authorization"] = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
-    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            status, h, raw = res.status, res.headers, res.read()
-    except urllib.error.HTTPError as e:
-        status, h, raw = e.code, e.headers, e.read()
-    try:
-        body = json.loads(raw) if raw else None
-    except ValueError:
-        body = raw.decode(errors="replace")
-    return status, h, body
-
-
-def jti(token):
-    part = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))["jti"]
-
-
 def wait_for(url, proc, what, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -98,27 +61,14 @@ def wait_for(url, proc, what, timeout=30):
     raise RuntimeError(f"{what} did not come up at {url}")
 
 
-class AdminApi:
-    """The admin API and the token endpoint, for a stack with `issuer` and an `admin` token."""
-
-    def api(self, method, path, body=None):
-        status, _, out = request(method, f"{self.issuer}{path}", json_body=body, bearer=self.admin)
-        assert status < 300, f"{method} {path}: {status} {out}"
-        return out
+class AdminApi(httpkit.AdminApi):
+    """The admin calls, plus a client of tenant `acme` from a {resource: scopes} map."""
 
     def client(self, name, kind, workflows, grants):
         out = self.api("POST", "/v1/tenants/acme/clients", {
             "client_id": name, "kind": kind, "workflows": workflows,
             "grants": [{"resource": r, "scopes": s} for r, s in grants.items()]})
         return name, out["client_secret"]
-
-    def mint(self, creds, resource, scope=None, **extra):
-        form = {"grant_type": "client_credentials", "resource": resource, **extra}
-        if scope:
-            form["scope"] = scope
-        status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
-        assert status == 200, out
-        return out["access_token"]
 
 
 class Stack(AdminApi):

@@ -28,6 +28,7 @@ import textwrap
 
 import pytest
 
+from httpkit import stop
 from test_mcp_sdk import ROOT, SECRET_PATTERNS, free_port, wait_for
 
 README = ROOT / "README.md"
@@ -128,11 +129,7 @@ class Tour:
         return res.returncode, mask(res.stdout)
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
         self.log.close()
         self.stdout.close()
 
