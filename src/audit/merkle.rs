@@ -84,21 +84,37 @@ pub trait Subtrees {
         self.subtree(0, size)
     }
 
+    /// One step down both proofs' walks: split `range` at `k`, note the half
+    /// not taken, keep the other (`m` is the position inside the range).
+    fn descend(
+        &self,
+        range: &mut (u64, u64),
+        m: &mut u64,
+        k: u64,
+        left: bool,
+        proof: &mut Vec<Hash>,
+    ) -> Result<(), Self::Error> {
+        let (start, end) = *range;
+        if left {
+            proof.push(self.subtree(start + k, end)?);
+            *range = (start, start + k);
+        } else {
+            proof.push(self.subtree(start, start + k)?);
+            *range = (start + k, end);
+            *m -= k;
+        }
+        Ok(())
+    }
+
     /// PATH(index, D[0:size]), RFC 6962 §2.1.1: sibling hashes, leaf first.
     fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Self::Error> {
         let mut proof = Vec::new();
-        let (mut start, mut end, mut m) = (0, size, index);
+        let (mut range, mut m) = ((0, size), index);
         // Walk down from the root, noting each sibling; the RFC lists them leaf first.
-        while end - start > 1 {
-            let k = split(end - start);
-            if m < k {
-                proof.push(self.subtree(start + k, end)?);
-                end = start + k;
-            } else {
-                proof.push(self.subtree(start, start + k)?);
-                start += k;
-                m -= k;
-            }
+        while range.1 - range.0 > 1 {
+            let k = split(range.1 - range.0);
+            let left = m < k;
+            self.descend(&mut range, &mut m, k, left, &mut proof)?;
         }
         proof.reverse();
         Ok(proof)
@@ -110,25 +126,19 @@ pub trait Subtrees {
         if from == 0 || from >= to {
             return Ok(proof);
         }
-        let (mut start, mut end, mut m, mut whole) = (0, to, from, true);
+        let (mut range, mut m, mut whole) = ((0, to), from, true);
         loop {
-            let n = end - start;
+            let n = range.1 - range.0;
             if m == n {
                 if !whole {
-                    proof.push(self.subtree(start, end)?);
+                    proof.push(self.subtree(range.0, range.1)?);
                 }
                 break;
             }
             let k = split(n);
-            if m <= k {
-                proof.push(self.subtree(start + k, end)?);
-                end = start + k;
-            } else {
-                proof.push(self.subtree(start, start + k)?);
-                start += k;
-                m -= k;
-                whole = false;
-            }
+            let left = m <= k;
+            whole &= left;
+            self.descend(&mut range, &mut m, k, left, &mut proof)?;
         }
         proof.reverse();
         Ok(proof)

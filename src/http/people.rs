@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -27,14 +27,29 @@ fn cookie_name(state: &AppState) -> &'static str {
 }
 
 /// Query parameters, each at most once (RFC 6749 §3.1); else a page saying why.
-fn query(raw: Option<&str>) -> Result<HashMap<String, String>, Box<Response>> {
-    parse_query(raw).map_err(|why| {
-        Box::new(html(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            &format!("<p>{}</p>", escape(&why)),
-        ))
-    })
+/// A browser's query, parsed strictly once (no repeats, no overlong values);
+/// a bad one is answered with a page, never passed on.
+pub struct BrowserQuery(HashMap<String, String>);
+
+impl BrowserQuery {
+    /// A parameter, when present and not empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for BrowserQuery {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Response> {
+        parse_query(parts.uri.query()).map(BrowserQuery).map_err(|why| {
+            html(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                &format!("<p>{}</p>", escape(&why)),
+            )
+        })
+    }
 }
 
 fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
@@ -180,17 +195,8 @@ fn consent_page(v: &ConsentView) -> Response {
     responses((status = 303, description = "To the IdP, or back to the client with `error` and `iss`."),
         (status = 400, description = "A page: the client or redirect cannot be trusted.", content_type = "text/html"),
         (status = 503, description = "A page: the IdP cannot be reached.", content_type = "text/html")))]
-pub async fn authorize(
-    State(state): State<AppState>,
-    origin: Origin,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = match query(raw.as_deref()) {
-        Ok(p) => p,
-        Err(page) => return *page,
-    };
-    let get = |n: &str| params.get(n).map(String::as_str).filter(|v| !v.is_empty());
+pub async fn authorize(State(state): State<AppState>, origin: Origin, q: BrowserQuery, headers: HeaderMap) -> Response {
+    let get = |n: &str| q.get(n);
     let request = AuthorizeRequest {
         client_id: get("client_id"),
         redirect_uri: get("redirect_uri"),
@@ -230,17 +236,8 @@ pub async fn authorize(
         (status = 303, description = "Back to the client with `code`, `state` and `iss`."),
         (status = 400, description = "A page: unknown, expired or from another browser.", content_type = "text/html"),
         (status = 403, description = "A page: the sign-in could not be verified.", content_type = "text/html")))]
-pub async fn callback(
-    State(state): State<AppState>,
-    origin: Origin,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let params = match query(raw.as_deref()) {
-        Ok(p) => p,
-        Err(page) => return *page,
-    };
-    let get = |n: &str| params.get(n).map(String::as_str).filter(|v| !v.is_empty());
+pub async fn callback(State(state): State<AppState>, origin: Origin, q: BrowserQuery, headers: HeaderMap) -> Response {
+    let get = |n: &str| q.get(n);
     let browser = cookie(&headers, cookie_name(&state));
     match state
         .people

@@ -28,6 +28,25 @@ fn client_event(caller: &Caller, action: &str, c: &Client, now: DateTime<Utc>) -
 }
 
 impl Directory {
+    /// Ends every token `c` holds, on every replica once `tx` commits (a rule on
+    /// the client), and says so on `event`.
+    async fn end_client_tokens(
+        &self,
+        tx: &mut Tx,
+        caller: &Caller,
+        c: &Client,
+        why: &str,
+        event: &mut AuditEvent,
+    ) -> Result<(), Error> {
+        let selector = Selector::Client(c.client_id.clone());
+        let rule = self
+            .revocations
+            .record(tx, caller, Some(&c.tenant_id), &selector, why, Cover::UpToNow)
+            .await?;
+        event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
+        Ok(())
+    }
+
     fn check_max_ttl(&self, max_ttl: i64) -> Result<(), Error> {
         let ceiling = self.lifetimes.max_ttl;
         if !(1..=ceiling).contains(&max_ttl) {
@@ -379,12 +398,7 @@ impl Directory {
         let mut event = client_event(caller, actions::CLIENT_UPDATED, &c, now);
         let narrowed = taken_away(&before, &c);
         if let Some(why) = narrowed {
-            let selector = Selector::Client(c.client_id.clone());
-            let rule = self
-                .revocations
-                .record(&mut tx, caller, Some(tenant), &selector, why, Cover::UpToNow)
-                .await?;
-            event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
+            self.end_client_tokens(&mut tx, caller, &c, why, &mut event).await?;
         }
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
@@ -463,13 +477,8 @@ impl Directory {
         event.reason = Some(format!("previous secret valid for {grace} more seconds"));
         if grace == 0 {
             // A leaked secret: whatever it minted ends with it.
-            let selector = Selector::Client(c.client_id.clone());
             let why = "secret rotated with no grace period";
-            let rule = self
-                .revocations
-                .record(&mut tx, caller, Some(tenant), &selector, why, Cover::UpToNow)
-                .await?;
-            event.reason = Some(format!("{why}: its tokens are revoked (revocation {})", rule.id));
+            self.end_client_tokens(&mut tx, caller, &c, why, &mut event).await?;
         }
         tx.conn().append_audit(&[event]).await?;
         self.commit(tx, tenant).await?;
