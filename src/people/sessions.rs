@@ -95,6 +95,24 @@ impl People {
         }
     }
 
+    /// A spent code or refresh token presented again (RFC 6749 §4.1.2, RFC 9700
+    /// §4.14): the session it started ends (`ending` is the session's reason),
+    /// and the request is refused with `why`.
+    async fn replayed(
+        &self,
+        origin: &Origin,
+        session: Option<(Uuid, &str)>,
+        ending: &str,
+        tenant: Option<&str>,
+        client: &str,
+        why: &str,
+    ) -> Result<Refused, StoreError> {
+        if let Some((id, session_tenant)) = session {
+            self.end_session(id, session_tenant, ending, origin).await?;
+        }
+        Ok(self.refuse(origin, tenant, client, why).await)
+    }
+
     /// Whether a client may still have tokens: one named by a metadata
     /// document or registered through RFC 7591 always; a tenant's interactive
     /// client while it is enabled.
@@ -170,18 +188,11 @@ impl People {
                         .session_id
                 }
             };
-            if let Some(first) = spent_by {
-                self.end_session(first, &a.tenant_id, "authorization code replayed", origin)
-                    .await?;
-            }
+            let why = "the authorization code was used before; what it minted is revoked";
+            let first = spent_by.map(|s| (s, a.tenant_id.as_str()));
             return Err(self
-                .refuse(
-                    origin,
-                    tenant,
-                    client,
-                    "the authorization code was used before; what it minted is revoked",
-                )
-                .await);
+                .replayed(origin, first, "authorization code replayed", tenant, client, why)
+                .await?);
         }
         let canonical = |r: &str| uri::canonicalize(r).ok();
         let why = if a.expires_at <= now {
@@ -302,16 +313,18 @@ impl People {
         let mut tx = self.store.begin().await?;
         if !tx.conn().spend_refresh(&token_digest, now).await? {
             drop(tx);
-            self.end_session(s.id, &s.tenant_id, "refresh token reused after rotation", origin)
-                .await?;
+            let why = "the refresh token was used before; its session is revoked";
+            let family = Some((s.id, s.tenant_id.as_str()));
             return Err(self
-                .refuse(
+                .replayed(
                     origin,
+                    family,
+                    "refresh token reused after rotation",
                     tenant,
                     client,
-                    "the refresh token was used before; its session is revoked",
+                    why,
                 )
-                .await);
+                .await?);
         }
         tx.commit().await?;
         if s.revoked_at.is_some() || s.expires_at <= now || row.expires_at <= now {

@@ -20,6 +20,14 @@ use crate::error::Error;
 use crate::leases::{Cover, Selector};
 use crate::storage::{StoreError, Tx};
 
+/// The client, read inside `tx` (404 if it is not in this tenant).
+async fn client_in(tx: &mut Tx, tenant: &str, client_id: &str) -> Result<Client, Error> {
+    tx.conn()
+        .get_client(tenant, client_id)
+        .await
+        .map_err(Error::or_not_found("client"))
+}
+
 fn client_event(caller: &Caller, action: &str, c: &Client, now: DateTime<Utc>) -> AuditEvent {
     let mut event = caller.event(action, now);
     event.tenant = Some(c.tenant_id.clone());
@@ -338,11 +346,7 @@ impl Directory {
         patch: ClientPatch,
     ) -> Result<Client, Error> {
         let mut tx = self.store.begin().await?;
-        let before = tx
-            .conn()
-            .get_client(tenant, client_id)
-            .await
-            .map_err(Error::or_not_found("client"))?;
+        let before = client_in(&mut tx, tenant, client_id).await?;
         let mut c = before.clone();
         if let Some(name) = patch.name {
             validate_name("name", &name)?;
@@ -408,11 +412,7 @@ impl Directory {
     /// Deleting a client ends its secrets and revokes every token it minted.
     pub async fn delete_client(&self, caller: &Caller, tenant: &str, client_id: &str) -> Result<(), Error> {
         let mut tx = self.store.begin().await?;
-        let c = tx
-            .conn()
-            .get_client(tenant, client_id)
-            .await
-            .map_err(Error::or_not_found("client"))?;
+        let c = client_in(&mut tx, tenant, client_id).await?;
         if tenant == SYSTEM_TENANT && self.is_global_admin(&c) {
             self.keep_a_global_admin(&mut tx, &c.client_id, None).await?;
         }
@@ -452,11 +452,7 @@ impl Directory {
             return Err(invalid("grace_period_seconds", "must be between 0 and 604800 (7 days)").into());
         }
         let mut tx = self.store.begin().await?;
-        let c = tx
-            .conn()
-            .get_client(tenant, client_id)
-            .await
-            .map_err(Error::or_not_found("client"))?;
+        let c = client_in(&mut tx, tenant, client_id).await?;
         if c.kind == ClientKind::Interactive {
             return Err(invalid(
                 "client_id",
