@@ -49,49 +49,41 @@ async fn mayfly_token_prints_a_token_or_writes_it_for_github_actions() {
     // An env file is written for its owner's eyes only, even if it existed before.
     use std::os::unix::fs::PermissionsExt;
     let env_file = std::env::temp_dir().join(format!("mayfly-env-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&env_file, "old").unwrap();
-    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let path = env_file.to_str().unwrap();
-    let out = mayfly_token(
-        &base,
-        &resource,
-        &ci.0,
-        &ci.1,
-        &["--output", "env-file", "--env-file", path],
-    )
-    .await;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // A world-readable file with `content`, then `mayfly token` told to write its token there.
+    let write_over = |content: &'static str, at: std::path::PathBuf| {
+        std::fs::write(&env_file, content).unwrap();
+        std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (base, resource, ci) = (base.clone(), resource.clone(), ci.clone());
+        async move {
+            let path = at.to_str().unwrap();
+            mayfly_token(
+                &base,
+                &resource,
+                &ci.0,
+                &ci.1,
+                &["--output", "env-file", "--env-file", path],
+            )
+            .await
+        }
+    };
+    let out = write_over("old", env_file.clone()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.is_empty(), "nothing on stdout");
     let content = std::fs::read_to_string(&env_file).unwrap();
     assert!(content.starts_with("MAYFLY_TOKEN=ey") && content.ends_with('\n'));
-    assert_eq!(
-        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(mode(&env_file), 0o600);
 
     // A link at the env file's path is refused: what it points at is neither
     // overwritten nor re-permissioned.
     let link = std::env::temp_dir().join(format!("mayfly-env-link-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&env_file, "precious").unwrap();
-    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::os::unix::fs::symlink(&env_file, &link).unwrap();
-    let path = link.to_str().unwrap();
-    let out = mayfly_token(
-        &base,
-        &resource,
-        &ci.0,
-        &ci.1,
-        &["--output", "env-file", "--env-file", path],
-    )
-    .await;
+    let out = write_over("precious", link.clone()).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("symbolic link"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&env_file).unwrap(), "precious");
-    assert_eq!(
-        std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777,
-        0o644
-    );
+    assert_eq!(mode(&env_file), 0o644);
     let _ = std::fs::remove_file(link);
     let _ = std::fs::remove_file(env_file);
 

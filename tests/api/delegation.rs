@@ -367,11 +367,7 @@ fn passed<'a>(subject: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &
 
 /// The tenant's `token.denied` events.
 async fn denied(app: &TestApp, f: &Fixture) -> Vec<Value> {
-    let (s, events) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=1000")
-        .await;
-    assert_eq!(s, StatusCode::OK, "{events}");
-    events["items"].as_array().unwrap().clone()
+    app.events(&f.admin, "acme", "token.denied").await
 }
 
 /// The events in `after` that were not in `before`.
@@ -414,12 +410,7 @@ async fn revoking_an_agents_workload_ends_what_it_holds_for_anyone_and_nothing_e
     // The sweeper marks the rows it reached, sub-agent's included.
     let sweeper = app.sweeper().await;
     sweeper.mark_revoked().await.unwrap();
-    let (_, lease) = app
-        .get(
-            &f.admin,
-            &format!("/v1/tenants/acme/leases/{}", claims(&t2)["jti"].as_str().unwrap()),
-        )
-        .await;
+    let lease = app.lease_of(&f.admin, "acme", &t2).await;
     assert!(lease["revoked_at"].is_string(), "{lease}");
 }
 

@@ -133,15 +133,7 @@ async fn ci_and_workload_tokens_become_their_policys_workflow_workload_scopes_an
 
     // A Kubernetes projected service-account token (aud is a list).
     let token = idp.token("ec-1", oidc::kubernetes("mayfly", "agents", "triage"));
-    let (s, body) = exchange(
-        &app,
-        &[
-            ("grant_type", JWT_BEARER),
-            ("assertion", &token),
-            ("resource", &f.resource),
-        ],
-    )
-    .await;
+    let (s, body) = app.jwt_bearer(&token, &f.resource).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(
         claims(body["access_token"].as_str().unwrap())["sub"],
@@ -249,15 +241,7 @@ async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_a
     let forged = sign_with(&oidc::ec_signer(), &json!({"alg": "ES256", "kid": "ec-1"}), &unsigned);
     cases.push(("signature", forged));
 
-    let (s, _) = exchange(
-        &app,
-        &[
-            ("grant_type", JWT_BEARER),
-            ("assertion", &replayed),
-            ("resource", &f.resource),
-        ],
-    )
-    .await;
+    let (s, _) = app.jwt_bearer(&replayed, &f.resource).await;
     assert_eq!(s, StatusCode::OK);
     cases.push(("replayed", replayed));
     let reason = |why: &str| match why {
@@ -279,15 +263,7 @@ async fn each_bad_token_is_refused_with_invalid_grant_and_the_failed_condition_a
             app.advance(60);
         }
         let before = denied(&app, &f).await;
-        let (s, body) = exchange(
-            &app,
-            &[
-                ("grant_type", JWT_BEARER),
-                ("assertion", token),
-                ("resource", &f.resource),
-            ],
-        )
-        .await;
+        let (s, body) = app.jwt_bearer(token, &f.resource).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{why}: {body}");
         assert_eq!(body["error"], "invalid_grant", "{why}: {body}");
         assert!(!body.to_string().contains(token.as_str()), "the token is never echoed");
@@ -418,15 +394,7 @@ async fn trust_policies_are_validated_audited_and_tenant_scoped(b: Backend) {
     // Deleted: its tokens are refused from now on.
     let token = idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
     let before = denied(&app, &f).await;
-    let (s, body) = exchange(
-        &app,
-        &[
-            ("grant_type", JWT_BEARER),
-            ("assertion", &token),
-            ("resource", &f.resource),
-        ],
-    )
-    .await;
+    let (s, body) = app.jwt_bearer(&token, &f.resource).await;
     assert_eq!(
         (s, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))

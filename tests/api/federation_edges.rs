@@ -43,15 +43,7 @@ async fn a_key_rotation_at_the_issuer_is_picked_up(b: Backend) {
     let rotated = idp.token("ec-2", good());
     let unknown = format!("no key of the issuer matches the token's kid (issuer {})", idp.url);
     eventually("the issuer's new key is picked up", || async {
-        let (s, body) = exchange(
-            &app,
-            &[
-                ("grant_type", JWT_BEARER),
-                ("assertion", &rotated),
-                ("resource", &f.resource),
-            ],
-        )
-        .await;
+        let (s, body) = app.jwt_bearer(&rotated, &f.resource).await;
         if s == StatusCode::OK {
             return true;
         }
@@ -229,15 +221,7 @@ async fn a_hanging_issuer_does_not_stall_other_tenants_mints() {
     eventually("the dead issuer holds a request", || async { dead_idp.held() > 0 }).await;
     let started = std::time::Instant::now();
     let token = good_idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
-    let (s, _) = exchange(
-        &app,
-        &[
-            ("grant_type", JWT_BEARER),
-            ("assertion", &token),
-            ("resource", &f.resource),
-        ],
-    )
-    .await;
+    let (s, _) = app.jwt_bearer(&token, &f.resource).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(2),
@@ -279,17 +263,7 @@ async fn a_trust_policy_stops_at_its_expires_at(b: Backend) {
         let token = idp.token("ec-1", oidc::github(&app.issuer, "acme/app", "refs/heads/main"));
         let resource = f.resource.clone();
         let app = &app;
-        async move {
-            exchange(
-                app,
-                &[
-                    ("grant_type", JWT_BEARER),
-                    ("assertion", &token),
-                    ("resource", &resource),
-                ],
-            )
-            .await
-        }
+        async move { app.jwt_bearer(&token, &resource).await }
     };
     let (s, body) = trade().await;
     assert_eq!(s, StatusCode::OK, "before its expiry: {body}");
@@ -322,17 +296,7 @@ async fn a_single_use_policy_refuses_an_assertion_that_outlives_its_replay_recor
     };
     let mint = |token: String| {
         let (app, resource) = (&app, f.resource.clone());
-        async move {
-            exchange(
-                app,
-                &[
-                    ("grant_type", JWT_BEARER),
-                    ("assertion", &token),
-                    ("resource", &resource),
-                ],
-            )
-            .await
-        }
+        async move { app.jwt_bearer(&token, &resource).await }
     };
     let (s, body) = mint(lasting(86_400 + 600)).await;
     assert_eq!(

@@ -12,9 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::federation::{exchange, policy};
+use crate::federation::policy;
 use crate::harness::{Backend, Fixture, TestApp, fixture, spawn_app};
-use crate::kit::JWT_BEARER;
 use crate::oidc::{self, FakeIssuer};
 use crate::on_both_backends;
 
@@ -47,15 +46,7 @@ fn token_from(iss: &str, signer: &FakeIssuer, app: &TestApp) -> String {
 }
 
 async fn bearer(app: &TestApp, f: &Fixture, token: &str) -> (StatusCode, Value) {
-    exchange(
-        app,
-        &[
-            ("grant_type", JWT_BEARER),
-            ("assertion", token),
-            ("resource", &f.resource),
-        ],
-    )
-    .await
+    app.jwt_bearer(token, &f.resource).await
 }
 
 async fn never_contacted(listener: &TcpListener) {

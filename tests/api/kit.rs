@@ -96,15 +96,19 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// A token-endpoint form with no HTTP authentication (client auth, if any, in the body).
-    pub async fn token_form(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
-        let res = self
-            .http
+    /// A token-endpoint form with no HTTP authentication: the raw answer.
+    pub async fn token_post(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http
             .post(self.url("/oauth2/token"))
             .form(form)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A token-endpoint form with no HTTP authentication (client auth, if any, in the body).
+    pub async fn token_form(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
+        let res = self.token_post(form).await;
         let status = res.status();
         (status, res.json().await.unwrap_or(Value::Null))
     }
@@ -115,3 +119,46 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const CLIENT_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+impl TestApp {
+    /// RFC 7523 jwt-bearer: an external `assertion` (a CI or workload OIDC token) for `resource`.
+    pub async fn jwt_bearer(&self, assertion: &str, resource: &str) -> (StatusCode, Value) {
+        self.token_form(&[
+            ("grant_type", JWT_BEARER),
+            ("assertion", assertion),
+            ("resource", resource),
+        ])
+        .await
+    }
+}
+
+impl TestApp {
+    /// `GET …/leases/{jti}` of `token`'s lease, in `tenant`, with `admin`.
+    pub async fn lease_of(&self, admin: &str, tenant: &str, token: &str) -> Value {
+        let jti = crate::harness::claims(token)["jti"].as_str().unwrap().to_string();
+        let (s, lease) = self.get(admin, &format!("/v1/tenants/{tenant}/leases/{jti}")).await;
+        assert_eq!(s, StatusCode::OK, "{lease}");
+        lease
+    }
+}
+
+/// An app on SQLite whose failed-authentication brake trips after `limit` failures.
+pub async fn braked_after(limit: u32) -> TestApp {
+    TestApp::on(crate::harness::Backend::Sqlite)
+        .config(move |c| mayfly::Config {
+            auth_failure_limit: limit,
+            ..c
+        })
+        .start()
+        .await
+}
+
+impl TestApp {
+    /// A tenant's audit events of one `action` (up to 1,000, newest first).
+    pub async fn events(&self, admin: &str, tenant: &str, action: &str) -> Vec<Value> {
+        let path = format!("/v1/tenants/{tenant}/audit?action={action}&limit=1000");
+        let (s, events) = self.get(admin, &path).await;
+        assert_eq!(s, StatusCode::OK, "{events}");
+        events["items"].as_array().unwrap().clone()
+    }
+}

@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, TestApp, eventually, fixture, spawn_app};
+use crate::harness::{Backend, Fixture, TestApp, eventually, fixture, spawn_app};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -30,6 +30,40 @@ async fn try_mint(app: &TestApp, client: &(String, String), form: &[(&str, &str)
 
 /// Mints until one answer is `until`; every other answer must be in
 /// `meanwhile` (a limit is read at most once a second: the server's own time).
+/// An app on SQLite that serves /metrics only on `ops`, a listener of its own.
+async fn metrics_apart(ops: std::net::SocketAddr) -> TestApp {
+    TestApp::on(Backend::Sqlite)
+        .config(move |c| mayfly::Config {
+            metrics_listen: Some(ops),
+            ..c
+        })
+        .start()
+        .await
+}
+
+/// Tenants `acme`, whose `limits` the global admin has just set, and `other`;
+/// and acme as the PATCH answered.
+async fn limited(b: Backend, limits: Value) -> (TestApp, Fixture, Fixture, Value) {
+    let app = spawn_app(b).await;
+    let f = fixture(&app, "acme").await;
+    let other = fixture(&app, "other").await;
+    let (s, t) = app.patch(&f.admin, "/v1/tenants/acme", limits).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    (app, f, other, t)
+}
+
+/// Waits until `client` mints again, refused only for `limit` meanwhile.
+async fn mints_again(app: &TestApp, client: &(String, String), form: &[(&str, &str)], limit: &str) {
+    mint_until(
+        app,
+        client,
+        form,
+        (StatusCode::OK, ""),
+        &[(StatusCode::TOO_MANY_REQUESTS, limit)],
+    )
+    .await;
+}
+
 async fn mint_until(
     app: &TestApp,
     client: &(String, String),
@@ -57,13 +91,7 @@ async fn mint_until(
 /// rate limit a mint answers 429 with Retry-After (audited once a minute),
 /// other tenants mint on, and only a global admin changes the limits.
 async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend) {
-    let app = spawn_app(b).await;
-    let f = fixture(&app, "acme").await;
-    let other = fixture(&app, "other").await;
-    let (s, t) = app
-        .patch(&f.admin, "/v1/tenants/acme", json!({"max_live_leases": 2}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{t}");
+    let (app, f, other, t) = limited(b, json!({"max_live_leases": 2})).await;
     assert_eq!(t["max_live_leases"], 2);
     let form = [
         ("grant_type", "client_credentials"),
@@ -82,12 +110,8 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
         );
     }
     // Another tenant mints on.
-    let other_form = [
-        ("grant_type", "client_credentials"),
-        ("resource", other.resource.as_str()),
-    ];
     for _ in 0..3 {
-        app.mint(&other.ci.0, &other.ci.1, &other_form).await;
+        app.mint_at(&other.ci, &other.resource, &[]).await;
     }
     let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
     let limited: Vec<_> = events["items"]
@@ -99,14 +123,7 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     assert_eq!(limited.len(), 1, "audited once a minute, not per request");
     // Once the leases expire, minting resumes (when the count is read again).
     app.advance(120);
-    mint_until(
-        &app,
-        &f.ci,
-        &form,
-        (StatusCode::OK, ""),
-        &[(StatusCode::TOO_MANY_REQUESTS, live)],
-    )
-    .await;
+    mints_again(&app, &f.ci, &form, live).await;
 
     // A rate limit, per client.
     let (s, _) = app
@@ -137,14 +154,7 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
     .await;
     assert!(seen.iter().any(|(s, _)| *s == StatusCode::OK), "{seen:?}");
     // A rate, not a ban: within a second or so the client mints again.
-    mint_until(
-        &app,
-        &f.agent,
-        &agent_form,
-        (StatusCode::OK, ""),
-        &[(StatusCode::TOO_MANY_REQUESTS, rate)],
-    )
-    .await;
+    mints_again(&app, &f.agent, &agent_form, rate).await;
 
     // A tenant admin may rename its tenant but not lift its limits.
     let tenant_admin = crate::harness::tenant_admin(&app, &f.admin, "acme").await;
@@ -161,17 +171,8 @@ async fn a_tenant_over_its_limits_gets_429s_and_others_are_untouched(b: Backend)
 /// `max_mints_per_second` on a tenant is shared by all its clients; another
 /// tenant is not slowed by it.
 async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backend) {
-    let app = spawn_app(b).await;
-    let f = fixture(&app, "acme").await;
-    let other = fixture(&app, "other").await;
-    let (s, t) = app
-        .patch(&f.admin, "/v1/tenants/acme", json!({"max_mints_per_second": 1}))
-        .await;
-    assert_eq!(
-        (s, t["max_mints_per_second"].clone()),
-        (StatusCode::OK, json!(1)),
-        "{t}"
-    );
+    let (app, f, other, t) = limited(b, json!({"max_mints_per_second": 1})).await;
+    assert_eq!(t["max_mints_per_second"], 1, "{t}");
     let ci_form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let agent_form = [
         ("grant_type", "client_credentials"),
@@ -205,12 +206,8 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
         })
         .collect();
     assert!(refused.contains(f.agent.0.as_str()), "the agent too: {answers:?}");
-    let other_form = [
-        ("grant_type", "client_credentials"),
-        ("resource", other.resource.as_str()),
-    ];
     for _ in 0..3 {
-        app.mint(&other.ci.0, &other.ci.1, &other_form).await;
+        app.mint_at(&other.ci, &other.resource, &[]).await;
     }
     // Audited once per minute per client refused, not per request.
     let (_, events) = app.get(&f.admin, "/v1/tenants/acme/audit?action=token.denied").await;
@@ -228,14 +225,7 @@ async fn a_tenants_mint_rate_covers_all_its_clients_and_no_other_tenant(b: Backe
         .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 0, "{events}");
     // A rate, not a ban.
-    mint_until(
-        &app,
-        &f.agent,
-        &agent_form,
-        (StatusCode::OK, ""),
-        &[(StatusCode::TOO_MANY_REQUESTS, rate)],
-    )
-    .await;
+    mints_again(&app, &f.agent, &agent_form, rate).await;
 }
 
 /// With MAYFLY_METRICS_LISTEN, metrics and readiness details are served on
@@ -249,13 +239,7 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
         .unwrap()
         .port();
     let ops: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let app = TestApp::on(Backend::Sqlite)
-        .config(move |c| mayfly::Config {
-            metrics_listen: Some(ops),
-            ..c
-        })
-        .start()
-        .await;
+    let app = metrics_apart(ops).await;
     let res = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     // /healthz (the process is up) answers on both listeners.
@@ -297,13 +281,7 @@ async fn metrics_and_readiness_details_move_to_their_own_listener() {
 async fn a_server_task_that_dies_fails_its_test() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let ops = taken.local_addr().unwrap();
-    let app = TestApp::on(Backend::Sqlite)
-        .config(move |c| mayfly::Config {
-            metrics_listen: Some(ops),
-            ..c
-        })
-        .start()
-        .await;
+    let app = metrics_apart(ops).await;
     app.stop().await;
 }
 
@@ -414,22 +392,22 @@ async fn metrics_on_the_public_listener_answer_loopback_callers_only() {
         })
         .start()
         .await;
-    let local = app.http.get(app.url("/metrics")).send().await.unwrap();
-    assert_eq!(local.status(), StatusCode::OK);
-    let remote = app
-        .http
-        .get(app.url("/metrics"))
-        .header("x-forwarded-for", "203.0.113.9")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(remote.status(), StatusCode::NOT_FOUND);
-    let proxied_local = app
-        .http
-        .get(app.url("/metrics"))
-        .header("x-forwarded-for", "127.0.0.1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(proxied_local.status(), StatusCode::OK);
+    let metrics = |forwarded_for: Option<&'static str>| {
+        let mut req = app.http.get(app.url("/metrics"));
+        if let Some(address) = forwarded_for {
+            req = req.header("x-forwarded-for", address);
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(metrics(None).await, StatusCode::OK, "from this machine");
+    assert_eq!(
+        metrics(Some("203.0.113.9")).await,
+        StatusCode::NOT_FOUND,
+        "from afar, through the proxy"
+    );
+    assert_eq!(
+        metrics(Some("127.0.0.1")).await,
+        StatusCode::OK,
+        "from this machine, through the proxy"
+    );
 }

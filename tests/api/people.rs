@@ -164,32 +164,24 @@ impl People {
     /// Redeems a code at the token endpoint.
     pub async fn redeem(&self, code: &str, verifier: &str) -> reqwest::Response {
         self.app
-            .http
-            .post(self.app.url("/oauth2/token"))
-            .form(&[
+            .token_post(&[
                 ("grant_type", "authorization_code"),
                 ("code", code),
                 ("client_id", self.client.as_str()),
                 ("redirect_uri", "http://127.0.0.1:53682/callback"),
                 ("code_verifier", verifier),
             ])
-            .send()
             .await
-            .unwrap()
     }
 
     pub async fn refresh(&self, token: &str) -> reqwest::Response {
         self.app
-            .http
-            .post(self.app.url("/oauth2/token"))
-            .form(&[
+            .token_post(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", token),
                 ("client_id", self.client.as_str()),
             ])
-            .send()
             .await
-            .unwrap()
     }
 
     /// Sign-in, consent and redemption: the token answer.
@@ -375,32 +367,24 @@ async fn a_refresh_token_rotates_and_its_reuse_revokes_the_whole_session(b: Back
     // Narrowing is allowed, widening is not.
     let narrowed = p
         .app
-        .http
-        .post(p.app.url("/oauth2/token"))
-        .form(&[
+        .token_post(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", rt2),
             ("client_id", p.client.as_str()),
             ("scope", "issues:admin"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(narrowed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(narrowed.json::<Value>().await.unwrap()["error"], "invalid_scope");
     // Another client cannot use it, and does not burn it.
     let foreign = p
         .app
-        .http
-        .post(p.app.url("/oauth2/token"))
-        .form(&[
+        .token_post(&[
             ("grant_type", "refresh_token"),
             ("refresh_token", rt2),
             ("client_id", "https://evil.test/client"),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(foreign.status(), StatusCode::BAD_REQUEST);
 
     // The spent one again: the whole family ends.

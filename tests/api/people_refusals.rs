@@ -133,18 +133,14 @@ async fn a_replayed_code_is_refused_and_what_it_minted_is_revoked(b: Backend) {
     let code = param(&p.sign_in(&challenge).await, "code").unwrap();
     let res = p
         .app
-        .http
-        .post(p.app.url("/oauth2/token"))
-        .form(&[
+        .token_post(&[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("client_id", "https://evil.test/c"),
             ("redirect_uri", "http://127.0.0.1:53682/callback"),
             ("code_verifier", verifier.as_str()),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         p.redeem("mfy_ac_made-up", &verifier).await.status(),

@@ -203,16 +203,12 @@ async fn a_storm_of_made_up_refresh_tokens_is_throttled_and_audited_in_bounded_e
         // A stolen refresh token tried under other client ids (refused before spending).
         let res = p
             .app
-            .http
-            .post(p.app.url("/oauth2/token"))
-            .form(&[
+            .token_post(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh),
                 ("client_id", &format!("https://x{i}.test/c")),
             ])
-            .send()
-            .await
-            .unwrap();
+            .await;
         statuses.push(res.status());
     }
     assert!(
@@ -349,16 +345,12 @@ async fn an_interactive_client_registered_by_the_tenant_signs_people_in_until_it
     // It cannot mint for itself: it has no secret, and client_credentials needs one.
     let res = p
         .app
-        .http
-        .post(p.app.url("/oauth2/token"))
-        .form(&[
+        .token_post(&[
             ("grant_type", "client_credentials"),
             ("client_id", "acme-ide"),
             ("resource", p.f.resource.as_str()),
         ])
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // Disabled: its sessions end, its tokens too.
     let (s, body) = p

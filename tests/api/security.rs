@@ -58,11 +58,7 @@ async fn agent(app: &TestApp, f: &Fixture, id: &str, grants: Value, delegates: &
 
 /// The tenant's `token.denied` events.
 async fn denied(app: &TestApp, f: &Fixture) -> Vec<Value> {
-    let (s, events) = app
-        .get(&f.admin, "/v1/tenants/acme/audit?action=token.denied&limit=1000")
-        .await;
-    assert_eq!(s, StatusCode::OK, "{events}");
-    events["items"].as_array().unwrap().clone()
+    app.events(&f.admin, "acme", "token.denied").await
 }
 
 /// The one `token.denied` event written since `before`: (reason, client_id).
@@ -387,12 +383,7 @@ async fn revoking_or_deleting_a_client_ends_the_tokens_derived_along_its_chain(b
     }
     // The sweeper marks the derived rows too.
     app.sweeper().await.mark_revoked().await.unwrap();
-    let (_, lease) = app
-        .get(
-            &f.admin,
-            &format!("/v1/tenants/acme/leases/{}", claims(&t2)["jti"].as_str().unwrap()),
-        )
-        .await;
+    let lease = app.lease_of(&f.admin, "acme", &t2).await;
     assert!(lease["revoked_at"].is_string(), "{lease}");
 }
 
@@ -493,13 +484,7 @@ async fn a_secret_client_names_a_person_as_its_workload_only_where_its_pattern_a
 /// endless stream of verdicts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_forged_external_tokens_writes_one_audit_event_and_is_then_braked() {
-    let app = TestApp::on(Backend::Sqlite)
-        .config(|c| mayfly::Config {
-            auth_failure_limit: 3,
-            ..c
-        })
-        .start()
-        .await;
+    let app = crate::kit::braked_after(3).await;
     let f = fixture(&app, "acme").await;
     let idp = FakeIssuer::start().await;
     let (s, p) = app

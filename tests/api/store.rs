@@ -177,6 +177,12 @@ async fn unique_identifiers_are_conflicts_and_missing_rows_are_not_found(b: Back
     ));
 }
 
+/// The stored key `kid`, as listed.
+async fn key(c: &mut mayfly::storage::Conn<'_>, kid: &str) -> mayfly::keys::StoredKey {
+    let keys = c.list_keys().await.unwrap();
+    keys.into_iter().find(|k| k.kid == kid).unwrap()
+}
+
 async fn key_states_move_only_along_the_lifecycle(b: Backend) {
     use mayfly::keys::sql::NewKey;
     use mayfly::keys::{Alg, Custody, KeyState};
@@ -245,26 +251,14 @@ async fn key_states_move_only_along_the_lifecycle(b: Backend) {
         "still published"
     );
     c.revoke_key("k2", now).await.unwrap();
-    let k2 = c
-        .list_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.kid == "k2")
-        .unwrap();
+    let k2 = key(&mut c, "k2").await;
     assert_eq!(
         (k2.state, k2.custody, k2.destroyed_at),
         (KeyState::Revoked, Custody::Transit, None)
     );
     c.mark_destroyed("k2", now).await.unwrap();
     assert!(matches!(c.mark_destroyed("k2", now).await, Err(StoreError::NotFound)));
-    let k2 = c
-        .list_keys()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.kid == "k2")
-        .unwrap();
+    let k2 = key(&mut c, "k2").await;
     assert!(k2.destroyed_at.is_some());
     tx.commit().await.unwrap();
 }
@@ -324,24 +318,17 @@ async fn whatever_revokes_an_ancestor_lease_revokes_its_descendants_minted_after
     // Exchanged afterwards: numbered past both cutoffs.
     // Exchanged leases carry their actor chain (only they descend from others).
     let act = Some(serde_json::json!({"sub": "agent", "client_id": "acme-agent"}));
-    let from_person = Lease {
-        client_id: "acme-agent".into(),
+    let exchanged = |client: &str, from: uuid::Uuid| Lease {
+        client_id: client.into(),
         actor: act.clone(),
         links: Links {
-            ancestors: vec![person.id],
+            ancestors: vec![from],
             ..Links::default()
         },
         ..lease("acme")
     };
-    let with_actor_token = Lease {
-        client_id: "acme-sub".into(),
-        actor: act.clone(),
-        links: Links {
-            ancestors: vec![actor_token.id],
-            ..Links::default()
-        },
-        ..lease("acme")
-    };
+    let from_person = exchanged("acme-agent", person.id);
+    let with_actor_token = exchanged("acme-sub", actor_token.id);
     let unrelated = lease("acme");
     tx.conn()
         .insert_leases(&[from_person.clone(), with_actor_token.clone(), unrelated.clone()])

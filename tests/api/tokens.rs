@@ -423,13 +423,7 @@ async fn repeated_failed_authentication_is_braked_per_source_address_but_the_cor
 /// handful of aggregated audit events, not one per attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_login_storm_from_one_address_does_not_lock_out_other_clients() {
-    let app = crate::harness::TestApp::on(Backend::Sqlite)
-        .config(|c| mayfly::Config {
-            auth_failure_limit: 3,
-            ..c
-        })
-        .start()
-        .await;
+    let app = crate::kit::braked_after(3).await;
     let f = fixture(&app, "acme").await;
     let form = [("grant_type", "client_credentials"), ("resource", f.resource.as_str())];
     let mut statuses = Vec::new();
