@@ -163,6 +163,16 @@ def new_page(request, chromium, stack):
 JS_ERRORS = {}  # page -> uncaught exceptions and console errors (CSP violations among them)
 
 
+def until(page, condition, timeout_ms):
+    """Polls a JavaScript condition until it holds. Not `page.wait_for_function`:
+    its in-page polling compiles the string with eval, which the console's CSP
+    (no 'unsafe-eval') refuses whenever the condition does not hold at once."""
+    deadline = time.time() + timeout_ms / 1000
+    while not page.evaluate(condition):
+        assert time.time() < deadline, f"timed out waiting for: {condition}"
+        time.sleep(0.05)
+
+
 def no_js_errors(page):
     assert not JS_ERRORS.get(page), JS_ERRORS.get(page)
 
@@ -193,6 +203,15 @@ def go(page, name):
     page.get_by_test_id(f"nav-{name}").click()
     expect(page.get_by_test_id(f"page-{name}")).to_be_visible()
     assert page.url.endswith(f"#/{name}"), page.url
+
+
+def signed_in(new_page, page_name, tenant="acme"):
+    """A fresh page, signed in as the global admin, on `tenant`'s `page_name`."""
+    _, page = new_page()
+    sign_in(page, ADMIN_ID, ADMIN_SECRET)
+    choose_tenant(page, tenant)
+    go(page, page_name)
+    return page
 
 
 def session_cookie(context):
@@ -314,10 +333,7 @@ def test_global_admin_signs_in_and_the_session_stays_in_an_httponly_cookie(stack
 
 
 def test_a_lease_minted_through_the_api_appears_live(stack, new_page):
-    _, page = new_page()
-    sign_in(page, ADMIN_ID, ADMIN_SECRET)
-    choose_tenant(page, "acme")
-    go(page, "leases")
+    page = signed_in(new_page, "leases")
     expect(page.get_by_test_id("lease-table")).to_be_visible()
     page.evaluate("window.__notReloaded = true")
 
@@ -353,10 +369,7 @@ def test_a_lease_minted_through_the_api_appears_live(stack, new_page):
 
 
 def test_revoking_a_workflow_with_a_click_revokes_its_tokens_only(stack, new_page):
-    _, page = new_page()
-    sign_in(page, ADMIN_ID, ADMIN_SECRET)
-    choose_tenant(page, "acme")
-    go(page, "leases")
+    page = signed_in(new_page, "leases")
     revoke_release_by_click(stack, page)
     shot(page, "leases-after-revocation")
 
@@ -426,8 +439,7 @@ def test_the_audit_page_shows_the_revocation_and_verifies_the_chain(stack, new_p
         before = page.get_by_test_id("audit-row").count()
         button.click()
         # Until the next page has arrived (more rows), not a fixed wait.
-        page.wait_for_function(f"document.querySelectorAll('[data-testid=\"audit-row\"]').length > {before}",
-                               timeout=LIVE)
+        until(page, f"document.querySelectorAll('[data-testid=\"audit-row\"]').length > {before}", LIVE)
     expect(rows).to_have_count(1)
     row = rows.first
     expect(row).to_contain_text(ADMIN_ID)
@@ -487,8 +499,7 @@ def test_security_headers_and_csrf(stack, new_page):
         document.body.insertAdjacentHTML('beforeend',
         '<img src="/console/none.png" onerror="window.__injected = 1">')""")
     # Until the browser has refused the handler (and the image has failed), not a fixed wait.
-    page.wait_for_function("window.__violations > 0 && document.querySelector('img[src=\"/console/none.png\"]').complete",
-                           timeout=LIVE)
+    until(page, "window.__violations > 0 && document.querySelector('img[src=\"/console/none.png\"]').complete", LIVE)
     assert page.evaluate("window.__injected === undefined"), "an inline event handler ran despite the CSP"
     for _ in range(50):  # the console message reaches Python after the page event
         if any("Content Security Policy" in e for e in JS_ERRORS[page]):

@@ -5,8 +5,7 @@ import json
 
 from playwright.sync_api import expect
 
-from test_console import (ADMIN_ID, ADMIN_SECRET, GITHUB, chromium, choose_tenant, go, jti, new_page,  # noqa: F401
-                          no_js_errors, shot, sign_in, stack)
+from test_console import (GITHUB, chromium, jti, new_page, no_js_errors, shot, signed_in, stack)  # noqa: F401 (fixtures)
 
 
 def resource(stack, uri):
@@ -14,10 +13,7 @@ def resource(stack, uri):
 
 
 def test_an_admin_sets_a_resources_tool_policy_and_bad_json_changes_nothing(stack, new_page):
-    _, page = new_page()
-    sign_in(page, ADMIN_ID, ADMIN_SECRET)
-    choose_tenant(page, "acme")
-    go(page, "clients")
+    page = signed_in(new_page, "clients")
     row = page.locator(f'[data-testid="resource-row"][data-uri="{GITHUB}"]')
     expect(row).to_contain_text("any tool")
 
@@ -54,10 +50,7 @@ def test_an_admin_sets_a_resources_tool_policy_and_bad_json_changes_nothing(stac
 
 def test_a_lease_id_from_an_mcp_servers_log_opens_its_chain_of_custody(stack, new_page):
     token = stack.mint_ci("release")
-    _, page = new_page()
-    sign_in(page, ADMIN_ID, ADMIN_SECRET)
-    choose_tenant(page, "acme")
-    go(page, "leases")
+    page = signed_in(new_page, "leases")
     page.get_by_test_id("filter-lease").fill("not-a-lease")
     page.get_by_test_id("filter-lease-open").click()
     expect(page.get_by_test_id("status")).to_contain_text("UUID")

@@ -8,20 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 from playwright.sync_api import expect
 
-from test_console import (ADMIN_ID, ADMIN_SECRET, GITHUB, LIVE, chromium, choose_tenant, go, jti,  # noqa: F401
-                          lease_row, new_page, no_js_errors, request, shot, sign_in, stack)
+from test_console import (GITHUB, LIVE, chromium, go, jti, lease_row, new_page, no_js_errors, request, shot, signed_in, stack)  # noqa: F401 (fixtures)
 
 # Longer than any column it lands in: it must wrap, not be cut.
 LONG = "https://mcp.acme.test/incident-response/a-rather-long-path-segment/that-does-not-fit/in-one-column/v1"
 TRACKER = "https://mcp.acme.test/tracker"
-
-
-def signed_in(new_page, page_name, tenant="acme"):
-    _, page = new_page()
-    sign_in(page, ADMIN_ID, ADMIN_SECRET)
-    choose_tenant(page, tenant)
-    go(page, page_name)
-    return page
 
 
 def not_clipped(locator):

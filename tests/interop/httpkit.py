@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import urllib.error
@@ -48,11 +49,7 @@ def jti(token):
 
 def stop(proc, timeout=10):
     """Terminates a process, killing it if it does not exit within `timeout` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_all([proc], timeout)
 
 
 class AdminApi:
@@ -70,3 +67,38 @@ class AdminApi:
         status, _, out = request("POST", f"{self.issuer}/oauth2/token", form=form, basic=creds)
         assert status == 200, out
         return out["access_token"]
+
+
+def store_url(backend, tmp_path, prefix):
+    """A fresh store for one stack: a SQLite file under `tmp_path`, or a new
+    schema (named `prefix_…`) in the Postgres of MAYFLY_TEST_DATABASE_URL."""
+    if backend == "sqlite":
+        return f"sqlite://{tmp_path}/mayfly.db"
+    base = os.environ.get("MAYFLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    schema = f"{prefix}_{os.urandom(8).hex()}"
+    subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
+    return f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
+
+
+def per_store(cls, name):
+    """A pytest fixture `name`: `cls(backend, tmp_path)` on SQLite, then on Postgres; closed after."""
+    import pytest
+
+    @pytest.fixture(params=["sqlite", "postgres"], name=name)
+    def fixture(request, tmp_path):
+        s = cls(request.param, tmp_path)
+        yield s
+        s.close()
+    return fixture
+
+
+def stop_all(procs, timeout=10):
+    """Terminates every process first (so they wind down together), then waits
+    for each, killing any still running after `timeout` seconds."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()

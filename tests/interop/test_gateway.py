@@ -21,6 +21,7 @@ from mcp import ClientSession
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamable_http_client
 
+import httpkit
 import httpx2
 from test_mcp_sdk import ADMIN_SECRET, AdminApi, MASTER_KEY, NODE, ROOT, MemoryStorage, free_port, request, secrets_in, wait_for
 
@@ -84,13 +85,7 @@ class GatewayStack(AdminApi):
         self.tmp, self.procs, self.logs = tmp_path, [], []
         port = free_port()
         self.issuer = f"http://127.0.0.1:{port}"
-        if backend == "sqlite":
-            db = f"sqlite://{tmp_path}/mayfly.db"
-        else:
-            base = os.environ.get("MAYFLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-            schema = f"interop_gw_{os.urandom(8).hex()}"
-            subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
-            db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
+        db = httpkit.store_url(backend, tmp_path, "interop_gw")
         self.binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         self.mayfly_env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db,
                                MAYFLY_MASTER_KEY=MASTER_KEY, MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info",
@@ -195,13 +190,7 @@ forward_identity = true
             time.sleep(0.2)
 
     def close(self):
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        httpkit.stop_all(list(reversed(self.procs)))
         for log in self.logs:
             log.close()
         self.static.close()
@@ -211,11 +200,7 @@ forward_identity = true
             assert not leaked, f"{path.name} logged secrets, tokens or arguments: {leaked[:3]}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def gw(request, tmp_path):
-    s = GatewayStack(request.param, tmp_path)
-    yield s
-    s.close()
+gw = httpkit.per_store(GatewayStack, "gw")
 
 
 async def session(url, creds, issuer, work):

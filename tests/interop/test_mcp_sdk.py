@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 
 import httpx2
 import pytest
@@ -79,13 +78,7 @@ class Stack(AdminApi):
         self.procs, self.logs = [], []
         port = free_port()
         self.issuer = f"http://127.0.0.1:{port}"
-        if backend == "sqlite":
-            db = f"sqlite://{tmp_path}/mayfly.db"
-        else:
-            base = os.environ.get("MAYFLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-            schema = f"interop_{uuid.uuid4().hex}"
-            subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
-            db = f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
+        db = httpkit.store_url(backend, tmp_path, "interop")
         binary = os.environ.get("MAYFLY_BIN", str(ROOT / "target" / "debug" / "mayfly"))
         env = dict(os.environ, MAYFLY_LISTEN=f"127.0.0.1:{port}", MAYFLY_DATABASE_URL=db, MAYFLY_MASTER_KEY=MASTER_KEY,
                    MAYFLY_BOOTSTRAP_ADMIN_SECRET=ADMIN_SECRET, RUST_LOG="info",
@@ -140,24 +133,14 @@ class Stack(AdminApi):
         return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     def close(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        httpkit.stop_all(self.procs)
         for log in [self.mayfly_log, *self.logs]:
             log.close()
         leaked = secrets_in((self.tmp / "mayfly.log").read_text())
         assert not leaked, f"mayfly logged secrets or tokens: {leaked[:3]}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def stack(request, tmp_path):
-    s = Stack(request.param, tmp_path)
-    yield s
-    s.close()
+stack = httpkit.per_store(Stack, "stack")
 
 
 class MemoryStorage:

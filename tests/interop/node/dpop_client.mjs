@@ -11,6 +11,7 @@
 // Env: MCP_EXPECTED_ISSUER (the issuer the credentials belong to).
 // stdout: one JSON object {tools, toolResult?, token_type, jkt, cnf, claims}; exit 1 on error.
 import { Client, ClientCredentialsProvider, DpopSession, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
+import { claimsOf, done, failed } from './report.mjs';
 
 const [serverUrl, clientId, clientSecret, toolName, toolArgsJson] = process.argv.slice(2);
 if (!serverUrl || !clientId || clientSecret === undefined) {
@@ -46,14 +47,11 @@ try {
   }
   const t = await provider.tokens();
   const session = await provider.dpop();
-  const claims = JSON.parse(Buffer.from(t.access_token.split('.')[1], 'base64url').toString());
+  const claims = claimsOf(t.access_token);
   out.token_type = t.token_type;
   out.jkt = session.thumbprint;
   out.claims = claims;
-  console.log(JSON.stringify(out));
-  await client.close();
-  process.exit(0);
+  await done(client, out);
 } catch (err) {
-  console.log(JSON.stringify({ error: err?.constructor?.name ?? String(err), message: err?.message, code: err?.code }));
-  process.exit(1);
+  failed(err);
 }

@@ -11,6 +11,7 @@
 // Env: PERSON_REDIRECT (the redirect URI to register; default http://127.0.0.1:33419/callback).
 // stdout: one JSON object {tools, toolResult, token_type, claims, refresh}; exit 1 on error.
 import { Client, DpopSession, StreamableHTTPClientTransport, UnauthorizedError } from '@modelcontextprotocol/client';
+import { claimsOf, done, failed } from './report.mjs';
 
 const [serverUrl, toolName, toolArgsJson] = process.argv.slice(2);
 const redirect = process.env.PERSON_REDIRECT ?? 'http://127.0.0.1:33419/callback';
@@ -102,13 +103,10 @@ try {
   out.toolResult = await client.callTool({ name: toolName, arguments: toolArgsJson ? JSON.parse(toolArgsJson) : {} });
   const t = await provider.tokens();
   out.token_type = t.token_type;
-  out.claims = JSON.parse(Buffer.from(t.access_token.split('.')[1], 'base64url').toString());
+  out.claims = claimsOf(t.access_token);
   out.refresh = typeof t.refresh_token === 'string' && t.refresh_token.startsWith('mfy_rt_');
   out.jkt = (await provider.dpop()).thumbprint;
-  console.log(JSON.stringify(out));
-  await client.close();
-  process.exit(0);
+  await done(client, out);
 } catch (err) {
-  console.log(JSON.stringify({ error: err?.constructor?.name ?? String(err), message: err?.message, code: err?.code }));
-  process.exit(1);
+  failed(err);
 }
