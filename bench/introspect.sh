@@ -8,10 +8,7 @@ TOKENS=${BENCH_TOKENS:-20000}
 echo "## introspection of $TOKENS distinct tokens (oha -c $CONNECTIONS -z $DURATION)"
 table_header
 for backend in $BACKENDS; do
-  mayfly_start "$backend"
-  resource_server
-  mint_tokens "$TOKENS" "$WORK/tokens"
-  check_active "$WORK/tokens"
+  introspectable "$backend"
   load "introspect, $backend" -m POST -H "Authorization: $RS_AUTH" \
     -H 'content-type: application/x-www-form-urlencoded' -Z "$WORK/tokens" "$BASE/oauth2/introspect"
   mayfly_stop

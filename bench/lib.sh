@@ -145,3 +145,12 @@ check_active() {
   curl -sf -H "Authorization: $RS_AUTH" --data "$(head -1 "$1")" "$BASE/oauth2/introspect" | grep -q '"active":true' ||
     { echo "introspection of a fresh token is not active" >&2; exit 1; }
 }
+
+# introspectable BACKEND: mayfly on BACKEND with a resource server (RS_AUTH) and
+# $TOKENS tokens minted into $WORK/tokens (one introspection body a line), the first checked active.
+introspectable() {
+  mayfly_start "$1"
+  resource_server
+  mint_tokens "$TOKENS" "$WORK/tokens"
+  check_active "$WORK/tokens"
+}

@@ -9,10 +9,7 @@ TOKENS=${BENCH_TOKENS:-20000}
 echo "## mixed: introspection, mint, admin list (oha, 50 + 14 + 1 connections, $DURATION)"
 table_header
 for backend in $BACKENDS; do
-  mayfly_start "$backend"
-  resource_server
-  mint_tokens "$TOKENS" "$WORK/tokens"
-  check_active "$WORK/tokens"
+  introspectable "$backend"
   CONNECTIONS=50 load "mixed: introspect, $backend" -m POST -H "Authorization: $RS_AUTH" \
     -H 'content-type: application/x-www-form-urlencoded' -Z "$WORK/tokens" "$BASE/oauth2/introspect" >"$WORK/m1" &
   p1=$!

@@ -169,6 +169,15 @@ impl Bench {
         took
     }
 
+    /// oha POSTing a form as `client` to `path`: `body` is `["-d", BODY]`, or
+    /// `["-Z", FILE]` for a line of FILE drawn at random per request.
+    fn oha_form(&self, label: &str, client: &Client, body: [&str; 2], path: &str) {
+        let auth = format!("Authorization: {}", client.basic());
+        let url = format!("{}{path}", self.base);
+        let form = "content-type: application/x-www-form-urlencoded";
+        self.oha(label, &["-m", "POST", "-H", &auth, "-H", form, body[0], body[1], &url]);
+    }
+
     /// oha over `connections` for `duration`, `runs` times: prints the median rate with its
     /// spread, the median p50 and p99, and every status code seen.
     fn oha(&self, label: &str, args: &[&str]) {
@@ -361,24 +370,7 @@ async fn main() {
     let lines: String = tokens.iter().map(|t| format!("token={t}\n")).collect();
     std::fs::write(&file, lines).unwrap();
     let file = file.to_str().unwrap().to_string();
-    let introspect = |b: &Bench, label: &str| {
-        let auth = format!("Authorization: {}", rs.basic());
-        let url = format!("{}/oauth2/introspect", b.base);
-        b.oha(
-            label,
-            &[
-                "-m",
-                "POST",
-                "-H",
-                &auth,
-                "-H",
-                "content-type: application/x-www-form-urlencoded",
-                "-Z",
-                &file,
-                &url,
-            ],
-        );
-    };
+    let introspect = |b: &Bench, label: &str| b.oha_form(label, &rs, ["-Z", &file], "/oauth2/introspect");
 
     // Answers checked, not only counted: a sample from across the million is active.
     let sample: Vec<usize> = (0..200).map(|k| (k * 4_999) % tokens.len()).collect();
@@ -390,27 +382,8 @@ async fn main() {
         "introspection, a random one of the 1M tokens per request, all active",
     );
 
-    let mint = {
-        let auth = format!("Authorization: {}", other_agent.basic());
-        let body = format!("grant_type=client_credentials&resource={OTHER}&workflow=mint");
-        let url = format!("{base}/oauth2/token");
-        move |b: &Bench, label: &str| {
-            b.oha(
-                label,
-                &[
-                    "-m",
-                    "POST",
-                    "-H",
-                    &auth,
-                    "-H",
-                    "content-type: application/x-www-form-urlencoded",
-                    "-d",
-                    &body,
-                    &url,
-                ],
-            )
-        }
-    };
+    let mint_body = format!("grant_type=client_credentials&resource={OTHER}&workflow=mint");
+    let mint = |b: &Bench, label: &str| b.oha_form(label, &other_agent, ["-d", &mint_body], "/oauth2/token");
     mint(
         &b,
         &format!("mint in another tenant beside {leases} live leases (lease + audit event committed)"),
