@@ -1,5 +1,6 @@
 """Plain-HTTP helpers the interop and console suites share (no test in here)."""
 
+import atexit
 import base64
 import json
 import os
@@ -77,6 +78,8 @@ def store_url(backend, tmp_path, prefix):
     base = os.environ.get("MAYFLY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     schema = f"{prefix}_{os.urandom(8).hex()}"
     subprocess.run(["psql", base, "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
+    # Dropped when the test run ends (the stack's processes are gone by then).
+    atexit.register(subprocess.run, ["psql", base, "-q", "-c", f"SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"], check=False)
     return f"{base}{'&' if '?' in base else '?'}options[search_path]={schema}"
 
 
