@@ -43,6 +43,29 @@ fn split(n: u64) -> u64 {
 /// The hashes of subtrees over leaves `[start, end)`: what proofs are built
 /// from. A store answers the complete (power-of-two, aligned) ones from
 /// what it keeps; `subtree` composes any range from those.
+/// One step down both proofs' walks: split `range` at `k`, note the half not
+/// taken, keep the other, and keep `m` (the leaf's position, or the old tree's
+/// size, counted from the range's start) relative to the range kept.
+fn descend<T: Subtrees + ?Sized>(
+    tree: &T,
+    range: &mut (u64, u64),
+    m: &mut u64,
+    k: u64,
+    left: bool,
+    proof: &mut Vec<Hash>,
+) -> Result<(), T::Error> {
+    let (start, end) = *range;
+    if left {
+        proof.push(tree.subtree(start + k, end)?);
+        *range = (start, start + k);
+    } else {
+        proof.push(tree.subtree(start, start + k)?);
+        *range = (start + k, end);
+        *m -= k;
+    }
+    Ok(())
+}
+
 pub trait Subtrees {
     type Error;
 
@@ -84,28 +107,6 @@ pub trait Subtrees {
         self.subtree(0, size)
     }
 
-    /// One step down both proofs' walks: split `range` at `k`, note the half
-    /// not taken, keep the other (`m` is the position inside the range).
-    fn descend(
-        &self,
-        range: &mut (u64, u64),
-        m: &mut u64,
-        k: u64,
-        left: bool,
-        proof: &mut Vec<Hash>,
-    ) -> Result<(), Self::Error> {
-        let (start, end) = *range;
-        if left {
-            proof.push(self.subtree(start + k, end)?);
-            *range = (start, start + k);
-        } else {
-            proof.push(self.subtree(start, start + k)?);
-            *range = (start + k, end);
-            *m -= k;
-        }
-        Ok(())
-    }
-
     /// PATH(index, D[0:size]), RFC 6962 §2.1.1: sibling hashes, leaf first.
     fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Self::Error> {
         let mut proof = Vec::new();
@@ -114,7 +115,7 @@ pub trait Subtrees {
         while range.1 - range.0 > 1 {
             let k = split(range.1 - range.0);
             let left = m < k;
-            self.descend(&mut range, &mut m, k, left, &mut proof)?;
+            descend(self, &mut range, &mut m, k, left, &mut proof)?;
         }
         proof.reverse();
         Ok(proof)
@@ -138,7 +139,7 @@ pub trait Subtrees {
             let k = split(n);
             let left = m <= k;
             whole &= left;
-            self.descend(&mut range, &mut m, k, left, &mut proof)?;
+            descend(self, &mut range, &mut m, k, left, &mut proof)?;
         }
         proof.reverse();
         Ok(proof)

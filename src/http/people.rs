@@ -26,9 +26,8 @@ fn cookie_name(state: &AppState) -> &'static str {
     if secure(state) { COOKIE_HOST } else { COOKIE }
 }
 
-/// Query parameters, each at most once (RFC 6749 §3.1); else a page saying why.
-/// A browser's query, parsed strictly once (no repeats, no overlong values);
-/// a bad one is answered with a page, never passed on.
+/// A browser's query: each parameter at most once (RFC 6749 §3.1), none
+/// overlong; a bad query is answered with a page saying why, never passed on.
 pub struct BrowserQuery(HashMap<String, String>);
 
 impl BrowserQuery {

@@ -96,8 +96,8 @@ impl People {
     }
 
     /// A spent code or refresh token presented again (RFC 6749 §4.1.2, RFC 9700
-    /// §4.14): the session it started ends (`ending` is the session's reason),
-    /// and the request is refused with `why`.
+    /// §4.14): the session it started or belongs to ends (`ending` is the
+    /// session's reason), and the request is refused with `why`.
     async fn replayed(
         &self,
         origin: &Origin,
