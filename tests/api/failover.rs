@@ -230,6 +230,16 @@ impl Formation {
 
 impl Drop for Formation {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The monitor's own record of the formation's states, for the failure's report.
+            let sql = "SELECT string_agg(to_char(eventtime, 'HH24:MI:SS.MS') || ' ' || nodename || ' ' || \
+                       reportedstate || ' -> ' || goalstate || ' (' || coalesce(reportedrepstate, '') || ' ' || reportedlsn || '): ' || description, E'\\n' ORDER BY eventid) \
+                       FROM (SELECT * FROM pgautofailover.event ORDER BY eventid DESC LIMIT 60) e";
+            eprintln!(
+                "--- the monitor's events:\n{}",
+                psql(self.monitor, "pg_auto_failover", sql).unwrap_or_default()
+            );
+        }
         // pg_autoctl's own stop first: killed outright it leaves its semaphores behind.
         for node in ["node2", "node1", "monitor"] {
             let pgdata = self.dir.join(node);
@@ -260,6 +270,17 @@ impl Drop for Formation {
             .args(["-9", "-f", &self.dir.display().to_string()])
             .status();
         std::thread::sleep(Duration::from_millis(300));
+        if std::thread::panicking() {
+            // What pg_auto_failover did, for the failure's report: each keeper's state transitions.
+            for name in ["monitor", "node1", "node2"] {
+                let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+                let moves: Vec<&str> = log.lines().filter(|l| l.contains("ransition")).collect();
+                eprintln!(
+                    "--- {name}.log, state transitions:\n{}",
+                    moves[moves.len().saturating_sub(30)..].join("\n")
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -314,23 +335,42 @@ impl Load {
         since.elapsed()
     }
 
-    /// Stops the workers; every answer is 200 or 503. Returns the tokens and the count of 503s.
-    async fn finish(self) -> (Vec<String>, usize) {
+    /// Stops the workers; every answer is 200 or 503. Returns the tokens (with
+    /// the replica that answered and when) and when each 503 was answered.
+    async fn finish(self) -> (Vec<Minted>, Vec<Instant>) {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
             w.await.unwrap();
         }
-        let all: Vec<(u16, Option<String>, Instant)> =
-            self.answers.iter().flat_map(|a| a.lock().unwrap().clone()).collect();
-        let odd: Vec<u16> = all.iter().map(|a| a.0).filter(|s| *s != 200 && *s != 503).collect();
-        assert!(odd.is_empty(), "only 200 or 503 (0 = no answer within 35 s): {odd:?}");
-        let unavailable = all.iter().filter(|a| a.0 == 503).count();
-        (all.into_iter().filter_map(|a| a.1).collect(), unavailable)
+        let mut minted = Vec::new();
+        let mut unavailable = Vec::new();
+        for (replica, answers) in self.answers.iter().enumerate() {
+            for (status, token, at) in answers.lock().unwrap().iter().cloned() {
+                assert!(
+                    status == 200 || status == 503,
+                    "only 200 or 503 (0 = no answer within 35 s): {status}"
+                );
+                match token {
+                    Some(token) => minted.push(Minted { token, replica, at }),
+                    None => unavailable.push(at),
+                }
+            }
+        }
+        (minted, unavailable)
     }
 }
 
+/// A token a replica returned, and when.
+struct Minted {
+    token: String,
+    replica: usize,
+    at: Instant,
+}
+
 /// Every token returned has its lease and its audit event on `port`'s server.
-async fn all_recorded_on(port: u16, tokens: &[String]) {
+/// A miss names, for each token missing (up to five), the replica that returned
+/// it and when, against `event` (the kill or the switchover) and the 503s.
+async fn all_recorded_on(port: u16, minted: &[Minted], event: Instant, unavailable: &[Instant]) {
     let db = sqlx::PgPool::connect(&format!(
         "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
     ))
@@ -345,18 +385,38 @@ async fn all_recorded_on(port: u16, tokens: &[String]) {
             .fetch_all(&db)
             .await
             .unwrap();
-    for t in tokens {
-        let jti: uuid::Uuid = claims(t)["jti"].as_str().unwrap().parse().unwrap();
-        assert!(
-            leases.contains(&jti),
-            "token {jti} was returned but its lease is not on the primary"
-        );
-        assert!(
-            events.contains(&Some(jti)),
-            "token {jti} was returned but its audit event is not on the primary"
-        );
-    }
+    let since = |at: Instant| {
+        at.checked_duration_since(event).map_or_else(
+            || format!("-{:.3} s", event.duration_since(at).as_secs_f64()),
+            |d| format!("+{:.3} s", d.as_secs_f64()),
+        )
+    };
+    let missing: Vec<String> = minted
+        .iter()
+        .filter_map(|m| {
+            let jti: uuid::Uuid = claims(&m.token)["jti"].as_str().unwrap().parse().unwrap();
+            let (lease, event) = (leases.contains(&jti), events.contains(&Some(jti)));
+            (!lease || !event).then(|| {
+                format!(
+                    "{jti} (lease {lease}, event {event}) from replica {} at {}",
+                    m.replica,
+                    since(m.at)
+                )
+            })
+        })
+        .collect();
     db.close().await;
+    let window = match (unavailable.iter().min(), unavailable.iter().max()) {
+        (Some(first), Some(last)) => format!("503s from {} to {}", since(*first), since(*last)),
+        _ => "no 503s".into(),
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} tokens returned are not recorded on the primary; {window}; first ones: {:?}",
+        missing.len(),
+        minted.len(),
+        &missing[..missing.len().min(5)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -400,15 +460,16 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
     let promotion = killed.elapsed();
     let resumed = load.resumed_after(Instant::now(), Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (tokens, unavailable) = load.finish().await;
+    let (minted, unavailable) = load.finish().await;
     eprintln!(
         "failover: node2 writable {:.1} s after the kill; both replicas minting {:.1} s after that; \
-         {} mints answered 200, {unavailable} answered 503",
+         {} mints answered 200, {} answered 503",
         promotion.as_secs_f64(),
         resumed.as_secs_f64(),
-        tokens.len(),
+        minted.len(),
+        unavailable.len(),
     );
-    all_recorded_on(second, &tokens).await;
+    all_recorded_on(second, &minted, killed, &unavailable).await;
     for app in apps.iter() {
         let ready: Value = app.readyz().await.1;
         assert_eq!(ready["primary"], format!("127.0.0.1:{second}"), "{ready}");
@@ -440,6 +501,7 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
     let load = Load::start(&apps, &f);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let monitor_dir = formation.dir.join("monitor");
+    let switching = Instant::now();
     let switched = autoctl(
         &formation.dir,
         &["perform", "switchover", "--pgdata", monitor_dir.to_str().unwrap()],
@@ -454,13 +516,14 @@ async fn a_killed_primary_under_load_loses_no_lease_and_minting_resumes_on_both_
     until("node1 primary again", Duration::from_secs(60), || writable(first)).await;
     let resumed = load.resumed_after(Instant::now(), Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (tokens, unavailable) = load.finish().await;
+    let (minted, unavailable) = load.finish().await;
     eprintln!(
-        "switchover: {} mints answered 200, {unavailable} answered 503; both replicas minting {:.1} s after it",
-        tokens.len(),
+        "switchover: {} mints answered 200, {} answered 503; both replicas minting {:.1} s after it",
+        minted.len(),
+        unavailable.len(),
         resumed.as_secs_f64()
     );
-    all_recorded_on(first, &tokens).await;
+    all_recorded_on(first, &minted, switching, &unavailable).await;
     for app in apps.iter() {
         let ready: Value = app.readyz().await.1;
         assert_eq!(ready["primary"], format!("127.0.0.1:{first}"), "{ready}");
