@@ -19,6 +19,7 @@ on_both_backends!(
     consent_refused_sends_the_client_access_denied_and_no_code,
     client_documents_on_private_addresses_or_naming_another_id_are_refused,
     one_tenants_login_provider_never_signs_anyone_into_another_tenant,
+    a_malformed_browser_query_gets_a_page_and_starts_nothing,
 );
 
 async fn pkce_and_the_redirect_rule_are_enforced_and_each_refusal_is_audited(b: Backend) {
@@ -275,4 +276,32 @@ async fn one_tenants_login_provider_never_signs_anyone_into_another_tenant(b: Ba
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = p.app.get(&beta_admin, "/v1/tenants/acme/sessions").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// The query of /oauth2/authorize and /oauth2/callback is the browser's (an
+/// attacker's link can say anything): a parameter given twice, one not
+/// percent-decodable, or one over 4 KiB is answered with a 400 page naming
+/// the fault, never a redirect, and no authorization starts (no cookie).
+async fn a_malformed_browser_query_gets_a_page_and_starts_nothing(b: Backend) {
+    let p = setup(b).await;
+    let (_, challenge) = pkce();
+    let good = authorize_url(&p.app, &p.request(&challenge));
+    let long = "x".repeat(4097);
+    for (url, fault) in [
+        (format!("{good}&state=again"), "is repeated"),
+        (format!("{good}&scope=%zz"), "not well formed"),
+        (format!("{good}&nonce={long}"), "too long"),
+        (p.app.url("/oauth2/callback?state=a&state=b"), "is repeated"),
+        (p.app.url("/oauth2/callback?state=%zz&code=c"), "not well formed"),
+    ] {
+        let res = Browser::new().get(&url).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{fault}: {url:.120}");
+        assert!(res.headers().get("location").is_none(), "{fault}: never a redirect");
+        assert!(
+            res.headers().get("set-cookie").is_none(),
+            "{fault}: no authorization started"
+        );
+        let page = res.text().await.unwrap();
+        assert!(page.contains(fault), "{fault}: {page}");
+    }
 }
